@@ -1,0 +1,119 @@
+"""Inspect a config or a checkpoint without training.
+
+    python check.py config/train_reflow_1.py              # parameter table, then `params: 463.67M`
+    python check.py out/shakespeare_reflow                # a checkpoint (run dir or .pt file)
+    python check.py config/train_shakespeare_reflow.py out/shakespeare_reflow/ckpt.pt
+
+The config's model is built on the meta device (shapes, no memory), so even the 515M configs
+report in about a second.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from core.checkpoint import load_checkpoint, model_from_checkpoint, model_name_of
+from core.config import load_config, parse_args
+from core.errors import UserError, exit_on_user_error
+from models import Transformer, build_model
+
+
+def format_millions(n: int) -> str:
+    """Parameter counts as the published table writes them: M = 10^6, two decimals."""
+    return f"{n / 1e6:.2f}M"
+
+
+def parameter_table(model: Transformer) -> list[tuple[str, int]]:
+    """(module, params) rows: each top-level module, and one block broken down by its parts."""
+    rows = []
+    for name, module in model.named_children():
+        count = sum(p.numel() for p in module.parameters())
+        if name == "blocks":
+            per_block = count // len(module)
+            rows.append((f"blocks ({len(module)} x {per_block:,})", count))
+            for part, sub in module[0].named_children():
+                sub_count = sum(p.numel() for p in sub.parameters())
+                if sub_count:
+                    rows.append((f"  {part}", sub_count))
+        elif count:
+            rows.append((name, count))
+    for name, param in model.named_parameters(recurse=False):
+        rows.append((name, param.numel()))
+    return rows
+
+
+def print_model_params(model: Transformer, name: str) -> None:
+    print(f"model: {name}  {model.config}")
+    rows = parameter_table(model)
+    width = max(len(r[0]) for r in rows) + 2
+    for label, count in rows:
+        print(f"{label:<{width}}{count:>15,}")
+    print(f"params: {format_millions(model.num_params())}")
+
+
+def print_checkpoint(checkpoint: dict) -> None:
+    print("tensors:")
+    for key, tensor in checkpoint["model"].items():
+        norm = tensor.float().norm().item()
+        print(f"  {key:<40} {str(tuple(tensor.shape)):<16} {str(tensor.dtype):<15} norm {norm:.4g}")
+    print(f"model: {model_name_of(checkpoint)}")
+    print(f"model_args: {checkpoint['model_args']}")
+    print(f"iter_num: {checkpoint.get('iter_num')}")
+    print(f"best_val_loss: {checkpoint.get('best_val_loss')}")
+    model = model_from_checkpoint(checkpoint)
+    print(f"params: {format_millions(model.num_params())}")
+    if model.has_recipes:
+        print_recipe_summary(model)
+
+
+@torch.no_grad()
+def print_recipe_summary(model) -> None:
+    """How the vocabulary uses its signals, and the shape of the signal basis."""
+    recipe, basis = model.effective_recipe().float(), model.basis.float()
+    V, S = recipe.shape
+    magnitude = recipe.abs()
+    # An entry counts as active when it carries at least 10% of its row's largest weight.
+    active = (magnitude >= 0.1 * magnitude.max(dim=1, keepdim=True).values).sum(dim=1).float()
+    usage = magnitude.sum(dim=0)
+    print(f"recipes: {V} tokens x {S} signals; exact zeros {(recipe == 0).float().mean():.1%}; "
+          f"active per token (>=10% of row max) mean {active.mean():.1f} of {S}; "
+          f"signal usage max/mean {usage.max() / usage.mean():.2f}")
+    singular = torch.linalg.svdvals(basis)
+    p = singular / singular.sum()
+    effective_rank = torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
+    print(f"basis: {S} signals x {basis.shape[1]} dims; singular values max {singular[0]:.4g} "
+          f"min {singular[-1]:.4g}; effective rank {effective_rank:.1f}")
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> None:
+    paths = [a for a in argv if not a.startswith("--")]
+    if not paths:
+        raise UserError("usage: python check.py [CONFIG.py] [CHECKPOINT]")
+    config_file = next((p for p in paths if p.endswith(".py")), None)
+    checkpoint_arg = next((p for p in paths if not p.endswith(".py")), None)
+    if config_file is not None:
+        _, overrides = parse_args([a for a in argv if a.startswith("--")])
+        cfg = load_config(config_file, overrides)
+        if checkpoint_arg is None:
+            with torch.device("meta"):
+                model = build_model(cfg.model, cfg.model_config())
+            print_model_params(model, cfg.model)
+            return
+    checkpoint = load_checkpoint(Path(checkpoint_arg))
+    if config_file is not None:
+        check_architecture(checkpoint, cfg)
+    print_checkpoint(checkpoint)
+
+
+def check_architecture(checkpoint: dict, cfg) -> None:
+    """Refuse a checkpoint whose architecture differs from the config's."""
+    saved = model_name_of(checkpoint)
+    if saved != cfg.model or checkpoint["model_args"] != vars(cfg.model_config()):
+        raise UserError(f"checkpoint is a {saved} with {checkpoint['model_args']}, "
+                        f"but the config describes a {cfg.model}; pass the matching config")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

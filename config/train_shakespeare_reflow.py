@@ -1,0 +1,8 @@
+# reflow on the embedded Shakespeare corpus, at the CPU size shared by all five models.
+#   python train.py config/train_shakespeare_reflow.py
+from config.shakespeare_common import *  # noqa: F403  (the shared size and schedule)
+
+out_dir = "out/shakespeare_reflow"
+wandb_run_name = "shakespeare_reflow"
+model = "reflow"
+

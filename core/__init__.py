@@ -1,0 +1,1 @@
+"""Machinery shared by the entry scripts: config, checkpoints, tokenizer, data batches, errors."""

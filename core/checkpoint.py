@@ -1,0 +1,80 @@
+"""Checkpoints: written atomically, read as data only, and turned back into models.
+
+A checkpoint is a dict with nanoGPT's keys (`model`, `optimizer`, `model_args`, `iter_num`,
+`best_val_loss`, `config`) plus whatever exact resume needs. It is loaded with
+`torch.load(..., weights_only=True)`: tensors and plain Python values, never code.
+"""
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from core.errors import UserError
+from models import MODELS, ModelConfig, Transformer, build_model
+
+CHECKPOINT_NAME = "ckpt.pt"
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """A run directory means its ckpt.pt; a file path is taken as it is."""
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
+    """Write to a temporary file, fsync it, then rename over `path`: a reader (or a crash) sees
+    either the previous checkpoint or the new one whole, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint as data (weights_only=True); any problem is one clear UserError."""
+    file = checkpoint_path(path)
+    if not file.is_file():
+        raise UserError(f"no checkpoint at {file}; train one first or pass the right path")
+    try:
+        checkpoint = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise UserError(f"refusing to load {file}: it holds more than tensors and plain data "
+                        f"({first_line})")
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise UserError(f"checkpoint {file} is truncated or corrupt ({type(error).__name__}); "
+                        "resume from an earlier one or retrain")
+    missing = {"model", "model_args"} - set(checkpoint) if isinstance(checkpoint, dict) else {"model"}
+    if missing:
+        raise UserError(f"{file} is not a reflow checkpoint (missing {sorted(missing)})")
+    return checkpoint
+
+
+def model_name_of(checkpoint: dict) -> str:
+    return checkpoint.get("config", {}).get("model") or checkpoint["model_name"]
+
+
+def model_from_checkpoint(checkpoint: dict) -> Transformer:
+    """Rebuild the model a checkpoint was saved from, with its weights."""
+    name = model_name_of(checkpoint)
+    if name not in MODELS:
+        raise UserError(f"checkpoint holds unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    model = build_model(name, ModelConfig(**checkpoint["model_args"]))
+    state = {k.removeprefix("_orig_mod."): v for k, v in checkpoint["model"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise UserError(f"checkpoint weights do not fit a {name} model: {str(error).splitlines()[0]}")
+    return model

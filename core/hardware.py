@@ -1,0 +1,79 @@
+"""The device a run uses, its precision, and its peak FLOP/s for MFU.
+
+MFU (model FLOPs utilization) = achieved model FLOP/s / the device's peak, as in nanoGPT and
+the PaLM paper. On GPUs the peak comes from the vendor's dense tensor-core figure for the dtype;
+on CPU there is no such figure, so it is measured on the spot with a large fp32 matmul.
+"""
+
+import contextlib
+import functools
+import time
+
+import torch
+
+# Dense (no sparsity) peak FLOP/s by GPU name fragment and dtype, from the vendors' data sheets.
+GPU_PEAK_FLOPS = {
+    "T4": {"float16": 65e12, "float32": 8.1e12},
+    "V100": {"float16": 125e12, "float32": 15.7e12},
+    "A10G": {"bfloat16": 70e12, "float16": 70e12, "float32": 31.2e12},
+    "A100": {"bfloat16": 312e12, "float16": 312e12, "float32": 19.5e12},
+    "L4": {"bfloat16": 121e12, "float16": 121e12, "float32": 30.3e12},
+    "H100": {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12},
+    "H200": {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12},
+}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> str:
+    """'auto' picks cuda, then mps, then cpu."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """'auto' means bf16 where the GPU supports it, fp16 (with a GradScaler) where it does not
+    (Tesla T4, V100), and fp32 on CPU, where autocast buys nothing."""
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def autocast(device: str, dtype: str):
+    """Mixed-precision context for forward passes; a no-op in fp32."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=DTYPES[dtype])
+
+
+def peak_flops(device: str, dtype: str) -> float:
+    """Peak FLOP/s of this device at this dtype (measured on CPU, looked up on GPUs)."""
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device))
+        for fragment, peaks in GPU_PEAK_FLOPS.items():
+            if fragment in name:
+                return peaks.get(dtype, peaks["float32"])
+        raise ValueError(f"no peak FLOP/s known for {name}; add it to GPU_PEAK_FLOPS")
+    return measured_cpu_matmul_flops()
+
+
+@functools.lru_cache(maxsize=1)
+def measured_cpu_matmul_flops(size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large fp32 matmul on this CPU with the current thread count: the practical
+    peak a training step could reach."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):  # warm up the thread pool and caches
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best

@@ -1,0 +1,69 @@
+"""The pieces of one optimization step, shared by train.py and bench.py so both time the same code."""
+
+import contextlib
+import math
+
+import torch
+import torch.nn as nn
+
+from core.config import Config
+from core.hardware import autocast
+
+
+def make_optimizer(model: nn.Module, cfg: Config, device: str) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (2-D and up: linears, embeddings, recipes, basis)
+    and none on vectors (norm gains, biases), as nanoGPT does."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    # The fused kernel updates all parameters at once on GPUs; CPU uses the foreach path.
+    fused = device.startswith("cuda")
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+def learning_rate_at(iter_num: int, cfg: Config) -> float:
+    """Linear warmup, then cosine decay to min_lr at lr_decay_iters; constant if not decay_lr."""
+    if not cfg.decay_lr:
+        return cfg.learning_rate
+    if iter_num < cfg.warmup_iters:
+        return cfg.learning_rate * (iter_num + 1) / (cfg.warmup_iters + 1)
+    if iter_num > cfg.lr_decay_iters:
+        return cfg.min_lr
+    progress = (iter_num - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+
+
+def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip: float,
+               device: str, dtype: str) -> float:
+    """One optimizer step over the given (x, y) micro-batches; returns the mean loss.
+
+    Under DDP, gradients are all-reduced only on the last micro-batch (no_sync before it).
+    The loss is divided by the number of micro-batches, so the summed gradient is their mean.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    steps = len(micro_batches)
+    total = 0.0
+    for i, (x, y) in enumerate(micro_batches):
+        last = i == steps - 1
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast(device, dtype):
+                _, loss = model(x, targets=y)
+            scaler.scale(loss / steps).backward()
+        total += loss.detach()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return (total / steps).item()
+
+
+def make_grad_scaler(device: str, dtype: str) -> torch.amp.GradScaler:
+    """Loss scaling is needed for fp16 only; for other dtypes the scaler is a pass-through."""
+    return torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")

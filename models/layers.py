@@ -1,0 +1,230 @@
+"""Layers shared by every architecture: norms, rotary positions, attention, MLPs, the block, hooks.
+
+Each architecture file composes these; none of them is copied. Shapes in comments use
+B = batch, T = time, C = n_embd, H = query heads, K = key/value heads, D = head size.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    """Architecture hyper-parameters. nanoGPT's names, plus what the newer models need."""
+
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for fast matmuls
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = False
+    n_kv_head: int | None = None  # grouped-query attention; None means n_head (plain MHA)
+    n_signals: int = 1024  # reflow family: S, the number of shared signals
+    topk: int = 64  # reflow-topk: non-zero entries kept per recipe row
+    rope_theta: float = 10000.0
+    swiglu_multiple_of: int = 256  # SwiGLU hidden size is rounded up to a multiple of this
+
+    def __post_init__(self):
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+
+    @property
+    def swiglu_hidden(self) -> int:
+        """LLaMA's choice: 2/3 of the 4C a GELU MLP would use, rounded up to swiglu_multiple_of."""
+        hidden = int(8 * self.n_embd / 3)
+        m = self.swiglu_multiple_of
+        return m * ((hidden + m - 1) // m)
+
+
+class HookPoint(nn.Module):
+    """An identity with a name: the place where code reads or replaces an activation.
+
+    Forward hooks registered on it (see `Transformer.hooks`) may return a tensor that replaces
+    the activation, exactly like TransformerLens' hook points.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1 on every path)."""
+
+    def __init__(self, dim: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding tables (cos, sin) for positions 0 .. block_size - 1."""
+
+    def __init__(self, head_size: int, block_size: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2).float() / head_size))
+        angles = torch.outer(torch.arange(block_size).float(), inv_freq)  # (T, D/2)
+        # Buffers, not parameters: derived from the config, so never saved or counted.
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start_pos: int) -> torch.Tensor:
+        """Rotate x (B, heads, T, D) as if its first position were `start_pos`."""
+        T = x.size(-2)
+        cos = self.cos[start_pos : start_pos + T].to(x.dtype)
+        sin = self.sin[start_pos : start_pos + T].to(x.dtype)
+        x1, x2 = x[..., 0::2], x[..., 1::2]  # interleaved pairs, as in the RoFormer paper
+        rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+        return rotated.flatten(-2)
+
+
+class KVCache:
+    """Keys and values of one layer for incremental decoding, preallocated to block_size."""
+
+    def __init__(self, batch: int, n_kv_head: int, block_size: int, head_size: int, device, dtype):
+        shape = (batch, n_kv_head, block_size, head_size)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        T = k.size(2)
+        self.k[:, :, self.length : self.length + T] = k
+        self.v[:, :, self.length : self.length + T] = v
+        self.length += T
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head (or grouped-query, when n_kv_head < n_head) causal attention over SDPA."""
+
+    def __init__(self, config: ModelConfig, rotary: Rotary | None):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        assert config.n_head % config.n_kv_head == 0
+        self.n_head = config.n_head
+        self.n_kv_head = config.n_kv_head
+        self.head_size = config.n_embd // config.n_head
+        kv_size = self.n_kv_head * self.head_size
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv_size, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.rotary = rotary  # shared by all layers; None for learned absolute positions
+
+    def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None):
+        B, T, C = x.size()
+        kv_size = self.n_kv_head * self.head_size
+        q, k, v = self.c_attn(x).split([C, kv_size, kv_size], dim=2)
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, K, T, D)
+        v = v.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, K, T, D)
+        if self.rotary is not None:
+            q, k = self.rotary(q, start_pos), self.rotary(k, start_pos)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, K, start_pos + T, D)
+
+        # Queries see every cached key plus the causal part of the new ones.
+        if start_pos == 0:
+            mask, causal = None, True
+        elif T == 1:
+            mask, causal = None, False
+        else:
+            total = k.size(2)
+            mask = torch.ones(T, total, dtype=torch.bool, device=x.device).tril(total - T)
+            causal = False
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv_head != self.n_head,
+        )  # (B, H, T, D)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class GeluMLP(nn.Module):
+    """GPT-2's MLP: C -> 4C -> GELU -> C."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class SwiGLU(nn.Module):
+    """LLaMA's MLP: C -> (silu(x W_gate) * x W_up) -> C, hidden size config.swiglu_hidden."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        hidden = config.swiglu_hidden
+        # Gate and up projections in one matmul: one kernel launch instead of two.
+        self.c_fc = nn.Linear(config.n_embd, 2 * hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.c_fc(x).chunk(2, dim=-1)
+        return self.dropout(self.c_proj(F.silu(gate) * up))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(x)), with hook points."""
+
+    def __init__(self, config: ModelConfig, norm: type, mlp: type, rotary: Rotary | None):
+        super().__init__()
+        self.ln_1 = norm(config)
+        self.attn = CausalSelfAttention(config, rotary)
+        self.ln_2 = norm(config)
+        self.mlp = mlp(config)
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None):
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), start_pos, cache)))
+        x = self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
+        return x
+
+
+def layer_norm(config: ModelConfig) -> LayerNorm:
+    return LayerNorm(config.n_embd, bias=config.bias)
+
+
+def rms_norm(config: ModelConfig) -> RMSNorm:
+    return RMSNorm(config.n_embd)
+
+
+def init_weights(model: nn.Module, n_layer: int) -> None:
+    """GPT-2 init: N(0, 0.02) for matrices, zero biases; residual projections scaled 1/sqrt(2L)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj") else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)

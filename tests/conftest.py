@@ -1,0 +1,23 @@
+import pytest
+import torch
+
+from models import ModelConfig, build_model
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    """A model small enough that a forward and backward take milliseconds on CPU."""
+    args = dict(n_layer=2, n_head=4, n_embd=32, block_size=32, vocab_size=97,
+                n_signals=16, topk=4, swiglu_multiple_of=16)
+    args.update(overrides)
+    return ModelConfig(**args)
+
+
+def tiny_model(name: str, **overrides):
+    if name == "reflow-lite":
+        overrides.setdefault("n_kv_head", 2)
+    return build_model(name, tiny_config(**overrides))
