@@ -39,7 +39,8 @@ class Config:
     wandb_project: str = "reflow"
     wandb_run_name: str = "run"
     # --- data -------------------------------------------------------------------------------
-    dataset: str = "openwebtext"  # a folder under data/ holding train.bin and val.bin
+    data_dir: str = "data"  # datasets live in data_dir/<dataset>/
+    dataset: str = "openwebtext"  # a folder holding train.bin and val.bin (+ optional *_mask.bin)
     gradient_accumulation_steps: int = 40  # micro-batches per global batch, over all ranks
     batch_size: int = 12  # sequences per micro-batch
     block_size: int = 1024
@@ -71,12 +72,14 @@ class Config:
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype: str = "auto"  # 'auto', 'float32', 'bfloat16', 'float16'
     compile: bool = False
+    on_nonfinite: str = "stop"  # a NaN/inf loss: 'stop' the run, or 'skip' the step
     # --- sampling (sample.py) ---------------------------------------------------------------
     start: str = "\n"  # prompt, or FILE:path to read it from a file
     num_samples: int = 3
     max_new_tokens: int = 200
     temperature: float = 0.8
     top_k: int | None = 200
+    chat: bool = False  # chat mode: prompts are wrapped in the chat template (core/chat.py)
     # --- experiments (experiment.py) --------------------------------------------------------
     probe_words: list = field(default_factory=lambda: [" king", " queen", " man", " woman"])
 
