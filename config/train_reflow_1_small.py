@@ -1,37 +1,18 @@
-# reFlow small: 6 layers, 512 wide, 512 signals; fits one GPU for quick studies.
-# Full scale: OpenWebText on 4 GPUs (the published runs used Tesla T4s: fp16, no bf16).
+# reFlow small: 6 layers, 512 wide, 512 signals; a quick study that fits one GPU.
 #   python data/openwebtext/prepare.py
 #   torchrun --standalone --nproc_per_node=4 train.py config/train_reflow_1_small.py
-# Parameter count (46.47M) is derived in config/README.md; check it with: python check.py config/train_reflow_1_small.py
+# 46.47M parameters (derived in config/README.md; python check.py config/train_reflow_1_small.py).
+from config.openwebtext_common import *  # noqa: F403  (data, batch and schedule)
 
 out_dir = "out/reflow_1_small"
-wandb_log = False  # set True (or --wandb_log=True) to log to wandb
-wandb_project = "reflow"
 wandb_run_name = "train_reflow_1_small"
-
-dataset = "openwebtext"
 model = "reflow"
 n_layer = 6
+n_signals = 512
 n_head = 8
 n_embd = 512
-block_size = 1024
-bias = False
-dropout = 0.0
-n_signals = 512
-# 4 GPUs x 16 sequences x 8 accumulation steps x 1024 tokens = 491,520 tokens per step,
-# nanoGPT's ~0.5M-token batch.
+# 4 GPUs x 16 sequences x 8 accumulation steps x 1024 tokens = 524,288 tokens per step.
 batch_size = 16
 gradient_accumulation_steps = 32
-
 learning_rate = 6e-4
-max_iters = 100000
-lr_decay_iters = 100000
-warmup_iters = 2000
 min_lr = 6e-5
-weight_decay = 0.1
-grad_clip = 1.0
-
-eval_interval = 1000
-eval_iters = 200
-log_interval = 10
-dtype = "auto"  # bfloat16 where the GPU has it, else float16 with a GradScaler
