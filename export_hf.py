@@ -1,0 +1,45 @@
+"""Export a checkpoint as a Hugging Face transformers model directory (no custom code needed).
+
+    python export_hf.py out/shakespeare_reflow out/shakespeare_reflow_hf
+    python export_hf.py out/reflow_1/ckpt.pt hf/reflow_1 --dtype=bfloat16
+
+Then, anywhere transformers is installed:
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained("out/shakespeare_reflow_hf")
+    tokenizer = AutoTokenizer.from_pretrained("out/shakespeare_reflow_hf")
+
+gpt2 loads as GPT2LMHeadModel, the other four as LlamaForCausalLM; see core/export_hf.py.
+"""
+
+import argparse
+import sys
+
+import torch
+
+from core.checkpoint import load_checkpoint, model_from_checkpoint, model_name_of
+from core.errors import exit_on_user_error
+from core.export_hf import export_hf
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="a run directory or a ckpt.pt file")
+    parser.add_argument("out_dir", help="the model directory to write (new or empty)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of the saved weights")
+    args = parser.parse_args(argv)
+    checkpoint = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(checkpoint)
+    files = export_hf(model, args.out_dir, DTYPES[args.dtype])
+    name = model_name_of(checkpoint)
+    kind = "GPT2LMHeadModel" if name == "gpt2" else "LlamaForCausalLM"
+    print(f"exported {name} as {kind} to {args.out_dir}: {', '.join(f.name for f in files)}")
+    if not any(f.name == "vocab.json" for f in files):
+        print(f"no tokenizer written: the model's {model.config.vocab_size} tokens do not cover GPT-2's")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
