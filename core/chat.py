@@ -9,10 +9,11 @@ GPT-2's vocabulary has no chat tokens, so turns are marked with plain text heade
     {assistant message}<|endoftext|>
 
 Loss is taken on assistant tokens only: the assistant's text and the <|endoftext|> that ends it
-(so the model learns to stop). Headers and user text are context, masked out.
+(so the model learns to stop). Headers and user text are context, masked out. Message text is
+encoded as ordinary text: a literal "<|endoftext|>" inside a message is not a control token.
 """
 
-from core.tokenizer import END_OF_TEXT_ID, encode
+from core.tokenizer import END_OF_TEXT_ID, encode_ordinary
 
 USER_HEADER = "### User:\n"
 ASSISTANT_HEADER = "### Assistant:\n"
@@ -26,14 +27,14 @@ def encode_conversation(turns: list[str]) -> tuple[list[int], list[int]]:
     mask: list[int] = []
     for i, text in enumerate(turns):
         if i % 2 == 0:  # user: header, message and the assistant header are all context
-            context = encode(USER_HEADER + text + TURN_SEPARATOR + ASSISTANT_HEADER)
+            context = encode_ordinary(USER_HEADER + text + TURN_SEPARATOR + ASSISTANT_HEADER)
             ids += context
             mask += [0] * len(context)
         else:
-            answer = encode(text) + [END_OF_TEXT_ID]
+            answer = encode_ordinary(text) + [END_OF_TEXT_ID]
             ids += answer
             mask += [1] * len(answer)
-            separator = encode(TURN_SEPARATOR)
+            separator = encode_ordinary(TURN_SEPARATOR)
             ids += separator
             mask += [0] * len(separator)
     return ids, mask

@@ -36,5 +36,11 @@ def encode(text: str) -> list[int]:
     return get_tokenizer().encode(text, allowed_special={END_OF_TEXT})
 
 
+def encode_ordinary(text: str) -> list[int]:
+    """Encode text that must never contain control tokens (user content): a literal
+    `<|endoftext|>` is spelled out as ordinary text."""
+    return get_tokenizer().encode_ordinary(text)
+
+
 def decode(ids) -> str:
     return get_tokenizer().decode(list(ids))
