@@ -43,7 +43,7 @@ class RunLog:
         """Record one finished step (iter_num is the count of steps done)."""
         self.bar.update(1)
         self.seconds, self.steps = self.seconds + seconds, self.steps + 1
-        if not self.enabled or (iter_num % self.cfg.log_interval and iter_num != self.cfg.max_iters):
+        if not self.enabled or iter_num % self.cfg.log_interval:
             return
         step_time = self.seconds / self.steps
         tokens_per_sec = self.tokens_per_step / step_time
