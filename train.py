@@ -84,12 +84,12 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     device, dtype = dist.device, resolve_dtype(cfg.dtype, dist.device)
     ckpt_file = checkpoint_path(Path(cfg.out_dir) / "ckpt.pt")
     model, resume, cfg = load_model(cfg, ckpt_file)
-    ensure_writable_dir(cfg.out_dir)
     data_folder = Path(cfg.data_dir) / cfg.dataset
     if dist.is_master:
         prepare_if_missing(data_folder, cfg.dataset)
     dist.barrier()
     batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed)
+    ensure_writable_dir(cfg.out_dir)
 
     model.to(device)
     optimizer = make_optimizer(model, cfg, device)
@@ -146,7 +146,8 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
                 result.evaluations[iter_num], evaluated_at = losses, iter_num
                 note = ""
                 if not math.isfinite(losses["val"]):
-                    note = non_finite(cfg, f"val loss {losses['val']} at step {iter_num}", ckpt_file)
+                    what = f"val loss {losses['val']} at step {iter_num}"
+                    note = non_finite(cfg, what, ckpt_file, "not saved")
                 elif losses["val"] < best_val_loss or cfg.always_save_checkpoint:
                     best_val_loss = min(best_val_loss, losses["val"])
                     if iter_num > 0 and not cfg.eval_only:
@@ -154,8 +155,9 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
                 log.evaluation(iter_num, losses, note)
             if stopping:
                 if saved_at != iter_num:
-                    log.print(save(f"stopped at step {iter_num}"))
-                log.print(f"resume with: --init_from=resume --out_dir={cfg.out_dir}")
+                    save("stopped")
+                log.print(f"stopped at step {iter_num}: saved {ckpt_file}; "
+                          f"resume with: --init_from=resume --out_dir={cfg.out_dir}")
                 break
             if iter_num >= cfg.max_iters or cfg.eval_only:
                 break
@@ -168,7 +170,7 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
             loss = train_step(train_model, optimizer, scaler, micro_batches, lr=lr,
                               grad_clip=cfg.grad_clip, device=device, dtype=dtype, dist=dist)
             if not math.isfinite(loss):
-                log.print(non_finite(cfg, f"loss {loss} at step {iter_num}", ckpt_file))
+                log.print(non_finite(cfg, f"loss {loss} at step {iter_num}", ckpt_file, "step skipped"))
             result.losses[iter_num] = loss
             iter_num += 1
             log.step(iter_num, loss, lr, time.perf_counter() - start)
@@ -202,12 +204,12 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
     return model, resume, cfg
 
 
-def non_finite(cfg: Config, what: str, ckpt_file: Path) -> str:
-    """Stop on a NaN/inf loss, or say the step was skipped, per on_nonfinite."""
+def non_finite(cfg: Config, what: str, ckpt_file: Path, skipped: str) -> str:
+    """Stop on a NaN/inf loss, or say what was skipped, per on_nonfinite."""
     if cfg.on_nonfinite == "stop":
         kept = f"; {ckpt_file} keeps the last good state" if ckpt_file.exists() else ""
         raise UserError(f"non-finite {what}{kept}; lower learning_rate, or set --on_nonfinite=skip")
-    return f"non-finite {what}: not saved, weights left as they were"
+    return f"non-finite {what}: {skipped}"
 
 
 def prepare_if_missing(folder: Path, dataset: str) -> None:

@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,23 @@ def train_command(*args: str) -> list[str]:
 def torchrun_command(nproc: int, *args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
             str(REPO / "train.py"), *args]
+
+
+def wait_for_new_save(ckpt: Path, process, timeout: float = 60) -> None:
+    """Block until `process` (re)writes ckpt, or ends."""
+    before = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+    deadline = time.time() + timeout
+    while process.poll() is None and time.time() < deadline:
+        if ckpt.exists() and ckpt.stat().st_mtime_ns != before:
+            return
+        time.sleep(0.01)
+
+
+def child_pids(parent: int) -> list[int]:
+    return [int(pid) for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+
+
+def rank_of(pid: int) -> str | None:
+    """The RANK torchrun gave a worker process."""
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next((item[5:].decode() for item in env if item.startswith(b"RANK=")), None)
