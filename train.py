@@ -27,8 +27,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from core.batches import Batches, seed_for
 from core.checkpoint import (
+    CHECKPOINT_NAME,
     check_same_architecture,
-    checkpoint_path,
     ensure_writable_dir,
     load_checkpoint,
     model_from_checkpoint,
@@ -82,7 +82,7 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     if cfg.on_nonfinite not in ("stop", "skip"):
         raise UserError(f"on_nonfinite must be 'stop' or 'skip', got {cfg.on_nonfinite!r}")
     device, dtype = dist.device, resolve_dtype(cfg.dtype, dist.device)
-    ckpt_file = checkpoint_path(Path(cfg.out_dir) / "ckpt.pt")
+    ckpt_file = Path(cfg.out_dir) / CHECKPOINT_NAME
     model, resume, cfg = load_model(cfg, ckpt_file)
     data_folder = Path(cfg.data_dir) / cfg.dataset
     if dist.is_master:
@@ -195,8 +195,9 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
         model, resume = model_from_checkpoint(checkpoint), checkpoint
     else:  # fine-tune from a checkpoint file or run directory
         model, resume = model_from_checkpoint(checkpoint), None
+        config_keys = {f.name for f in dataclasses.fields(Config)}
         architecture = {k: v for k, v in checkpoint["model_args"].items()
-                        if k in Config.__dataclass_fields__ and k != "block_size"}
+                        if k in config_keys and k != "block_size"}
         cfg = dataclasses.replace(cfg, model=model_name_of(checkpoint), **architecture)
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size {cfg.block_size} is longer than the checkpoint's model was built for "
