@@ -76,6 +76,10 @@ def train(cfg: Config) -> RunResult:
 
 def run(cfg: Config, dist: Distributed) -> RunResult:
     # --- set-up: every check a user can fail comes before anything is written ------------------
+    for key in ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters",
+                "log_interval"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"{key} must be at least 1, got {getattr(cfg, key)}")
     if cfg.gradient_accumulation_steps % dist.world_size:
         raise UserError(f"gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be a "
                         f"multiple of the number of processes ({dist.world_size})")

@@ -94,6 +94,8 @@ def test_accumulation_steps_must_divide_among_ranks(tmp_path):
         train.run(cfg, Distributed(world_size=2))  # the check comes before any communication
 
 
-def test_unknown_on_nonfinite(tmp_path, capsys):
+def test_values_out_of_range(tmp_path, capsys):
     err = fails(capsys, run_args(tmp_path, on_nonfinite="ignore"))
     assert err == "error: on_nonfinite must be 'stop' or 'skip', got 'ignore'"
+    err = fails(capsys, run_args(tmp_path, eval_interval=0))
+    assert err == "error: eval_interval must be at least 1, got 0"
