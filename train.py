@@ -19,6 +19,7 @@ import dataclasses
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,9 +107,13 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
         iter_num, best_val_loss = resume["iter_num"], resume["best_val_loss"]
     fast_model = torch.compile(model) if cfg.compile else model
     train_model = fast_model
-    if dist.enabled:  # buffers (RoPE tables) never change, so there is nothing to broadcast
+    if dist.enabled:
         device_ids = [dist.local_rank] if device.startswith("cuda") else None
-        train_model = DDP(fast_model, device_ids=device_ids, broadcast_buffers=False)
+        # The only buffers are RoPE tables, equal on every rank: no broadcast before each forward.
+        # (torch 2.13 renames the argument and warns; the old name works on every torch >= 2.5.)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
+            train_model = DDP(fast_model, device_ids=device_ids, broadcast_buffers=False)
 
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
     log = RunLog(cfg, start_iter=iter_num, tokens_per_step=tokens_per_step,
@@ -141,7 +146,7 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     evaluated_at = iter_num if resume and not cfg.eval_only else None
     saved_at = iter_num if resume else None
     stopping = False
-    with log, StopRequest() as stop_request:
+    with log, StopRequest(dist) as stop_request:
         while True:
             eval_due = iter_num % cfg.eval_interval == 0 or iter_num >= cfg.max_iters
             if eval_due and iter_num != evaluated_at:
@@ -178,7 +183,7 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
             result.losses[iter_num] = loss
             iter_num += 1
             log.step(iter_num, loss, lr, time.perf_counter() - start)
-            stopping = stop_request.agreed(dist)
+            stopping = stop_request.agreed()
 
     result.iter_num, result.best_val_loss, result.stopped = iter_num, best_val_loss, stopping
     if dist.is_master and not stopping and cfg.max_new_tokens > 0:

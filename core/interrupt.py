@@ -3,7 +3,8 @@
 The signal handler only raises a flag; the training loop reads it between steps, where the model
 and optimizer are whole. Under DDP the ranks sum their flags every step, so a signal that reaches
 one rank stops them all at the same step (a rank that left early would hang the others in their
-next all-reduce). A second Ctrl-C stops at once, without saving.
+next all-reduce). In a single process a second Ctrl-C stops at once, without saving; under torchrun
+it does not, because torchrun passes on the Ctrl-C it receives itself, so every rank sees two.
 """
 
 import signal
@@ -12,7 +13,8 @@ from core.distributed import Distributed
 
 
 class StopRequest:
-    def __init__(self):
+    def __init__(self, dist: Distributed):
+        self.dist = dist
         self.requested = False
         self.previous = {}
 
@@ -26,11 +28,17 @@ class StopRequest:
             signal.signal(sig, handler)
 
     def handle(self, signum, frame):
+        if self.requested:
+            return
         self.requested = True
-        signal.signal(signum, self.previous[signum])  # the next one acts immediately
-        print(f"\n{signal.Signals(signum).name}: stopping after this step to save a checkpoint "
-              "(press Ctrl-C again to quit without saving)", flush=True)
+        again = ""
+        if not self.dist.enabled:
+            signal.signal(signum, self.previous[signum])  # the next one acts immediately
+            again = " (press Ctrl-C again to quit without saving)"
+        if self.dist.is_master:
+            print(f"\n{signal.Signals(signum).name}: stopping after this step to save a checkpoint{again}",
+                  flush=True)
 
-    def agreed(self, dist: Distributed) -> bool:
+    def agreed(self) -> bool:
         """True on every rank if any rank was asked to stop."""
-        return dist.sum([float(self.requested)])[0] > 0
+        return self.dist.sum([float(self.requested)])[0] > 0
