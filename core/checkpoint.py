@@ -47,6 +47,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     file = checkpoint_path(path)
     if not file.is_file():
         raise UserError(f"no checkpoint at {file}; train one first or pass the right path")
+    if not zipfile.is_zipfile(file):  # torch.save writes a zip; a cut-off one has lost its directory
+        raise UserError(f"checkpoint {file} is truncated or corrupt (not a whole zip file); "
+                        "resume from an earlier one or retrain")
     try:
         checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -78,3 +81,32 @@ def model_from_checkpoint(checkpoint: dict) -> Transformer:
     except RuntimeError as error:
         raise UserError(f"checkpoint weights do not fit a {name} model: {str(error).splitlines()[0]}")
     return model
+
+
+def check_same_architecture(checkpoint: dict, model_name: str, config: ModelConfig, file: Path) -> None:
+    """Refuse to resume a checkpoint into a different model than the config describes.
+
+    Left out: block_size (the length of training windows, which may shrink) and dropout."""
+    saved = ModelConfig(**checkpoint["model_args"])
+    name = model_name_of(checkpoint)
+    differences = [f"model {name!r} vs {model_name!r}"] if name != model_name else []
+    differences += [
+        f"{key} {getattr(saved, key)} vs {getattr(config, key)}" for key in vars(saved)
+        if key not in ("block_size", "dropout") and getattr(saved, key) != getattr(config, key)
+    ]
+    if differences:
+        raise UserError(f"{file} holds a different architecture than the config (checkpoint vs config: "
+                        f"{'; '.join(differences)}); resume with the config it was trained with")
+
+
+def ensure_writable_dir(folder: str | Path) -> None:
+    """Create `folder` if needed and prove it takes a file, before any work is done."""
+    folder = Path(folder)
+    probe = folder / f".write_test_{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"cannot write to out_dir {folder} ({error.strerror or error}); "
+                        "choose another with --out_dir=...")

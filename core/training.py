@@ -1,4 +1,5 @@
-"""The pieces of one optimization step, shared by train.py and bench.py so both time the same code."""
+"""The pieces of one optimization step and of the loss estimate, shared by train.py and bench.py
+so both time the same code."""
 
 import contextlib
 import math
@@ -6,7 +7,9 @@ import math
 import torch
 import torch.nn as nn
 
+from core.batches import Batches
 from core.config import Config
+from core.distributed import Distributed
 from core.hardware import autocast
 
 
@@ -37,16 +40,18 @@ def learning_rate_at(iter_num: int, cfg: Config) -> float:
 
 
 def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip: float,
-               device: str, dtype: str) -> float:
+               device: str, dtype: str, dist: Distributed | None = None) -> float:
     """One optimizer step over the given (x, y) micro-batches; returns the mean loss.
 
-    Under DDP, gradients are all-reduced only on the last micro-batch (no_sync before it).
+    Under DDP, gradients are all-reduced only on the last micro-batch (no_sync before it), and the
+    returned loss is the mean over every rank's micro-batches: the loss of the global batch.
     The loss is divided by the number of micro-batches, so the summed gradient is their mean.
+    A non-finite loss is returned without touching the weights: the step is not taken.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
     steps = len(micro_batches)
-    total = 0.0
+    total = torch.zeros((), device=device)
     for i, (x, y) in enumerate(micro_batches):
         last = i == steps - 1
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
@@ -54,14 +59,39 @@ def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip:
             with autocast(device, dtype):
                 _, loss = model(x, targets=y)
             scaler.scale(loss / steps).backward()
-        total += loss.detach()
+        total += loss.detach().float()
+    # The one host sync per step: every rank must agree on the loss before deciding to step.
+    dist = dist or Distributed()
+    loss = dist.sum([total.item() / steps])[0] / dist.world_size
+    if not math.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        return loss
     if grad_clip > 0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return (total / steps).item()
+    return loss
+
+
+@torch.no_grad()
+def estimate_loss(model, batches: Batches, eval_iters: int, *, device: str, dtype: str,
+                  dist: Distributed) -> dict[str, float]:
+    """Mean loss over `eval_iters` fixed batches of each split; the ranks share the batches."""
+    model.eval()
+    losses = {}
+    for split in ("train", "val"):
+        total, count = 0.0, 0
+        for index in range(dist.rank, eval_iters, dist.world_size):
+            x, y = batches.eval_batch(split, index, device)
+            with autocast(device, dtype):
+                _, loss = model(x, targets=y)
+            total, count = total + loss.item(), count + 1
+        total, count = dist.sum([total, count])
+        losses[split] = total / count
+    model.train()
+    return losses
 
 
 def make_grad_scaler(device: str, dtype: str) -> torch.amp.GradScaler:

@@ -1,0 +1,6 @@
+# Continue config/train_reflow_1_topk_big.py's run (out_dir) from its last checkpoint: weights, optimizer, step
+# and data position, exactly where it stopped.
+#   torchrun --standalone --nproc_per_node=4 train.py config/train_reflow_1_topk_big_resume.py
+from config.train_reflow_1_topk_big import *  # noqa: F403  (the run's own settings)
+
+init_from = "resume"

@@ -1,0 +1,122 @@
+"""Batches from token files: memmapped reading, sampling that depends only on (seed, step), loss masks.
+
+A dataset is a folder `<data_dir>/<dataset>/` holding `train.bin` and `val.bin`: one stream of
+uint16 GPT-2 ids each (nanoGPT's format). It may also hold `train_mask.bin` / `val_mask.bin`:
+uint8, one byte per token, 1 where the token is trained on as a target (SFT trains on the
+assistant's words only). Where the mask is 0 the target becomes -1, which the loss ignores.
+
+Which windows make up a step's global batch is a function of (seed, step) alone: a generator
+seeded from the pair draws every offset of the global batch, and each rank reads its slice.
+So a run gives the same batches on 1, 2 or 4 processes, and resuming at step k needs only k.
+"""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.errors import UserError
+
+# A window whose targets are all masked out teaches nothing (and a micro-batch of them would
+# make the mean loss 0/0), so it is redrawn; a mask that keeps failing this is refused.
+MAX_REDRAWS = 100
+
+
+def seed_for(*parts) -> int:
+    """A 63-bit seed fixed by `parts` alone (e.g. seed, step): nothing carries over between steps."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def prepare_command(dataset: str) -> str:
+    return f"python data/{dataset}/prepare.py"
+
+
+class TokenSplit:
+    """One split (train or val) of a dataset: its tokens, and its loss mask if there is one.
+
+    The files are memmapped afresh on every read, as nanoGPT does: a long-lived np.memmap keeps
+    every page it touched, and over a long run that grows without bound.
+    """
+
+    def __init__(self, folder: Path, split: str, block_size: int):
+        self.tokens_path = folder / f"{split}.bin"
+        self.mask_path = folder / f"{split}_mask.bin"
+        self.block_size = block_size
+        if not self.tokens_path.is_file():
+            raise UserError(f"no {split} data at {self.tokens_path}; "
+                            f"prepare it with: {prepare_command(folder.name)}")
+        self.num_tokens = self.tokens_path.stat().st_size // np.dtype(np.uint16).itemsize
+        if self.num_tokens <= block_size:
+            raise UserError(f"{self.tokens_path} holds {self.num_tokens} tokens, too few for one "
+                            f"window of block_size {block_size}; lower --block_size or add data")
+        self.has_mask = self.mask_path.is_file()
+        if self.has_mask and self.mask_path.stat().st_size != self.num_tokens:
+            raise UserError(f"{self.mask_path} has {self.mask_path.stat().st_size} bytes but "
+                            f"{self.tokens_path} has {self.num_tokens} tokens; prepare them together")
+
+    def tokens(self) -> np.memmap:
+        return np.memmap(self.tokens_path, dtype=np.uint16, mode="r")
+
+    def mask(self) -> np.memmap:
+        return np.memmap(self.mask_path, dtype=np.uint8, mode="r")
+
+    def draw_offsets(self, count: int, generator: torch.Generator) -> list[int]:
+        """`count` window starts, uniform over the split; with a mask, none whose targets are all 0."""
+        high = self.num_tokens - self.block_size
+        offsets = torch.randint(high, (count,), generator=generator).tolist()
+        if not self.has_mask:
+            return offsets
+        mask, T = self.mask(), self.block_size
+        for _ in range(MAX_REDRAWS):
+            empty = [i for i, o in enumerate(offsets) if not mask[o + 1 : o + 1 + T].any()]
+            if not empty:
+                return offsets
+            redrawn = torch.randint(high, (len(empty),), generator=generator).tolist()
+            for i, o in zip(empty, redrawn, strict=True):
+                offsets[i] = o
+        raise UserError(f"{self.mask_path} marks (almost) no tokens as trained on; check how it was prepared")
+
+    def read(self, offsets: list[int], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs x and targets y (B, T) int64 for windows starting at `offsets`; masked targets = -1."""
+        tokens, T = self.tokens(), self.block_size
+        x = torch.from_numpy(np.stack([tokens[o : o + T] for o in offsets]).astype(np.int64))
+        y = torch.from_numpy(np.stack([tokens[o + 1 : o + 1 + T] for o in offsets]).astype(np.int64))
+        if self.has_mask:
+            mask = self.mask()
+            keep = torch.from_numpy(np.stack([mask[o + 1 : o + 1 + T] for o in offsets]).astype(bool))
+            y[~keep] = -1
+        if device.startswith("cuda"):  # pinned memory lets the copy overlap with compute
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return x.to(device), y.to(device)
+
+
+class Batches:
+    """The batches of one run: the training micro-batches of each step, and fixed eval batches.
+
+    A step's global batch is `micro_steps` micro-batches of `batch_size` windows; with `world_size`
+    processes, rank r reads micro-batches r * per_rank .. (r + 1) * per_rank - 1 of it.
+    """
+
+    def __init__(self, folder: Path, block_size: int, batch_size: int, seed: int):
+        self.splits = {split: TokenSplit(folder, split, block_size) for split in ("train", "val")}
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def train_micro_batches(self, step: int, micro_steps: int, rank: int, world_size: int,
+                            device: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's micro-batches of step `step`'s global batch."""
+        generator = torch.Generator().manual_seed(seed_for(self.seed, step))
+        offsets = self.splits["train"].draw_offsets(micro_steps * self.batch_size, generator)
+        per_rank = micro_steps // world_size
+        B = self.batch_size
+        mine = range(rank * per_rank, (rank + 1) * per_rank)
+        return [self.splits["train"].read(offsets[m * B : (m + 1) * B], device) for m in mine]
+
+    def eval_batch(self, split: str, index: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval batch `index` of a split: the same windows at every evaluation, so successive
+        estimates differ only by what the model learned."""
+        generator = torch.Generator().manual_seed(seed_for(self.seed, "eval", split, index))
+        offsets = self.splits[split].draw_offsets(self.batch_size, generator)
+        return self.splits[split].read(offsets, device)

@@ -1,0 +1,64 @@
+"""Data-parallel bookkeeping: which process this is, on which device, and how ranks agree.
+
+Started by `torchrun --standalone --nproc_per_node=N train.py ...`, every process reads RANK,
+LOCAL_RANK and WORLD_SIZE from the environment and joins one process group: NCCL on GPUs, gloo on
+CPU. Started plainly (`python train.py ...`), the run is a world of one and nothing is
+communicated.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from core.hardware import resolve_device
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+
+    @property
+    def is_master(self) -> bool:
+        """Rank 0 alone logs, evaluates for the record, and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum of `values` over all ranks (the values themselves in a world of one)."""
+        if not self.enabled:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor.tolist()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_distributed(device: str, backend: str) -> Distributed:
+    """Join the process group if torchrun started us; pick this rank's device either way."""
+    if "RANK" not in os.environ:
+        return Distributed(device=resolve_device(device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    device = resolve_device(device)
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"  # one GPU per process
+        torch.cuda.set_device(device)
+    else:
+        backend = "gloo"  # NCCL needs GPUs
+    dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return Distributed(rank, local_rank, world_size, device)

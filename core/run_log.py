@@ -1,0 +1,94 @@
+"""What a person, and optionally wandb, sees of a training run.
+
+Rank 0 shows a progress bar (in a terminal; in a log file the log lines carry the progress), a
+log line every `log_interval` steps, and a line per evaluation:
+
+    iter 120/1000: loss 5.2311, lr 1.99e-03, 1,412 ms/step, 1,450 tok/s, mfu 11.2%
+    step 200: train loss 5.0133, val loss 5.1208 (saved out/shakespeare_reflow/ckpt.pt)
+
+ms/step and tok/s average the steps since the previous log line (evaluation time left out).
+MFU is model FLOPs per second (`Transformer.flops_per_token`) over the peak of all devices
+(`core.hardware.peak_flops`; on CPU, a measured fp32 matmul).
+"""
+
+from tqdm import tqdm
+
+from core.config import Config
+from core.errors import UserError
+from core.hardware import peak_flops
+
+
+class RunLog:
+    def __init__(self, cfg: Config, *, start_iter: int, flops_per_step: float, tokens_per_step: int,
+                 device: str, dtype: str, world_size: int, enabled: bool, wandb_run_id: str | None):
+        self.cfg, self.enabled = cfg, enabled
+        self.flops_per_step, self.tokens_per_step = flops_per_step, tokens_per_step
+        self.device, self.dtype, self.world_size = device, dtype, world_size
+        self.peak: float | None = None  # measured at the first log line, not at start-up
+        self.seconds, self.steps = 0.0, 0
+        # disable=None: a bar in a terminal, none in a log file.
+        self.bar = tqdm(total=cfg.max_iters, initial=start_iter, unit="step", dynamic_ncols=True,
+                        disable=None if enabled else True)
+        self.wandb = start_wandb(cfg, wandb_run_id) if enabled and cfg.wandb_log else None
+
+    @property
+    def wandb_run_id(self) -> str | None:
+        return self.wandb.id if self.wandb else None
+
+    def print(self, line: str) -> None:
+        if self.enabled:
+            tqdm.write(line)
+
+    def step(self, iter_num: int, loss: float, lr: float, seconds: float) -> None:
+        """Record one finished step (iter_num is the count of steps done)."""
+        self.bar.update(1)
+        self.seconds, self.steps = self.seconds + seconds, self.steps + 1
+        if not self.enabled or iter_num % self.cfg.log_interval:
+            return
+        step_time = self.seconds / self.steps
+        tokens_per_sec = self.tokens_per_step / step_time
+        mfu = self.mfu(step_time)
+        mfu_text = f"{mfu:.1%}" if mfu is not None else "n/a"
+        self.print(f"iter {iter_num}/{self.cfg.max_iters}: loss {loss:.4f}, lr {lr:.2e}, "
+                   f"{step_time * 1000:,.0f} ms/step, {tokens_per_sec:,.0f} tok/s, mfu {mfu_text}")
+        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if self.wandb:
+            self.wandb.log({"iter": iter_num, "train/loss": loss, "lr": lr,
+                            "tokens_per_sec": tokens_per_sec, "mfu": mfu}, step=iter_num)
+        self.seconds, self.steps = 0.0, 0
+
+    def evaluation(self, iter_num: int, losses: dict[str, float], note: str = "") -> None:
+        self.print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                   + (f" ({note})" if note else ""))
+        if self.wandb:
+            self.wandb.log({"iter": iter_num, "train/loss_estimate": losses["train"],
+                            "val/loss": losses["val"]}, step=iter_num)
+
+    def mfu(self, step_time: float) -> float | None:
+        if self.peak is None:
+            try:
+                self.peak = peak_flops(self.device, self.dtype) * self.world_size
+            except ValueError:  # a GPU missing from the peak table: no MFU rather than no run
+                self.peak = 0.0
+        return self.flops_per_step / step_time / self.peak if self.peak else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+def start_wandb(cfg: Config, run_id: str | None):
+    """A wandb run in out_dir/wandb (WANDB_MODE=offline works); a resumed run continues its own."""
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("wandb_log=True needs wandb: pip install wandb (or set --wandb_log=False)")
+    return wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=cfg.to_dict(),
+                      dir=cfg.out_dir, id=run_id, resume="allow")

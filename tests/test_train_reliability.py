@@ -1,0 +1,112 @@
+"""Nothing lost: SIGKILL at any moment, Ctrl-C, non-finite losses (Ctrl-C under DDP: test_train.py)."""
+
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_model
+from train_fixtures import (  # noqa: F401  (one_thread: an autouse fixture)
+    ONE_THREAD_ENV,
+    one_thread,
+    run_args,
+    run_config,
+    train_command,
+    wait_for_new_save,
+    write_dataset,
+)
+
+import train
+from core.checkpoint import load_checkpoint
+from core.config import Config
+from core.training import make_grad_scaler, make_optimizer, train_step
+
+# Evaluate and save every step, so the signals land in evaluations, saves and steps alike.
+KILL_RUN = dict(max_iters=40, lr_decay_iters=40, eval_interval=1, eval_iters=1, log_interval=1000,
+                always_save_checkpoint=True)
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(train_command(*args), cwd=cwd, env=ONE_THREAD_ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert (a["iter_num"], a["best_val_loss"]) == (b["iter_num"], b["best_val_loss"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    for i, state in a["optimizer"]["state"].items():
+        assert all(torch.equal(state[k], b["optimizer"]["state"][i][k]) for k in state)
+
+
+def test_killed_and_interrupted_runs_resume_to_the_same_end(tmp_path):
+    """SIGKILL at 3 random moments, then Ctrl-C, resuming each time: the end state (weights,
+    optimizer, step, best val loss) equals that of a run never interrupted, bit for bit."""
+    write_dataset(tmp_path / "data")
+    train.train(run_config(tmp_path, "straight", **KILL_RUN))
+    ckpt = tmp_path / "killed" / "ckpt.pt"
+    rng = random.Random(0)
+    steps_saved = []
+    for sig in [signal.SIGKILL] * 3 + [signal.SIGINT, None]:
+        resume = ["--init_from=resume"] if ckpt.exists() else []
+        process = start(run_args(tmp_path, "killed", **KILL_RUN) + resume, tmp_path)
+        if sig is None:  # the last run finishes
+            _, stderr = process.communicate(timeout=120)
+            assert process.returncode == 0, stderr
+            break
+        wait_for_new_save(ckpt, process)
+        time.sleep(rng.uniform(0, 0.3))  # somewhere in an evaluation, a save or a step
+        process.send_signal(sig)
+        stdout, stderr = process.communicate(timeout=60)
+        steps_saved.append(load_checkpoint(ckpt)["iter_num"])  # always loadable
+        if sig == signal.SIGINT:  # a clean stop: saved where it stopped, no sample, no traceback
+            assert process.returncode == 0 and "Traceback" not in stderr, stderr
+            assert f"stopped at step {steps_saved[-1]}: saved" in stdout and "--- sample" not in stdout
+            assert "resume with: --init_from=resume" in stdout
+    assert steps_saved == sorted(steps_saved) and 0 < steps_saved[0] and steps_saved[-1] < 40
+    assert_same_state(load_checkpoint(ckpt), load_checkpoint(tmp_path / "straight"))
+
+
+def test_non_finite_loss_stops_at_its_step_and_keeps_the_checkpoint(tmp_path, capsys):
+    """A learning rate of 1e30 makes the weights huge at step 2, so step 3's loss is NaN."""
+    write_dataset(tmp_path / "data")
+    train.train(run_config(tmp_path, max_iters=2, eval_interval=2, log_interval=100))
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    saved = ckpt.read_bytes()
+    explode = dict(init_from="resume", learning_rate=1e30, decay_lr=False, max_iters=6, eval_interval=2,
+                   log_interval=100, always_save_checkpoint=True)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(run_args(tmp_path, **explode))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: non-finite loss nan at step 3; {ckpt} keeps the last good state")
+    assert ckpt.read_bytes() == saved
+
+    result = train.train(run_config(tmp_path, on_nonfinite="skip", **explode))
+    out = capsys.readouterr().out
+    assert [step for step, loss in result.losses.items() if loss != loss] == [3, 4, 5]
+    for step in (3, 4, 5):
+        assert f"non-finite loss nan at step {step}: step skipped" in out
+    assert "non-finite val loss nan at step 4: not saved" in out
+    assert ckpt.read_bytes() == saved  # a NaN evaluation is never saved, even with always_save
+
+
+def test_a_non_finite_step_leaves_weights_and_optimizer_untouched():
+    model = tiny_model("gpt2-new")
+    x = torch.randint(0, 97, (2, 8))
+    batch = (x, torch.roll(x, -1, dims=1))
+    optimizer = make_optimizer(model, Config(), "cpu")
+    scaler = make_grad_scaler("cpu", "float32")
+    step = dict(lr=1e-3, grad_clip=1.0, device="cpu", dtype="float32")
+    train_step(model, optimizer, scaler, [batch], **step)
+    with torch.no_grad():
+        model.blocks[0].ln_1.weight[0] = float("inf")  # an overflowed weight: the loss becomes NaN
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = [state["exp_avg"].clone() for state in optimizer.state.values()]
+    loss = train_step(model, optimizer, scaler, [batch], **step)
+    assert loss != loss
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, optimizer.state.values(), strict=True))
+    assert all(p.grad is None for p in model.parameters())
