@@ -72,7 +72,11 @@ def main(argv: list[str]) -> None:
     if selection is None:
         numbers, explicit = parse_selection(ask())
         check_runnable(numbers, ctx.model_name, explicit)
-    run_experiments(ctx, numbers)
+    try:
+        run_experiments(ctx, numbers)
+    except KeyboardInterrupt:  # the reports finished so far are whole, and the audit page lists them
+        print(f"\ninterrupted; finished reports are in {ctx.reports_dir}", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

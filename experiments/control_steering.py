@@ -91,8 +91,10 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
               for L in tqdm(layers, desc="emotion surgery: layers", leave=False, disable=None)]
     reverse = [log_odds(L, direction, -alpha) - base for L in layers]
     best = int(np.argmax(shifts))
+    # The control gets the same choice of layer: each random direction's best shift over layers.
     randoms = random_directions(RANDOM_DRAWS, direction.numel(), ctx.generator(report.number)).to(ctx.device)
-    random_shifts = [log_odds(best, r, alpha) - base for r in randoms]
+    random_best = [max(log_odds(L, r, alpha) for L in layers) - base for r in randoms]
+    random_reverse = [log_odds(best, r, -alpha) - base for r in randoms]
 
     report.define("sentiment log odds", "log(P(next token in positive_words) / "
                   "P(next token in negative_words)) after a steering prompt, averaged over "
@@ -100,11 +102,12 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
     report.define("steering", f"h <- h + alpha * n_L * d after layer L, d the unit sentiment direction, n_L "
                   f"the mean residual norm there on the prompt; alpha = {alpha}.")
     report.define("shift", "sentiment log odds with steering minus without (positive: more positive words).")
-    report.define("control", "random unit directions at the same layer and strength "
-                  f"(mean of {RANDOM_DRAWS}).")
-    report.metric(f"shift at +alpha (best layer, L{best})", shifts[best], float(np.mean(random_shifts)),
+    report.define("control", f"random unit directions at the same strength (mean of {RANDOM_DRAWS}); "
+                  "for +alpha each at its own best layer, as the sentiment direction is, for -alpha at "
+                  "the sentiment direction's best layer.")
+    report.metric(f"shift at +alpha (best layer, L{best})", shifts[best], float(np.mean(random_best)),
                   "random direction", higher_is_structure=True)
-    report.metric(f"shift at -alpha (L{best})", reverse[best], float(np.mean(random_shifts)),
+    report.metric(f"shift at -alpha (L{best})", reverse[best], float(np.mean(random_reverse)),
                   "random direction", higher_is_structure=False)
     report.metric("unsteered sentiment log odds", base)
     report.table(["layer", "shift (+alpha)", "shift (-alpha)"],
@@ -128,8 +131,8 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
     x = np.arange(len(layers))
     ax.bar(x - 0.2, shifts, width=0.4, label="+alpha")
     ax.bar(x + 0.2, reverse, width=0.4, label="-alpha")
-    ax.axhspan(min(random_shifts), max(random_shifts), color="gray", alpha=0.3,
-               label=f"random directions at L{best}")
+    ax.axhspan(min(random_best), max(random_best), color="gray", alpha=0.3,
+               label="random directions (+alpha, best layer)")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(x, [f"L{L}" for L in layers])
     ax.set(xlabel="layer steered", ylabel="shift in sentiment log odds", title="Emotion surgery")
@@ -175,17 +178,17 @@ def concept_inception(ctx: Context, report: Report) -> None:
         concept = token_id(word, ctx.vocab_size, "concept_words")
         direction = F.normalize(E[concept], dim=0)
         found = [critical_alpha(model, idx, L, direction, concept, cfg.concept_alpha_max) for L in layers]
-        reached = [a for a in found if a is not None]
-        best.append(min(reached) if reached else None)
-        best_layer = found.index(best[-1]) if reached else model.config.n_layer - 1
-        best_random.append(critical_alpha(model, idx, best_layer, randoms[n], concept, cfg.concept_alpha_max))
+        random_found = [critical_alpha(model, idx, L, randoms[n], concept, cfg.concept_alpha_max)
+                        for L in layers]
+        best.append(min((a for a in found if a is not None), default=None))
+        best_random.append(min((a for a in random_found if a is not None), default=None))
         table.append([label(concept)] + found + [best_random[-1]])
 
     report.define("critical alpha", "smallest alpha at which h <- h + alpha * n_L * e_c/|e_c| after layer L "
                   "makes concept c the top next token after the prompt (n_L: mean residual norm there, e_c: "
                   f"c's vocab-matrix row); searched in [0, {cfg.concept_alpha_max}] by bisection, n/a if "
                   "not reached. Lower: the concept is easier to incept.")
-    report.define("control", "a random unit direction at the concept's best layer: it should need more "
+    report.define("control", "a random unit direction, also at its best layer: it should need more "
                   "strength, or never make the concept the top prediction.")
     reached = [a for a in best if a is not None]
     random_reached = [a for a in best_random if a is not None]
@@ -194,7 +197,7 @@ def concept_inception(ctx: Context, report: Report) -> None:
     report.metric("critical alpha (best layer, mean)", float(np.mean(reached)) if reached else None,
                   float(np.mean(random_reached)) if random_reached else None, "random direction",
                   higher_is_structure=False)
-    report.table(["concept"] + [f"L{L}" for L in layers] + ["random direction"], table,
+    report.table(["concept"] + [f"L{L}" for L in layers] + ["random direction (best layer)"], table,
                  title=f"Critical alpha after {cfg.concept_prompt!r}")
 
     fig, ax = plt.subplots(figsize=(7, 4))
