@@ -71,11 +71,11 @@ def grouped_words(ctx) -> tuple[list[int], list[str]]:
 
 # --- token spaces ------------------------------------------------------------------------------
 def token_space(model: Transformer) -> tuple[torch.Tensor, str]:
-    """The (V, D) rows that describe each token: recipes (D = S) on the reflow family, the
-    embedding (D = C) on gpt2 and gpt2-new, which have no recipes."""
+    """The (V, D) rows that describe each token, on the CPU: recipes (D = S) on the reflow family,
+    the embedding (D = C) on gpt2 and gpt2-new, which have no recipes."""
     if model.has_recipes:
-        return model.effective_recipe().detach().float(), "recipe space"
-    return model.vocab_matrix().detach().float(), "embedding space"
+        return model.effective_recipe().detach().float().cpu(), "recipe space"
+    return model.vocab_matrix().detach().float().cpu(), "embedding space"
 
 
 def token_table(model: Transformer) -> torch.nn.Parameter:
@@ -144,8 +144,20 @@ def cache_without_logits(model: Transformer, idx: torch.Tensor, names: list[str]
 
 
 def steering_hook(vector: torch.Tensor):
-    """A hook that adds `vector` (C) to the residual stream at every position it sees."""
+    """A hook that adds `vector` to the residual stream at every position it sees: one (C) vector
+    for the whole batch, or (B, 1, C) for one vector per batch row."""
     return lambda h: h + vector.to(h.dtype)
+
+
+@torch.no_grad()
+def steered_next_token_probs(model: Transformer, idx: torch.Tensor, layer: int,
+                             vectors: torch.Tensor) -> torch.Tensor:
+    """(D, V): next-token distributions after a (1, T) prompt with each of the D vectors (D, C)
+    added after `layer`, all in one batched forward instead of D separate ones."""
+    batch = idx.expand(len(vectors), -1)
+    with model.hooks({model.resid_hook(layer): steering_hook(vectors[:, None, :])}):
+        logits, _ = model(batch, last_only=True)
+    return F.softmax(logits[:, -1].float(), dim=-1)
 
 
 def random_directions(count: int, dim: int, generator: torch.Generator) -> torch.Tensor:

@@ -33,7 +33,7 @@ def lens(model, idx: torch.Tensor, target: int) -> dict:
     states = torch.stack([h[0, -1] for h in model.hidden_states(idx)])  # (L+1, C)
     probs = F.softmax(lens_logits(model, states).float(), dim=-1)  # (L+1, V)
     target_probs = probs[:, target]
-    return {"prob": target_probs, "rank": (probs > target_probs[:, None]).sum(-1) + 1,
+    return {"prob": target_probs.cpu(), "rank": ((probs > target_probs[:, None]).sum(-1) + 1).cpu(),
             "top": probs.argmax(-1).tolist()}
 
 
@@ -99,7 +99,7 @@ def layer_evolution(ctx: Context, report: Report) -> None:
 @torch.no_grad()
 def signal_readout(model, idx: torch.Tensor) -> torch.Tensor:
     """(L+1, T, S): the residual stream after each layer, through the final norm, in signal space."""
-    return torch.stack([model.signal_activations(model.ln_f(h))[0] for h in model.hidden_states(idx)])
+    return torch.stack([model.signal_activations(model.ln_f(h))[0] for h in model.hidden_states(idx)]).cpu()
 
 
 def energy_share(activations: torch.Tensor, k: int) -> float:
@@ -134,7 +134,7 @@ def signal_flow(ctx: Context, report: Report) -> None:
             final | set(f[i, -1].abs().topk(k).indices.tolist())) for i in range(len(f) - 1)]))
 
     report.metric("persistence", persistence(flow), persistence(control_flow), "random-init model")
-    recipe = ctx.model.effective_recipe()
+    recipe = ctx.model.effective_recipe().cpu()
     vocab = ctx.frequent_tokens
     rows = []
     for s in top.tolist():
@@ -176,10 +176,11 @@ def causal_ablation(ctx: Context, report: Report) -> None:
     idx = ctx.prompt(prompt, "target_prompts[0]")
     target = token_id(target_word, ctx.vocab_size, "target_prompts[0]")
     logits, cache = model.run_with_cache(idx, ["hook_final"])
-    signals = model.signal_activations(cache["hook_final"][0, -1])  # (S,)
-    recipe = model.effective_recipe()
+    # Small enough for the CPU: S activations and the (V, S) recipes.
+    signals = model.signal_activations(cache["hook_final"][0, -1]).cpu()  # (S,)
+    recipe = model.effective_recipe().cpu()
     readout = signals @ recipe.t()
-    assert torch.allclose(readout, logits[0, -1], atol=1e-3, rtol=1e-4), "signal readout != model output"
+    assert torch.allclose(readout, logits[0, -1].cpu(), atol=1e-3, rtol=1e-4), "readout != model output"
     contributions = signals * recipe[target]  # (S,): a_s r_ts, summing to the target's logit
     # The signals that carry the target: those adding to its logit, largest first.
     positive = int((contributions > 0).sum())

@@ -157,7 +157,7 @@ def final_signals(model, windows: torch.Tensor) -> torch.Tensor:
     out = []
     for batch in tqdm(windows.split(BATCH_WINDOWS), desc="signal selectivity", leave=False, disable=None):
         h = cache_without_logits(model, batch, [last])[last]
-        out.append(model.signal_activations(model.ln_f(h)).flatten(0, 1))
+        out.append(model.signal_activations(model.ln_f(h)).flatten(0, 1).cpu())
     return torch.cat(out)
 
 
@@ -198,7 +198,7 @@ def signal_selectivity(ctx: Context, report: Report) -> None:
                   "random-init model", higher_is_structure=False)
 
     tokens = windows.flatten().cpu().numpy()
-    recipe = ctx.model.effective_recipe()
+    recipe = ctx.model.effective_recipe().cpu()
     vocab = ctx.frequent_tokens
     for s in selectivity.topk(min(DASHBOARD_SIGNALS, selectivity.numel())).indices.tolist():
         promoted = vocab[recipe[vocab, s].topk(min(6, len(vocab))).indices].tolist()

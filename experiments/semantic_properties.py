@@ -144,7 +144,7 @@ def typo_resilience(ctx: Context, report: Report) -> None:
     typo_cos, unrelated_cos, typo_js, unrelated_js, rows = [], [], [], [], []
     for n, triple in enumerate(ctx.cfg.typo_sentences):
         idx = [ctx.prompt(text, f"typo_sentences[{n}]") for text in triple]
-        states = [torch.stack([h[0, -1] for h in model.hidden_states(i)]) for i in idx]  # (L+1, C) each
+        states = [torch.stack([h[0, -1] for h in model.hidden_states(i)]).cpu() for i in idx]  # (L+1, C)
         probs = [next_token_probs(model, i) for i in idx]
         typo_cos.append(F.cosine_similarity(states[0], states[1], dim=-1))
         unrelated_cos.append(F.cosine_similarity(states[0], states[2], dim=-1))

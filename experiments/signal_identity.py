@@ -104,8 +104,8 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
     """Sparsity Profile: how many signals each token's recipe uses, and how evenly the S signals
     are used across the vocabulary (Gini of per-signal usage)."""
     vocab = ctx.frequent_tokens
-    recipe = ctx.model.effective_recipe().float()[vocab]
-    control = ctx.control.effective_recipe().float()[vocab]
+    recipe = ctx.model.effective_recipe().float().cpu()[vocab]
+    control = ctx.control.effective_recipe().float().cpu()[vocab]
     S = recipe.size(1)
     report.define("active signal", f"entry s of a token's recipe with |r_s| >= {ACTIVE_FRACTION} x the "
                   "largest |r| in that recipe (scale-free, so models of any norm compare).")
@@ -151,7 +151,7 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
 def basis_geometry(ctx: Context, report: Report) -> None:
     """Basis Geometry: singular values of W_basis (S x C), its effective rank and condition number,
     and the coherence of its rows (how close to parallel two signals are)."""
-    basis, control = ctx.model.basis.float(), ctx.control.basis.float()
+    basis, control = ctx.model.basis.detach().float().cpu(), ctx.control.basis.detach().float().cpu()
     S, C = basis.shape
 
     def geometry(b):
