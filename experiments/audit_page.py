@@ -27,6 +27,7 @@ th, td { text-align: left; padding: 5px 10px; border-bottom: 1px solid #e6e9ed; 
 th { background: #f0f2f5; font-weight: 600; }
 td.num { font-variant-numeric: tabular-nums; text-align: right; }
 .yes { color: #137333; font-weight: 600; } .no { color: #b3261e; font-weight: 600; } .none { color: #8a939c; }
+.some { color: #8a5a00; font-weight: 600; }
 .skipped { color: #8a5a00; background: #fff6e0; padding: 8px 12px; border-radius: 6px; }
 .figures img { max-width: 100%; border: 1px solid #e6e9ed; border-radius: 4px; margin: 8px 0; }
 details { margin: 8px 0; } summary { cursor: pointer; color: #3b4a5a; }
@@ -66,7 +67,8 @@ def tally(report: dict) -> str:
     if not judged:
         return '<span class="none">descriptive</span>'
     won = sum(bool(m["beats_control"]) for m in judged)
-    return f'<span class="{"yes" if won == len(judged) else "no"}">{won} of {len(judged)}</span>'
+    kind = "yes" if won == len(judged) else "no" if won == 0 else "some"
+    return f'<span class="{kind}">{won} of {len(judged)}</span>'
 
 
 def render_section(folder: Path, r: dict) -> str:

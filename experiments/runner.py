@@ -117,6 +117,9 @@ def check_inputs(ctx: Context, experiments: list[Experiment]) -> None:
                         raise UserError(f"{where_} must be text, got {text!r}")
                     prompt_ids(text, ctx.model.config.block_size, ctx.vocab_size, where_)
         if e.needs_text:
+            if ctx.cfg.audit_tokens < 2 or ctx.cfg.audit_vocab < 2:
+                raise UserError("audit_tokens and audit_vocab must be at least 2, got "
+                                f"{ctx.cfg.audit_tokens} and {ctx.cfg.audit_vocab}")
             ctx.all_val_tokens  # noqa: B018  (raises the one-line error if the text is missing)
     if ctx.cfg.wandb_log:
         try:
