@@ -9,3 +9,7 @@
     signal_identity.py, semantic_properties.py, mechanistic_analysis.py, control_steering.py,
     related_work.py  the experiments, one module per group
 """
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are files: never open a window, and work on headless machines

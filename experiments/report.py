@@ -17,11 +17,6 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window: reports are written on headless machines too
-import matplotlib.pyplot as plt  # noqa: E402
-
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -102,6 +97,8 @@ class Report:
 
     def figure(self, fig, name: str) -> None:
         """Save a matplotlib figure as NN_slug_name.png (atomically) and close it."""
+        import matplotlib.pyplot as plt  # here, not at the top: input errors should not wait for it
+
         file = f"{self.stem}_{name}.png"
         with atomic_path(self.folder / file) as tmp:
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")

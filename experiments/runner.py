@@ -43,6 +43,8 @@ def parse_selection(text: str) -> tuple[list[int], bool]:
             if n not in EXPERIMENTS:
                 raise UserError(f"unknown experiment {n}; the experiments are numbered 1 to "
                                 f"{max(EXPERIMENTS)} (or type all)")
+        if not span:
+            raise UserError(f"{token!r} is an empty range; write it low-high, like 2-5")
         numbers.extend(span)
     return list(dict.fromkeys(numbers)), True
 
