@@ -263,13 +263,16 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
         finally:
             table.data[rows] = original
 
-    before = hijack_measures(ctx, positive, negative, windows)
-    after = edited(negative)
     candidates = [t for t in ctx.frequent_tokens.tolist() if t not in set(positive) | set(negative)]
-    generator = ctx.generator(report.number)
-    picks = torch.randperm(len(candidates), generator=generator)[: len(negative)]
+    picks = torch.randperm(len(candidates), generator=ctx.generator(report.number))[: len(negative)]
     control_rows = [candidates[i] for i in picks]
-    control = edited(control_rows)
+    with tqdm(total=3, desc="genetic hijack: before, hijacked, control", leave=False, disable=None) as bar:
+        before = hijack_measures(ctx, positive, negative, windows)
+        bar.update()
+        after = edited(negative)
+        bar.update()
+        control = edited(control_rows)
+        bar.update()
     restored = all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())
     if not restored:  # a bug, not a user error: put the weights back from the snapshot, loudly
         model.load_state_dict(snapshot)

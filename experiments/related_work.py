@@ -81,7 +81,8 @@ def layer_geometry(model, windows: torch.Tensor, generator: torch.Generator) -> 
     mlp: dict[int, list] = {}
     states: dict[str, list] = {}
     with mlp_hidden_recorder(model, mlp):
-        for batch in windows.split(BATCH_WINDOWS):
+        for batch in tqdm(windows.split(BATCH_WINDOWS), desc="representation geometry", leave=False,
+                          disable=None):
             cache = cache_without_logits(model, batch, names + inputs)
             for name in names + inputs:
                 states.setdefault(name, []).append(cache[name])
