@@ -220,7 +220,10 @@ def hijack_measures(ctx: Context, positive: list[int], negative: list[int], wind
     """Held-out perplexity; how differently the model reads a negative vs a positive word (JS of the
     next-token distributions after prompt + word); sentiment words in seeded samples."""
     model, cfg = ctx.model, ctx.cfg
-    _, loss = model(windows[:, :-1].contiguous(), targets=windows[:, 1:].contiguous())
+    # Two windows per forward keeps the (B, T, V) logits small; weights make it the mean over all.
+    losses = [(model(w[:, :-1].contiguous(), targets=w[:, 1:].contiguous())[1].item(), len(w))
+              for w in windows.split(2)]
+    loss = sum(value * n for value, n in losses) / sum(n for _, n in losses)
     gaps = []
     pairs = list(zip(positive, negative, strict=False))  # in config order; a longer list's extras unpaired
     for i, prompt in enumerate(cfg.steer_prompts):
@@ -238,7 +241,7 @@ def hijack_measures(ctx: Context, positive: list[int], negative: list[int], wind
                              generator=generator)[:, idx.size(1):]
         counts["positive"] += int(torch.isin(out, torch.tensor(positive, device=out.device)).sum())
         counts["negative"] += int(torch.isin(out, torch.tensor(negative, device=out.device)).sum())
-    return {"perplexity": math.exp(loss.item()), "reading gap": float(np.mean(gaps)), **counts}
+    return {"perplexity": math.exp(loss), "reading gap": float(np.mean(gaps)), **counts}
 
 
 @torch.no_grad()
