@@ -30,3 +30,36 @@ dtype = "float32"
 compile = False
 wandb_log = False
 wandb_project = "reflow-shakespeare"
+
+# --- experiments (experiment.py) ---------------------------------------------------------------
+# Probes that make sense for Shakespeare; every word is one GPT-2 token (most with a leading space).
+probe_words = [" king", " queen", " lord", " lady", " thou", " love"]
+word_groups = {
+    "names": [" Romeo", " Juliet", " Richard", " Henry", " Edward", " Warwick", " Angelo", " Antonio"],
+    "titles": [" king", " queen", " lord", " lady", " prince", " knight", " sir", " master"],
+    "family": [" father", " mother", " son", " daughter", " brother", " sister", " uncle", " wife"],
+    "emotions": [" love", " hate", " joy", " grief", " sorrow", " fear", " hope", " rage"],
+    "pronouns": [" thou", " thee", " thy", " you", " he", " she", " we", " they"],
+}
+analogies = [  # [a, b, c, d]: a - b + c should be d
+    [" king", " man", " woman", " queen"],
+    [" lord", " man", " woman", " lady"],
+    [" father", " man", " woman", " mother"],
+    [" son", " brother", " sister", " daughter"],
+    [" he", " his", " her", " she"],
+]
+typo_sentences = [  # [correct, misspelled, unrelated]
+    ["Now is the winter of our discontent", "Now is the wintre of our discontnet", "Bring me the bread and the cheese"],
+    ["I pray you, good my lord", "I prya you, godo my lord", "The horse ran over the hill"],
+    ["What light through yonder window breaks", "What ligth through yonder windwo breaks", "Three ships came to the harbour"],
+]
+target_prompts = [  # [prompt, target]
+    ["To be, or not to", " be"],
+    ["I pray you, good my", " lord"],
+    ["ROMEO:\nO", ","],
+]
+positive_words = [" love", " joy", " sweet", " fair", " gentle", " happy", " noble", " good"]
+negative_words = [" hate", " grief", " sorrow", " foul", " cruel", " vile", " death", " wretched"]
+steer_prompts = ["ROMEO:\nMy heart is", "Thou art", "KING RICHARD III:\nI am"]
+concept_words = [" crown", " love", " blood"]
+concept_prompt = "I will speak of"

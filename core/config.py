@@ -82,6 +82,40 @@ class Config:
     chat: bool = False  # chat mode: prompts are wrapped in the chat template (core/chat.py)
     # --- experiments (experiment.py) --------------------------------------------------------
     probe_words: list = field(default_factory=lambda: [" king", " queen", " man", " woman"])
+    # Every word below must be one GPT-2 token; most take a leading space (" king", not "king").
+    word_groups: dict = field(default_factory=lambda: {  # labelled groups: galaxy, atlas
+        "royalty": [" king", " queen", " prince", " princess", " lord", " lady"],
+        "countries": [" France", " China", " England", " Germany", " Japan", " Italy"],
+        "cities": [" Paris", " Beijing", " London", " Rome", " Tokyo", " Berlin"],
+        "numbers": [" one", " two", " three", " four", " five", " six"],
+        "colors": [" red", " blue", " green", " white", " black", " yellow"],
+        "animals": [" dog", " cat", " horse", " bird", " fish", " cow"],
+    })
+    analogies: list = field(default_factory=lambda: [  # [a, b, c, d]: a - b + c should be d
+        [" king", " man", " woman", " queen"],
+        [" walked", " walking", " running", " ran"],
+        [" Paris", " France", " China", " Beijing"],
+    ])
+    typo_sentences: list = field(default_factory=lambda: [  # [correct, misspelled, unrelated]
+        ["The capital of France is", "The capitol of Frnace is", "The color of grass is"],
+        ["I love this beautiful house", "I lvoe this beutiful house", "He sold that large truck"],
+    ])
+    target_prompts: list = field(default_factory=lambda: [  # [prompt, target]: lens, flow, ablation
+        ["The capital of France is", " Paris"],
+    ])
+    positive_words: list = field(default_factory=lambda: [
+        " good", " great", " happy", " love", " wonderful", " beautiful", " excellent", " best"])
+    negative_words: list = field(default_factory=lambda: [
+        " bad", " terrible", " sad", " hate", " awful", " ugly", " horrible", " worst"])
+    steer_prompts: list = field(default_factory=lambda: ["I think that", "The movie was", "Today I feel"])
+    steer_alpha: float = 1.0  # steering strength, in units of the residual stream's mean norm
+    concept_words: list = field(default_factory=lambda: [" Paris", " love"])
+    concept_prompt: str = "I went to the"
+    concept_alpha_max: float = 16.0  # Concept Inception searches alpha in [0, this]
+    hijack_strength: float = 1.0  # Genetic Hijack: 0 leaves recipes, 1 replaces them outright
+    audit_tokens: int = 16384  # validation tokens read by the experiments that need text
+    audit_vocab: int = 2000  # the most frequent validation tokens: the vocabulary searched
+    audit_sample_tokens: int = 32  # length of each generated sample in the reports
 
     def model_config(self) -> ModelConfig:
         """The architecture part of this config."""

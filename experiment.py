@@ -1,0 +1,83 @@
+"""Run the interpretability suite on a checkpoint.
+
+    python experiment.py config/train_shakespeare_reflow.py              # menu: type all, or 1 3 5
+    python experiment.py config/train_shakespeare_reflow.py --run all    # no menu
+    python experiment.py config/train_shakespeare_reflow.py --run 1 3 5 --ckpt out/other/ckpt.pt
+
+The checkpoint is out_dir/ckpt.pt from the config, or --ckpt PATH. Reports go to
+audit_reports/ beside the checkpoint: NN_slug.md, NN_slug.json, NN_slug_*.png, and index.html.
+Any other --key=value overrides a config key (probe words, prompts, ...; see core/config.py).
+"""
+
+import re
+import sys
+
+from core.config import load_config, parse_args
+from core.errors import UserError, exit_on_user_error
+from experiments.context import load_context
+from experiments.runner import check_runnable, menu, parse_selection, run_experiments
+
+USAGE = "usage: python experiment.py CONFIG [--ckpt PATH] [--run all | --run 1 3 5] [--key=value ...]"
+SELECTION_WORD = re.compile(r"^(all|[\d,\-]+)$", re.IGNORECASE)
+
+
+def split_args(argv: list[str]) -> tuple[list[str], str | None, str | None]:
+    """Take --ckpt PATH and --run SELECTION (several words) out of argv; the rest is for parse_args."""
+    rest, ckpt, selection = [], None, None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name == "--ckpt":
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise UserError("--ckpt needs a path: --ckpt out/run/ckpt.pt")
+                i, value = i + 1, argv[i + 1]
+            ckpt = value
+        elif name == "--run":
+            words = [value] if eq else []
+            while not eq and i + 1 < len(argv) and SELECTION_WORD.match(argv[i + 1]):
+                i += 1
+                words.append(argv[i])
+            if not words:
+                raise UserError("--run needs experiments: --run all, or --run 1 3 5")
+            selection = " ".join(words)
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, ckpt, selection
+
+
+def ask() -> str:
+    """Show the menu and read a selection; end of input is an error, not a silent exit."""
+    print(menu())
+    try:
+        return input("\nRun which experiments? Type all, or numbers like 1 3 5: ")
+    except EOFError:
+        raise UserError("no selection (end of input at the menu); type all or numbers, "
+                        "or pass --run all / --run 1 3 5")
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> None:
+    rest, ckpt, selection = split_args(argv)
+    config_file, overrides = parse_args(rest)
+    if config_file is None:
+        raise UserError(USAGE)
+    cfg = load_config(config_file, overrides)
+    if selection is not None:  # check the numbers before the (slower) checkpoint load
+        numbers, explicit = parse_selection(selection)
+        check_runnable(numbers, cfg.model, explicit)
+    ctx = load_context(cfg, ckpt)
+    if selection is None:
+        numbers, explicit = parse_selection(ask())
+        check_runnable(numbers, ctx.model_name, explicit)
+    try:
+        run_experiments(ctx, numbers)
+    except KeyboardInterrupt:  # the reports finished so far are whole, and the audit page lists them
+        print(f"\ninterrupted; finished reports are in {ctx.reports_dir}", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

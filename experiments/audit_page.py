@@ -1,0 +1,141 @@
+"""The audit page: `audit_reports/index.html`, one self-contained file over every report that exists.
+
+Rebuilt from the JSON reports after every run, so it shows each experiment that has run, whenever
+it ran. It needs no server and no network: CSS is inline, figures are referenced by relative path
+(they sit beside it), and it links only to files that exist.
+"""
+
+import html
+import json
+from pathlib import Path
+
+from experiments.report import format_cell, write_atomic
+
+PAGE_NAME = "index.html"
+
+CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1d232a;
+       background: #f6f7f9; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; }
+h1 { font-size: 26px; margin: 0 0 4px; } h2 { font-size: 20px; margin: 0 0 6px; }
+.meta { color: #5b6570; font-size: 13px; } code { font-size: 12.5px; background: #eef0f3; padding: 1px 4px;
+       border-radius: 3px; word-break: break-all; }
+section { background: #fff; border: 1px solid #dfe3e8; border-radius: 8px; padding: 18px 22px;
+          margin: 18px 0; }
+table { border-collapse: collapse; margin: 10px 0; width: 100%; font-size: 14px; }
+th, td { text-align: left; padding: 5px 10px; border-bottom: 1px solid #e6e9ed; vertical-align: top; }
+th { background: #f0f2f5; font-weight: 600; }
+td.num { font-variant-numeric: tabular-nums; text-align: right; }
+.yes { color: #137333; font-weight: 600; } .no { color: #b3261e; font-weight: 600; } .none { color: #8a939c; }
+.some { color: #8a5a00; font-weight: 600; }
+.skipped { color: #8a5a00; background: #fff6e0; padding: 8px 12px; border-radius: 6px; }
+.figures img { max-width: 100%; border: 1px solid #e6e9ed; border-radius: 4px; margin: 8px 0; }
+details { margin: 8px 0; } summary { cursor: pointer; color: #3b4a5a; }
+a { color: #1a5fb4; }
+"""
+
+
+def load_reports(folder: Path) -> tuple[list[dict], list[str]]:
+    """Every readable NN_slug.json in folder, by experiment number; and the names of unreadable ones."""
+    reports, broken = [], []
+    for path in sorted(folder.glob("[0-9][0-9]_*.json")):
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+            report["experiment"], report["title"]  # the keys the page cannot do without
+        except (OSError, ValueError, KeyError, TypeError):
+            broken.append(path.name)
+            continue
+        reports.append(report)
+    return sorted(reports, key=lambda r: r["experiment"]), broken
+
+
+def verdict_cell(beats) -> str:
+    return {True: '<span class="yes">yes</span>', False: '<span class="no">no</span>'}.get(
+        beats, '<span class="none">—</span>')
+
+
+def link_if_exists(folder: Path, name: str | None, text: str) -> str:
+    if name and (folder / name).is_file():
+        return f'<a href="{html.escape(name)}">{html.escape(text)}</a>'
+    return ""
+
+
+def tally(report: dict) -> str:
+    if report.get("skipped"):
+        return '<span class="none">skipped</span>'
+    judged = [m for m in report.get("metrics", []) if m.get("beats_control") is not None]
+    if not judged:
+        return '<span class="none">descriptive</span>'
+    won = sum(bool(m["beats_control"]) for m in judged)
+    kind = "yes" if won == len(judged) else "no" if won == 0 else "some"
+    return f'<span class="{kind}">{won} of {len(judged)}</span>'
+
+
+def render_section(folder: Path, r: dict) -> str:
+    e = html.escape
+    number = int(r["experiment"])
+    parts = [f'<section id="exp-{number}">', f"<h2>{number}. {e(r['title'])}</h2>",
+             f'<div class="meta">{e(str(r.get("group", "")))} · model <code>{e(str(r.get("model")))}</code>'
+             f' · checkpoint <code>{e(str(r.get("checkpoint")))}</code> (iter {e(str(r.get("iter_num")))})'
+             f' · run {e(str(r.get("created")))}</div>']
+    links = [link_if_exists(folder, r.get("report"), "full report (markdown)"),
+             link_if_exists(folder, f"{Path(r.get('report') or 'x').stem}.json", "numbers (JSON)")]
+    links = [link for link in links if link]
+    if links:
+        parts.append(f'<p>{" · ".join(links)}</p>')
+    if r.get("skipped"):
+        parts.append(f'<p class="skipped">Skipped: {e(r["skipped"])}</p></section>')
+        return "\n".join(parts)
+    rows = "".join(
+        f"<tr><td>{e(m['name'])}</td><td class='num'>{e(format_cell(m.get('value')))}</td>"
+        f"<td>{e(m.get('control_name') or '—')}</td><td class='num'>{e(format_cell(m.get('control')))}</td>"
+        f"<td>{verdict_cell(m.get('beats_control'))}</td></tr>"
+        for m in r.get("metrics", []))
+    parts.append("<table><tr><th>metric</th><th>value</th><th>control</th><th>control value</th>"
+                 f"<th>beats control</th></tr>{rows}</table>")
+    definitions = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in r.get("definitions", {}).items())
+    if definitions:
+        parts.append(f"<details><summary>Definitions</summary><ul>{definitions}</ul></details>")
+    figures = [f for f in r.get("figures", []) if (folder / f).is_file()]
+    if figures:
+        images = "".join(f'<a href="{e(f)}"><img src="{e(f)}" alt="{e(f)}" loading="lazy"></a>'
+                         for f in figures)
+        parts.append(f'<div class="figures">{images}</div>')
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render(folder: Path, reports: list[dict], broken: list[str]) -> str:
+    e = html.escape
+    checkpoints = sorted({f"{r.get('model')} · {r.get('checkpoint')} (iter {r.get('iter_num')})"
+                          for r in reports})
+    summary_rows = "".join(
+        f"<tr><td class='num'>{r['experiment']}</td>"
+        f"<td><a href='#exp-{int(r['experiment'])}'>{e(r['title'])}</a></td>"
+        f"<td>{e(str(r.get('group', '')))}</td><td>{tally(r)}</td><td>{e(str(r.get('created')))}</td></tr>"
+        for r in reports)
+    head = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            "<title>reFlow audit</title>", f"<style>{CSS}</style></head><body><main>",
+            "<h1>reFlow interpretability audit</h1>",
+            '<div class="meta">' + "<br>".join(f"<code>{e(c)}</code>" for c in checkpoints) + "</div>"]
+    if not reports:
+        head.append("<p>No experiment has run yet: <code>python experiment.py CONFIG --run all</code></p>")
+    else:
+        head.append("<section><h2>Experiments</h2><p class='meta'>Each structural metric is shown beside a "
+                    "control (the random-init model, random signals, shuffled labels, an unrelated input); "
+                    "'beats control' says whether the structure is stronger than the control's.</p>"
+                    "<table><tr><th>#</th><th>experiment</th><th>group</th><th>beats control</th>"
+                    f"<th>run</th></tr>{summary_rows}</table></section>")
+    if broken:
+        head.append(f"<p class='skipped'>Unreadable report files left out: {e(', '.join(broken))}</p>")
+    body = [render_section(folder, r) for r in reports]
+    return "\n".join(head + body + ["</main></body></html>"]) + "\n"
+
+
+def write_audit_page(folder: Path) -> Path:
+    """Rebuild folder/index.html from the JSON reports in folder."""
+    reports, broken = load_reports(folder)
+    path = folder / PAGE_NAME
+    write_atomic(path, render(folder, reports, broken))
+    return path

@@ -1,0 +1,181 @@
+"""Helpers every experiment group shares: probe-token lookup, token spaces, small metrics, hooks.
+
+Everything here works on the models' common interface (`vocab_matrix`, `effective_recipe`,
+`basis`, `hidden_states`, `run_with_cache`, `hooks`, `resid_hook`, `signal_activations`), so an
+experiment reads the same on all five architectures.
+"""
+
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from core.errors import UserError
+from core.tokenizer import decode, encode
+from models import Transformer
+
+# An entry of a recipe (or an activation) counts as active when its magnitude is at least this
+# fraction of the largest in its row: scale-free, so trained and random models compare fairly.
+ACTIVE_FRACTION = 0.1
+
+
+# --- words and prompts -------------------------------------------------------------------------
+def token_id(word: str, vocab_size: int, key: str) -> int:
+    """The id of a word that must be exactly one GPT-2 token; anything else is a one-line error
+    that shows how the word was tokenized and names the config key it came from."""
+    ids = encode(word)
+    if len(ids) != 1:
+        pieces = " + ".join(repr(decode([i])) for i in ids) or "nothing"
+        hint = f"; try {' ' + word.strip()!r}" if not word.startswith(" ") and word.strip() else ""
+        raise UserError(f"{key}: {word!r} is {len(ids)} GPT-2 tokens ({pieces}), not one; "
+                        f"use a word that is a single token{hint}")
+    if ids[0] >= vocab_size:
+        raise UserError(f"{key}: {word!r} is token {ids[0]}, outside this model's vocabulary of {vocab_size}")
+    return ids[0]
+
+
+def token_ids(words: list[str], vocab_size: int, key: str) -> list[int]:
+    return [token_id(w, vocab_size, key) for w in words]
+
+
+def prompt_ids(text: str, block_size: int, vocab_size: int, key: str) -> torch.Tensor:
+    """A prompt as a (1, T) batch; empty prompts are refused, long ones keep their last block_size tokens."""
+    ids = encode(text)
+    if not ids:
+        raise UserError(f"{key}: the prompt {text!r} is empty; give some text")
+    if max(ids) >= vocab_size:
+        raise UserError(f"{key}: the prompt {text!r} has token {max(ids)}, outside this model's vocabulary "
+                        f"of {vocab_size}")
+    if len(ids) > block_size:
+        print(f"note: {key}: the prompt is {len(ids)} tokens, longer than the context; keeping the "
+              f"last {block_size}", file=sys.stderr)
+    return torch.tensor([ids[-block_size:]])
+
+
+def label(token: int) -> str:
+    """A token as readable text for tables and plots (leading space shown as '·')."""
+    text = decode([token]).replace("\n", "\\n")
+    return "·" + text[1:] if text.startswith(" ") else text
+
+
+def grouped_words(ctx) -> tuple[list[int], list[str]]:
+    """The ids of every word in cfg.word_groups and each one's group name, in config order."""
+    ids, groups = [], []
+    for group, words in ctx.cfg.word_groups.items():
+        for token in token_ids(words, ctx.vocab_size, f"word_groups[{group!r}]"):
+            ids.append(token)
+            groups.append(group)
+    return ids, groups
+
+
+# --- token spaces ------------------------------------------------------------------------------
+def token_space(model: Transformer) -> tuple[torch.Tensor, str]:
+    """The (V, D) rows that describe each token, on the CPU: recipes (D = S) on the reflow family,
+    the embedding (D = C) on gpt2 and gpt2-new, which have no recipes."""
+    if model.has_recipes:
+        return model.effective_recipe().detach().float().cpu(), "recipe space"
+    return model.vocab_matrix().detach().float().cpu(), "embedding space"
+
+
+def token_table(model: Transformer) -> torch.nn.Parameter:
+    """The parameter that stores one editable row per token: W_recipe, or the embedding."""
+    return model.recipe if model.has_recipes else model.vocab_parts()
+
+
+def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every row of a with every row of b."""
+    return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).t()
+
+
+# --- metrics -----------------------------------------------------------------------------------
+def gini(values: torch.Tensor) -> float:
+    """Gini coefficient of non-negative values: 0 when all are equal, (n-1)/n when one holds all."""
+    x = values.double().flatten().sort().values
+    n, total = x.numel(), x.sum()
+    if total <= 0:
+        return 0.0
+    ranks = torch.arange(1, n + 1, dtype=torch.float64)
+    return (2 * (ranks * x).sum() / (n * total) - (n + 1) / n).item()
+
+
+def effective_rank(matrix: torch.Tensor) -> float:
+    """exp(entropy) of the normalized singular values (Roy and Vetterli, 2007): how many
+    directions the matrix really spans, from 1 up to min(rows, columns)."""
+    singular = torch.linalg.svdvals(matrix.double())
+    p = singular / singular.sum()
+    p = p[p > 0]
+    return math.exp(-(p * p.log()).sum().item())
+
+
+def active_mask(rows: torch.Tensor) -> torch.Tensor:
+    """Which entries reach ACTIVE_FRACTION of their row's largest magnitude."""
+    magnitude = rows.abs()
+    return magnitude >= ACTIVE_FRACTION * magnitude.max(dim=-1, keepdim=True).values
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence (nats, 0 to ln 2) between distributions on the last axis."""
+    m = 0.5 * (p + q)
+    kl = lambda a, b: (a * (a.clamp_min(1e-30).log() - b.clamp_min(1e-30).log())).sum(-1)
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+def sentiment_log_odds(probs: torch.Tensor, positive: list[int], negative: list[int]) -> torch.Tensor:
+    """log(P(next token is a positive word) / P(it is a negative word)) for probs (..., V)."""
+    return probs[..., positive].sum(-1).log() - probs[..., negative].sum(-1).log()
+
+
+# --- reading and editing the residual stream ---------------------------------------------------
+def lens_logits(model: Transformer, h: torch.Tensor) -> torch.Tensor:
+    """Logit lens: read a residual-stream state (..., C) through the final norm and the vocab
+    matrix, as if the network stopped there. On the last layer this is the model's own output."""
+    return model.unembed(model.ln_f(h), model.vocab_parts())
+
+
+def cache_without_logits(model: Transformer, idx: torch.Tensor, names: list[str]) -> dict:
+    """run_with_cache for the named activations, skipping most of the (B, T, V) readout: the final
+    hidden state is cut to one position, which is all the logits cost then. `hook_final` itself
+    can therefore not be among `names`."""
+    assert "hook_final" not in names
+    with model.hooks({"hook_final": lambda h: h[:, -1:, :]}):
+        _, cache = model.run_with_cache(idx, names)
+    return cache
+
+
+def steering_hook(vector: torch.Tensor):
+    """A hook that adds `vector` to the residual stream at every position it sees: one (C) vector
+    for the whole batch, or (B, 1, C) for one vector per batch row."""
+    return lambda h: h + vector.to(h.dtype)
+
+
+@torch.no_grad()
+def steered_next_token_probs(model: Transformer, idx: torch.Tensor, layer: int,
+                             vectors: torch.Tensor) -> torch.Tensor:
+    """(D, V): next-token distributions after a (1, T) prompt with each of the D vectors (D, C)
+    added after `layer`, all in one batched forward instead of D separate ones."""
+    batch = idx.expand(len(vectors), -1)
+    with model.hooks({model.resid_hook(layer): steering_hook(vectors[:, None, :])}):
+        logits, _ = model(batch, last_only=True)
+    return F.softmax(logits[:, -1].float(), dim=-1)
+
+
+def random_directions(count: int, dim: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` unit vectors drawn uniformly on the sphere in `dim` dimensions."""
+    return F.normalize(torch.randn(count, dim, generator=generator), dim=-1)
+
+
+@torch.no_grad()
+def next_token_probs(model: Transformer, idx: torch.Tensor, hooks: dict | None = None) -> torch.Tensor:
+    """Next-token distribution (V) after a (1, T) prompt, with optional hooks in place."""
+    with model.hooks(hooks or {}):
+        logits, _ = model(idx, last_only=True)
+    return F.softmax(logits[0, -1].float(), dim=-1)
+
+
+def residual_norms(model: Transformer, idx: torch.Tensor) -> torch.Tensor:
+    """(L,): mean L2 norm of the residual stream after each layer over the prompt's positions. Steering
+    strengths are given in this unit, so alpha means the same at every layer and on every model."""
+    names = [model.resid_hook(i) for i in range(model.config.n_layer)]
+    cache = cache_without_logits(model, idx, names)
+    return torch.stack([cache[name].norm(dim=-1).mean() for name in names])

@@ -1,0 +1,94 @@
+"""The numbered experiments: number -> title, group, one-line summary, what it needs, where its code is.
+
+The experiment modules (and matplotlib, seaborn, scikit-learn with them) are imported only when an
+experiment runs, so the menu and every input error answer at once.
+"""
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+GROUPS = {
+    "A": "Signal identity",
+    "B": "Semantic properties",
+    "C": "Mechanistic analysis",
+    "D": "Control and steering",
+    "E": "From related work",
+}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    number: int
+    slug: str
+    title: str
+    group: str  # a key of GROUPS
+    summary: str
+    code: str  # "module.function" in experiments/; run(ctx, report) fills the report
+    # Why it cannot run on gpt2 / gpt2-new (no recipes, no basis); None if it runs on every model.
+    needs_recipes: str | None = None
+    word_keys: tuple[str, ...] = ()  # config keys whose words must each be one GPT-2 token
+    prompt_keys: tuple[str, ...] = ()  # config keys holding prompts
+    needs_text: bool = False  # reads the validation text (data_dir/dataset/val.bin)
+
+    @property
+    def run(self) -> Callable:
+        module, function = self.code.rsplit(".", 1)
+        return getattr(importlib.import_module(f"experiments.{module}"), function)
+
+
+NO_SIGNALS = "it has no recipes and no signal basis"
+EXPERIMENTS: dict[int, Experiment] = {e.number: e for e in [
+    Experiment(1, "recipe_atlas", "Recipe Atlas", "A",
+               "nearest neighbours in recipe space; the most similar frequent pairs",
+               "signal_identity.recipe_atlas", word_keys=("probe_words", "word_groups"), needs_text=True),
+    Experiment(2, "sparsity_profile", "Sparsity Profile", "A",
+               "signals active per token, active / S, Gini of per-signal usage",
+               "signal_identity.sparsity_profile",
+               needs_recipes=f"{NO_SIGNALS}, and embedding coordinates are not a privileged basis whose "
+                             "sparsity would mean anything", needs_text=True),
+    Experiment(3, "basis_geometry", "Basis Geometry", "A",
+               "singular values, effective rank, condition number, coherence of W_basis",
+               "signal_identity.basis_geometry",
+               needs_recipes=f"{NO_SIGNALS}: there is no W_basis to measure"),
+    Experiment(4, "semantic_galaxy", "Semantic Galaxy", "B",
+               "PCA of the word groups' recipes, silhouette score", "semantic_properties.semantic_galaxy",
+               word_keys=("word_groups",)),
+    Experiment(5, "semantic_algebra", "Semantic Algebra", "B",
+               "a - b + c analogies in recipe space, rank of the expected answer",
+               "semantic_properties.semantic_algebra", word_keys=("analogies",), needs_text=True),
+    Experiment(6, "typo_resilience", "Typo Resilience", "B",
+               "hidden states and predictions of misspelled vs correct sentences",
+               "semantic_properties.typo_resilience", prompt_keys=("typo_sentences",)),
+    Experiment(7, "layer_evolution", "Layer Evolution", "C",
+               "logit lens: target probability and rank by layer", "mechanistic_analysis.layer_evolution",
+               word_keys=("target_prompts",), prompt_keys=("target_prompts",)),
+    Experiment(8, "signal_flow", "Signal Flow", "C",
+               "the residual stream in signal space, per layer and position",
+               "mechanistic_analysis.signal_flow",
+               needs_recipes=f"{NO_SIGNALS} to project the residual stream on",
+               prompt_keys=("target_prompts",), needs_text=True),
+    Experiment(9, "causal_ablation", "Causal Ablation", "C",
+               "knock out the signals carrying the target's logit; their codebooks",
+               "mechanistic_analysis.causal_ablation",
+               needs_recipes=f"{NO_SIGNALS}, so its logits do not split into signal contributions",
+               word_keys=("target_prompts",), prompt_keys=("target_prompts",), needs_text=True),
+    Experiment(10, "emotion_surgery", "Emotion Surgery", "D",
+               "steer with a sentiment direction: shift per layer, samples",
+               "control_steering.emotion_surgery",
+               word_keys=("positive_words", "negative_words"), prompt_keys=("steer_prompts",)),
+    Experiment(11, "concept_inception", "Concept Inception", "D",
+               "critical strength at which an injected concept takes over, per layer",
+               "control_steering.concept_inception", word_keys=("concept_words",),
+               prompt_keys=("concept_prompt",)),
+    Experiment(12, "genetic_hijack", "Genetic Hijack", "D",
+               "rewrite negative words' recipes, measure, restore bit for bit",
+               "control_steering.genetic_hijack", word_keys=("positive_words", "negative_words"),
+               prompt_keys=("steer_prompts",), needs_text=True),
+    Experiment(13, "representation_geometry", "Representation Geometry", "E",
+               "effective rank, isotropy, head similarity, active fraction per layer",
+               "related_work.representation_geometry", needs_text=True),
+    Experiment(14, "signal_selectivity", "Signal Selectivity", "E",
+               "firing rate, selectivity and top contexts of every signal", "related_work.signal_selectivity",
+               needs_recipes=f"{NO_SIGNALS} to read activations along", needs_text=True),
+]}

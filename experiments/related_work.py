@@ -1,0 +1,224 @@
+"""Group E, from related work: the representation-geometry and feature-dashboard views.
+
+13. Representation Geometry: effective rank and isotropy of hidden states, head similarity, active
+    fraction of MLP units, per layer; on every model.
+14. Signal Selectivity: for every signal over validation text, how often it fires, how peaked it is,
+    and the contexts where it fires most, like a sparse-autoencoder feature dashboard.
+"""
+
+import contextlib
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from core.tokenizer import decode
+from experiments.common import cache_without_logits, effective_rank, label
+from experiments.context import Context
+from experiments.report import Report
+
+GEOMETRY_WINDOWS = 16  # validation windows for the hidden-state statistics
+ATTENTION_WINDOWS = 4  # of which this many for the attention patterns (T x T each)
+RANDOM_PAIRS = 4096  # position pairs sampled for the anisotropy
+BATCH_WINDOWS = 8  # windows per forward pass
+FIRING_FRACTION = 0.5  # a signal fires where its activation exceeds this fraction of its peak
+DASHBOARD_SIGNALS = 8
+DASHBOARD_CONTEXTS = 5
+CONTEXT_LEFT, CONTEXT_RIGHT = 12, 3  # tokens shown around an activation
+
+
+def attention_patterns(block, x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, T) causal attention weights of `block` for its input x (B, T, C), recomputed from
+    the block's own projections (the fused SDPA kernel does not return them)."""
+    attn = block.attn
+    B, T, C = x.shape
+    kv_size = attn.n_kv_head * attn.head_size
+    q, k, _ = attn.c_attn(block.ln_1(x)).split([C, kv_size, kv_size], dim=2)
+    q = q.view(B, T, attn.n_head, attn.head_size).transpose(1, 2)  # (B, H, T, D)
+    k = k.view(B, T, attn.n_kv_head, attn.head_size).transpose(1, 2)  # (B, K, T, D)
+    if attn.rotary is not None:
+        q, k = attn.rotary(q, 0), attn.rotary(k, 0)
+    k = k.repeat_interleave(attn.n_head // attn.n_kv_head, dim=1)  # each key head serves a group of queries
+    scores = q @ k.transpose(-2, -1) / math.sqrt(attn.head_size)
+    causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+    return F.softmax(scores.masked_fill(~causal, -float("inf")), dim=-1)
+
+
+def head_similarity(patterns: torch.Tensor) -> float:
+    """Mean cosine between the flattened attention patterns of every pair of heads (B, H, T, T)."""
+    flat = F.normalize(patterns.flatten(2), dim=-1)  # (B, H, T*T)
+    sims = flat @ flat.transpose(1, 2)  # (B, H, H)
+    H = sims.size(-1)
+    off = ~torch.eye(H, dtype=torch.bool, device=sims.device)
+    return sims[:, off].mean().item() if H > 1 else float("nan")
+
+
+@contextlib.contextmanager
+def mlp_hidden_recorder(model, store: dict):
+    """Record each layer's MLP hidden activation (the input of its output projection)."""
+    def recorder(layer):
+        return lambda _module, args: store.setdefault(layer, []).append(args[0])
+
+    handles = [block.mlp.c_proj.register_forward_pre_hook(recorder(i))
+               for i, block in enumerate(model.blocks)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def layer_geometry(model, windows: torch.Tensor, generator: torch.Generator) -> dict[str, list[float]]:
+    """Per layer: effective rank and anisotropy of the residual stream, head similarity, and the
+    active fraction of MLP hidden units."""
+    L = model.config.n_layer
+    names = ["hook_embed"] + [model.resid_hook(i) for i in range(L)]
+    inputs = [f"blocks.{i}.hook_resid_pre" for i in range(L)]
+    mlp: dict[int, list] = {}
+    states: dict[str, list] = {}
+    with mlp_hidden_recorder(model, mlp):
+        for batch in tqdm(windows.split(BATCH_WINDOWS), desc="representation geometry", leave=False,
+                          disable=None):
+            cache = cache_without_logits(model, batch, names + inputs)
+            for name in names + inputs:
+                states.setdefault(name, []).append(cache[name])
+    # The embedding has no attention or MLP: those two start with a gap (NaN) at 'embed'.
+    out = {"effective rank": [], "anisotropy": [], "head similarity": [math.nan],
+           "active fraction": [math.nan]}
+    for name in names:
+        H = torch.cat(states[name]).flatten(0, 1)  # (N, C)
+        out["effective rank"].append(effective_rank(H - H.mean(0)))
+        i, j = torch.randint(len(H), (2, RANDOM_PAIRS), generator=generator)
+        keep = i != j
+        out["anisotropy"].append(F.cosine_similarity(H[i[keep]], H[j[keep]], dim=-1).mean().item())
+    for layer in range(L):
+        x = torch.cat(states[inputs[layer]])[:ATTENTION_WINDOWS]
+        out["head similarity"].append(head_similarity(attention_patterns(model.blocks[layer], x)))
+        hidden = torch.cat([h.flatten(0, 1) for h in mlp[layer]])
+        rms = hidden.pow(2).mean().sqrt()
+        out["active fraction"].append((hidden.abs() > rms).float().mean().item())
+    return out
+
+
+@torch.no_grad()
+def representation_geometry(ctx: Context, report: Report) -> None:
+    """Representation Geometry: per layer, the effective rank and the anisotropy of the hidden states
+    over validation text, how similar the attention heads' patterns are, and the active fraction of
+    MLP units; the random-init model is the control. Runs on every architecture."""
+    windows = ctx.text_windows(max_windows=GEOMETRY_WINDOWS)
+    geometry = layer_geometry(ctx.model, windows, ctx.generator(report.number))
+    control = layer_geometry(ctx.control, windows, ctx.generator(report.number))
+    names = ["embed"] + [f"L{i}" for i in range(ctx.model.config.n_layer)]
+    C = ctx.model.config.n_embd
+    report.define("effective rank", "exp(entropy of normalized singular values) of the centered hidden "
+                  f"states (all {windows.numel()} positions of {len(windows)} validation windows), "
+                  f"1 to C = {C}.")
+    report.define("anisotropy", f"mean cosine between the hidden states at {RANDOM_PAIRS} random pairs of "
+                  "positions (Ethayarajh, 2019): 0 = isotropic, near 1 = all in one narrow cone.")
+    report.define("head similarity", "mean cosine between the attention patterns (T x T, flattened) of every "
+                  f"pair of heads in a layer, over {ATTENTION_WINDOWS} windows. Lower: heads attend "
+                  "differently.")
+    report.define("active fraction", "fraction of MLP hidden activations whose magnitude exceeds their "
+                  "layer's RMS.")
+    last = len(names) - 1
+    report.metric("effective rank (last layer)", geometry["effective rank"][last],
+                  control["effective rank"][last], "random-init model")
+    report.metric("anisotropy (last layer)", geometry["anisotropy"][last], control["anisotropy"][last],
+                  "random-init model")
+    report.metric("head similarity (mean over layers)", float(np.nanmean(geometry["head similarity"])),
+                  float(np.nanmean(control["head similarity"])), "random-init model",
+                  higher_is_structure=False)
+    report.metric("active fraction (mean over layers)", float(np.nanmean(geometry["active fraction"])),
+                  float(np.nanmean(control["active fraction"])), "random-init model")
+    report.say("Effective rank, anisotropy and active fraction describe the geometry and claim no structure "
+               "by themselves; heads that attend less alike than at initialization have specialized.")
+    rows = []
+    for key in geometry:
+        rows.append([key] + [f"{v:.3g} ({c:.3g})" for v, c in zip(geometry[key], control[key], strict=True)])
+    report.table(["metric (random init)"] + names, rows, title="Per layer")
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    for ax, key in zip(axes, geometry, strict=True):
+        ax.plot(names, geometry[key], "o-", label="trained")
+        ax.plot(names, control[key], "s--", label="random init (control)")
+        ax.set(title=key, xlabel="layer")
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0].legend(fontsize=8)
+    report.figure(fig, "by_layer")
+
+
+@torch.no_grad()
+def final_signals(model, windows: torch.Tensor) -> torch.Tensor:
+    """(N*T, S): the final hidden state (after ln_f) of every position, read in signal space."""
+    last = model.resid_hook(model.config.n_layer - 1)
+    out = []
+    for batch in tqdm(windows.split(BATCH_WINDOWS), desc="signal selectivity", leave=False, disable=None):
+        h = cache_without_logits(model, batch, [last])[last]
+        out.append(model.signal_activations(model.ln_f(h)).flatten(0, 1).cpu())
+    return torch.cat(out)
+
+
+def selectivity_stats(activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per signal: firing rate (share of positions above FIRING_FRACTION of its peak) and
+    selectivity (peak / mean of the positive part)."""
+    positive = activations.clamp_min(0)
+    peak = positive.max(0).values
+    firing = (activations > FIRING_FRACTION * peak).float().mean(0)
+    return firing, peak / positive.mean(0).clamp_min(1e-12)
+
+
+def show_context(tokens: np.ndarray, position: int) -> str:
+    left = decode(tokens[max(0, position - CONTEXT_LEFT) : position].tolist())
+    right = decode(tokens[position + 1 : position + 1 + CONTEXT_RIGHT].tolist())
+    return f"{left}[[{decode([int(tokens[position])])}]]{right}".replace("\n", "⏎")
+
+
+@torch.no_grad()
+def signal_selectivity(ctx: Context, report: Report) -> None:
+    """Signal Selectivity: every signal's activation (final hidden state read along it) over the
+    validation text: firing rate, selectivity (max / mean), and a dashboard of its top-activating
+    contexts and the tokens its recipe column promotes. The random-init model is the control."""
+    windows = ctx.text_windows()
+    activations = final_signals(ctx.model, windows)
+    control_activations = final_signals(ctx.control, windows)
+    firing, selectivity = selectivity_stats(activations)
+    control_firing, control_selectivity = selectivity_stats(control_activations)
+    report.define("activation", "a_s = ln_f(h) . basis_s at every position of the validation text "
+                  f"({activations.size(0)} positions).")
+    report.define("firing rate", f"share of positions where a_s exceeds {FIRING_FRACTION} x its peak "
+                  "over the text. Lower: the signal fires on rare, specific contexts.")
+    report.define("selectivity", "peak of a_s / mean of max(a_s, 0): how much stronger its best context is "
+                  "than its typical one. Higher: a more feature-like, selective signal.")
+    report.metric("median selectivity", selectivity.median().item(), control_selectivity.median().item(),
+                  "random-init model", higher_is_structure=True)
+    report.metric("median firing rate", firing.median().item(), control_firing.median().item(),
+                  "random-init model", higher_is_structure=False)
+
+    tokens = windows.flatten().cpu().numpy()
+    recipe = ctx.model.effective_recipe().cpu()
+    vocab = ctx.frequent_tokens
+    for s in selectivity.topk(min(DASHBOARD_SIGNALS, selectivity.numel())).indices.tolist():
+        promoted = vocab[recipe[vocab, s].topk(min(6, len(vocab))).indices].tolist()
+        top = activations[:, s].topk(DASHBOARD_CONTEXTS).indices.tolist()
+        report.table(["activation", "context ([[token]] where it fires)"],
+                     [[activations[p, s].item(), show_context(tokens, p)] for p in top],
+                     title=f"Signal {s}: selectivity {selectivity[s]:.1f}, firing rate {firing[s]:.2%}; "
+                           f"its recipe column promotes {', '.join(label(t) for t in promoted)}")
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    axes[0].scatter(control_firing.numpy(), control_selectivity.numpy(), s=6, alpha=0.5, color="C7",
+                    label="random init (control)")
+    axes[0].scatter(firing.numpy(), selectivity.numpy(), s=6, alpha=0.6, label="trained")
+    axes[0].set(xscale="log", yscale="log", xlabel="firing rate", ylabel="selectivity (max / mean)",
+                title="Every signal")
+    axes[0].legend()
+    bins = np.logspace(0, np.log10(max(selectivity.max().item(), control_selectivity.max().item()) + 1), 40)
+    axes[1].hist(selectivity.numpy(), bins=bins, alpha=0.7, label="trained")
+    axes[1].hist(control_selectivity.numpy(), bins=bins, alpha=0.5, label="random init (control)")
+    axes[1].set(xscale="log", xlabel="selectivity", ylabel="signals", title="Selectivity")
+    axes[1].legend()
+    report.figure(fig, "selectivity")

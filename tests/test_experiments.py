@@ -1,0 +1,214 @@
+"""The interpretability suite: every experiment on a tiny checkpoint, numbers on constructed cases."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from experiment_workspace import make_run
+
+import experiment
+from core.config import load_config
+from experiments.audit_page import write_audit_page
+from experiments.common import gini, residual_norms, steering_hook, token_id
+from experiments.context import load_context
+from experiments.registry import EXPERIMENTS
+from experiments.runner import run_experiments
+
+SCHEMA = {"experiment": int, "slug": str, "title": str, "group": str, "model": str, "checkpoint": str,
+          "iter_num": int, "created": str, "definitions": dict, "metrics": list, "figures": list,
+          "report": str}
+RECIPE_ONLY = {2, 3, 8, 9, 14}
+
+
+@pytest.fixture(scope="module")
+def topk_run(tmp_path_factory):
+    """reflow-topk after `--run all` (the model every experiment runs on)."""
+    root = tmp_path_factory.mktemp("topk")
+    config_file, cfg = make_run(root, "reflow-topk")
+    experiment.main([str(config_file), "--run", "all"])
+    return Path(cfg.out_dir) / "audit_reports"
+
+
+def load_reports(folder: Path) -> dict[int, dict]:
+    return {r["experiment"]: r for r in (json.loads(p.read_text()) for p in folder.glob("[0-9][0-9]_*.json"))}
+
+
+def test_every_experiment_writes_a_full_report(topk_run):
+    reports = load_reports(topk_run)
+    assert sorted(reports) == list(EXPERIMENTS)
+    for number, r in reports.items():
+        for key, kind in SCHEMA.items():
+            assert isinstance(r[key], kind), (number, key)
+        assert r["skipped"] is None, (number, r["skipped"])
+        assert r["model"] == "reflow-topk" and r["iter_num"] == 5
+        assert r["report"] == f"{number:02d}_{r['slug']}.md" and (topk_run / r["report"]).is_file()
+        assert r["figures"] and all((topk_run / f).is_file() for f in r["figures"])
+        assert r["definitions"], number
+        # Every report shows at least one number beside a named control.
+        assert any(m["control_name"] and m["control"] is not None for m in r["metrics"]), number
+        for m in r["metrics"]:
+            assert set(m) == {"name", "value", "control", "control_name", "beats_control"}
+            if m["beats_control"] is not None:
+                assert m["control_name"]
+        text = (topk_run / r["report"]).read_text()
+        assert "## Definitions" in text and "**Verdict:**" in text
+    assert not list(topk_run.glob("*.tmp")) and not list(topk_run.glob(".*.tmp"))
+
+
+def test_audit_page_shows_every_run_and_links_only_existing_files(topk_run):
+    page = (topk_run / "index.html").read_text()
+    for r in load_reports(topk_run).values():
+        assert f"{r['experiment']}. {r['title']}" in page
+        assert r["created"] in page
+    targets = re.findall(r'(?:href|src)="([^"#]+)"', page)
+    assert targets and all((topk_run / t).is_file() for t in targets)
+    assert "http://" not in page and "https://" not in page  # works offline
+    # A figure that disappears is no longer linked once the page is rebuilt.
+    copy = topk_run.parent / "page_copy"
+    shutil.copytree(topk_run, copy)
+    gone = load_reports(copy)[4]["figures"][0]
+    (copy / gone).unlink()
+    write_audit_page(copy)
+    rebuilt = (copy / "index.html").read_text()
+    assert gone not in rebuilt and "Semantic Galaxy" in rebuilt
+
+
+def test_audit_page_renders_in_chromium(topk_run, tmp_path):
+    browser = next((b for b in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(b).exists()), None)
+    if browser is None:
+        pytest.skip("Chromium is not installed (/usr/bin/chromium); apt-get install -y chromium to render "
+                    "the audit page headless")
+    shot = tmp_path / "page.png"
+    result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                             "--window-size=1280,2400", (topk_run / "index.html").as_uri()],
+                            capture_output=True, text=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000, result.stderr[-2000:]
+
+
+def test_gpt2_skips_recipe_experiments_with_a_reason(tmp_path):
+    """Under `all`, what needs recipes is skipped with its reason; the rest runs in embedding space."""
+    config_file, cfg = make_run(tmp_path, "gpt2")
+    ctx = load_context(load_config(str(config_file)))
+    run_experiments(ctx, sorted(RECIPE_ONLY | {1, 12}))
+    reports = load_reports(ctx.reports_dir)
+    for number, r in reports.items():
+        if number in RECIPE_ONLY:
+            assert r["skipped"] and "no recipes" in r["skipped"] and not r["metrics"], number
+            assert "Skipped:" in (ctx.reports_dir / r["report"]).read_text()
+        else:
+            assert r["skipped"] is None and r["metrics"], number
+    atlas = reports[1]["definitions"]["space"]
+    assert "embedding space" in atlas
+    assert "Skipped" in (ctx.reports_dir / "index.html").read_text()
+
+
+def test_gini():
+    assert gini(torch.full((64,), 3.0)) == pytest.approx(0.0, abs=1e-12)
+    one_hot = torch.zeros(64)
+    one_hot[5] = 1.0
+    assert gini(one_hot) == pytest.approx(63 / 64)
+    assert 0 < gini(torch.arange(1.0, 65.0)) < 63 / 64
+
+
+@pytest.fixture
+def reflow_ctx(tmp_path):
+    config_file, _ = make_run(tmp_path, "reflow")
+    return load_context(load_config(str(config_file)))
+
+
+def test_analogy_that_holds_by_construction_ranks_first(reflow_ctx):
+    ctx = reflow_ctx
+    a, b, c, d = (token_id(w, ctx.vocab_size, "test") for w in ctx.cfg.analogies[0])
+    with torch.no_grad():
+        ctx.model.recipe[d] = ctx.model.recipe[a] - ctx.model.recipe[b] + ctx.model.recipe[c]
+    run_experiments(ctx, [5])
+    metrics = {m["name"]: m for m in load_reports(ctx.reports_dir)[5]["metrics"]}
+    assert metrics["MRR"]["value"] == 1.0 and metrics["answers ranked first"]["value"] == 1.0
+
+
+def test_ablating_the_signal_that_carries_the_target_collapses_it(reflow_ctx):
+    ctx = reflow_ctx
+    model = ctx.model
+    prompt, target_word = ctx.cfg.target_prompts[0]
+    target = token_id(target_word, ctx.vocab_size, "test")
+    idx = ctx.prompt(prompt, "test")
+    assert target not in idx[0].tolist()  # so editing the target's recipe leaves the forward pass alone
+    with torch.no_grad():
+        _, cache = model.run_with_cache(idx, ["hook_final"])
+        signals = model.signal_activations(cache["hook_final"][0, -1])
+        s = signals.abs().argmax().item()
+        model.recipe[target] = 0.0
+        model.recipe[target, s] = 30.0 / signals[s]  # the whole target logit (30) through signal s
+    run_experiments(ctx, [9])
+    metrics = {m["name"]: m["value"] for m in load_reports(ctx.reports_dir)[9]["metrics"]}
+    assert metrics["clean target probability"] > 0.99
+    assert metrics["probability after removing the top signal"] < 0.01
+    assert metrics["logit share"] == pytest.approx(1.0)
+
+
+def test_steering_with_alpha_zero_changes_nothing(reflow_ctx):
+    model = reflow_ctx.model
+    idx = reflow_ctx.prompt("I think that", "test")
+    direction = torch.randn(model.config.n_embd)
+    with torch.no_grad():
+        clean, _ = model(idx)
+        norms = residual_norms(model, idx)
+        for layer in range(model.config.n_layer):
+            with model.hooks({model.resid_hook(layer): steering_hook(0.0 * direction)}):
+                steered, _ = model(idx)
+            assert torch.equal(steered, clean)
+            with model.hooks({model.resid_hook(layer): steering_hook(norms[layer] * direction)}):
+                moved, _ = model(idx)
+            assert not torch.allclose(moved, clean)  # the hook does act when alpha is not 0
+
+
+def test_emotion_surgery_at_alpha_zero_shifts_nothing(tmp_path):
+    config_file, _ = make_run(tmp_path, "reflow-lite")
+    ctx = load_context(load_config(str(config_file), {"steer_alpha": "0"}))
+    run_experiments(ctx, [10])
+    metrics = load_reports(ctx.reports_dir)[10]["metrics"]
+    shifts = [m["value"] for m in metrics if m["name"].startswith("shift")]
+    assert shifts == [pytest.approx(0.0, abs=1e-6)] * 2
+
+
+def test_genetic_hijack_restores_weights_bit_for_bit(reflow_ctx):
+    ctx = reflow_ctx
+    before = {k: v.clone() for k, v in ctx.model.state_dict().items()}
+    run_experiments(ctx, [12])
+    after = ctx.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    metrics = {m["name"]: m["value"] for m in load_reports(ctx.reports_dir)[12]["metrics"]}
+    assert metrics["restored bit for bit"] is True
+    assert metrics["gap reduction"] != 0  # the edit did change the model while it was in place
+
+
+def test_attention_patterns_match_the_model(reflow_ctx):
+    """Representation Geometry recomputes attention weights; they must be the ones SDPA used."""
+    from experiments.related_work import attention_patterns
+
+    model, block = reflow_ctx.model, reflow_ctx.model.blocks[1]
+    idx = reflow_ctx.prompt("I think that the man said", "test")
+    _, cache = model.run_with_cache(idx, ["blocks.1.hook_resid_pre", "blocks.1.hook_attn_out"])
+    x = cache["blocks.1.hook_resid_pre"]
+    patterns = attention_patterns(block, x)  # (B, H, T, T)
+    B, T, C = x.shape
+    attn = block.attn
+    v = attn.c_attn(block.ln_1(x))[..., -C:].view(B, T, attn.n_head, attn.head_size).transpose(1, 2)
+    out = attn.c_proj((patterns @ v).transpose(1, 2).reshape(B, T, C))
+    assert torch.allclose(out, cache["blocks.1.hook_attn_out"], atol=1e-5)
+
+
+def test_wandb_offline_gets_metrics_and_figures(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config_file, cfg = make_run(tmp_path, "reflow")
+    experiment.main([str(config_file), "--run", "4", "--wandb_log=True"])
+    images = list((Path(cfg.out_dir) / "wandb").glob("offline-run-*/files/media/images/**/*.png"))
+    assert any("04_semantic_galaxy_galaxy" in p.name for p in images)
+    history = list((Path(cfg.out_dir) / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert history and b"silhouette" in history[0].read_bytes()
