@@ -47,6 +47,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     file = checkpoint_path(path)
     if not file.is_file():
         raise UserError(f"no checkpoint at {file}; train one first or pass the right path")
+    if not zipfile.is_zipfile(file):  # torch.save writes a zip archive; a cut or damaged one is not
+        raise UserError(f"checkpoint {file} is truncated or corrupt (not a whole zip archive); "
+                        "resume from an earlier one or retrain")
     try:
         checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:

@@ -173,8 +173,10 @@ class Transformer(nn.Module):
         top_k: int | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        stop_token: int | None = None,
     ) -> torch.Tensor:
-        """Extend idx (B, T) by max_new_tokens tokens. temperature 0 means greedy.
+        """Extend idx (B, T) by max_new_tokens tokens. temperature 0 means greedy. With
+        `stop_token`, stop early once every row has produced it (rows may run on past theirs).
 
         With the cache each step costs one token's forward. Once the context fills block_size,
         the window slides and every step recomputes the last block_size tokens from scratch,
@@ -182,6 +184,7 @@ class Transformer(nn.Module):
         """
         block = self.config.block_size
         caches = None
+        stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             window = idx[:, -block:]
             if not use_cache or idx.size(1) > block:
@@ -194,6 +197,10 @@ class Transformer(nn.Module):
                 logits, _ = self(idx[:, start:], start_pos=start, caches=caches, last_only=True)
             next_token = sample_next(logits[:, -1, :], temperature, top_k, generator)
             idx = torch.cat((idx, next_token), dim=1)
+            if stop_token is not None:
+                stopped |= next_token[:, 0] == stop_token
+                if stopped.all():
+                    break
         return idx
 
 
