@@ -145,3 +145,14 @@ def test_a_smaller_block_size_is_allowed(run_dir, capsys):
     code, out, err = run_main(capsys, f"--out_dir={run_dir}", "--block_size=8", "--start=a b c d e f g h i j",
                               "--max_new_tokens=4", "--num_samples=1")
     assert code == 0 and "keeping its last 8 tokens" in err
+
+
+def test_top_k_draws_only_among_the_k_best_with_their_softmax_odds():
+    from models.transformer import sample_next
+
+    logits = torch.tensor([[0.0, 3.0, 2.0, 2.5, -1.0]]).repeat(4000, 1)
+    generator = torch.Generator().manual_seed(0)
+    draws = sample_next(logits, temperature=1.0, top_k=2, generator=generator)[:, 0]
+    assert set(draws.tolist()) == {1, 3}
+    expected = torch.softmax(torch.tensor([3.0, 2.5]), dim=0)[0].item()  # 0.62
+    assert (draws == 1).float().mean().item() == pytest.approx(expected, abs=0.03)
