@@ -12,7 +12,7 @@ runs several architectures at that config's size, including the baselines of cor
 the first row. How the figures are measured is explained in core/benchmark.py.
 
 Bench options: models, steps (timed steps per round), rounds, warmup, sample_tokens (0 skips
-sampling), keep_freed_memory (CPU; False to see what it buys), json.
+sampling), keep_freed_memory (CPU; False to see what it buys), threads, json.
 """
 
 import dataclasses
@@ -26,7 +26,15 @@ from pathlib import Path
 import torch
 
 from core.baselines import BASELINES
-from core.benchmark import TrainingRun, build_any, sampling_speeds, step_peak_memory, time_interleaved
+from core.benchmark import (
+    PeakMatmul,
+    TrainingRun,
+    build_any,
+    progress,
+    sampling_speeds,
+    step_peak_memory,
+    time_interleaved,
+)
 from core.checkpoint import load_checkpoint, model_from_checkpoint, model_name_of
 from core.config import Config, check_key, check_type, load_config, parse_args, parse_value, validate
 from core.errors import UserError, exit_on_user_error
@@ -34,6 +42,7 @@ from core.hardware import keep_freed_memory, peak_flops, resolve_device, resolve
 from models import MODELS, Transformer
 
 CONFIG_KEYS = {f.name for f in dataclasses.fields(Config)}
+PEAK = "(peak matmul)"
 
 @dataclass
 class BenchOptions:
@@ -43,6 +52,7 @@ class BenchOptions:
     warmup: int = 2  # untimed steps first: torch.compile compiles here
     sample_tokens: int = 256  # new tokens per sampling measurement; 0 skips sampling
     keep_freed_memory: bool = True  # CPU: core.hardware.keep_freed_memory; False measures without it
+    threads: int = 0  # torch threads; 0 keeps torch's default (one per core)
     json: bool = False  # print the numbers as JSON instead of a table
 
 
@@ -98,6 +108,8 @@ def label(file: str, model: str, files: list[str]) -> str:
 def main(argv: list[str]) -> None:
     files, options, overrides = parse_command_line(argv)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if options.threads:
+        torch.set_num_threads(options.threads)
     torch.manual_seed(0)
     rows = rows_to_measure(files, options, overrides)
     device = resolve_device(rows[0][1].device)
@@ -105,38 +117,61 @@ def main(argv: list[str]) -> None:
     kept = device == "cpu" and options.keep_freed_memory and keep_freed_memory()
 
     # Build and warm up every model, and measure its memory, before any timing.
-    runs = {}
+    runs, memory = {}, {}
     for name, cfg, model in rows:
-        run = TrainingRun(model, cfg, device, dtype)
+        progress(f"warming up {name}" + (" (compiling)" if cfg.compile else ""))
+        runs[name] = TrainingRun(model, cfg, device, dtype)
         for _ in range(max(options.warmup - 1, 0)):
-            run.step()
-        runs[name] = (run, step_peak_memory(run))  # the last warm-up step
-    step_s = time_interleaved({name: run.step for name, (run, _) in runs.items()},
-                              options.rounds, options.steps, device)
-    try:
-        peak = peak_flops(device, dtype)
-    except ValueError:  # a GPU missing from core.hardware.GPU_PEAK_FLOPS: no MFU, everything else
-        peak = None
+            runs[name].step()
+        memory[name] = step_peak_memory(runs[name])  # the last warm-up step
+    work = {name: run.step for name, run in runs.items()}
+    if device == "cpu":  # the peak is timed in the same rounds, under the same background load
+        work[PEAK] = peak_matmul = PeakMatmul()
+    timing = time_interleaved(work, options.rounds, options.steps, device)
+    if device == "cpu":
+        peak = peak_matmul.flops_per_call / timing[PEAK].wall_s
+        peak_cpu_time = peak_matmul.flops_per_call / timing[PEAK].cpu_s
+    else:
+        try:
+            peak = peak_flops(device, dtype)
+        except ValueError:  # a GPU missing from core.hardware.GPU_PEAK_FLOPS: no MFU, the rest
+            peak = None
+        peak_cpu_time = None
 
-    samplers = {name: run for name, (run, _) in runs.items() if isinstance(run.model, Transformer)}
+    samplers = {name: run for name, run in runs.items() if isinstance(run.model, Transformer)}
     speeds = sampling_speeds(samplers, options.sample_tokens) if options.sample_tokens else {}
 
     results = []
-    for name, (run, memory) in runs.items():
+    for name, run in runs.items():
         model, cfg = run.model, run.cfg
-        tokens_per_s = run.tokens_per_step / step_s[name]
-        flops = model.flops_per_token(cfg.block_size) * tokens_per_s
-        sample = speeds.get(name, {"cache": None, "nocache": None})
+        flops_per_step = model.flops_per_token(cfg.block_size) * run.tokens_per_step
+        step = timing[name]
+        sample = {}
+        if name in speeds:
+            tokens = run.cfg.num_samples * options.sample_tokens
+            cache, nocache = speeds[name]["cache"], speeds[name]["nocache"]
+            sample = {"cache": tokens / cache.wall_s, "nocache": tokens / nocache.wall_s,
+                      "speedup": nocache.wall_s / cache.wall_s,
+                      "speedup_cpu_time": nocache.cpu_s / cache.cpu_s}
         results.append({
             "model": name, "config": cfg.model, "params": model.num_params(),
-            "tokens_per_step": run.tokens_per_step, "train_step_s": step_s[name],
-            "train_tokens_per_s": tokens_per_s, "flops_per_s": flops,
-            "mfu": flops / peak if peak else None, "peak_memory_bytes": memory,
-            "sample_tokens_per_s_cache": sample["cache"], "sample_tokens_per_s_nocache": sample["nocache"],
-            "sample_cache_speedup": sample["cache"] / sample["nocache"] if sample["cache"] else None,
+            "tokens_per_step": run.tokens_per_step, "train_step_s": step.wall_s,
+            "train_tokens_per_s": run.tokens_per_step / step.wall_s,
+            "flops_per_s": flops_per_step / step.wall_s,
+            "mfu": flops_per_step / step.wall_s / peak if peak else None,
+            # CPU only: the same ratio in CPU-seconds, which other processes on the machine do not
+            # inflate (with 1 thread; with more, threads waiting for each other count too).
+            "mfu_cpu_time": flops_per_step / step.cpu_s / peak_cpu_time if peak_cpu_time else None,
+            "train_step_cpu_s": step.cpu_s,
+            "peak_memory_bytes": memory[name],
+            "sample_tokens_per_s_cache": sample.get("cache"),
+            "sample_tokens_per_s_nocache": sample.get("nocache"),
+            "sample_cache_speedup": sample.get("speedup"),
+            "sample_cache_speedup_cpu_time": sample.get("speedup_cpu_time"),
         })
     for result in results:
         result["train_ratio_to_first"] = result["train_tokens_per_s"] / results[0]["train_tokens_per_s"]
+        result["train_cpu_time_ratio_to_first"] = results[0]["train_step_cpu_s"] / result["train_step_cpu_s"]
 
     cfg = rows[0][1]
     header = {
@@ -144,6 +179,7 @@ def main(argv: list[str]) -> None:
         "threads": torch.get_num_threads(), "compile": cfg.compile, "peak_flops": peak,
         "keep_freed_memory": kept, "load_average_before": load_before,
         "timing": f"fastest of {options.rounds} rounds x {options.steps} steps, models interleaved",
+        "sampling": f"{options.sample_tokens} new tokens after a 1-token prompt, batch {cfg.num_samples}",
     }
     if options.json:
         print(json.dumps({**header, **results[0], "runs": results}, indent=2))
@@ -163,6 +199,7 @@ def print_table(header: dict, results: list[dict], cfg: Config) -> None:
           f"{cfg.gradient_accumulation_steps} micro-batches; {header['timing']}")
     peak_text = f"{peak / 1e9:,.1f} GFLOP/s" if peak else "unknown (add the GPU to GPU_PEAK_FLOPS)"
     print(f"peak {peak_text}{' (fp32 matmul, measured)' if header['device'] == 'cpu' else ''}; {busy}")
+    print(f"sampling: {header['sampling']}")
     columns = ["model", "params", "tokens/s", "vs first", "GFLOP/s", "MFU", "peak mem",
                "sample tok/s cache", "no cache", "speedup"]
     table = [columns]

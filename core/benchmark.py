@@ -16,7 +16,8 @@ How the numbers are taken, so that they can be trusted on a busy machine:
   counts; CPU: the process's resident memory high-water mark (Linux VmHWM, reset before the step,
   with freed heap memory returned to the OS first so that earlier models do not hide this one's).
 - Sampling speed: new tokens per second generating `new_tokens` tokens after a one-token prompt,
-  batch 1, with the key/value cache and with the whole context recomputed at every step.
+  with the key/value cache and with the whole context recomputed at every step, num_samples
+  sequences in one batch as sample.py generates them.
 """
 
 import contextlib
@@ -27,6 +28,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -87,25 +89,60 @@ class TrainingRun:
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def progress(message: str) -> None:
+    """A line on stderr, so a long benchmark shows where it is without mixing into its output."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class Timing:
+    wall_s: float  # seconds per call, the mean over the fastest round
+    cpu_s: float  # CPU-seconds of this process per call, likewise (all threads together)
+
+
 def time_interleaved(work: dict[str, Callable[[], object]], rounds: int, steps: int,
-                     device: str) -> dict[str, float]:
-    """Seconds per call of each function: the mean over its fastest of `rounds` rounds, each round
-    calling every function `steps` times in turn."""
-    best = {name: float("inf") for name in work}
-    for _ in range(rounds):
+                     device: str) -> dict[str, Timing]:
+    """Time per call of each function: the mean over its fastest of `rounds` rounds, each round
+    calling every function `steps` times in turn.
+
+    CPU time is kept beside wall time: with one thread it counts the work done whatever else runs
+    on the machine, so it stays comparable when other processes share the cores."""
+    best = {name: Timing(float("inf"), float("inf")) for name in work}
+    for r in range(rounds):
+        progress(f"training round {r + 1}/{rounds}")
         for name, fn in work.items():
             synchronize(device)
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 fn()
             synchronize(device)
-            best[name] = min(best[name], (time.perf_counter() - start) / steps)
+            wall, cpu = (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
+            best[name] = Timing(min(best[name].wall_s, wall), min(best[name].cpu_s, cpu))
     return best
+
+
+class PeakMatmul:
+    """The CPU's practical peak, as core.hardware measures it (a 2048^3 fp32 matmul), timed in the
+    same rounds as the training steps so that both see the same background load."""
+
+    size = 2048
+    repeats = 5
+
+    def __init__(self):
+        self.a, self.b = torch.randn(self.size, self.size), torch.randn(self.size, self.size)
+
+    def __call__(self) -> None:
+        for _ in range(self.repeats):
+            self.a @ self.b
+
+    @property
+    def flops_per_call(self) -> float:
+        return 2 * self.size**3 * self.repeats
 
 
 # --- memory -------------------------------------------------------------------------------------
@@ -159,30 +196,31 @@ def step_peak_memory(run: TrainingRun) -> int:
 
 # --- sampling -----------------------------------------------------------------------------------
 def sampling_speed(model: nn.Module, new_tokens: int, use_cache: bool, cfg: Config, device: str,
-                   dtype: str) -> float:
-    """New tokens per second generating after a one-token prompt, batch 1, at cfg's temperature
-    and top_k."""
+                   dtype: str) -> Timing:
+    """Time to generate `new_tokens` after a one-token prompt, as sample.py does: cfg.num_samples
+    sequences in one batch, at cfg's temperature and top_k."""
     model.eval()
-    prompt = torch.zeros((1, 1), dtype=torch.long, device=device)
+    prompt = torch.zeros((cfg.num_samples, 1), dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(0)
     synchronize(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     with autocast(device, dtype):
         model.generate(prompt, new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                        use_cache=use_cache, generator=generator)
     synchronize(device)
-    seconds = time.perf_counter() - start
+    timing = Timing(time.perf_counter() - wall, time.process_time() - cpu)
     model.train()
-    return new_tokens / seconds
+    return timing
 
 
 def sampling_speeds(runs: dict[str, TrainingRun], new_tokens: int, rounds: int = 2) -> dict[str, dict]:
-    """{name: {"cache": tokens/s, "nocache": tokens/s}}, the fastest of `rounds` interleaved rounds."""
-    speeds = {name: {"cache": 0.0, "nocache": 0.0} for name in runs}
-    for _ in range(rounds):
+    """{name: {"cache": Timing, "nocache": Timing}}, the fastest of `rounds` interleaved rounds."""
+    best = {name: {} for name in runs}
+    for r in range(rounds):
         for name, run in runs.items():
+            progress(f"sampling round {r + 1}/{rounds}: {name}")
             for mode in ("cache", "nocache"):
-                speed = sampling_speed(run.model, new_tokens, mode == "cache", run.cfg, run.device,
-                                       run.dtype)
-                speeds[name][mode] = max(speeds[name][mode], speed)
-    return speeds
+                t = sampling_speed(run.model, new_tokens, mode == "cache", run.cfg, run.device, run.dtype)
+                old = best[name].get(mode, t)
+                best[name][mode] = Timing(min(old.wall_s, t.wall_s), min(old.cpu_s, t.cpu_s))
+    return best

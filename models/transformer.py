@@ -67,15 +67,17 @@ class Transformer(nn.Module):
         start_pos: int = 0,
         caches: list[KVCache] | None = None,
         last_only: bool = False,
+        vocab_parts=None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, V) for idx (B, T), and the mean cross-entropy if targets are given.
 
         Targets equal to -1 are ignored (padding, or prompt tokens under a loss mask).
         `last_only` scores only the final position, which is all generation needs.
+        `vocab_parts` passes in what vocab_parts() returns, when the weights have not changed.
         """
         B, T = idx.size()
         assert start_pos + T <= self.config.block_size, "sequence longer than block_size"
-        parts = self.vocab_parts()
+        parts = self.vocab_parts() if vocab_parts is None else vocab_parts
         x = self.drop(self.hook_embed(self.embed(idx, start_pos, parts)))  # (B, T, C)
         for layer, block in enumerate(self.blocks):
             x = block(x, start_pos, caches[layer] if caches is not None else None)
@@ -183,17 +185,21 @@ class Transformer(nn.Module):
         """
         block = self.config.block_size
         caches = None
+        # Once per call, not per token: reflow-topk's top-k over every recipe row costs more than
+        # a decoding step.
+        parts = self.vocab_parts()
         stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             window = idx[:, -block:]
             if not use_cache or idx.size(1) > block:
-                logits, _ = self(window, last_only=True)
+                logits, _ = self(window, last_only=True, vocab_parts=parts)
             elif caches is None:  # prefill: the whole prompt at once
                 caches = self.new_caches(idx.size(0))
-                logits, _ = self(window, caches=caches, last_only=True)
+                logits, _ = self(window, caches=caches, last_only=True, vocab_parts=parts)
             else:  # decode: only the newest token
                 start = caches[0].length
-                logits, _ = self(idx[:, start:], start_pos=start, caches=caches, last_only=True)
+                logits, _ = self(idx[:, start:], start_pos=start, caches=caches, last_only=True,
+                                 vocab_parts=parts)
             next_token = sample_next(logits[:, -1, :], temperature, top_k, generator)
             idx = torch.cat((idx, next_token), dim=1)
             if stop_token is not None:
