@@ -80,6 +80,7 @@ class Config:
     temperature: float = 0.8
     top_k: int | None = 200
     chat: bool = False  # chat mode: prompts are wrapped in the chat template (core/chat.py)
+    use_cache: bool = True  # key/value cache; False recomputes the whole context each step
     # --- experiments (experiment.py) --------------------------------------------------------
     probe_words: list = field(default_factory=lambda: [" king", " queen", " man", " woman"])
     # Every word below must be one GPT-2 token; most take a leading space (" king", not "king").

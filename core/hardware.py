@@ -6,7 +6,9 @@ on CPU there is no such figure, so it is measured on the spot with a large fp32 
 """
 
 import contextlib
+import ctypes
 import functools
+import sys
 import time
 
 import torch
@@ -77,3 +79,23 @@ def measured_cpu_matmul_flops(size: int = 2048, repeats: int = 10) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
+
+
+def keep_freed_memory() -> bool:
+    """CPU speed trick: serve big buffers from the heap and keep freed memory for reuse (glibc).
+
+    A training step frees and reallocates the same big buffers every step (at the Shakespeare size
+    the (B*T, V) logits, their log-softmax and their gradient are ~400 MB each). glibc returns
+    blocks that big to the OS on free, so each step page-faults ~1.8 GB back in, zero-filled by
+    the kernel (~450k faults): measured at 1 thread, 2.45 -> 1.85 CPU-seconds per step. The cost is
+    memory: the process keeps its buffers (peak RSS 3.8 GB instead of 2.4 GB at that size).
+    Call it before the first big allocation. Returns whether it applied (Linux with glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameter numbers from glibc's malloc.h
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))

@@ -13,7 +13,6 @@ The common interface, identical on all five models:
 """
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -68,15 +67,17 @@ class Transformer(nn.Module):
         start_pos: int = 0,
         caches: list[KVCache] | None = None,
         last_only: bool = False,
+        vocab_parts=None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, V) for idx (B, T), and the mean cross-entropy if targets are given.
 
         Targets equal to -1 are ignored (padding, or prompt tokens under a loss mask).
         `last_only` scores only the final position, which is all generation needs.
+        `vocab_parts` passes in what vocab_parts() returns, when the weights have not changed.
         """
         B, T = idx.size()
         assert start_pos + T <= self.config.block_size, "sequence longer than block_size"
-        parts = self.vocab_parts()
+        parts = self.vocab_parts() if vocab_parts is None else vocab_parts
         x = self.drop(self.hook_embed(self.embed(idx, start_pos, parts)))  # (B, T, C)
         for layer, block in enumerate(self.blocks):
             x = block(x, start_pos, caches[layer] if caches is not None else None)
@@ -173,8 +174,10 @@ class Transformer(nn.Module):
         top_k: int | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        stop_token: int | None = None,
     ) -> torch.Tensor:
-        """Extend idx (B, T) by max_new_tokens tokens. temperature 0 means greedy.
+        """Extend idx (B, T) by max_new_tokens tokens. temperature 0 means greedy. With
+        `stop_token`, stop early once every row has produced it (rows may run on past theirs).
 
         With the cache each step costs one token's forward. Once the context fills block_size,
         the window slides and every step recomputes the last block_size tokens from scratch,
@@ -182,18 +185,27 @@ class Transformer(nn.Module):
         """
         block = self.config.block_size
         caches = None
+        # Once per call, not per token: reflow-topk's top-k over every recipe row costs more than
+        # a decoding step.
+        parts = self.vocab_parts()
+        stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             window = idx[:, -block:]
             if not use_cache or idx.size(1) > block:
-                logits, _ = self(window, last_only=True)
+                logits, _ = self(window, last_only=True, vocab_parts=parts)
             elif caches is None:  # prefill: the whole prompt at once
                 caches = self.new_caches(idx.size(0))
-                logits, _ = self(window, caches=caches, last_only=True)
+                logits, _ = self(window, caches=caches, last_only=True, vocab_parts=parts)
             else:  # decode: only the newest token
                 start = caches[0].length
-                logits, _ = self(idx[:, start:], start_pos=start, caches=caches, last_only=True)
+                logits, _ = self(idx[:, start:], start_pos=start, caches=caches, last_only=True,
+                                 vocab_parts=parts)
             next_token = sample_next(logits[:, -1, :], temperature, top_k, generator)
             idx = torch.cat((idx, next_token), dim=1)
+            if stop_token is not None:
+                stopped |= next_token[:, 0] == stop_token
+                if stopped.all():
+                    break
         return idx
 
 
@@ -202,8 +214,11 @@ def sample_next(logits, temperature: float, top_k: int | None, generator=None) -
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits.float() / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_k is not None and top_k < logits.size(-1):
+        # Draw among the k best only: the same distribution as setting the others to -inf, but the
+        # random draw covers k entries, not the vocabulary (3 ms less per token on CPU at V=50k).
+        values, indices = torch.topk(logits, top_k)  # (B, k)
+        choice = torch.multinomial(F.softmax(values, dim=-1), num_samples=1, generator=generator)
+        return indices.gather(-1, choice)
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)

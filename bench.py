@@ -1,0 +1,225 @@
+"""Benchmark: training throughput, MFU, peak memory and sampling speed, several models side by side.
+
+    python bench.py config/train_shakespeare_reflow.py
+    python bench.py config/train_shakespeare_reflow.py --models=reflow,gpt2-new,gpt2,gpt2-reference \
+        --compile=True
+    python bench.py config/train_shakespeare_reflow.py config/train_shakespeare_gpt2_new.py --json
+    python bench.py config/train_shakespeare_reflow.py --init_from=out/shakespeare_reflow   # a checkpoint
+
+Each config file (plus --key=value overrides, as in train.py) gives one row per model; --models
+runs several architectures at that config's size, including the baselines of core/baselines.py
+(gpt2-reference: GPT-2 written plainly from its equations; reflow-materialized). Ratios are to
+the first row. How the figures are measured is explained in core/benchmark.py.
+
+Bench options: models, steps (timed steps per round), rounds, warmup, sample_tokens (0 skips
+sampling), keep_freed_memory (CPU; False to see what it buys), threads, json.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.baselines import BASELINES
+from core.benchmark import (
+    PeakMatmul,
+    TrainingRun,
+    build_any,
+    progress,
+    sampling_speeds,
+    step_peak_memory,
+    time_interleaved,
+)
+from core.checkpoint import load_checkpoint, model_from_checkpoint, model_name_of
+from core.config import Config, check_key, check_type, load_config, parse_args, parse_value, validate
+from core.errors import UserError, exit_on_user_error
+from core.hardware import keep_freed_memory, peak_flops, resolve_device, resolve_dtype
+from models import MODELS, Transformer
+
+CONFIG_KEYS = {f.name for f in dataclasses.fields(Config)}
+PEAK = "(peak matmul)"
+
+@dataclass
+class BenchOptions:
+    models: str = ""  # comma-separated names to run at each config's size; empty: the config's model
+    steps: int = 3  # timed training steps per round
+    rounds: int = 5  # each model's step time is its fastest round
+    warmup: int = 2  # untimed steps first: torch.compile compiles here
+    sample_tokens: int = 256  # new tokens per sampling measurement; 0 skips sampling
+    keep_freed_memory: bool = True  # CPU: core.hardware.keep_freed_memory; False measures without it
+    threads: int = 0  # torch threads; 0 keeps torch's default (one per core)
+    json: bool = False  # print the numbers as JSON instead of a table
+
+
+def parse_command_line(argv: list[str]) -> tuple[list[str], BenchOptions, dict[str, str]]:
+    """Config files, bench options, and the remaining --key=value overrides for every config."""
+    files = [arg for arg in argv if not arg.startswith("--")]
+    bench_keys = typing.get_type_hints(BenchOptions)
+    flags = [f"{arg}=True" if bench_keys.get(arg[2:]) is bool else arg  # bare --json means --json=True
+             for arg in argv if arg.startswith("--")]
+    _, raw = parse_args(flags)
+    if not files:
+        raise UserError("give at least one config file: python bench.py config/train_shakespeare_reflow.py")
+    hints = {**typing.get_type_hints(Config), **bench_keys}
+    options, overrides = {}, {}
+    for key, value in raw.items():
+        check_key(key, hints, source="the command line")
+        if key in bench_keys:
+            options[key] = check_type(key, parse_value(value), bench_keys[key], "the command line")
+        else:
+            overrides[key] = value
+    return files, BenchOptions(**options), overrides
+
+
+def rows_to_measure(files: list[str], options: BenchOptions, overrides: dict[str, str]):
+    """(label, config, model) for every config file and model name asked for."""
+    rows = []
+    for file in files:
+        cfg = load_config(file, overrides)
+        if cfg.init_from != "scratch":  # benchmark a trained model: its architecture and weights
+            if options.models:
+                raise UserError("--models builds fresh models; leave it out to benchmark a checkpoint")
+            checkpoint = load_checkpoint(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from)
+            model = model_from_checkpoint(checkpoint)
+            architecture = {k: v for k, v in checkpoint["model_args"].items() if k in CONFIG_KEYS}
+            cfg = dataclasses.replace(cfg, model=model_name_of(checkpoint), **architecture)
+            rows.append((label(file, cfg.model, files), cfg, model))
+            continue
+        for name in options.models.split(",") if options.models else [cfg.model]:
+            if name not in MODELS and name not in BASELINES:
+                raise UserError(f"unknown model {name!r}; valid: {', '.join([*MODELS, *BASELINES])}")
+            row_cfg = dataclasses.replace(cfg, model=name)
+            if name in MODELS:
+                validate(row_cfg)
+            rows.append((label(file, name, files), row_cfg, build_any(name, row_cfg)))
+    return rows
+
+
+def label(file: str, model: str, files: list[str]) -> str:
+    return model if len(files) == 1 else f"{Path(file).stem}:{model}"
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> None:
+    files, options, overrides = parse_command_line(argv)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    torch.manual_seed(0)
+    rows = rows_to_measure(files, options, overrides)
+    device = resolve_device(rows[0][1].device)
+    dtype = resolve_dtype(rows[0][1].dtype, device)
+    kept = device == "cpu" and options.keep_freed_memory and keep_freed_memory()
+
+    # Build and warm up every model, and measure its memory, before any timing.
+    runs, memory = {}, {}
+    for name, cfg, model in rows:
+        progress(f"warming up {name}" + (" (compiling)" if cfg.compile else ""))
+        runs[name] = TrainingRun(model, cfg, device, dtype)
+        for _ in range(max(options.warmup - 1, 0)):
+            runs[name].step()
+        memory[name] = step_peak_memory(runs[name])  # the last warm-up step
+    work = {name: run.step for name, run in runs.items()}
+    if device == "cpu":  # the peak is timed in the same rounds, under the same background load
+        work[PEAK] = peak_matmul = PeakMatmul()
+    timing = time_interleaved(work, options.rounds, options.steps, device)
+    if device == "cpu":
+        peak = peak_matmul.flops_per_call / timing[PEAK].wall_s
+        peak_cpu_time = peak_matmul.flops_per_call / timing[PEAK].cpu_s
+    else:
+        try:
+            peak = peak_flops(device, dtype)
+        except ValueError:  # a GPU missing from core.hardware.GPU_PEAK_FLOPS: no MFU, the rest
+            peak = None
+        peak_cpu_time = None
+
+    samplers = {name: run for name, run in runs.items() if isinstance(run.model, Transformer)}
+    speeds = sampling_speeds(samplers, options.sample_tokens) if options.sample_tokens else {}
+
+    results = []
+    for name, run in runs.items():
+        model, cfg = run.model, run.cfg
+        flops_per_step = model.flops_per_token(cfg.block_size) * run.tokens_per_step
+        step = timing[name]
+        sample = {}
+        if name in speeds:
+            tokens = run.cfg.num_samples * options.sample_tokens
+            cache, nocache = speeds[name]["cache"], speeds[name]["nocache"]
+            sample = {"cache": tokens / cache.wall_s, "nocache": tokens / nocache.wall_s,
+                      "speedup": nocache.wall_s / cache.wall_s,
+                      "speedup_cpu_time": nocache.cpu_s / cache.cpu_s}
+        results.append({
+            "model": name, "config": cfg.model, "params": model.num_params(),
+            "tokens_per_step": run.tokens_per_step, "train_step_s": step.wall_s,
+            "train_tokens_per_s": run.tokens_per_step / step.wall_s,
+            "flops_per_s": flops_per_step / step.wall_s,
+            "mfu": flops_per_step / step.wall_s / peak if peak else None,
+            # CPU only: the same ratio in CPU-seconds, which other processes on the machine do not
+            # inflate (with 1 thread; with more, threads waiting for each other count too).
+            "mfu_cpu_time": flops_per_step / step.cpu_s / peak_cpu_time if peak_cpu_time else None,
+            "train_step_cpu_s": step.cpu_s,
+            "peak_memory_bytes": memory[name],
+            "sample_tokens_per_s_cache": sample.get("cache"),
+            "sample_tokens_per_s_nocache": sample.get("nocache"),
+            "sample_cache_speedup": sample.get("speedup"),
+            "sample_cache_speedup_cpu_time": sample.get("speedup_cpu_time"),
+        })
+    for result in results:
+        result["train_ratio_to_first"] = result["train_tokens_per_s"] / results[0]["train_tokens_per_s"]
+        result["train_cpu_time_ratio_to_first"] = results[0]["train_step_cpu_s"] / result["train_step_cpu_s"]
+
+    cfg = rows[0][1]
+    header = {
+        "command": "python bench.py " + " ".join(argv), "device": device, "dtype": dtype,
+        "threads": torch.get_num_threads(), "compile": cfg.compile, "peak_flops": peak,
+        "keep_freed_memory": kept, "load_average_before": load_before,
+        "timing": f"fastest of {options.rounds} rounds x {options.steps} steps, models interleaved",
+        "sampling": f"{options.sample_tokens} new tokens after a 1-token prompt, batch {cfg.num_samples}",
+    }
+    if options.json:
+        print(json.dumps({**header, **results[0], "runs": results}, indent=2))
+    else:
+        print_table(header, results, cfg)
+
+
+def print_table(header: dict, results: list[dict], cfg: Config) -> None:
+    load = header["load_average_before"]
+    busy = f"load average {load:.1f} before the run" if load is not None else ""
+    if load is not None and load > 0.5:
+        busy += ": other processes are running, so timings are low and noisy"
+    peak = header["peak_flops"]
+    print(f"{header['command']}")
+    print(f"device {header['device']} ({header['threads']} threads), {header['dtype']}, compile "
+          f"{header['compile']}, batch {cfg.batch_size} x {cfg.block_size} x "
+          f"{cfg.gradient_accumulation_steps} micro-batches; {header['timing']}")
+    peak_text = f"{peak / 1e9:,.1f} GFLOP/s" if peak else "unknown (add the GPU to GPU_PEAK_FLOPS)"
+    print(f"peak {peak_text}{' (fp32 matmul, measured)' if header['device'] == 'cpu' else ''}; {busy}")
+    print(f"sampling: {header['sampling']}")
+    columns = ["model", "params", "tokens/s", "vs first", "GFLOP/s", "MFU", "peak mem",
+               "sample tok/s cache", "no cache", "speedup"]
+    table = [columns]
+    for r in results:
+        def speed(x):
+            return f"{x:,.1f}" if x is not None else "-"
+
+        table.append([
+            r["model"], f"{r['params'] / 1e6:.2f}M", f"{r['train_tokens_per_s']:,.0f}",
+            f"{r['train_ratio_to_first']:.2f}x", f"{r['flops_per_s'] / 1e9:,.1f}",
+            f"{r['mfu']:.1%}" if r["mfu"] is not None else "-",
+            f"{r['peak_memory_bytes'] / 2**30:.2f} GiB",
+            speed(r["sample_tokens_per_s_cache"]), speed(r["sample_tokens_per_s_nocache"]),
+            f"{r['sample_cache_speedup']:.1f}x" if r["sample_cache_speedup"] else "-",
+        ])
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    for row in table:
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

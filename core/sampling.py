@@ -1,0 +1,117 @@
+"""What sample.py needs, kept out of the script so tests and train.py can reuse it: prompts from
+text or files, a trained model loaded for generation, and the plain and chat ways to sample."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from core.chat import chat_prompt
+from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
+from core.config import Config
+from core.errors import UserError
+from core.hardware import autocast, resolve_device, resolve_dtype
+from core.tokenizer import END_OF_TEXT_ID, decode, encode
+from models import Transformer
+
+FILE_PREFIX = "FILE:"  # --start=FILE:path reads the prompt from a file, as in nanoGPT
+
+
+def read_prompt(start: str) -> str:
+    """The prompt text: `start` itself, or the contents of the file named by `FILE:path`."""
+    if start.startswith(FILE_PREFIX):
+        path = Path(start[len(FILE_PREFIX):])
+        if not path.is_file():
+            raise UserError(f"prompt file {path} not found; write --start=FILE:path/to/prompt.txt")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"prompt file {path} is not UTF-8 text")
+        if not text:
+            raise UserError(f"prompt file {path} is empty; put some text in it")
+        return text
+    if not start:
+        raise UserError('the prompt is empty; give some text with --start="..." or a file with '
+                        "--start=FILE:path")
+    return start
+
+
+def crop_to_context(ids: list[int], block_size: int) -> list[int]:
+    """The last block_size ids: the model cannot see further back. Says so on stderr when it crops."""
+    if len(ids) > block_size:
+        print(f"notice: the prompt is {len(ids):,} tokens, longer than the model's context of "
+              f"{block_size}; keeping its last {block_size} tokens", file=sys.stderr)
+        return ids[-block_size:]
+    return ids
+
+
+def check_sampling_keys(cfg: Config) -> None:
+    """Refuse sampling settings that would fail deep inside generation, in one line each."""
+    if cfg.num_samples < 1:
+        raise UserError(f"num_samples must be at least 1, got {cfg.num_samples}")
+    if cfg.max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be at least 1, got {cfg.max_new_tokens}")
+    if cfg.temperature < 0:
+        raise UserError(f"temperature must be >= 0 (0 means greedy), got {cfg.temperature}")
+    if cfg.top_k is not None and cfg.top_k < 1:
+        raise UserError(f"top_k must be at least 1 or None, got {cfg.top_k}")
+
+
+def load_for_sampling(cfg: Config, block_size_given: bool) -> tuple[Transformer, str, str]:
+    """The model saved in cfg.out_dir (a run directory or a .pt file), in eval mode on the chosen
+    device, with its context window; returns (model, device, dtype).
+
+    The architecture comes from the checkpoint. `block_size`, when the user sets it, may shrink the
+    context window (less memory, faster recomputation) but never grow it past what the model was
+    trained with: positions beyond that were never learned.
+    """
+    checkpoint = load_checkpoint(cfg.out_dir)
+    model = model_from_checkpoint(checkpoint)
+    trained = model.config.block_size
+    if block_size_given:
+        if cfg.block_size > trained:
+            raise UserError(f"block_size {cfg.block_size} is larger than the {trained} this model "
+                            f"({checkpoint_path(cfg.out_dir)}) was trained with; use "
+                            f"--block_size={trained} or less")
+        if cfg.block_size < 1:
+            raise UserError(f"block_size must be at least 1, got {cfg.block_size}")
+        model.config.block_size = cfg.block_size  # a shorter window over the same position tables
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    return model.to(device).eval(), device, dtype
+
+
+def generate_ids(model: Transformer, prompts: list[list[int]], cfg: Config, device: str, dtype: str,
+                 generator: torch.Generator, stop_token: int | None = None) -> list[list[int]]:
+    """New ids (without the prompt) for each prompt, all of the same length, in one batch."""
+    vocab = model.config.vocab_size
+    if max(max(p) for p in prompts) >= vocab:
+        raise UserError(f"the prompt has token ids the model's vocabulary of {vocab} does not hold; "
+                        "sample from a model with GPT-2's vocabulary (vocab_size >= 50257)")
+    idx = torch.tensor(prompts, dtype=torch.long, device=device)
+    with autocast(device, dtype):
+        out = model.generate(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                             use_cache=cfg.use_cache, generator=generator, stop_token=stop_token)
+    return out[:, idx.size(1):].tolist()
+
+
+def until_end_of_text(ids: list[int]) -> list[int]:
+    """A chat reply ends at the first <|endoftext|>, which the chat template trains it to emit."""
+    return ids[: ids.index(END_OF_TEXT_ID)] if END_OF_TEXT_ID in ids else ids
+
+
+def sample_text(model, cfg: Config, device: str, dtype: str, generator: torch.Generator) -> list[str]:
+    """cfg.num_samples continuations of the prompt cfg.start, each printed as prompt + new text."""
+    ids = crop_to_context(encode(read_prompt(cfg.start)), model.config.block_size)
+    new = generate_ids(model, [ids] * cfg.num_samples, cfg, device, dtype, generator)
+    return [decode(ids + row) for row in new]
+
+
+def chat_reply(model, history: list[str], message: str, cfg: Config, device: str, dtype: str,
+               generator: torch.Generator) -> list[str]:
+    """cfg.num_samples assistant replies to `message` after `history` (alternating user/assistant
+    turns), each prompt wrapped in the chat template of core/chat.py."""
+    ids = crop_to_context(chat_prompt(history, message), model.config.block_size)
+    new = generate_ids(model, [ids] * cfg.num_samples, cfg, device, dtype, generator,
+                       stop_token=END_OF_TEXT_ID)
+    return [decode(until_end_of_text(row)).strip() for row in new]
