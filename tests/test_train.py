@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -142,9 +143,15 @@ def test_wandb_offline(tmp_path, monkeypatch):
     write_dataset(tmp_path / "data")
     train.train(run_config(tmp_path, max_iters=2, eval_interval=2, wandb_log=True))
     run_id = load_checkpoint(tmp_path / "run")["wandb_run_id"]  # a resumed run logs into the same run
-    records = (tmp_path / "run" / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
-    logged = next(records).read_bytes()  # wandb's protobuf log: the keys are stored as text
-    for key in (b"train/loss", b"lr", b"tokens_per_sec", b"mfu", b"val/loss"):
+    record = next((tmp_path / "run" / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    keys = (b"train/loss", b"lr", b"tokens_per_sec", b"mfu", b"val/loss")
+    # wandb's service process writes the log (protobuf; keys stored as text) on its own schedule,
+    # and on a loaded machine may still be flushing when finish() returns.
+    deadline = time.monotonic() + 30
+    while not all(key in record.read_bytes() for key in keys) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    logged = record.read_bytes()
+    for key in keys:
         assert key in logged
 
 
