@@ -11,17 +11,19 @@ bias = False
 dropout = 0.0
 n_signals = 256  # S = n_embd, as in the published reflows
 
-batch_size = 8
+# Small batches of 4 x 256 tokens: on this corpus, more updates per token beat bigger batches
+# (val loss after 307k tokens: batch 4 at lr 1e-3 5.09, at 2e-3 5.25; batch 8 at 2e-3 5.75).
+batch_size = 4
 gradient_accumulation_steps = 1
-learning_rate = 2e-3
-max_iters = 400
-lr_decay_iters = 400
+learning_rate = 1e-3
+max_iters = 700
+lr_decay_iters = 700
 warmup_iters = 20
-min_lr = 2e-4
+min_lr = 1e-4
 weight_decay = 0.1
 grad_clip = 1.0
 
-eval_interval = 100
+eval_interval = 175
 eval_iters = 20
 log_interval = 10
 always_save_checkpoint = False
