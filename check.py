@@ -13,7 +13,13 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint import load_checkpoint, model_from_checkpoint, model_name_of
+from core.checkpoint import (
+    check_same_architecture,
+    checkpoint_path,
+    load_checkpoint,
+    model_from_checkpoint,
+    model_name_of,
+)
 from core.config import load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from models import Transformer, build_model
@@ -103,16 +109,8 @@ def main(argv: list[str]) -> None:
             return
     checkpoint = load_checkpoint(Path(checkpoint_arg))
     if config_file is not None:
-        check_architecture(checkpoint, cfg)
+        check_same_architecture(checkpoint, cfg.model, cfg.model_config(), checkpoint_path(checkpoint_arg))
     print_checkpoint(checkpoint)
-
-
-def check_architecture(checkpoint: dict, cfg) -> None:
-    """Refuse a checkpoint whose architecture differs from the config's."""
-    saved = model_name_of(checkpoint)
-    if saved != cfg.model or checkpoint["model_args"] != vars(cfg.model_config()):
-        raise UserError(f"checkpoint is a {saved} with {checkpoint['model_args']}, "
-                        f"but the config describes a {cfg.model}; pass the matching config")
 
 
 if __name__ == "__main__":

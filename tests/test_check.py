@@ -46,3 +46,13 @@ def test_bad_inputs_get_one_line(tmp_path):
     torch.save({"model": {}}, tmp_path / "half.pt")
     result = run_check(str(tmp_path / "half.pt"))
     assert result.returncode == 2 and "not a reflow checkpoint" in result.stderr
+
+
+def test_checkpoint_against_a_different_config_is_refused(tmp_path):
+    model = tiny_model("reflow")
+    save_checkpoint({"model": model.state_dict(), "model_args": vars(model.config),
+                     "config": {"model": "reflow"}}, tmp_path / "ckpt.pt")
+    result = run_check("config/train_reflow_1.py", str(tmp_path / "ckpt.pt"))
+    assert result.returncode == 2
+    assert "holds a different architecture than the config" in result.stderr
+    assert "n_layer 2 vs 32" in result.stderr
