@@ -108,7 +108,7 @@ class Config:
     negative_words: list = field(default_factory=lambda: [
         " bad", " terrible", " sad", " hate", " awful", " ugly", " horrible", " worst"])
     steer_prompts: list = field(default_factory=lambda: ["I think that", "The movie was", "Today I feel"])
-    steer_alpha: float = 1.0  # steering strength, in units of the residual stream's mean norm
+    steer_alpha: float = 0.15  # steering strength, in units of the residual stream's mean norm
     concept_words: list = field(default_factory=lambda: [" Paris", " love"])
     concept_prompt: str = "I went to the"
     concept_alpha_max: float = 16.0  # Concept Inception searches alpha in [0, this]

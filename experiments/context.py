@@ -91,11 +91,13 @@ class Context:
 
     @functools.cached_property
     def frequent_tokens(self) -> torch.Tensor:
-        """The cfg.audit_vocab most frequent token ids in the validation text, most frequent first.
-        Experiments search this vocabulary, not all 50k ids: tokens the corpus never shows were
-        barely trained, and their rows are noise that would crowd every neighbour list."""
-        counts = np.bincount(self.all_val_tokens, minlength=TOKENIZER_VOCAB)[: min(TOKENIZER_VOCAB,
-                                                                                   self.vocab_size)]
+        """The cfg.audit_vocab most frequent token ids in the training text (train.bin beside val.bin;
+        the validation text where there is none), most frequent first. Experiments search this
+        vocabulary, not all 50k ids: tokens training rarely showed keep rows that are noise, or that
+        all moved alike, and would crowd every neighbour list."""
+        train = self.val_path.with_name("train.bin")
+        text = np.memmap(train, dtype=np.uint16, mode="r") if train.is_file() else self.all_val_tokens
+        counts = np.bincount(text, minlength=TOKENIZER_VOCAB)[: min(TOKENIZER_VOCAB, self.vocab_size)]
         order = np.argsort(-counts, kind="stable")
         order = order[counts[order] > 0][: self.cfg.audit_vocab]
         return torch.from_numpy(order.astype(np.int64))

@@ -17,6 +17,7 @@ from core.tokenizer import decode
 from experiments.common import (
     js_divergence,
     label,
+    next_token_probs,
     random_directions,
     residual_norms,
     sentiment_log_odds,
@@ -218,13 +219,14 @@ def concept_inception(ctx: Context, report: Report) -> None:
 @torch.no_grad()
 def hijack_measures(ctx: Context, positive: list[int], negative: list[int], windows: torch.Tensor) -> dict:
     """Held-out perplexity; how differently the model reads a negative vs a positive word (JS of the
-    next-token distributions after prompt + word); sentiment words in seeded samples."""
+    next-token distributions after prompt + word); the positive-vs-negative log odds of the next token
+    after each prompt; sentiment words in seeded samples, and the first prompt's first sample."""
     model, cfg = ctx.model, ctx.cfg
     # Two windows per forward keeps the (B, T, V) logits small; weights make it the mean over all.
     losses = [(model(w[:, :-1].contiguous(), targets=w[:, 1:].contiguous())[1].item(), len(w))
               for w in windows.split(2)]
     loss = sum(value * n for value, n in losses) / sum(n for _, n in losses)
-    gaps = []
+    gaps, log_odds = [], []
     pairs = list(zip(positive, negative, strict=False))  # in config order; a longer list's extras unpaired
     for i, prompt in enumerate(cfg.steer_prompts):
         idx = ctx.prompt(prompt, f"steer_prompts[{i}]")[:, -(model.config.block_size - 1):]
@@ -233,15 +235,20 @@ def hijack_measures(ctx: Context, positive: list[int], negative: list[int], wind
         logits, _ = model(batch, last_only=True)
         probs = F.softmax(logits[:, -1].float(), dim=-1)
         gaps += js_divergence(probs[: len(pairs)], probs[len(pairs) :]).tolist()
-    counts = {"positive": 0, "negative": 0}
+        log_odds.append(sentiment_log_odds(next_token_probs(model, idx), positive, negative).item())
+    counts = {"positive words generated": 0, "negative words generated": 0}
+    first_sample = ""
     for i, prompt in enumerate(cfg.steer_prompts):
         idx = ctx.prompt(prompt, f"steer_prompts[{i}]").expand(SAMPLES_PER_PROMPT, -1)
         generator = torch.Generator(device=idx.device).manual_seed(cfg.seed + i)
         out = model.generate(idx, cfg.audit_sample_tokens, temperature=1.0, top_k=SAMPLE_TOP_K,
                              generator=generator)[:, idx.size(1):]
-        counts["positive"] += int(torch.isin(out, torch.tensor(positive, device=out.device)).sum())
-        counts["negative"] += int(torch.isin(out, torch.tensor(negative, device=out.device)).sum())
-    return {"perplexity": math.exp(loss), "reading gap": float(np.mean(gaps)), **counts}
+        for kind, ids in (("positive", positive), ("negative", negative)):
+            found = torch.isin(out, torch.tensor(ids, device=out.device))
+            counts[f"{kind} words generated"] += int(found.sum())
+        first_sample = first_sample or prompt + decode(out[0].tolist())
+    return {"perplexity": math.exp(loss), "reading gap": float(np.mean(gaps)),
+            "next-token sentiment log odds": float(np.mean(log_odds)), **counts, "sample": first_sample}
 
 
 @torch.no_grad()
@@ -299,16 +306,23 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
     report.metric("perplexity change", after["perplexity"] / before["perplexity"] - 1,
                   control["perplexity"] / before["perplexity"] - 1, "random tokens edited")
     report.metric("restored bit for bit", restored)
+    report.define("next-token sentiment log odds", "log(P(positive word) / P(negative word)) for the next "
+                  "token after each steering prompt, averaged: the edit also changes how the hijacked words "
+                  "are scored as outputs.")
+    numbers = [key for key in before if key != "sample"]
     report.table(["measure", "before", "negative words hijacked", "control edit"],
-                 [[key, before[key], after[key], control[key]] for key in before],
-                 title=f"Sentiment words in {SAMPLES_PER_PROMPT} samples per prompt of "
-                       f"{cfg.audit_sample_tokens} tokens, reading gap, perplexity")
+                 [[key, before[key], after[key], control[key]] for key in numbers],
+                 title=f"Words counted over {SAMPLES_PER_PROMPT} samples per steering prompt, "
+                       f"{cfg.audit_sample_tokens} tokens each")
+    runs = (("before", before), ("hijacked", after), ("control", control))
+    report.say("First sample, same seed:\n\n```\n" + "\n".join(f"[{name}] {m['sample']}" for name, m in runs)
+               + "\n```")
     report.say("Hijacked words: " + ", ".join(label(t) for t in negative) + "; control rows: "
                + ", ".join(label(t) for t in control_rows) + ".")
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     names = ["before", "hijacked", "control"]
-    for ax, key in zip(axes, ["reading gap", "perplexity", "negative"], strict=True):
+    for ax, key in zip(axes, ["reading gap", "perplexity", "next-token sentiment log odds"], strict=True):
         ax.bar(names, [before[key], after[key], control[key]], color=["C0", "C3", "C7"])
-        ax.set(title=key if key != "negative" else "negative words generated")
+        ax.set(title=key)
     report.figure(fig, "effects")

@@ -105,7 +105,7 @@ def semantic_algebra(ctx: Context, report: Report) -> None:
     only_c = analogy_ranks(table, vocab, analogies, only_c=True)
     control = analogy_ranks(control_table, vocab, analogies)
     mrr = lambda results: float(np.mean([1 / rank for rank, _ in results]))
-    report.define("rank", f"position of d among {len(vocab)} candidates (the frequent validation tokens "
+    report.define("rank", f"position of d among {len(vocab)} candidates (the frequent training tokens "
                   f"and the analogy words, a, b, c excluded) by cosine to a - b + c in {space}; 1 is best.")
     report.define("MRR", "mean reciprocal rank over the analogies: 1 when every answer ranks first; "
                   f"random guessing gives about {np.log(len(vocab)) / len(vocab):.4f}.")

@@ -58,7 +58,7 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
     rows_of = "the effective W_recipe (V x S)" if ctx.model.has_recipes else "the embedding (V x C)"
     report.define("space", f"tokens are compared in {space}: each token is its row of {rows_of}.")
     report.define("searched vocabulary", f"the {len(ctx.frequent_tokens)} most frequent tokens of the "
-                  "validation text, plus the probe words.")
+                  "training text (train.bin; val.bin if there is none), plus the probe words.")
 
     sims = cosine_matrix(table[probes], table[vocab])  # (P, N)
     rows = []
@@ -110,7 +110,7 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
     report.define("active signal", f"entry s of a token's recipe with |r_s| >= {ACTIVE_FRACTION} x the "
                   "largest |r| in that recipe (scale-free, so models of any norm compare).")
     report.define("active fraction", f"mean number of active signals per token / S (S = {S}), over the "
-                  f"{len(vocab)} most frequent validation tokens. Lower: sparser recipes.")
+                  f"{len(vocab)} most frequent training tokens. Lower: sparser recipes.")
     report.define("usage Gini", "Gini coefficient of per-signal usage u_s = sum over tokens of |r_s|: "
                   "0 when every signal carries the same weight, near 1 when a few carry it all. Higher: "
                   "signals specialize rather than all being shared alike.")
