@@ -96,9 +96,9 @@ class Config:
         [" walked", " walking", " running", " ran"],
         [" Paris", " France", " China", " Beijing"],
     ])
-    typo_sentences: list = field(default_factory=lambda: [  # [correct, misspelled, unrelated]
+    typo_sentences: list = field(default_factory=lambda: [  # [correct, misspelled, unrelated], same ending
         ["The capital of France is", "The capitol of Frnace is", "The color of grass is"],
-        ["I love this beautiful house", "I lvoe this beutiful house", "He sold that large truck"],
+        ["I love this beautiful house", "I lvoe this beutiful house", "He sold that large house"],
     ])
     target_prompts: list = field(default_factory=lambda: [  # [prompt, target]: lens, flow, ablation
         ["The capital of France is", " Paris"],
