@@ -217,10 +217,11 @@ def concept_inception(ctx: Context, report: Report) -> None:
 
 
 @torch.no_grad()
-def hijack_measures(ctx: Context, positive: list[int], negative: list[int], windows: torch.Tensor) -> dict:
+def hijack_measures(ctx: Context, positive: list[int], negative: list[int], windows: torch.Tensor,
+                    generate: bool = True) -> dict:
     """Held-out perplexity; how differently the model reads a negative vs a positive word (JS of the
     next-token distributions after prompt + word); the positive-vs-negative log odds of the next token
-    after each prompt; sentiment words in seeded samples, and the first prompt's first sample."""
+    after each prompt; and, if `generate`, sentiment words in seeded samples and the first sample."""
     model, cfg = ctx.model, ctx.cfg
     # Two windows per forward keeps the (B, T, V) logits small; weights make it the mean over all.
     losses = [(model(w[:, :-1].contiguous(), targets=w[:, 1:].contiguous())[1].item(), len(w))
@@ -236,6 +237,11 @@ def hijack_measures(ctx: Context, positive: list[int], negative: list[int], wind
         probs = F.softmax(logits[:, -1].float(), dim=-1)
         gaps += js_divergence(probs[: len(pairs)], probs[len(pairs) :]).tolist()
         log_odds.append(sentiment_log_odds(next_token_probs(model, idx), positive, negative).item())
+    measures = {"perplexity": math.exp(loss), "reading gap": float(np.mean(gaps)),
+                "next-token sentiment log odds": float(np.mean(log_odds)),
+                "positive words generated": None, "negative words generated": None, "sample": None}
+    if not generate:  # sampling is most of this function's time
+        return measures
     counts = {"positive words generated": 0, "negative words generated": 0}
     first_sample = ""
     for i, prompt in enumerate(cfg.steer_prompts):
@@ -247,8 +253,7 @@ def hijack_measures(ctx: Context, positive: list[int], negative: list[int], wind
             found = torch.isin(out, torch.tensor(ids, device=out.device))
             counts[f"{kind} words generated"] += int(found.sum())
         first_sample = first_sample or prompt + decode(out[0].tolist())
-    return {"perplexity": math.exp(loss), "reading gap": float(np.mean(gaps)),
-            "next-token sentiment log odds": float(np.mean(log_odds)), **counts, "sample": first_sample}
+    return {**measures, **counts, "sample": first_sample}
 
 
 @torch.no_grad()
@@ -264,12 +269,12 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     strength = cfg.hijack_strength
 
-    def edited(rows: list[int]) -> dict:
+    def edited(rows: list[int], generate: bool) -> dict:
         """Measures with `rows` pulled toward the mean positive row; the table restored after."""
         original = table.data[rows].clone()
         try:
             table.data[rows] = (1 - strength) * original + strength * table.data[positive].mean(0)
-            return hijack_measures(ctx, positive, negative, windows)
+            return hijack_measures(ctx, positive, negative, windows, generate)
         finally:
             table.data[rows] = original
 
@@ -279,9 +284,9 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
     with tqdm(total=3, desc="genetic hijack: before, hijacked, control", leave=False, disable=None) as bar:
         before = hijack_measures(ctx, positive, negative, windows)
         bar.update()
-        after = edited(negative)
+        after = edited(negative, generate=True)
         bar.update()
-        control = edited(control_rows)
+        control = edited(control_rows, generate=False)  # its rows hold no sentiment word to count
         bar.update()
     restored = all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())
     if not restored:  # a bug, not a user error: put the weights back from the snapshot, loudly
@@ -314,7 +319,7 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
                  [[key, before[key], after[key], control[key]] for key in numbers],
                  title=f"Words counted over {SAMPLES_PER_PROMPT} samples per steering prompt, "
                        f"{cfg.audit_sample_tokens} tokens each")
-    runs = (("before", before), ("hijacked", after), ("control", control))
+    runs = (("before", before), ("hijacked", after))
     report.say("First sample, same seed:\n\n```\n" + "\n".join(f"[{name}] {m['sample']}" for name, m in runs)
                + "\n```")
     report.say("Hijacked words: " + ", ".join(label(t) for t in negative) + "; control rows: "
