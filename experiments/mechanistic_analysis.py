@@ -113,7 +113,7 @@ def signal_flow(ctx: Context, report: Report) -> None:
     """Signal Flow: the hidden state after each layer, through the final norm, projected onto the
     signal basis (a = h @ W_basis^T, one number per signal); heatmaps of the strongest signals
     across layers at the last position, and across positions after the last layer."""
-    prompt, target_word = ctx.cfg.target_prompts[0]
+    prompt = ctx.cfg.target_prompts[0][0]
     idx = ctx.prompt(prompt, "target_prompts[0]")
     flow, control_flow = signal_readout(ctx.model, idx), signal_readout(ctx.control, idx)
     names = layer_names(ctx.model)
@@ -129,9 +129,9 @@ def signal_flow(ctx: Context, report: Report) -> None:
                   "random-init model", higher_is_structure=True)
 
     def persistence(f):
-        final = set(f[-1, -1].abs().topk(k).indices.tolist())
-        return float(np.mean([len(final & set(f[i, -1].abs().topk(k).indices.tolist())) / len(
-            final | set(f[i, -1].abs().topk(k).indices.tolist())) for i in range(len(f) - 1)]))
+        strongest = lambda a: set(a.abs().topk(k).indices.tolist())
+        final = strongest(f[-1, -1])
+        return float(np.mean([len(final & strongest(a)) / len(final | strongest(a)) for a in f[:-1, -1]]))
 
     report.metric("persistence", persistence(flow), persistence(control_flow), "random-init model")
     recipe = ctx.model.effective_recipe().cpu()
