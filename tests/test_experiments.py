@@ -210,5 +210,5 @@ def test_wandb_offline_gets_metrics_and_figures(tmp_path, monkeypatch):
     experiment.main([str(config_file), "--run", "4", "--wandb_log=True"])
     images = list((Path(cfg.out_dir) / "wandb").glob("offline-run-*/files/media/images/**/*.png"))
     assert any("04_semantic_galaxy_galaxy" in p.name for p in images)
-    history = list((Path(cfg.out_dir) / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert history and b"silhouette" in history[0].read_bytes()
+    tables = list((Path(cfg.out_dir) / "wandb").glob("offline-run-*/files/media/table/**/*.table.json"))
+    assert tables and '"silhouette"' in tables[0].read_text()
