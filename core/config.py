@@ -114,7 +114,7 @@ class Config:
     concept_alpha_max: float = 16.0  # Concept Inception searches alpha in [0, this]
     hijack_strength: float = 1.0  # Genetic Hijack: 0 leaves recipes, 1 replaces them outright
     audit_tokens: int = 16384  # validation tokens read by the experiments that need text
-    audit_vocab: int = 2000  # the most frequent validation tokens: the vocabulary searched
+    audit_vocab: int = 2000  # word searches run over this many most frequent training tokens
     audit_sample_tokens: int = 32  # length of each generated sample in the reports
 
     def model_config(self) -> ModelConfig:
