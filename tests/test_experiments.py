@@ -63,7 +63,7 @@ def test_audit_page_shows_every_run_and_links_only_existing_files(topk_run):
     page = (topk_run / "index.html").read_text()
     for r in load_reports(topk_run).values():
         assert f"{r['experiment']}. {r['title']}" in page
-        assert r["created"] in page
+        assert r["created"] in page and r["checkpoint"] in page
     targets = re.findall(r'(?:href|src)="([^"#]+)"', page)
     assert targets and all((topk_run / t).is_file() for t in targets)
     assert "http://" not in page and "https://" not in page  # works offline
