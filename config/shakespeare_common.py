@@ -50,10 +50,10 @@ analogies = [  # [a, b, c, d]: a - b + c should be d
     [" son", " brother", " sister", " daughter"],
     [" he", " his", " her", " she"],
 ]
-typo_sentences = [  # [correct, misspelled, unrelated]
-    ["Now is the winter of our discontent", "Now is the wintre of our discontnet", "Bring me the bread and the cheese"],
-    ["I pray you, good my lord", "I prya you, godo my lord", "The horse ran over the hill"],
-    ["What light through yonder window breaks", "What ligth through yonder windwo breaks", "Three ships came to the harbour"],
+typo_sentences = [  # [correct, misspelled, unrelated], all ending alike so only the context differs
+    ["Now is the winter of our discontent", "Now is teh wintre of our discontent", "Bring me bread and cheese for our discontent"],
+    ["I pray you, good my lord", "I prya you, godo my lord", "The horse ran down to my lord"],
+    ["What light through yonder window breaks", "What ligth throuhg yonder window breaks", "The old dog by the window breaks"],
 ]
 target_prompts = [  # [prompt, target]
     ["To be, or not to", " be"],

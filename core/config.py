@@ -97,9 +97,9 @@ class Config:
         [" walked", " walking", " running", " ran"],
         [" Paris", " France", " China", " Beijing"],
     ])
-    typo_sentences: list = field(default_factory=lambda: [  # [correct, misspelled, unrelated]
+    typo_sentences: list = field(default_factory=lambda: [  # [correct, misspelled, unrelated], same ending
         ["The capital of France is", "The capitol of Frnace is", "The color of grass is"],
-        ["I love this beautiful house", "I lvoe this beutiful house", "He sold that large truck"],
+        ["I love this beautiful house", "I lvoe this beutiful house", "He sold that large house"],
     ])
     target_prompts: list = field(default_factory=lambda: [  # [prompt, target]: lens, flow, ablation
         ["The capital of France is", " Paris"],
@@ -109,13 +109,13 @@ class Config:
     negative_words: list = field(default_factory=lambda: [
         " bad", " terrible", " sad", " hate", " awful", " ugly", " horrible", " worst"])
     steer_prompts: list = field(default_factory=lambda: ["I think that", "The movie was", "Today I feel"])
-    steer_alpha: float = 1.0  # steering strength, in units of the residual stream's mean norm
+    steer_alpha: float = 0.15  # steering strength, in units of the residual stream's mean norm
     concept_words: list = field(default_factory=lambda: [" Paris", " love"])
     concept_prompt: str = "I went to the"
     concept_alpha_max: float = 16.0  # Concept Inception searches alpha in [0, this]
     hijack_strength: float = 1.0  # Genetic Hijack: 0 leaves recipes, 1 replaces them outright
     audit_tokens: int = 16384  # validation tokens read by the experiments that need text
-    audit_vocab: int = 2000  # the most frequent validation tokens: the vocabulary searched
+    audit_vocab: int = 2000  # word searches run over this many most frequent training tokens
     audit_sample_tokens: int = 32  # length of each generated sample in the reports
 
     def model_config(self) -> ModelConfig:

@@ -21,6 +21,7 @@ from experiments.common import prompt_ids
 from models import ModelConfig, Transformer, build_model
 
 REPORTS_DIR_NAME = "audit_reports"
+CONTROL_SEEDS = 3  # random-init models per control
 TOKENIZER_VOCAB = 50257  # ids at or above this are padding rows that no text ever uses
 
 
@@ -52,12 +53,21 @@ class Context:
         return torch.Generator().manual_seed(self.cfg.seed * 1000 + salt)
 
     @functools.cached_property
+    def controls(self) -> list[Transformer]:
+        """The same architecture at random initialization, CONTROL_SEEDS times (seeds cfg.seed,
+        cfg.seed + 1, ...), in eval mode: one random model is one draw, and a trained model should
+        stand out from the spread of several."""
+        models = []
+        for i in range(CONTROL_SEEDS):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.cfg.seed + i)
+                models.append(build_model(self.model_name, ModelConfig(**self.model_args)))
+        return [model.to(self.device).eval() for model in models]
+
+    @property
     def control(self) -> Transformer:
-        """The same architecture at random initialization (seed = cfg.seed), in eval mode."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed)
-            model = build_model(self.model_name, ModelConfig(**self.model_args))
-        return model.to(self.device).eval()
+        """The first random-init control, for figures and descriptive numbers."""
+        return self.controls[0]
 
     # --- validation text ---------------------------------------------------------------------
     @property
@@ -91,11 +101,13 @@ class Context:
 
     @functools.cached_property
     def frequent_tokens(self) -> torch.Tensor:
-        """The cfg.audit_vocab most frequent token ids in the validation text, most frequent first.
-        Experiments search this vocabulary, not all 50k ids: tokens the corpus never shows were
-        barely trained, and their rows are noise that would crowd every neighbour list."""
-        counts = np.bincount(self.all_val_tokens, minlength=TOKENIZER_VOCAB)[: min(TOKENIZER_VOCAB,
-                                                                                   self.vocab_size)]
+        """The cfg.audit_vocab most frequent token ids in the training text (train.bin beside val.bin;
+        the validation text where there is none), most frequent first. Experiments search this
+        vocabulary, not all 50k ids: tokens training rarely showed keep rows that are noise, or that
+        all moved alike, and would crowd every neighbour list."""
+        train = self.val_path.with_name("train.bin")
+        text = np.memmap(train, dtype=np.uint16, mode="r") if train.is_file() else self.all_val_tokens
+        counts = np.bincount(text, minlength=TOKENIZER_VOCAB)[: min(TOKENIZER_VOCAB, self.vocab_size)]
         order = np.argsort(-counts, kind="stable")
         order = order[counts[order] > 0][: self.cfg.audit_vocab]
         return torch.from_numpy(order.astype(np.int64))

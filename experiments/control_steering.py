@@ -17,6 +17,7 @@ from core.tokenizer import decode
 from experiments.common import (
     js_divergence,
     label,
+    next_token_probs,
     random_directions,
     residual_norms,
     sentiment_log_odds,
@@ -34,6 +35,7 @@ SEARCH_GRID = 33  # strengths per search grid; two grids give precision alpha_ma
 SAMPLE_TOP_K = 40
 HIJACK_WINDOWS = 8  # validation windows for the perplexity before and after the hijack
 SAMPLES_PER_PROMPT = 4
+CONTROL_EDITS = 3  # random-token edits for the hijack's control
 
 
 def sentiment_ids(ctx: Context) -> tuple[list[int], list[int]]:
@@ -106,10 +108,10 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
     report.define("control", f"random unit directions at the same strength (mean of {RANDOM_DRAWS}); "
                   "for +alpha each at its own best layer, as the sentiment direction is, for -alpha at "
                   "the sentiment direction's best layer.")
-    report.metric(f"shift at +alpha (best layer, L{best})", shifts[best], float(np.mean(random_best)),
-                  "random direction", higher_is_structure=True)
-    report.metric(f"shift at -alpha (L{best})", reverse[best], float(np.mean(random_reverse)),
-                  "random direction", higher_is_structure=False)
+    report.metric(f"shift at +alpha (best layer, L{best})", shifts[best], random_best,
+                  "random directions", higher_is_structure=True)
+    report.metric(f"shift at -alpha (L{best})", reverse[best], random_reverse,
+                  "random directions", higher_is_structure=False)
     report.metric("unsteered sentiment log odds", base)
     report.table(["layer", "shift (+alpha)", "shift (-alpha)"],
                  [[f"L{L}", shifts[L], reverse[L]] for L in layers], title="Sweep over layers")
@@ -164,6 +166,23 @@ def critical_alpha(model, idx: torch.Tensor, norm: float, layer: int, direction:
     return high
 
 
+def critical_alphas(model, idx: torch.Tensor, direction: torch.Tensor, target: int,
+                    alpha_max: float) -> list[float | None]:
+    """critical_alpha after each layer, each in units of that layer's mean residual norm."""
+    norms = residual_norms(model, idx)
+    return [critical_alpha(model, idx, norms[L].item(), L, direction, target, alpha_max)
+            for L in range(model.config.n_layer)]
+
+
+def smallest(alphas: list[float | None]) -> float | None:
+    return min((a for a in alphas if a is not None), default=None)
+
+
+def mean_reached(alphas: list[float | None]) -> float | None:
+    reached = [a for a in alphas if a is not None]
+    return float(np.mean(reached)) if reached else None
+
+
 @torch.no_grad()
 def concept_inception(ctx: Context, report: Report) -> None:
     """Concept Inception: inject a concept's direction (its vocab-matrix row, i.e. recipe @ W_basis)
@@ -175,17 +194,15 @@ def concept_inception(ctx: Context, report: Report) -> None:
     randoms = random_directions(len(cfg.concept_words), E.size(1), ctx.generator(report.number))
     randoms = randoms.to(ctx.device)
     layers = range(model.config.n_layer)
-    norms = residual_norms(model, idx)
-    search = lambda layer, direction, target: critical_alpha(
-        model, idx, norms[layer].item(), layer, direction, target, cfg.concept_alpha_max)
-    table, best, best_random = [], [], []
+    own_row = lambda m, token: F.normalize(m.vocab_matrix().detach()[token].float(), dim=0)
+    table, best, best_random, best_init = [], [], [], []
     for n, word in enumerate(tqdm(cfg.concept_words, desc="concept inception", leave=False, disable=None)):
         concept = token_id(word, ctx.vocab_size, "concept_words")
-        direction = F.normalize(E[concept], dim=0)
-        found = [search(L, direction, concept) for L in layers]
-        random_found = [search(L, randoms[n], concept) for L in layers]
-        best.append(min((a for a in found if a is not None), default=None))
-        best_random.append(min((a for a in random_found if a is not None), default=None))
+        found = critical_alphas(model, idx, own_row(model, concept), concept, cfg.concept_alpha_max)
+        best.append(smallest(found))
+        best_random.append(smallest(critical_alphas(model, idx, randoms[n], concept, cfg.concept_alpha_max)))
+        best_init.append([smallest(critical_alphas(control, idx, own_row(control, concept), concept,
+                                                   cfg.concept_alpha_max)) for control in ctx.controls])
         table.append([label(concept)] + found + [best_random[-1]])
 
     report.define("critical alpha", "smallest alpha at which h <- h + alpha * n_L * e_c/|e_c| after layer L "
@@ -195,13 +212,16 @@ def concept_inception(ctx: Context, report: Report) -> None:
                   "reached. Lower: the concept is easier to incept.")
     report.define("control", "a random unit direction, also at its best layer: it should need more "
                   "strength, or never make the concept the top prediction.")
-    reached = [a for a in best if a is not None]
-    random_reached = [a for a in best_random if a is not None]
-    report.metric("concepts incepted", len(reached) / len(best), len(random_reached) / len(best),
-                  "random direction", higher_is_structure=True)
-    report.metric("critical alpha (best layer, mean)", float(np.mean(reached)) if reached else None,
-                  float(np.mean(random_reached)) if random_reached else None, "random direction",
-                  higher_is_structure=False)
+    incepted = lambda alphas: sum(a is not None for a in alphas) / len(alphas)
+    report.metric("concepts incepted", incepted(best), incepted(best_random), "random direction",
+                  higher_is_structure=True)
+    report.metric("critical alpha (best layer, mean)", mean_reached(best), mean_reached(best_random),
+                  "random direction", higher_is_structure=False)
+    # With tied embeddings a token's own row raises its logit in any model, trained or not: how much
+    # strength a random-init model needs shows what training added (described, no verdict).
+    report.metric("critical alpha (vs random init)", mean_reached(best),
+                  [mean_reached([seeds[i] for seeds in best_init]) for i in range(len(ctx.controls))],
+                  "random-init models, concept's own row")
     report.table(["concept"] + [f"L{L}" for L in layers] + ["random direction (best layer)"], table,
                  title=f"Critical alpha after {cfg.concept_prompt!r}")
 
@@ -216,15 +236,17 @@ def concept_inception(ctx: Context, report: Report) -> None:
 
 
 @torch.no_grad()
-def hijack_measures(ctx: Context, positive: list[int], negative: list[int], windows: torch.Tensor) -> dict:
+def hijack_measures(ctx: Context, positive: list[int], negative: list[int], windows: torch.Tensor,
+                    generate: bool = True) -> dict:
     """Held-out perplexity; how differently the model reads a negative vs a positive word (JS of the
-    next-token distributions after prompt + word); sentiment words in seeded samples."""
+    next-token distributions after prompt + word); the positive-vs-negative log odds of the next token
+    after each prompt; and, if `generate`, sentiment words in seeded samples and the first sample."""
     model, cfg = ctx.model, ctx.cfg
     # Two windows per forward keeps the (B, T, V) logits small; weights make it the mean over all.
     losses = [(model(w[:, :-1].contiguous(), targets=w[:, 1:].contiguous())[1].item(), len(w))
               for w in windows.split(2)]
     loss = sum(value * n for value, n in losses) / sum(n for _, n in losses)
-    gaps = []
+    gaps, log_odds = [], []
     pairs = list(zip(positive, negative, strict=False))  # in config order; a longer list's extras unpaired
     for i, prompt in enumerate(cfg.steer_prompts):
         idx = ctx.prompt(prompt, f"steer_prompts[{i}]")[:, -(model.config.block_size - 1):]
@@ -233,15 +255,24 @@ def hijack_measures(ctx: Context, positive: list[int], negative: list[int], wind
         logits, _ = model(batch, last_only=True)
         probs = F.softmax(logits[:, -1].float(), dim=-1)
         gaps += js_divergence(probs[: len(pairs)], probs[len(pairs) :]).tolist()
-    counts = {"positive": 0, "negative": 0}
+        log_odds.append(sentiment_log_odds(next_token_probs(model, idx), positive, negative).item())
+    measures = {"perplexity": math.exp(loss), "reading gap": float(np.mean(gaps)),
+                "next-token sentiment log odds": float(np.mean(log_odds)),
+                "positive words generated": None, "negative words generated": None, "sample": None}
+    if not generate:  # sampling is most of this function's time
+        return measures
+    counts = {"positive words generated": 0, "negative words generated": 0}
+    first_sample = ""
     for i, prompt in enumerate(cfg.steer_prompts):
         idx = ctx.prompt(prompt, f"steer_prompts[{i}]").expand(SAMPLES_PER_PROMPT, -1)
         generator = torch.Generator(device=idx.device).manual_seed(cfg.seed + i)
         out = model.generate(idx, cfg.audit_sample_tokens, temperature=1.0, top_k=SAMPLE_TOP_K,
                              generator=generator)[:, idx.size(1):]
-        counts["positive"] += int(torch.isin(out, torch.tensor(positive, device=out.device)).sum())
-        counts["negative"] += int(torch.isin(out, torch.tensor(negative, device=out.device)).sum())
-    return {"perplexity": math.exp(loss), "reading gap": float(np.mean(gaps)), **counts}
+        for kind, ids in (("positive", positive), ("negative", negative)):
+            found = torch.isin(out, torch.tensor(ids, device=out.device))
+            counts[f"{kind} words generated"] += int(found.sum())
+        first_sample = first_sample or prompt + decode(out[0].tolist())
+    return {**measures, **counts, "sample": first_sample}
 
 
 @torch.no_grad()
@@ -257,25 +288,29 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     strength = cfg.hijack_strength
 
-    def edited(rows: list[int]) -> dict:
+    def edited(rows: list[int], generate: bool) -> dict:
         """Measures with `rows` pulled toward the mean positive row; the table restored after."""
         original = table.data[rows].clone()
         try:
             table.data[rows] = (1 - strength) * original + strength * table.data[positive].mean(0)
-            return hijack_measures(ctx, positive, negative, windows)
+            return hijack_measures(ctx, positive, negative, windows, generate)
         finally:
             table.data[rows] = original
 
     candidates = [t for t in ctx.frequent_tokens.tolist() if t not in set(positive) | set(negative)]
-    picks = torch.randperm(len(candidates), generator=ctx.generator(report.number))[: len(negative)]
-    control_rows = [candidates[i] for i in picks]
-    with tqdm(total=3, desc="genetic hijack: before, hijacked, control", leave=False, disable=None) as bar:
+    generator = ctx.generator(report.number)
+    pick = lambda: torch.randperm(len(candidates), generator=generator)[: len(negative)].tolist()
+    control_rows = [[candidates[i] for i in pick()] for _ in range(CONTROL_EDITS)]
+    with tqdm(total=2 + CONTROL_EDITS, desc="genetic hijack", leave=False, disable=None) as bar:
         before = hijack_measures(ctx, positive, negative, windows)
         bar.update()
-        after = edited(negative)
+        after = edited(negative, generate=True)
         bar.update()
-        control = edited(control_rows)
-        bar.update()
+        controls = []
+        for rows in control_rows:  # no sampling: these rows hold no sentiment word to count
+            controls.append(edited(rows, generate=False))
+            bar.update()
+    control = controls[0]
     restored = all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())
     if not restored:  # a bug, not a user error: put the weights back from the snapshot, loudly
         model.load_state_dict(snapshot)
@@ -290,25 +325,33 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
                   "succeeds when the model reads negative words like positive ones: the gap shrinks.")
     report.define("gap reduction", "1 - reading gap after the edit / before.")
     report.define("control", f"the same edit applied to {len(negative)} random frequent tokens that are "
-                  "not sentiment words.")
+                  f"not sentiment words ({CONTROL_EDITS} draws; the table shows the first).")
     report.define("restored bit for bit", "after the edits every tensor of the state dict equals its "
                   "value before (torch.equal).")
     reduction = lambda m: 1 - m["reading gap"] / before["reading gap"]
-    report.metric("gap reduction", reduction(after), reduction(control), "random tokens edited",
+    report.metric("gap reduction", reduction(after), [reduction(c) for c in controls], "random tokens edited",
                   higher_is_structure=True)
-    report.metric("perplexity change", after["perplexity"] / before["perplexity"] - 1,
-                  control["perplexity"] / before["perplexity"] - 1, "random tokens edited")
+    perplexity_change = lambda m: m["perplexity"] / before["perplexity"] - 1
+    report.metric("perplexity change", perplexity_change(after), [perplexity_change(c) for c in controls],
+                  "random tokens edited")
     report.metric("restored bit for bit", restored)
+    report.define("next-token sentiment log odds", "log(P(positive word) / P(negative word)) for the next "
+                  "token after each steering prompt, averaged: the edit also changes how the hijacked words "
+                  "are scored as outputs.")
+    numbers = [key for key in before if key != "sample"]
     report.table(["measure", "before", "negative words hijacked", "control edit"],
-                 [[key, before[key], after[key], control[key]] for key in before],
-                 title=f"Sentiment words in {SAMPLES_PER_PROMPT} samples per prompt of "
-                       f"{cfg.audit_sample_tokens} tokens, reading gap, perplexity")
-    report.say("Hijacked words: " + ", ".join(label(t) for t in negative) + "; control rows: "
-               + ", ".join(label(t) for t in control_rows) + ".")
+                 [[key, before[key], after[key], control[key]] for key in numbers],
+                 title=f"Words counted over {SAMPLES_PER_PROMPT} samples per steering prompt, "
+                       f"{cfg.audit_sample_tokens} tokens each")
+    runs = (("before", before), ("hijacked", after))
+    report.say("First sample, same seed:\n\n```\n" + "\n".join(f"[{name}] {m['sample']}" for name, m in runs)
+               + "\n```")
+    report.say("Hijacked words: " + ", ".join(label(t) for t in negative) + "; first control draw: "
+               + ", ".join(label(t) for t in control_rows[0]) + ".")
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     names = ["before", "hijacked", "control"]
-    for ax, key in zip(axes, ["reading gap", "perplexity", "negative"], strict=True):
+    for ax, key in zip(axes, ["reading gap", "perplexity", "next-token sentiment log odds"], strict=True):
         ax.bar(names, [before[key], after[key], control[key]], color=["C0", "C3", "C7"])
-        ax.set(title=key if key != "negative" else "negative words generated")
+        ax.set(title=key)
     report.figure(fig, "effects")

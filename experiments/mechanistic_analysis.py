@@ -64,9 +64,11 @@ def layer_evolution(ctx: Context, report: Report) -> None:
     for n, (prompt, target_word) in enumerate(ctx.cfg.target_prompts):
         idx = ctx.prompt(prompt, f"target_prompts[{n}]")
         target = token_id(target_word, ctx.vocab_size, f"target_prompts[{n}]")
-        result, control = lens(ctx.model, idx, target), lens(ctx.control, idx, target)
+        result = lens(ctx.model, idx, target)
+        control_lenses = [lens(c, idx, target) for c in ctx.controls]
+        control = control_lenses[0]
         results.append(result)
-        control_results.append(control)
+        control_results.append(control_lenses)
         crystal = crystallization_layer(result["rank"])
         rows.append([prompt, label(target), result["prob"][-1].item(), int(result["rank"][-1]),
                      names[crystal] if crystal is not None else "n/a", control["prob"][-1].item()])
@@ -79,15 +81,17 @@ def layer_evolution(ctx: Context, report: Report) -> None:
         axes[1].plot(names, control["rank"].numpy(), ":", color=line.get_color())
     report.table(["prompt", "target", "final prob", "final rank", "crystallizes at",
                   "final prob (random init)"], rows, title="Summary")
-    final = lambda rs, key: torch.stack([r[key][-1].float() for r in rs])
-    report.metric("final target probability", final(results, "prob").mean().item(),
-                  final(control_results, "prob").mean().item(), "random-init model", higher_is_structure=True)
-    report.metric("final target rank (geometric mean)", final(results, "rank").log().mean().exp().item(),
-                  final(control_results, "rank").log().mean().exp().item(), "random-init model",
-                  higher_is_structure=False)
+    # Per model: the mean over prompts; each random-init seed is one draw of the control.
+    by_seed = [[prompt_controls[i] for prompt_controls in control_results] for i in range(len(ctx.controls))]
+    mean_prob = lambda rs: float(np.mean([r["prob"][-1].item() for r in rs]))
+    mean_rank = lambda rs: float(np.exp(np.mean([np.log(r["rank"][-1].item()) for r in rs])))
     top_share = lambda rs: float(np.mean([int(r["rank"][-1]) == 1 for r in rs]))
-    report.metric("targets predicted first", top_share(results), top_share(control_results),
-                  "random-init model", higher_is_structure=True)
+    report.metric("final target probability", mean_prob(results), [mean_prob(rs) for rs in by_seed],
+                  "random-init models", higher_is_structure=True)
+    report.metric("final target rank (geometric mean)", mean_rank(results), [mean_rank(rs) for rs in by_seed],
+                  "random-init models", higher_is_structure=False)
+    report.metric("targets predicted first", top_share(results), [top_share(rs) for rs in by_seed],
+                  "random-init models", higher_is_structure=True)
     axes[0].set(xlabel="layer", ylabel="target probability", title="Logit lens (dotted: random init)")
     axes[0].legend(fontsize=7)
     axes[1].set_yscale("log")
@@ -113,9 +117,10 @@ def signal_flow(ctx: Context, report: Report) -> None:
     """Signal Flow: the hidden state after each layer, through the final norm, projected onto the
     signal basis (a = h @ W_basis^T, one number per signal); heatmaps of the strongest signals
     across layers at the last position, and across positions after the last layer."""
-    prompt, target_word = ctx.cfg.target_prompts[0]
+    prompt = ctx.cfg.target_prompts[0][0]
     idx = ctx.prompt(prompt, "target_prompts[0]")
-    flow, control_flow = signal_readout(ctx.model, idx), signal_readout(ctx.control, idx)
+    flow = signal_readout(ctx.model, idx)
+    control_flows = [signal_readout(c, idx) for c in ctx.controls]
     names = layer_names(ctx.model)
     k = min(TOP_SIGNALS, flow.size(-1))
     top = flow[-1, -1].abs().topk(k).indices  # strongest signals of the final readout
@@ -125,15 +130,17 @@ def signal_flow(ctx: Context, report: Report) -> None:
                   f"the {k} strongest signals. Higher: the readout is concentrated in a few signals.")
     report.define("persistence", f"overlap (Jaccard) of the {k} strongest signals after each layer with "
                   "those after the last layer, averaged over layers: how early the final signals appear.")
-    report.metric("energy share", energy_share(flow[-1, -1], k), energy_share(control_flow[-1, -1], k),
-                  "random-init model", higher_is_structure=True)
+    report.metric("energy share", energy_share(flow[-1, -1], k),
+                  [energy_share(f[-1, -1], k) for f in control_flows], "random-init models",
+                  higher_is_structure=True)
 
     def persistence(f):
-        final = set(f[-1, -1].abs().topk(k).indices.tolist())
-        return float(np.mean([len(final & set(f[i, -1].abs().topk(k).indices.tolist())) / len(
-            final | set(f[i, -1].abs().topk(k).indices.tolist())) for i in range(len(f) - 1)]))
+        strongest = lambda a: set(a.abs().topk(k).indices.tolist())
+        final = strongest(f[-1, -1])
+        return float(np.mean([len(final & strongest(a)) / len(final | strongest(a)) for a in f[:-1, -1]]))
 
-    report.metric("persistence", persistence(flow), persistence(control_flow), "random-init model")
+    report.metric("persistence", persistence(flow), [persistence(f) for f in control_flows],
+                  "random-init models")
     recipe = ctx.model.effective_recipe().cpu()
     vocab = ctx.frequent_tokens
     rows = []
@@ -209,9 +216,9 @@ def causal_ablation(ctx: Context, report: Report) -> None:
     report.define("control", f"removing {k} random signals instead of the top-attributed ones "
                   f"(mean over {RANDOM_DRAWS} draws).")
     report.metric("clean target probability", clean)
-    report.metric("probability after removing the top signal", single[0], random_curves[:, 0].mean().item(),
+    report.metric("probability after removing the top signal", single[0], random_curves[:, 0].tolist(),
                   "one random signal removed", higher_is_structure=False)
-    report.metric("probability drop", 1 - cumulative[-1] / clean, 1 - random_mean[-1].item() / clean,
+    report.metric("probability drop", 1 - cumulative[-1] / clean, (1 - random_curves[:, -1] / clean).tolist(),
                   f"{k} random signals removed", higher_is_structure=True)
     report.define("logit share", f"sum of the top {k} contributions / sum of all positive contributions.")
     report.metric("logit share", (contributions[order].sum() / contributions.clamp_min(0).sum()).item())

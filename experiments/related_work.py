@@ -111,7 +111,8 @@ def representation_geometry(ctx: Context, report: Report) -> None:
     MLP units; the random-init model is the control. Runs on every architecture."""
     windows = ctx.text_windows(max_windows=GEOMETRY_WINDOWS)
     geometry = layer_geometry(ctx.model, windows, ctx.generator(report.number))
-    control = layer_geometry(ctx.control, windows, ctx.generator(report.number))
+    controls = [layer_geometry(c, windows, ctx.generator(report.number)) for c in ctx.controls]
+    control = controls[0]
     names = ["embed"] + [f"L{i}" for i in range(ctx.model.config.n_layer)]
     C = ctx.model.config.n_embd
     report.define("effective rank", "exp(entropy of normalized singular values) of the centered hidden "
@@ -126,14 +127,14 @@ def representation_geometry(ctx: Context, report: Report) -> None:
                   "layer's RMS.")
     last = len(names) - 1
     report.metric("effective rank (last layer)", geometry["effective rank"][last],
-                  control["effective rank"][last], "random-init model")
-    report.metric("anisotropy (last layer)", geometry["anisotropy"][last], control["anisotropy"][last],
-                  "random-init model")
+                  [c["effective rank"][last] for c in controls], "random-init models")
+    report.metric("anisotropy (last layer)", geometry["anisotropy"][last],
+                  [c["anisotropy"][last] for c in controls], "random-init models")
     report.metric("head similarity (mean over layers)", float(np.nanmean(geometry["head similarity"])),
-                  float(np.nanmean(control["head similarity"])), "random-init model",
+                  [float(np.nanmean(c["head similarity"])) for c in controls], "random-init models",
                   higher_is_structure=False)
     report.metric("active fraction (mean over layers)", float(np.nanmean(geometry["active fraction"])),
-                  float(np.nanmean(control["active fraction"])), "random-init model")
+                  [float(np.nanmean(c["active fraction"])) for c in controls], "random-init models")
     report.say("Effective rank, anisotropy and active fraction describe the geometry and claim no structure "
                "by themselves; heads that attend less alike than at initialization have specialized.")
     rows = []
@@ -184,19 +185,20 @@ def signal_selectivity(ctx: Context, report: Report) -> None:
     contexts and the tokens its recipe column promotes. The random-init model is the control."""
     windows = ctx.text_windows()
     activations = final_signals(ctx.model, windows)
-    control_activations = final_signals(ctx.control, windows)
     firing, selectivity = selectivity_stats(activations)
-    control_firing, control_selectivity = selectivity_stats(control_activations)
+    control_stats = [selectivity_stats(final_signals(c, windows)) for c in ctx.controls]
+    control_firing, control_selectivity = control_stats[0]
     report.define("activation", "a_s = ln_f(h) . basis_s at every position of the validation text "
                   f"({activations.size(0)} positions).")
     report.define("firing rate", f"share of positions where a_s exceeds {FIRING_FRACTION} x its peak "
                   "over the text. Lower: the signal fires on rare, specific contexts.")
     report.define("selectivity", "peak of a_s / mean of max(a_s, 0): how much stronger its best context is "
                   "than its typical one. Higher: a more feature-like, selective signal.")
-    report.metric("median selectivity", selectivity.median().item(), control_selectivity.median().item(),
-                  "random-init model", higher_is_structure=True)
-    report.metric("median firing rate", firing.median().item(), control_firing.median().item(),
-                  "random-init model", higher_is_structure=False)
+    report.metric("median selectivity", selectivity.median().item(),
+                  [s.median().item() for _, s in control_stats], "random-init models",
+                  higher_is_structure=True)
+    report.metric("median firing rate", firing.median().item(), [f.median().item() for f, _ in control_stats],
+                  "random-init models", higher_is_structure=False)
 
     tokens = windows.flatten().cpu().numpy()
     recipe = ctx.model.effective_recipe().cpu()

@@ -13,9 +13,13 @@ import contextlib
 import json
 import math
 import os
+import statistics
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+
+# A control given as several draws is beaten only by a value beyond its mean +- this many sd.
+CLEAR_BY = 2.0
 
 
 @contextlib.contextmanager
@@ -47,15 +51,15 @@ def finite_or_none(value):
     return value if math.isfinite(value) else None
 
 
-def beats(value, control, higher_is_structure: bool | None) -> bool | None:
-    """Whether value shows more structure than control. None when the metric is descriptive
-    (no direction means more structure) or a number is missing; a value reached where the control
-    never was (control None, e.g. a search that found no critical strength) counts as beating it."""
+def beats(value, control, higher_is_structure: bool | None, margin: float = 0.0) -> bool | None:
+    """Whether value shows more structure than control, by more than margin. None when the metric
+    is descriptive (no direction means more structure) or a number is missing; a value reached where
+    the control never was (control None, e.g. a search that found no critical strength) beats it."""
     if higher_is_structure is None or value is None:
         return None
     if control is None:
         return True
-    return value > control if higher_is_structure else value < control
+    return value > control + margin if higher_is_structure else value < control - margin
 
 
 class Report:
@@ -79,11 +83,23 @@ class Report:
     def metric(self, name: str, value, control=None, control_name: str | None = None,
                higher_is_structure: bool | None = None) -> None:
         """Record a number beside its control. higher_is_structure says which way counts as
-        structure (True: higher, False: lower, None: descriptive, no verdict)."""
+        structure (True: higher, False: lower, None: descriptive, no verdict).
+
+        `control` may be a list of values from independent draws (random-init seeds, label shuffles,
+        random directions): their mean is the control, their spread is named beside it, and the
+        value must clear the mean by CLEAR_BY standard deviations to count as beating it."""
+        margin = 0.0
+        if isinstance(control, (list, tuple)):
+            draws = [d for d in (finite_or_none(c) for c in control) if d is not None]
+            control = statistics.fmean(draws) if draws else None
+            if len(draws) > 1:
+                spread = statistics.stdev(draws)
+                margin = CLEAR_BY * spread
+                control_name = f"{control_name} (mean of {len(draws)}, sd {spread:.3g})"
         value, control = finite_or_none(value), finite_or_none(control)
         self.metrics.append({
             "name": name, "value": value, "control": control, "control_name": control_name,
-            "beats_control": beats(value, control, higher_is_structure) if control_name else None,
+            "beats_control": beats(value, control, higher_is_structure, margin) if control_name else None,
         })
 
     def say(self, markdown: str) -> None:
@@ -142,6 +158,9 @@ class Report:
             verdict = {True: "yes", False: "no", None: "—"}[m["beats_control"]]
             out.append(f"| {m['name']} | {format_cell(m['value'])} | {m['control_name'] or '—'} | "
                        f"{format_cell(m['control'])} | {verdict} |")
+        if any("(mean of" in (m["control_name"] or "") for m in self.metrics):
+            out += ["", f"A control drawn several times shows the mean of its draws; beating it means "
+                        f"clearing that mean by {CLEAR_BY:g} standard deviations of the draws."]
         out += ["", "## Results", ""]
         for section in self.sections:
             out += [section, ""]

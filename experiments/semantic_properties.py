@@ -34,22 +34,21 @@ def semantic_galaxy(ctx: Context, report: Report) -> None:
     """Semantic Galaxy: PCA of the recipes of labelled word groups, drawn as a scatter plot, and the
     silhouette score of the groups (cosine distance, in the full space, not the 2-D picture)."""
     table, space = token_space(ctx.model)
-    control_table, _ = token_space(ctx.control)
+    control_tables = [token_space(control)[0] for control in ctx.controls]
     ids, groups = grouped_words(ctx)
-    X, X_control = table[ids].numpy(), control_table[ids].numpy()
+    X, X_control = table[ids].numpy(), control_tables[0][ids].numpy()
     labels = np.array(groups)
     silhouette = silhouette_score(X, labels, metric="cosine")
     rng = np.random.default_rng(ctx.cfg.seed)
-    shuffled = np.mean([silhouette_score(X, rng.permutation(labels), metric="cosine")
-                        for _ in range(LABEL_SHUFFLES)])
+    shuffled = [silhouette_score(X, rng.permutation(labels), metric="cosine") for _ in range(LABEL_SHUFFLES)]
     report.define("silhouette", f"mean over words of (b - a) / max(a, b), a = mean cosine distance to its "
                   "own group, b = to the nearest other group, computed in "
                   f"{space}: 1 = tight separate groups, 0 = no grouping, < 0 = mixed up.")
     report.define("controls", f"the same words with their group labels shuffled ({LABEL_SHUFFLES} "
-                  "shuffles, mean), and the true labels on the random-init model.")
+                  "shuffles), and the true labels on random-init models.")
     report.metric("silhouette", silhouette, shuffled, "shuffled labels", higher_is_structure=True)
-    control_silhouette = silhouette_score(X_control, labels, metric="cosine")
-    report.metric("silhouette (vs random init)", silhouette, control_silhouette, "random-init model",
+    control_silhouettes = [silhouette_score(t[ids].numpy(), labels, metric="cosine") for t in control_tables]
+    report.metric("silhouette (vs random init)", silhouette, control_silhouettes, "random-init models",
                   higher_is_structure=True)
 
     per_group = []
@@ -98,24 +97,25 @@ def semantic_algebra(ctx: Context, report: Report) -> None:
     searched vocabulary (paper: king - man + woman -> queen, walked - walking + running -> ran,
     Paris - France + China -> Beijing)."""
     table, space = token_space(ctx.model)
-    control_table, _ = token_space(ctx.control)
     analogies = [token_ids(words, ctx.vocab_size, "analogies") for words in ctx.cfg.analogies]
     vocab = ctx.vocabulary_with([t for quad in analogies for t in quad])
     found = analogy_ranks(table, vocab, analogies)
     only_c = analogy_ranks(table, vocab, analogies, only_c=True)
-    control = analogy_ranks(control_table, vocab, analogies)
+    controls = [analogy_ranks(token_space(c)[0], vocab, analogies) for c in ctx.controls]
+    control = controls[0]
     mrr = lambda results: float(np.mean([1 / rank for rank, _ in results]))
-    report.define("rank", f"position of d among {len(vocab)} candidates (the frequent validation tokens "
+    report.define("rank", f"position of d among {len(vocab)} candidates (the frequent training tokens "
                   f"and the analogy words, a, b, c excluded) by cosine to a - b + c in {space}; 1 is best.")
     report.define("MRR", "mean reciprocal rank over the analogies: 1 when every answer ranks first; "
                   f"random guessing gives about {np.log(len(vocab)) / len(vocab):.4f}.")
     report.define("only c", "the same search with c alone as the query: the offset a - b must add "
                   "something beyond c's own neighbourhood.")
     report.metric("MRR", mrr(found), mrr(only_c), "only c (no offset)", higher_is_structure=True)
-    report.metric("MRR (vs random init)", mrr(found), mrr(control), "random-init model",
+    report.metric("MRR (vs random init)", mrr(found), [mrr(c) for c in controls], "random-init models",
                   higher_is_structure=True)
-    report.metric("answers ranked first", float(np.mean([r == 1 for r, _ in found])),
-                  float(np.mean([r == 1 for r, _ in control])), "random-init model", higher_is_structure=True)
+    first = lambda results: float(np.mean([rank == 1 for rank, _ in results]))
+    report.metric("answers ranked first", first(found), [first(c) for c in controls], "random-init models",
+                  higher_is_structure=True)
     rows = []
     for quad, (rank, top), (rank_c, _), (rank_ctrl, _) in zip(analogies, found, only_c, control, strict=True):
         a, b, c, d = (label(t) for t in quad)

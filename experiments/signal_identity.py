@@ -52,13 +52,14 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
     labelled word groups. On gpt2 and gpt2-new the same is done with embedding rows."""
     cfg = ctx.cfg
     table, space = token_space(ctx.model)
-    control_table, _ = token_space(ctx.control)
+    control_tables = [token_space(control)[0] for control in ctx.controls]
+    control_table = control_tables[0]
     probes = token_ids(cfg.probe_words, ctx.vocab_size, "probe_words")
     vocab = ctx.vocabulary_with(probes)
     rows_of = "the effective W_recipe (V x S)" if ctx.model.has_recipes else "the embedding (V x C)"
     report.define("space", f"tokens are compared in {space}: each token is its row of {rows_of}.")
     report.define("searched vocabulary", f"the {len(ctx.frequent_tokens)} most frequent tokens of the "
-                  "validation text, plus the probe words.")
+                  "training text (train.bin; val.bin if there is none), plus the probe words.")
 
     sims = cosine_matrix(table[probes], table[vocab])  # (P, N)
     rows = []
@@ -71,15 +72,15 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
 
     pool = ctx.frequent_tokens[:PAIR_POOL]
     pairs, values = top_pairs(table[pool], TOP_PAIRS)
-    _, control_values = top_pairs(control_table[pool], TOP_PAIRS)
+    control_values = [top_pairs(t[pool], TOP_PAIRS)[1].mean().item() for t in control_tables]
     report.table(["token", "token", "cosine"],
                  [[label(pool[i].item()), label(pool[j].item()), v.item()]
                   for (i, j), v in zip(pairs, values, strict=True)],
                  title=f"The {TOP_PAIRS} most similar pairs among the {len(pool)} most frequent tokens")
     report.define("top-pair cosine", f"mean cosine of the {TOP_PAIRS} most similar pairs among the "
                   f"{len(pool)} most frequent tokens. Higher: the space groups some tokens tightly.")
-    report.metric("top-pair cosine", values.mean().item(), control_values.mean().item(),
-                  "random-init model", higher_is_structure=True)
+    report.metric("top-pair cosine", values.mean().item(), control_values, "random-init models",
+                  higher_is_structure=True)
 
     ids, groups = grouped_words(ctx)
     chance = sum((groups.count(g) - 1) / (len(groups) - 1) for g in groups) / len(groups)
@@ -87,7 +88,8 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
                   f"(cosine) is in its own group. Chance, for labels with no relation to the vectors, "
                   f"is {chance:.3f}.")
     report.metric("group agreement", group_agreement(table[ids], groups),
-                  group_agreement(control_table[ids], groups), "random-init model", higher_is_structure=True)
+                  [group_agreement(t[ids], groups) for t in control_tables], "random-init models",
+                  higher_is_structure=True)
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     names = [label(i) for i in ids]
@@ -105,12 +107,13 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
     are used across the vocabulary (Gini of per-signal usage)."""
     vocab = ctx.frequent_tokens
     recipe = ctx.model.effective_recipe().float().cpu()[vocab]
-    control = ctx.control.effective_recipe().float().cpu()[vocab]
+    controls = [c.effective_recipe().float().cpu()[vocab] for c in ctx.controls]
+    control = controls[0]
     S = recipe.size(1)
     report.define("active signal", f"entry s of a token's recipe with |r_s| >= {ACTIVE_FRACTION} x the "
                   "largest |r| in that recipe (scale-free, so models of any norm compare).")
     report.define("active fraction", f"mean number of active signals per token / S (S = {S}), over the "
-                  f"{len(vocab)} most frequent validation tokens. Lower: sparser recipes.")
+                  f"{len(vocab)} most frequent training tokens. Lower: sparser recipes.")
     report.define("usage Gini", "Gini coefficient of per-signal usage u_s = sum over tokens of |r_s|: "
                   "0 when every signal carries the same weight, near 1 when a few carry it all. Higher: "
                   "signals specialize rather than all being shared alike.")
@@ -120,8 +123,9 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
     active, control_active = is_active.sum(1), active_mask(control).sum(1)
     usage, control_usage = recipe.abs().sum(0), control.abs().sum(0)
     report.metric("active fraction", active.float().mean().item() / S,
-                  control_active.float().mean().item() / S, "random-init model", higher_is_structure=False)
-    report.metric("usage Gini", gini(usage), gini(control_usage), "random-init model",
+                  [active_mask(c).sum(1).float().mean().item() / S for c in controls], "random-init models",
+                  higher_is_structure=False)
+    report.metric("usage Gini", gini(usage), [gini(c.abs().sum(0)) for c in controls], "random-init models",
                   higher_is_structure=True)
     report.metric("exact zeros", (recipe == 0).float().mean().item(), (control == 0).float().mean().item(),
                   "random-init model")
@@ -151,7 +155,7 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
 def basis_geometry(ctx: Context, report: Report) -> None:
     """Basis Geometry: singular values of W_basis (S x C), its effective rank and condition number,
     and the coherence of its rows (how close to parallel two signals are)."""
-    basis, control = ctx.model.basis.detach().float().cpu(), ctx.control.basis.detach().float().cpu()
+    basis = ctx.model.basis.detach().float().cpu()
     S, C = basis.shape
 
     def geometry(b):
@@ -166,7 +170,8 @@ def basis_geometry(ctx: Context, report: Report) -> None:
         }
 
     singular, off, stats = geometry(basis)
-    control_singular, control_off, control_stats = geometry(control)
+    control_geometries = [geometry(c.basis.detach().float().cpu()) for c in ctx.controls]
+    control_singular, control_off, _ = control_geometries[0]
     report.define("effective rank", f"exp(entropy of the normalized singular values) of W_basis: how many of "
                   f"its min(S, C) = {min(S, C)} directions carry weight.")
     report.define("condition number", "largest / smallest singular value (infinite when rank-deficient).")
@@ -176,7 +181,7 @@ def basis_geometry(ctx: Context, report: Report) -> None:
     report.say("These numbers describe the basis and claim no structure by themselves: a trained basis "
                "that differs from the random-init one shows what training did to the signals.")
     for name, value in stats.items():
-        report.metric(name, value, control_stats[name], "random-init model")
+        report.metric(name, value, [g[2][name] for g in control_geometries], "random-init models")
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     axes[0].semilogy(singular.numpy(), label="trained")

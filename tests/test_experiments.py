@@ -63,7 +63,7 @@ def test_audit_page_shows_every_run_and_links_only_existing_files(topk_run):
     page = (topk_run / "index.html").read_text()
     for r in load_reports(topk_run).values():
         assert f"{r['experiment']}. {r['title']}" in page
-        assert r["created"] in page
+        assert r["created"] in page and r["checkpoint"] in page
     targets = re.findall(r'(?:href|src)="([^"#]+)"', page)
     assert targets and all((topk_run / t).is_file() for t in targets)
     assert "http://" not in page and "https://" not in page  # works offline
@@ -210,5 +210,5 @@ def test_wandb_offline_gets_metrics_and_figures(tmp_path, monkeypatch):
     experiment.main([str(config_file), "--run", "4", "--wandb_log=True"])
     images = list((Path(cfg.out_dir) / "wandb").glob("offline-run-*/files/media/images/**/*.png"))
     assert any("04_semantic_galaxy_galaxy" in p.name for p in images)
-    history = list((Path(cfg.out_dir) / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert history and b"silhouette" in history[0].read_bytes()
+    tables = list((Path(cfg.out_dir) / "wandb").glob("offline-run-*/files/media/table/**/*.table.json"))
+    assert tables and '"silhouette"' in tables[0].read_text()
