@@ -3,8 +3,8 @@
 Rank 0 shows a progress bar (in a terminal; in a log file the log lines carry the progress), a
 log line every `log_interval` steps, and a line per evaluation:
 
-    iter 200/300: loss 5.2963, lr 3.59e-04, 1,432 ms/step, 715 tok/s, mfu 39.8%
-    step 200: train loss 5.4397, val loss 5.2558 (best: saved out/shakespeare_reflow/ckpt.pt)
+    iter 50/300: loss 6.3040, lr 9.76e-04, 4,109 ms/step, 249 tok/s, mfu 41.8%
+    step 100: train loss 5.9797, val loss 5.8092 (best: saved out/shakespeare_reflow/ckpt.pt)
 
 ms/step and tok/s average the steps since the previous log line (evaluation time left out).
 MFU is model FLOPs per second (`Transformer.flops_per_token`) over the peak of all devices
