@@ -201,17 +201,16 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
     checkpoint["model_args"]["dropout"] = cfg.dropout  # a training choice, not the architecture
     if cfg.init_from == "resume":
         check_same_architecture(checkpoint, cfg.model, cfg.model_config(), ckpt_file)
-        model, resume = model_from_checkpoint(checkpoint), checkpoint
-    else:  # fine-tune from a checkpoint file or run directory
-        model, resume = model_from_checkpoint(checkpoint), None
+    else:  # fine-tune from a checkpoint file or run directory: its architecture replaces the config's
         config_keys = {f.name for f in dataclasses.fields(Config)}
         architecture = {k: v for k, v in checkpoint["model_args"].items()
                         if k in config_keys and k != "block_size"}
         cfg = dataclasses.replace(cfg, model=model_name_of(checkpoint), **architecture)
+    model = model_from_checkpoint(checkpoint)
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size {cfg.block_size} is longer than the checkpoint's model was built for "
                         f"({model.config.block_size}); use --block_size={model.config.block_size} or less")
-    return model, resume, cfg
+    return model, checkpoint if cfg.init_from == "resume" else None, cfg
 
 
 def non_finite(cfg: Config, what: str, ckpt_file: Path, skipped: str) -> str:

@@ -3,8 +3,8 @@
 Rank 0 shows a progress bar (in a terminal; in a log file the log lines carry the progress), a
 log line every `log_interval` steps, and a line per evaluation:
 
-    iter 120/1000: loss 5.2311, lr 1.99e-03, 1,412 ms/step, 1,450 tok/s, mfu 11.2%
-    step 200: train loss 5.0133, val loss 5.1208 (saved out/shakespeare_reflow/ckpt.pt)
+    iter 50/300: loss 6.3040, lr 9.76e-04, 4,109 ms/step, 249 tok/s, mfu 41.8%
+    step 100: train loss 5.9797, val loss 5.8092 (best: saved out/shakespeare_reflow/ckpt.pt)
 
 ms/step and tok/s average the steps since the previous log line (evaluation time left out).
 MFU is model FLOPs per second (`Transformer.flops_per_token`) over the peak of all devices

@@ -180,3 +180,12 @@ def test_every_published_config_has_a_resume_wrapper():
         resume = load_config(str(path.with_name(path.stem + "_resume.py")))
         assert resume.init_from == "resume" and base.init_from == "scratch"
         assert resume.to_dict() == {**base.to_dict(), "init_from": "resume"}
+
+
+def test_eval_only_evaluates_a_checkpoint_without_touching_it(tmp_path, capsys):
+    write_dataset(tmp_path / "data")
+    first = train.train(run_config(tmp_path, max_iters=4, log_interval=100))
+    before = (tmp_path / "run" / "ckpt.pt").read_bytes()
+    result = train.train(run_config(tmp_path, init_from="resume", eval_only=True, max_iters=8))
+    assert result.evaluations == {4: first.evaluations[4]} and result.losses == {}
+    assert (tmp_path / "run" / "ckpt.pt").read_bytes() == before
