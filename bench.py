@@ -179,7 +179,8 @@ def main(argv: list[str]) -> None:
         "threads": torch.get_num_threads(), "compile": cfg.compile, "peak_flops": peak,
         "keep_freed_memory": kept, "load_average_before": load_before,
         "timing": f"fastest of {options.rounds} rounds x {options.steps} steps, models interleaved",
-        "sampling": f"{options.sample_tokens} new tokens after a 1-token prompt, batch {cfg.num_samples}",
+        "sampling": f"{options.sample_tokens} new tokens after a 1-token prompt, batch {cfg.num_samples}"
+                    if options.sample_tokens else "skipped",
     }
     if options.json:
         print(json.dumps({**header, **results[0], "runs": results}, indent=2))
