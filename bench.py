@@ -44,6 +44,7 @@ from models import MODELS, Transformer
 CONFIG_KEYS = {f.name for f in dataclasses.fields(Config)}
 PEAK = "(peak matmul)"
 
+
 @dataclass
 class BenchOptions:
     models: str = ""  # comma-separated names to run at each config's size; empty: the config's model
@@ -77,7 +78,8 @@ def parse_command_line(argv: list[str]) -> tuple[list[str], BenchOptions, dict[s
 
 
 def rows_to_measure(files: list[str], options: BenchOptions, overrides: dict[str, str]):
-    """(label, config, model) for every config file and model name asked for."""
+    """(label, config, build) for every config file and model name asked for; build() makes the
+    model, so that each is allocated only when its turn comes. Bad input fails here, before any."""
     rows = []
     for file in files:
         cfg = load_config(file, overrides)
@@ -85,10 +87,9 @@ def rows_to_measure(files: list[str], options: BenchOptions, overrides: dict[str
             if options.models:
                 raise UserError("--models builds fresh models; leave it out to benchmark a checkpoint")
             checkpoint = load_checkpoint(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from)
-            model = model_from_checkpoint(checkpoint)
             architecture = {k: v for k, v in checkpoint["model_args"].items() if k in CONFIG_KEYS}
             cfg = dataclasses.replace(cfg, model=model_name_of(checkpoint), **architecture)
-            rows.append((label(file, cfg.model, files), cfg, model))
+            rows.append((label(file, cfg.model, files), cfg, lambda c=checkpoint: model_from_checkpoint(c)))
             continue
         for name in options.models.split(",") if options.models else [cfg.model]:
             if name not in MODELS and name not in BASELINES:
@@ -96,7 +97,7 @@ def rows_to_measure(files: list[str], options: BenchOptions, overrides: dict[str
             row_cfg = dataclasses.replace(cfg, model=name)
             if name in MODELS:
                 validate(row_cfg)
-            rows.append((label(file, name, files), row_cfg, build_any(name, row_cfg)))
+            rows.append((label(file, name, files), row_cfg, lambda n=name, c=row_cfg: build_any(n, c)))
     return rows
 
 
@@ -118,9 +119,9 @@ def main(argv: list[str]) -> None:
 
     # Build and warm up every model, and measure its memory, before any timing.
     runs, memory = {}, {}
-    for name, cfg, model in rows:
+    for name, cfg, build in rows:
         progress(f"warming up {name}" + (" (compiling)" if cfg.compile else ""))
-        runs[name] = TrainingRun(model, cfg, device, dtype)
+        runs[name] = TrainingRun(build(), cfg, device, dtype)
         for _ in range(max(options.warmup - 1, 0)):
             runs[name].step()
         memory[name] = step_peak_memory(runs[name])  # the last warm-up step
@@ -179,7 +180,8 @@ def main(argv: list[str]) -> None:
         "threads": torch.get_num_threads(), "compile": cfg.compile, "peak_flops": peak,
         "keep_freed_memory": kept, "load_average_before": load_before,
         "timing": f"fastest of {options.rounds} rounds x {options.steps} steps, models interleaved",
-        "sampling": f"{options.sample_tokens} new tokens after a 1-token prompt, batch {cfg.num_samples}",
+        "sampling": f"{options.sample_tokens} new tokens after a 1-token prompt, batch {cfg.num_samples}"
+                    if options.sample_tokens else "skipped",
     }
     if options.json:
         print(json.dumps({**header, **results[0], "runs": results}, indent=2))

@@ -4,6 +4,7 @@
     python sample.py config/sample_reflow_1.py --start="FILE:prompt.txt" --num_samples=1
     python sample.py --out_dir=out/shakespeare_gpt2 --start="ROMEO:" --temperature=0 --max_new_tokens=50
     python sample.py --out_dir=out/sft_lima --chat=True        # chat on stdin; Ctrl-D ends
+    python sample.py --out_dir=out/sft_lima --chat=True --start="Hi"   # one reply
 
 The model comes from `out_dir` (a run directory or a checkpoint file), loaded as data. Keys:
 start (text, or FILE:path), num_samples, max_new_tokens, temperature (0 = greedy), top_k, seed,
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> None:
         for text in sample_text(model, cfg, device, dtype, generator):
             print(text)
             print(SEPARATOR, flush=True)
-    elif "start" in given:  # one chat turn: the prompt is the user's message
+    elif "start" in overrides:  # --start on the command line: one chat turn, it is the message
         for reply in chat_reply(model, [], read_prompt(cfg.start), cfg, device, dtype, generator):
             print(reply)
             print(SEPARATOR, flush=True)

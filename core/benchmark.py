@@ -9,8 +9,10 @@ How the numbers are taken, so that they can be trusted on a busy machine:
 - A training step is core.training.train_step, the code train.py runs, on random token ids of the
   config's shape (batch_size x block_size, gradient_accumulation_steps micro-batches).
 - MFU = model FLOPs per token (model.flops_per_token: 6N plus attention, as nanoGPT counts them)
-  x tokens/s / the device's peak (core.hardware.peak_flops: a GPU's data-sheet figure; on CPU a
-  large fp32 matmul measured in this process).
+  x tokens/s / the device's peak: a GPU's data-sheet figure (core.hardware.peak_flops), or on CPU
+  a 2048^3 fp32 matmul timed in the same rounds as the steps (PeakMatmul). On CPU the same ratio
+  is also taken in process CPU-seconds (mfu_cpu_time): with one thread, other processes on the
+  machine do not inflate it.
 - Peak memory of a training step = parameters and optimizer state, plus the high-water mark of
   what one step allocates on top (activations, logits, gradients). GPU: torch.cuda's allocator
   counts; CPU: the process's resident memory high-water mark (Linux VmHWM, reset before the step,

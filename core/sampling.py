@@ -77,8 +77,12 @@ def load_for_sampling(cfg: Config, block_size_given: bool) -> tuple[Transformer,
             raise UserError(f"block_size must be at least 1, got {cfg.block_size}")
         model.config.block_size = cfg.block_size  # a shorter window over the same position tables
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
-    return model.to(device).eval(), device, dtype
+    try:
+        model = model.to(device)
+    except (RuntimeError, AssertionError) as error:  # e.g. --device=cuda on a machine without one
+        raise UserError(f"device {device!r} is not usable here ({str(error).splitlines()[0]}); "
+                        "try --device=cpu or --device=auto")
+    return model.eval(), device, resolve_dtype(cfg.dtype, device)
 
 
 def generate_ids(model: Transformer, prompts: list[list[int]], cfg: Config, device: str, dtype: str,

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+import bench as bench_script
 from core.baselines import MaterializedReflow, ReferenceGPT2
 from core.benchmark import TrainingRun, step_peak_memory
 from core.checkpoint import save_checkpoint
@@ -58,18 +59,19 @@ def test_table_and_checkpoint(tmp_path):
     assert "MFU" in lines[header] and "speedup" in lines[header]
 
 
-def test_bad_options_get_one_line():
+def test_bad_options_get_one_line(capsys):
     for args, expected in [
-        (["--step=3"], "did you mean 'steps'"),
-        (["--models=reflow,gpt3"], "unknown model 'gpt3'"),
-        (["--rounds=many"], "must be int"),
+        ([*TINY, "--step=3"], "did you mean 'steps'"),
+        ([*TINY, "--models=reflow,gpt3"], "unknown model 'gpt3'"),
+        ([*TINY, "--rounds=many"], "must be int"),
+        ([*TINY, "--models=reflow-lite"], "reflow-lite needs n_kv_head < n_head"),
+        ([], "give at least one config file"),
     ]:
-        result = bench(*args)
-        assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith("error: ") and expected in result.stderr
-        assert result.stderr.count("\n") == 1
-    result = subprocess.run([sys.executable, "bench.py"], capture_output=True, text=True)
-    assert result.returncode == 2 and "give at least one config file" in result.stderr
+        with pytest.raises(SystemExit) as exit:
+            bench_script.main(["config/train_shakespeare_reflow.py", *args] if args else [])
+        err = capsys.readouterr().err
+        assert exit.value.code == 2, err
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1
 
 
 def test_reference_gpt2_computes_the_same_function_as_ours():

@@ -86,7 +86,7 @@ def test_file_prompt_equals_the_same_text_on_the_command_line(run_dir, tmp_path,
     assert from_file == inline and from_file.startswith("To be, or not to be\n")
 
 
-def test_chat_reads_stdin_until_end_of_input_and_applies_the_template(run_dir):
+def test_chat_reads_stdin_until_end_of_input_and_applies_the_template(run_dir, capsys):
     args = [f"--out_dir={run_dir}", "--chat=True", "--temperature=0", "--max_new_tokens=6"]
     result = cli(*args, stdin="hello there\n\n")  # a message, an empty line (skipped), then EOF
     assert result.returncode == 0, result.stderr
@@ -101,6 +101,10 @@ def test_chat_reads_stdin_until_end_of_input_and_applies_the_template(run_dir):
     new = model.generate(torch.tensor([ids]), 6, temperature=0)[0, len(ids):].tolist()
     new = new[: new.index(END_OF_TEXT_ID)] if END_OF_TEXT_ID in new else new
     assert replies[0] == "assistant> " + decode(new).strip()
+
+    # --start on the command line asks once, with the same template.
+    code, out, _ = run_main(capsys, *args, "--start=hello there", "--num_samples=1")
+    assert code == 0 and samples(out) == [decode(new).strip() + "\n"]
 
 
 def test_a_prompt_longer_than_the_context_is_cropped_with_a_notice(run_dir, capsys):
@@ -126,6 +130,7 @@ def test_bad_inputs_get_one_line_and_exit_2(run_dir, tmp_path, capsys):
         "is larger than the 32 this model": [*ok, "--block_size=64"],
         "temperature must be >= 0": [*ok, "--temperature=-1"],
         "did you mean 'max_new_tokens'": [*ok, "--max_new_token=3"],
+        "device 'tpu9' is not usable here": [*ok, "--device=tpu9"],
     }
     for expected, args in cases.items():
         code, out, err = run_main(capsys, *args)
