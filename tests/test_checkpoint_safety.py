@@ -1,0 +1,56 @@
+"""A checkpoint is data: one that carries a pickled call is refused and the call never runs."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.errors import UserError
+
+
+class WritesAFile:
+    """Unpickling this would call Path.touch(marker): the 'payload' of a crafted checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def crafted_checkpoint(tmp_path):
+    model = tiny_model("reflow")
+    marker = tmp_path / "payload_ran"
+    torch.save({"model": model.state_dict(), "model_args": vars(model.config),
+                "config": {"model": "reflow"}, "extra": WritesAFile(str(marker))},
+               tmp_path / "ckpt.pt")
+    return tmp_path / "ckpt.pt", marker
+
+
+def test_pickled_call_is_refused_and_never_runs(tmp_path):
+    path, marker = crafted_checkpoint(tmp_path)
+    with pytest.raises(UserError, match="refusing to load .*more than tensors and plain data"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_every_entry_point_refuses_it(tmp_path):
+    path, marker = crafted_checkpoint(tmp_path)
+    for command in (["check.py", str(path)], ["sample.py", f"--out_dir={tmp_path}", "--max_new_tokens=1"]):
+        result = subprocess.run([sys.executable, *command], capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        assert "refusing to load" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+def test_an_honest_checkpoint_loads(tmp_path):
+    model = tiny_model("reflow")
+    save_checkpoint({"model": model.state_dict(), "model_args": vars(model.config),
+                     "config": {"model": "reflow"}}, tmp_path / "ckpt.pt")
+    loaded = load_checkpoint(tmp_path)
+    assert torch.equal(loaded["model"]["recipe"], model.recipe.detach())
