@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.errors import UserError
 
