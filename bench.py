@@ -2,7 +2,7 @@
 
     python bench.py config/train_shakespeare_reflow.py
     python bench.py config/train_shakespeare_reflow.py --models=reflow,gpt2-new,gpt2,gpt2-reference \
-        --compile=True
+        --compile_both
     python bench.py config/train_shakespeare_reflow.py config/train_shakespeare_gpt2_new.py --json
     python bench.py config/train_shakespeare_reflow.py --init_from=out/shakespeare_reflow   # a checkpoint
 
@@ -12,7 +12,8 @@ runs several architectures at that config's size, including the baselines of cor
 the first row. How the figures are measured is explained in core/benchmark.py.
 
 Bench options: models, steps (timed steps per round), rounds, warmup, sample_tokens (0 skips
-sampling), keep_freed_memory (CPU; False to see what it buys), threads, json.
+sampling), compile_both (eager and compiled rows), keep_freed_memory (CPU; False to see what it
+buys), threads, json.
 """
 
 import dataclasses
@@ -51,6 +52,7 @@ class BenchOptions:
     steps: int = 3  # timed training steps per round
     rounds: int = 5  # each model's step time is its fastest round
     warmup: int = 2  # untimed steps first: torch.compile compiles here
+    compile_both: bool = False  # each model twice, eager and compiled ("name+compile")
     sample_tokens: int = 256  # new tokens per sampling measurement; 0 skips sampling
     keep_freed_memory: bool = True  # CPU: core.hardware.keep_freed_memory; False measures without it
     threads: int = 0  # torch threads; 0 keeps torch's default (one per core)
@@ -94,10 +96,12 @@ def rows_to_measure(files: list[str], options: BenchOptions, overrides: dict[str
         for name in options.models.split(",") if options.models else [cfg.model]:
             if name not in MODELS and name not in BASELINES:
                 raise UserError(f"unknown model {name!r}; valid: {', '.join([*MODELS, *BASELINES])}")
-            row_cfg = dataclasses.replace(cfg, model=name)
             if name in MODELS:
-                validate(row_cfg)
-            rows.append((label(file, name, files), row_cfg, lambda n=name, c=row_cfg: build_any(n, c)))
+                validate(dataclasses.replace(cfg, model=name))
+            for compile in [False, True] if options.compile_both else [cfg.compile]:
+                row_cfg = dataclasses.replace(cfg, model=name, compile=compile)
+                row = label(file, name, files) + ("+compile" if options.compile_both and compile else "")
+                rows.append((row, row_cfg, lambda n=name, c=row_cfg: build_any(n, c)))
     return rows
 
 
@@ -139,7 +143,9 @@ def main(argv: list[str]) -> None:
             peak = None
         peak_cpu_time = None
 
-    samplers = {name: run for name, run in runs.items() if isinstance(run.model, Transformer)}
+    # Sampling runs the eager model, so a compiled row would repeat its eager twin's numbers.
+    samplers = {name: run for name, run in runs.items()
+                if isinstance(run.model, Transformer) and not (options.compile_both and run.cfg.compile)}
     speeds = sampling_speeds(samplers, options.sample_tokens) if options.sample_tokens else {}
 
     results = []
@@ -177,7 +183,8 @@ def main(argv: list[str]) -> None:
     cfg = rows[0][1]
     header = {
         "command": "python bench.py " + " ".join(argv), "device": device, "dtype": dtype,
-        "threads": torch.get_num_threads(), "compile": cfg.compile, "peak_flops": peak,
+        "threads": torch.get_num_threads(), "peak_flops": peak,
+        "compile": "both" if options.compile_both else cfg.compile,
         "keep_freed_memory": kept, "load_average_before": load_before,
         "timing": f"fastest of {options.rounds} rounds x {options.steps} steps, models interleaved",
         "sampling": f"{options.sample_tokens} new tokens after a 1-token prompt, batch {cfg.num_samples}"
@@ -196,7 +203,8 @@ def print_table(header: dict, results: list[dict], cfg: Config) -> None:
         busy += ": other processes are running, so timings are low and noisy"
     peak = header["peak_flops"]
     print(f"{header['command']}")
-    print(f"device {header['device']} ({header['threads']} threads), {header['dtype']}, compile "
+    threads = f"{header['threads']} thread{'s' if header['threads'] != 1 else ''}"
+    print(f"device {header['device']} ({threads}), {header['dtype']}, compile "
           f"{header['compile']}, batch {cfg.batch_size} x {cfg.block_size} x "
           f"{cfg.gradient_accumulation_steps} micro-batches; {header['timing']}")
     peak_text = f"{peak / 1e9:,.1f} GFLOP/s" if peak else "unknown (add the GPU to GPU_PEAK_FLOPS)"

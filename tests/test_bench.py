@@ -125,3 +125,12 @@ print(applied, min([faults() for _ in range(16)][-4:]))  # the steady state, as 
     assert applied == "True"
     assert int(default_faults) > 10_000  # all 16k pages of 4 KiB faulted in again, every time
     assert int(kept_faults) < 1_000
+
+
+def test_compile_both_gives_an_eager_and_a_compiled_row_per_model():
+    files, options, overrides = bench_script.parse_command_line(
+        ["config/train_shakespeare_gpt2.py", *TINY, "--models=gpt2,gpt2-reference", "--compile_both"])
+    rows = bench_script.rows_to_measure(files, options, overrides)
+    assert [(name, cfg.compile) for name, cfg, _ in rows] == [
+        ("gpt2", False), ("gpt2+compile", True), ("gpt2-reference", False), ("gpt2-reference+compile", True)]
+    assert rows[0][1].n_embd == 32  # the overrides reach every row
