@@ -39,7 +39,7 @@ from core.checkpoint import (
 from core.config import Config, load_config, parse_args
 from core.distributed import Distributed, init_distributed
 from core.errors import UserError, exit_on_user_error
-from core.hardware import autocast, resolve_dtype
+from core.hardware import autocast, keep_freed_memory, resolve_dtype
 from core.interrupt import StopRequest
 from core.run_log import RunLog
 from core.tokenizer import decode, encode, get_tokenizer
@@ -87,6 +87,8 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     if cfg.on_nonfinite not in ("stop", "skip"):
         raise UserError(f"on_nonfinite must be 'stop' or 'skip', got {cfg.on_nonfinite!r}")
     device, dtype = dist.device, resolve_dtype(cfg.dtype, dist.device)
+    if device == "cpu":
+        keep_freed_memory()  # reuse the big logits buffers instead of page-faulting them back each step
     ckpt_file = Path(cfg.out_dir) / CHECKPOINT_NAME
     model, resume, cfg = load_model(cfg, ckpt_file)
     data_folder = Path(cfg.data_dir) / cfg.dataset
