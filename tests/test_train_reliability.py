@@ -41,6 +41,15 @@ def assert_same_state(a: dict, b: dict) -> None:
         assert all(torch.equal(state[k], b["optimizer"]["state"][i][k]) for k in state)
 
 
+def wait_for_save_at(ckpt: Path, step: int, process) -> None:
+    """Block until `process` saves ckpt at `step` or later (or ends). Waiting for a step, not for
+    a time, keeps the signals inside the run however fast the machine is."""
+    while process.poll() is None:
+        wait_for_new_save(ckpt, process)
+        if ckpt.exists() and load_checkpoint(ckpt)["iter_num"] >= step:
+            return
+
+
 def test_killed_and_interrupted_runs_resume_to_the_same_end(tmp_path):
     """SIGKILL at 3 random moments, then Ctrl-C, resuming each time: the end state (weights,
     optimizer, step, best val loss) equals that of a run never interrupted, bit for bit."""
@@ -48,12 +57,13 @@ def test_killed_and_interrupted_runs_resume_to_the_same_end(tmp_path):
     train.train(run_config(tmp_path, "straight", **KILL_RUN))
     ckpt = tmp_path / "killed" / "ckpt.pt"
     rng = random.Random(0)
+    signal_after = sorted(rng.sample(range(2, 30), 4))  # the saves after which each signal is sent
     steps_saved = []
-    for sig in [signal.SIGKILL] * 3 + [signal.SIGINT]:
+    for sig, step in zip([signal.SIGKILL] * 3 + [signal.SIGINT], signal_after):
         resume = ["--init_from=resume"] if ckpt.exists() else []
         process = start(run_args(tmp_path, "killed", **KILL_RUN) + resume, tmp_path)
-        wait_for_new_save(ckpt, process)
-        time.sleep(rng.uniform(0, 0.3))  # somewhere in an evaluation, a save or a step
+        wait_for_save_at(ckpt, step, process)
+        time.sleep(rng.uniform(0, 0.01))  # somewhere in an evaluation, a save or a step
         process.send_signal(sig)
         stdout, stderr = process.communicate(timeout=60)
         steps_saved.append(load_checkpoint(ckpt)["iter_num"])  # always loadable
