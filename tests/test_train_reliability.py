@@ -59,7 +59,7 @@ def test_killed_and_interrupted_runs_resume_to_the_same_end(tmp_path):
     rng = random.Random(0)
     signal_after = sorted(rng.sample(range(2, 30), 4))  # the saves after which each signal is sent
     steps_saved = []
-    for sig, step in zip([signal.SIGKILL] * 3 + [signal.SIGINT], signal_after):
+    for sig, step in zip([signal.SIGKILL] * 3 + [signal.SIGINT], signal_after, strict=True):
         resume = ["--init_from=resume"] if ckpt.exists() else []
         process = start(run_args(tmp_path, "killed", **KILL_RUN) + resume, tmp_path)
         wait_for_save_at(ckpt, step, process)
