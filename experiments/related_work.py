@@ -34,13 +34,8 @@ def attention_patterns(block, x: torch.Tensor) -> torch.Tensor:
     """(B, H, T, T) causal attention weights of `block` for its input x (B, T, C), recomputed from
     the block's own projections (the fused SDPA kernel does not return them)."""
     attn = block.attn
-    B, T, C = x.shape
-    kv_size = attn.n_kv_head * attn.head_size
-    q, k, _ = attn.c_attn(block.ln_1(x)).split([C, kv_size, kv_size], dim=2)
-    q = q.view(B, T, attn.n_head, attn.head_size).transpose(1, 2)  # (B, H, T, D)
-    k = k.view(B, T, attn.n_kv_head, attn.head_size).transpose(1, 2)  # (B, K, T, D)
-    if attn.rotary is not None:
-        q, k = attn.rotary(q, 0), attn.rotary(k, 0)
+    T = x.size(1)
+    q, k, _ = attn.project(block.ln_1(x))  # (B, H, T, D), (B, K, T, D)
     k = k.repeat_interleave(attn.n_head // attn.n_kv_head, dim=1)  # each key head serves a group of queries
     scores = q @ k.transpose(-2, -1) / math.sqrt(attn.head_size)
     causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()

@@ -86,10 +86,10 @@ class Rotary(nn.Module):
         self.register_buffer("sin", angles.sin(), persistent=False)
 
     def forward(self, x: torch.Tensor, start_pos: int) -> torch.Tensor:
-        """Rotate x (B, heads, T, D) as if its first position were `start_pos`."""
-        T = x.size(-2)
-        cos = self.cos[start_pos : start_pos + T].to(x.dtype)
-        sin = self.sin[start_pos : start_pos + T].to(x.dtype)
+        """Rotate x (B, T, heads, D) as if its first position were `start_pos`."""
+        T = x.size(1)
+        cos = self.cos[start_pos : start_pos + T, None].to(x.dtype)  # (T, 1, D/2)
+        sin = self.sin[start_pos : start_pos + T, None].to(x.dtype)
         x1, x2 = x[..., 0::2], x[..., 1::2]  # interleaved pairs, as in the RoFormer paper
         rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
         return rotated.flatten(-2)
@@ -129,15 +129,19 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.rotary = rotary  # shared by all layers; None for learned absolute positions
 
+    def project(self, x: torch.Tensor, start_pos: int = 0):
+        """Queries (B, H, T, D), keys and values (B, K, T, D) of x (B, T, C), positions rotated."""
+        B, T, _ = x.size()
+        H, K = self.n_head, self.n_kv_head
+        qk, v = self.c_attn(x).view(B, T, H + 2 * K, self.head_size).split([H + K, K], dim=2)
+        if self.rotary is not None:
+            qk = self.rotary(qk, start_pos)  # queries and keys in one pass: half the small ops
+        q, k = qk.transpose(1, 2).split([H, K], dim=1)
+        return q, k, v.transpose(1, 2)
+
     def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None):
         B, T, C = x.size()
-        kv_size = self.n_kv_head * self.head_size
-        q, k, v = self.c_attn(x).split([C, kv_size, kv_size], dim=2)
-        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, K, T, D)
-        v = v.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, K, T, D)
-        if self.rotary is not None:
-            q, k = self.rotary(q, start_pos), self.rotary(k, start_pos)
+        q, k, v = self.project(x, start_pos)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, K, start_pos + T, D)
 
