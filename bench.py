@@ -7,9 +7,9 @@
     python bench.py config/train_shakespeare_reflow.py --init_from=out/shakespeare_reflow   # a checkpoint
 
 Each config file (plus --key=value overrides, as in train.py) gives one row per model; --models
-runs several architectures at that config's size, including the baselines of core/baselines.py
+runs several architectures at that config's size, including the baselines of models/baselines.py
 (gpt2-reference: GPT-2 written plainly from its equations; reflow-materialized). Ratios are to
-the first row. How the figures are measured is explained in core/benchmark.py.
+the first row. How the figures are measured is explained in benchmarking/measurements.py.
 
 Bench options: models, steps (timed steps per round), rounds, warmup, sample_tokens (0 skips
 sampling), compile_both (eager and compiled rows), keep_freed_memory (CPU; False to see what it
@@ -26,8 +26,7 @@ from pathlib import Path
 
 import torch
 
-from core.baselines import BASELINES
-from core.benchmark import (
+from benchmarking.measurements import (
     PeakMatmul,
     TrainingRun,
     build_any,
@@ -41,6 +40,7 @@ from core.config import Config, check_key, check_type, load_config, parse_args, 
 from core.errors import UserError, exit_on_user_error
 from core.hardware import keep_freed_memory, peak_flops, resolve_device, resolve_dtype
 from models import MODELS, Transformer
+from models.baselines import BASELINES
 
 CONFIG_KEYS = {f.name for f in dataclasses.fields(Config)}
 PEAK = "(peak matmul)"

@@ -9,7 +9,7 @@ Then, anywhere transformers is installed:
     model = AutoModelForCausalLM.from_pretrained("out/shakespeare_reflow_hf")
     tokenizer = AutoTokenizer.from_pretrained("out/shakespeare_reflow_hf")
 
-gpt2 loads as GPT2LMHeadModel, the other four as LlamaForCausalLM; see core/export_hf.py.
+gpt2 loads as GPT2LMHeadModel, the other four as LlamaForCausalLM; see hf_export/model.py.
 """
 
 import argparse
@@ -19,7 +19,7 @@ import torch
 
 from core.checkpoint import load_checkpoint, model_from_checkpoint, model_name_of
 from core.errors import exit_on_user_error
-from core.export_hf import export_hf
+from hf_export.model import export_hf
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -19,7 +19,7 @@ import torch
 
 from core.config import load_config, parse_args, read_config_file
 from core.errors import exit_on_user_error
-from core.sampling import chat_reply, check_sampling_keys, load_for_sampling, read_prompt, sample_text
+from sampling.text import chat_reply, check_sampling_keys, load_for_sampling, read_prompt, sample_text
 
 SEPARATOR = "---------------"
 

@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from core.batches import Batches, seed_for
 from core.checkpoint import (
     CHECKPOINT_NAME,
     check_same_architecture,
@@ -37,14 +36,21 @@ from core.checkpoint import (
     save_checkpoint,
 )
 from core.config import Config, load_config, parse_args
-from core.distributed import Distributed, init_distributed
 from core.errors import UserError, exit_on_user_error
 from core.hardware import autocast, keep_freed_memory, resolve_dtype
-from core.interrupt import StopRequest
-from core.run_log import RunLog
 from core.tokenizer import decode, encode, get_tokenizer
-from core.training import estimate_loss, learning_rate_at, make_grad_scaler, make_optimizer, train_step
 from models import Transformer, build_model
+from training.batches import Batches, seed_for
+from training.distributed import Distributed, init_distributed
+from training.optimization import (
+    estimate_loss,
+    learning_rate_at,
+    make_grad_scaler,
+    make_optimizer,
+    train_step,
+)
+from training.run_log import RunLog
+from training.stop_request import StopRequest
 
 EMBEDDED_DATASET = "shakespeare"  # committed as text; tokenized on first use
 SAMPLE_PROMPT = "\n"

@@ -1,1 +1,3 @@
-"""Machinery shared by the entry scripts: config, checkpoints, tokenizer, data batches, errors."""
+"""Machinery several entry scripts share: config, checkpoints, tokenizer, device and precision, chat
+template, errors. What serves one script lives beside it: training/, sampling/, benchmarking/,
+hf_export/; experiments/ serves experiment.py."""

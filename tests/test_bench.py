@@ -10,11 +10,11 @@ import torch
 from conftest import tiny_config
 
 import bench as bench_script
-from core.baselines import MaterializedReflow, ReferenceGPT2
-from core.benchmark import TrainingRun, step_peak_memory
+from benchmarking.measurements import TrainingRun, step_peak_memory
 from core.checkpoint import save_checkpoint
 from core.config import Config
 from models import build_model
+from models.baselines import MaterializedReflow, ReferenceGPT2
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--n_signals=16", "--block_size=16",
         "--vocab_size=128", "--batch_size=2", "--steps=1", "--rounds=1", "--warmup=1",

@@ -8,10 +8,10 @@ import pytest
 import torch
 from train_fixtures import ONE_THREAD_ENV, REPO, VOCAB, write_dataset
 
-from core.batches import Batches, TokenSplit
 from core.errors import UserError
 from core.tokenizer import END_OF_TEXT, decode
 from data.openwebtext import prepare as openwebtext
+from training.batches import Batches, TokenSplit
 
 DOCUMENTS = [f"Document {i}: " + " ".join(["the quick brown fox"] * (i + 1)) + f"\nsecond line {i}."
              for i in range(8)]

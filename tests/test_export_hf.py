@@ -9,8 +9,8 @@ from conftest import tiny_model
 
 from core.checkpoint import save_checkpoint
 from core.errors import UserError
-from core.export_hf import export_hf
 from core.tokenizer import encode
+from hf_export.model import export_hf
 
 transformers = pytest.importorskip("transformers")
 AutoModelForCausalLM, AutoTokenizer = transformers.AutoModelForCausalLM, transformers.AutoTokenizer
@@ -57,10 +57,10 @@ def test_exported_logits_match(tmp_path, name, overrides, hf_class):
 
 def test_rope_permutation_is_what_makes_llama_match(tmp_path, monkeypatch):
     """The check above can fail: exporting q/k rows unpermuted gives visibly different logits."""
-    import core.export_hf
+    import hf_export.model
 
     model = scrambled("gpt2-new")
-    monkeypatch.setattr(core.export_hf, "rope_halves", lambda rows, heads: rows)
+    monkeypatch.setattr(hf_export.model, "rope_halves", lambda rows, heads: rows)
     export_hf(model, tmp_path / "hf")
     idx = torch.randint(0, model.config.vocab_size, (2, model.config.block_size))
     assert max_logit_difference(model, tmp_path / "hf", idx) > 1e-2

@@ -22,12 +22,12 @@ from train_fixtures import (  # noqa: F401  (one_thread: an autouse fixture)
 )
 
 import train
-from core.batches import Batches
 from core.checkpoint import load_checkpoint, model_from_checkpoint
 from core.config import Config
 from core.tokenizer import decode
-from core.training import learning_rate_at
 from models import build_model
+from training.batches import Batches
+from training.optimization import learning_rate_at
 
 
 def test_learning_rate_schedule():

@@ -13,8 +13,8 @@ from train_fixtures import (  # noqa: F401  (one_thread: an autouse fixture)
 )
 
 import train
-from core.distributed import Distributed
 from core.errors import UserError
+from training.distributed import Distributed
 
 
 def fails(capsys, args: list[str]) -> str:

@@ -22,7 +22,7 @@ from train_fixtures import (  # noqa: F401  (one_thread: an autouse fixture)
 import train
 from core.checkpoint import load_checkpoint
 from core.config import Config
-from core.training import make_grad_scaler, make_optimizer, train_step
+from training.optimization import make_grad_scaler, make_optimizer, train_step
 
 # Evaluate and save every step, so the signals land in evaluations, saves and steps alike.
 KILL_RUN = dict(max_iters=40, lr_decay_iters=40, eval_interval=1, eval_iters=1, log_interval=1000,

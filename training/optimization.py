@@ -7,10 +7,10 @@ import math
 import torch
 import torch.nn as nn
 
-from core.batches import Batches
 from core.config import Config
-from core.distributed import Distributed
 from core.hardware import autocast
+from training.batches import Batches
+from training.distributed import Distributed
 
 
 def make_optimizer(model: nn.Module, cfg: Config, device: str) -> torch.optim.AdamW:

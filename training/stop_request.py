@@ -9,7 +9,7 @@ it does not, because torchrun passes on the Ctrl-C it receives itself, so every 
 
 import signal
 
-from core.distributed import Distributed
+from training.distributed import Distributed
 
 
 class StopRequest:

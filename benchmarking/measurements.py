@@ -6,7 +6,7 @@ How the numbers are taken, so that they can be trusted on a busy machine:
   step time is the mean over its fastest round. Other processes can only make a round slower, so
   the fastest round is the closest to what the code does alone, and interleaving exposes every
   model to the same background load, which keeps the ratios between them fair.
-- A training step is core.training.train_step, the code train.py runs, on random token ids of the
+- A training step is training.optimization.train_step, the code train.py runs, on random token ids of the
   config's shape (batch_size x block_size, gradient_accumulation_steps micro-batches).
 - MFU = model FLOPs per token (model.flops_per_token: 6N plus attention, as nanoGPT counts them)
   x tokens/s / the device's peak: a GPU's data-sheet figure (core.hardware.peak_flops), or on CPU
@@ -35,17 +35,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from core.baselines import BASELINES, ReferenceGPT2
 from core.config import Config
 from core.hardware import autocast
-from core.training import make_grad_scaler, make_optimizer, train_step
 from models import MODELS, build_model
+from models.baselines import BASELINES, ReferenceGPT2
+from training.optimization import make_grad_scaler, make_optimizer, train_step
 
 GPT2_VOCAB = 50257  # token ids are drawn below this, as real GPT-2 ids are
 
 
 def build_any(name: str, cfg: Config) -> nn.Module:
-    """A fresh model from the registry (models/) or a baseline (core/baselines.py)."""
+    """A fresh model from the registry (models/) or a baseline (models/baselines.py)."""
     model_config = cfg.model_config()
     if name in MODELS:
         return build_model(name, model_config)

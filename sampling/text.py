@@ -1,5 +1,6 @@
-"""What sample.py needs, kept out of the script so tests and train.py can reuse it: prompts from
-text or files, a trained model loaded for generation, and the plain and chat ways to sample."""
+"""Text sampling from a checkpoint, for sample.py (and tests): prompts from text or files, a trained
+model loaded for generation, plain and chat replies. The sampling rule itself (top-k, temperature) is
+`sample_next` in models/transformer.py, beside the KV-cache loop that calls it."""
 
 import sys
 from pathlib import Path

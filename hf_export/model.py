@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from core.errors import UserError
-from core.hf_tokenizer import tokenizer_files
 from core.tokenizer import END_OF_TEXT_ID
+from hf_export.tokenizer import tokenizer_files
 from models import Transformer
 from models.gpt2 import GPT2
 
