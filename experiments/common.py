@@ -179,3 +179,37 @@ def residual_norms(model: Transformer, idx: torch.Tensor) -> torch.Tensor:
     names = [model.resid_hook(i) for i in range(model.config.n_layer)]
     cache = cache_without_logits(model, idx, names)
     return torch.stack([cache[name].norm(dim=-1).mean() for name in names])
+
+
+# --- removing directions from the residual stream ----------------------------------------------
+def stream_hooks(model: Transformer) -> list[str]:
+    """The points where the residual stream is complete: after the embedding and after every layer.
+    Editing all of them edits everything any layer reads or the readout sees."""
+    return ["hook_embed"] + [model.resid_hook(i) for i in range(model.config.n_layer)]
+
+
+def projection_hook(projectors: torch.Tensor):
+    """A hook that removes from each group of batch rows its own subspace: projectors (G, C, C)
+    are orthogonal projectors, the batch (G * b, T, C) holds G groups of b rows, and row group g
+    becomes h - h P_g. G = 1 removes one subspace from the whole batch."""
+    def hook(h):
+        G = projectors.size(0)
+        grouped = h.view(G, -1, h.size(-1))  # (G, b * T, C)
+        return (grouped - grouped @ projectors.to(h.dtype)).view_as(h)
+    return hook
+
+
+def projector(directions: torch.Tensor) -> torch.Tensor:
+    """(C, C) orthogonal projector onto the span of the rows of directions (k, C)."""
+    q, _ = torch.linalg.qr(directions.double().t())  # (C, k) orthonormal columns
+    return (q @ q.t()).float()
+
+
+@torch.no_grad()
+def logits_at(model: Transformer, idx: torch.Tensor, positions: torch.Tensor,
+              hooks: dict | None = None) -> torch.Tensor:
+    """(B, P, V) logits of idx (B, T) at the given positions only, with optional hooks in place:
+    the readout, most of a forward's cost at a 50k vocabulary, runs on P positions, not T."""
+    with model.hooks({**(hooks or {}), "hook_final": lambda h: h[:, positions]}):
+        logits, _ = model(idx)
+    return logits.float()
