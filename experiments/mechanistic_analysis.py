@@ -143,9 +143,15 @@ def signal_flow(ctx: Context, report: Report) -> None:
                   f"the {k} strongest signals. Higher: the readout is concentrated in a few signals.")
     report.define("persistence", f"overlap (Jaccard) of the {k} strongest signals after each layer with "
                   "those after the last layer, averaged over layers: how early the final signals appear.")
-    report.metric("energy share", energy_share(flow[-1, -1], k),
-                  [energy_share(f[-1, -1], k) for f in control_flows], "random-init models",
-                  higher_is_structure=True)
+    rotations = random_rotations(NULL_BASES, flow.size(-1), ctx.generator(report.number))
+    null = [energy_share(flow[-1, -1] @ q, k) for q in rotations]
+    report.define("basis null", f"the energy share of the same state read in {NULL_BASES} Haar-random rotations "
+                  "of signal space (a -> a Q: the same model with W_recipe Q, Q^T W_basis).")
+    report.metric("energy share", energy_share(flow[-1, -1], k), null,
+                  f"basis null ({NULL_BASES} rotated signal bases)", higher_is_structure=True)
+    report.metric("energy share: percentile in the basis null", percentile(energy_share(flow[-1, -1], k), null))
+    report.metric("energy share (random-init floor)", energy_share(flow[-1, -1], k),
+                  [energy_share(f[-1, -1], k) for f in control_flows], "random-init models")
 
     def persistence(f):
         strongest = lambda a: set(a.abs().topk(k).indices.tolist())
