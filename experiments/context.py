@@ -1,8 +1,16 @@
 """What every experiment is handed: the trained model, its random-init control, the config, and text.
 
-The control is the same architecture at random initialization, built from the checkpoint's
-model_args with a fixed seed: a metric that claims structure must beat it, or the structure came
-from the architecture and the metric, not from training.
+Random init (the same architecture, built from the checkpoint's model_args with fixed seeds) is a
+floor, shown beside the numbers and never judged on its few draws. Verdicts come from nulls that can
+fail (experiments/nulls.py, experiments/statistics.py) and, when given, a trained reference.
+
+Interface for a trained reference (filled by `--reference RUN`, studies issue; None otherwise):
+`reference` is a Context of the same kind. Experiments compute the same measure on it:
+- semantic measures (1, 4, 5, 6, 7, 10, 11, 12) on `reference.model` (its token space, its forward);
+- recipe measures (2, 8, 9, 14) on `reference.signals()`, a (recipe V x S, basis S x C) pair: the
+  model's own for the reflow family, else `reference.factorization`, set by experiments/posthoc.py
+  (None: the recipe measures skip the reference).
+Metric functions take matrices and models and return numbers, so a study can call them directly.
 """
 
 import functools
@@ -35,6 +43,15 @@ class Context:
     iter_num: int | None
     reports_dir: Path
     wandb_run_id: str | None = None
+    reference: "Context | None" = None  # a trained reference model's Context (--reference RUN)
+    factorization: tuple[torch.Tensor, torch.Tensor] | None = None  # post-hoc (recipe, basis), no recipes
+
+    def signals(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(recipe V x S, basis S x C) of this model: its own on the reflow family, else the post-hoc
+        factorization if one was set, else None."""
+        if self.model.has_recipes:
+            return self.model.effective_recipe().detach().float(), self.model.basis.detach().float()
+        return self.factorization
 
     @property
     def device(self) -> torch.device:

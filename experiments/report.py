@@ -114,7 +114,7 @@ class Report:
             "against": against if judged else None, "beats_control": None, "p_value": finite_or_none(p_value) if judged else None, "p_holm": None,
             "ci": [finite_or_none(c) for c in ci] if ci else None, "n": n if judged else None,
             "test": test if judged else None,
-            "verdict": None if judged or higher_is_structure is None or control_name is None
+            "verdict": None if judged or higher_is_structure is None or control_name is None or value is None
             else f"floor only ({len(draws)} draws, no test): no verdict" if draws is not None
             else "floor only (one value, no test): no verdict",
         })

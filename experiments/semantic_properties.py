@@ -25,6 +25,7 @@ from experiments.common import (
 )
 from experiments.context import Context
 from experiments.report import Report
+from experiments.statistics import bootstrap_ci, paired_p
 
 LABEL_SHUFFLES = 20  # shuffled-label silhouettes averaged for the control
 
@@ -103,19 +104,33 @@ def semantic_algebra(ctx: Context, report: Report) -> None:
     only_c = analogy_ranks(table, vocab, analogies, only_c=True)
     controls = [analogy_ranks(token_space(c)[0], vocab, analogies) for c in ctx.controls]
     control = controls[0]
-    mrr = lambda results: float(np.mean([1 / rank for rank, _ in results]))
+    reciprocal = lambda results: [1 / rank for rank, _ in results]
+    mrr = lambda results: float(np.mean(reciprocal(results)))
     report.define("rank", f"position of d among {len(vocab)} candidates (the frequent training tokens "
                   f"and the analogy words, a, b, c excluded) by cosine to a - b + c in {space}; 1 is best.")
-    report.define("MRR", "mean reciprocal rank over the analogies: 1 when every answer ranks first; "
-                  f"random guessing gives about {np.log(len(vocab)) / len(vocab):.4f}.")
+    report.define("MRR", "mean reciprocal rank over the analogies, with a 95% bootstrap interval over "
+                  "analogies: 1 when every answer ranks first; random guessing gives about "
+                  f"{np.log(len(vocab)) / len(vocab):.4f}.")
     report.define("only c", "the same search with c alone as the query: the offset a - b must add "
-                  "something beyond c's own neighbourhood.")
-    report.metric("MRR", mrr(found), mrr(only_c), "only c (no offset)", higher_is_structure=True)
-    report.metric("MRR (vs random init)", mrr(found), [mrr(c) for c in controls], "random-init models",
-                  higher_is_structure=True)
+                  "something beyond c's own neighbourhood. Judged by a paired sign-flip test over analogies.")
+    n = len(analogies)
+    report.metric("MRR", mrr(found), mrr(only_c), "only c (no offset)", higher_is_structure=True,
+                  p_value=paired_p(reciprocal(found), reciprocal(only_c), True), n=n, test="paired",
+                  ci=bootstrap_ci(reciprocal(found)))
+    if ctx.model.has_recipes:  # the same measure on the model's own E = R B: is recipe space better?
+        own = analogy_ranks(ctx.model.vocab_matrix().detach().float().cpu(), vocab, analogies)
+        report.metric("MRR (recipe space vs own E)", mrr(found), mrr(own), "the model's own E = R B",
+                      higher_is_structure=True, p_value=paired_p(reciprocal(found), reciprocal(own), True),
+                      n=n, test="paired")
+    if ctx.reference is not None:
+        theirs = analogy_ranks(token_space(ctx.reference.model)[0], vocab, analogies)
+        report.metric("MRR (vs reference)", mrr(found), mrr(theirs), "reference model",
+                      higher_is_structure=True, p_value=paired_p(reciprocal(found), reciprocal(theirs), True),
+                      n=n, test="paired")
+    report.metric("MRR (random-init floor)", mrr(found), [mrr(c) for c in controls], "random-init models")
     first = lambda results: float(np.mean([rank == 1 for rank, _ in results]))
     report.metric("answers ranked first", first(found), [first(c) for c in controls], "random-init models",
-                  higher_is_structure=True)
+                  ci=bootstrap_ci([float(rank == 1) for rank, _ in found]))
     rows = []
     for quad, (rank, top), (rank_c, _), (rank_ctrl, _) in zip(analogies, found, only_c, control, strict=True):
         a, b, c, d = (label(t) for t in quad)

@@ -42,6 +42,8 @@ def paired_p(values, control_values, higher_is_structure: bool) -> float:
     diff = diff[np.isfinite(diff)]
     if len(diff) == 0 or np.all(diff == 0):
         return 1.0
+    if len(diff) == 1:  # the two sign flips of one item: p = 1/2 at best
+        return 0.5 if (diff[0] > 0) == higher_is_structure else 1.0
     result = stats.permutation_test(
         (diff,), np.mean, permutation_type="samples", vectorized=True, n_resamples=PERMUTATIONS,
         alternative="greater" if higher_is_structure else "less", random_state=0)
