@@ -19,7 +19,6 @@ from experiments.common import (
     js_divergence,
     label,
     next_token_probs,
-    random_directions,
     residual_norms,
     sentiment_log_odds,
     steered_next_token_probs,

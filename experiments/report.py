@@ -118,10 +118,10 @@ class Report:
             else f"floor only ({len(draws)} draws, no test): no verdict" if draws is not None
             else "floor only (one value, no test): no verdict",
         })
-        self.judge()
 
     def judge(self) -> None:
-        """Holm-correct the p-values of every judged metric so far, and set each one's verdict."""
+        """Holm-correct the p-values of every judged metric, and set each one's verdict. Run once the
+        report is complete (by verdict(), to_json() and to_markdown()): the family is the whole report."""
         judged = [m for m in self.metrics if m["p_value"] is not None]
         for m, adjusted in zip(judged, holm([m["p_value"] for m in judged]), strict=True):
             m["p_holm"] = adjusted
@@ -153,6 +153,7 @@ class Report:
 
     # --- writing it -------------------------------------------------------------------------
     def verdict(self) -> str:
+        self.judge()
         judged = [m for m in self.metrics if m["beats_control"] is not None]
         if not judged:
             return "No metric here is judged by a test; the numbers are descriptive, shown beside controls."
@@ -166,6 +167,7 @@ class Report:
         return text + "."
 
     def to_json(self, created: str) -> dict:
+        self.judge()
         return {
             "experiment": self.number, "slug": self.slug, "title": self.title, "group": self.group,
             "model": self.model, "checkpoint": self.checkpoint, "iter_num": self.iter_num,
@@ -174,6 +176,7 @@ class Report:
         }
 
     def to_markdown(self, created: str) -> str:
+        self.judge()
         head = [f"# {self.number}. {self.title}", "",
                 f"Group {self.group} · model `{self.model}` · checkpoint `{self.checkpoint}` "
                 f"(iter {self.iter_num}) · {created}", ""]

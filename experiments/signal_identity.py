@@ -31,6 +31,7 @@ from experiments.statistics import percentile
 NEIGHBOURS = 8  # neighbours listed per probe word
 PAIR_POOL = 500  # the top pairs are searched among this many most frequent tokens
 TOP_PAIRS = 20
+LABEL_SHUFFLES = 200  # shuffled word-group labels: the null of group agreement
 
 
 def group_agreement(vectors: torch.Tensor, groups: list[str]) -> float:
@@ -83,17 +84,25 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
                  title=f"The {TOP_PAIRS} most similar pairs among the {len(pool)} most frequent tokens")
     report.define("top-pair cosine", f"mean cosine of the {TOP_PAIRS} most similar pairs among the "
                   f"{len(pool)} most frequent tokens. Higher: the space groups some tokens tightly.")
-    report.metric("top-pair cosine", values.mean().item(), control_values, "random-init models",
-                  higher_is_structure=True)
+    report.metric("top-pair cosine", values.mean().item(), control_values, "random-init models (floor)")
 
     ids, groups = grouped_words(ctx)
     chance = sum((groups.count(g) - 1) / (len(groups) - 1) for g in groups) / len(groups)
     report.define("group agreement", "fraction of word-group words whose nearest other group word "
                   f"(cosine) is in its own group. Chance, for labels with no relation to the vectors, "
                   f"is {chance:.3f}.")
-    report.metric("group agreement", group_agreement(table[ids], groups),
-                  [group_agreement(t[ids], groups) for t in control_tables], "random-init models",
-                  higher_is_structure=True)
+    rng = np.random.default_rng(ctx.cfg.seed)
+    shuffled = [group_agreement(table[ids], list(rng.permutation(groups))) for _ in range(LABEL_SHUFFLES)]
+    report.metric("group agreement", group_agreement(table[ids], groups), shuffled,
+                  f"shuffled labels ({LABEL_SHUFFLES})", higher_is_structure=True)
+    if ctx.model.has_recipes:
+        report.metric("group agreement in the model's own E = R B",
+                      group_agreement(ctx.model.vocab_matrix().detach().float().cpu()[ids], groups))
+    if ctx.reference is not None:
+        report.metric("group agreement of the reference", group_agreement(token_space(ctx.reference.model)[0][ids],
+                                                                         groups))
+    report.metric("group agreement (random-init floor)", group_agreement(table[ids], groups),
+                  [group_agreement(t[ids], groups) for t in control_tables], "random-init models")
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     names = [label(i) for i in ids]
