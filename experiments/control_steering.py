@@ -146,15 +146,15 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
                   "(even: define the direction, odd: measure it), fixed before any checkpoint is evaluated; "
                   f"defining {', '.join(label(t) for t in define_pos + define_neg)}; measuring "
                   f"{', '.join(label(t) for t in held_pos + held_neg)}.")
-    report.define("sentiment log odds", "log(P(next token in held-out positive words) / P(in held-out negative "
-                  "words)) after each steering prompt, averaged over cfg.steer_prompts.")
+    report.define("sentiment log odds", "log(P(next token in held-out positive words) / P(in held-out "
+                  "negative words)) after each steering prompt, averaged over cfg.steer_prompts.")
     report.define("steering", "h <- h + alpha * n_L * d after layer L, d the unit direction mean E[defining "
-                  "positive] - mean E[defining negative] (on reflow exactly (mean recipe difference) @ W_basis, "
-                  f"so the same measure on E is this one), n_L the prompt's mean residual norm there; alpha = "
-                  f"{alpha}, swept over {', '.join(f'{a:g}' for a in alphas)}.")
-    report.define("word-difference null", f"{NULL_DIRECTIONS} directions mean E[A] - mean E[B] for random disjoint "
-                  "sets A, B of frequent non-sentiment tokens (sizes of the defining lists), each at its own "
-                  "best layer as the sentiment direction is.")
+                  "positive] - mean E[defining negative] (on reflow exactly (mean recipe difference) @ "
+                  "W_basis, so the same measure on E is this one), n_L the prompt's mean residual norm "
+                  f"there; alpha = {alpha}, swept over {', '.join(f'{a:g}' for a in alphas)}.")
+    report.define("word-difference null", f"{NULL_DIRECTIONS} directions mean E[A] - mean E[B] for "
+                  "random disjoint sets A, B of frequent non-sentiment tokens (sizes of the defining lists), "
+                  "each at its own best layer as the sentiment direction is.")
     report.metric(f"shift on held-out words at +alpha (best layer, L{best})", plus[best].item(), null_best,
                   f"word-difference null ({NULL_DIRECTIONS} directions)", higher_is_structure=True)
     report.metric(f"shift on held-out words at -alpha (L{best})", minus[best].item(), null[best].tolist(),
@@ -168,7 +168,8 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
     report.table(["layer", "held-out shift (+alpha)", "held-out shift (-alpha)", "in-sample shift (+alpha)",
                   "null 95th percentile (+alpha)"],
                  [[f"L{L}", plus[L].item(), minus[L].item(), in_sample[L, 0, 0].item(),
-                   null[L].quantile(0.95).item()] for L in layers], title=f"Sweep over layers at alpha = {alpha}")
+                   null[L].quantile(0.95).item()] for L in layers],
+                 title=f"Sweep over layers at alpha = {alpha}")
     curve = shifts[best, :, 0]
     band = shifts[best, :, 2:]
     report.table(["alpha", "held-out shift", "null 5th percentile", "null 95th percentile"],
@@ -285,15 +286,16 @@ def concept_inception(ctx: Context, report: Report) -> None:
     report.define("critical alpha", "smallest alpha at which h <- h + alpha * n_L * e_c/|e_c| after layer L "
                   "makes token c the top next token after the prompt (n_L: mean residual norm there, e_c: "
                   f"c's vocab-matrix row); searched in [0, {cfg.concept_alpha_max}] on a grid refined "
-                  f"once (precision {cfg.concept_alpha_max / (SEARCH_GRID - 1) ** 2:.3g}), at the best layer; "
-                  "n/a if not reached. Lower: easier to incept.")
-    report.define("random-token null", f"the same search for {len(null_tokens)} random frequent tokens (not the "
-                  "concepts, not in the prompt), each along its own row; compared with the concepts by a "
-                  "one-sided Mann-Whitney U test (unreached counted as larger than any reached alpha). The "
-                  "direction is the token's own row, so no held-out words are involved; the prompt and "
+                  f"once (precision {cfg.concept_alpha_max / (SEARCH_GRID - 1) ** 2:.3g}), at the best "
+                  "layer; n/a if not reached. Lower: easier to incept.")
+    report.define("random-token null", f"the same search for {len(null_tokens)} random frequent tokens "
+                  "(not the concepts, not in the prompt), each along its own row; compared with the concepts "
+                  "by a one-sided Mann-Whitney U test (unreached counted as larger than any reached alpha). "
+                  "The direction is the token's own row, so no held-out words are involved; the prompt and "
                   "words are fixed in the config before evaluation.")
     incepted = lambda alphas: sum(a is not None for a in alphas) / len(alphas)
-    report.metric("critical alpha (best layer, mean over concepts)", mean_reached(best), mean_reached(best_null),
+    report.metric("critical alpha (best layer, mean over concepts)", mean_reached(best),
+                  mean_reached(best_null),
                   f"random-token null ({len(null_tokens)} tokens)", higher_is_structure=False,
                   p_value=float(test.pvalue), n=len(concepts), test="Mann-Whitney U vs null tokens")
     report.metric("concepts incepted", incepted(best), incepted(best_null), "random tokens incepted")
@@ -303,13 +305,15 @@ def concept_inception(ctx: Context, report: Report) -> None:
     report.table(["concept"] + [f"L{L}" for L in layers], table,
                  title=f"Critical alpha after {cfg.concept_prompt!r}")
     report.table(["null token", "critical alpha (best layer)"],
-                 [[label(t), a] for t, a in zip(null_tokens, best_null, strict=True)], title="Random-token null")
+                 [[label(t), a] for t, a in zip(null_tokens, best_null, strict=True)],
+                 title="Random-token null")
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     for row in table:
         values = [np.nan if a is None else a for a in row[1:]]
         axes[0].plot([f"L{L}" for L in layers], values, "o-", label=row[0])
-    axes[0].set(xlabel="layer injected", ylabel="critical alpha", title="Concept inception (missing: not reached)",
+    axes[0].set(xlabel="layer injected", ylabel="critical alpha", title="Concept inception (missing: "
+                "not reached)",
                 ylim=(0, cfg.concept_alpha_max))
     axes[0].legend(fontsize=8)
     axes[1].hist([a for a in best_null if a is not None], bins=15, color="C7", alpha=0.7,
@@ -411,7 +415,8 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
         before = hijack_measures(ctx, positive, negative, windows)
         gap_before = gap()
         bar.update()
-        after = edited(define_pos, lambda: {**hijack_measures(ctx, positive, negative, windows), "gap": gap()})
+        after = edited(define_pos,
+                       lambda: {**hijack_measures(ctx, positive, negative, windows), "gap": gap()})
         bar.update()
         null_gaps = []
         for rows in null_sets:
@@ -429,18 +434,21 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
                   f"{', '.join(label(t) for t in define_pos)}; measured against the held-out positive words "
                   f"{', '.join(label(t) for t in held_pos)}, which no edit touches.")
     report.define("edit", "for each held-out negative word n, row_n <- (1 - s) row_n + s * mean(target rows) "
-                  f"in {where}, s = {strength}; the same rows feed the input embedding and the output readout.")
+                  f"in {where}, s = {strength}; the same rows feed the input embedding and the output "
+                  "readout.")
     report.define("reading gap", "mean JS divergence between the next-token distributions after 'prompt + "
                   "held-out positive word' and 'prompt + held-out negative word' (pairs in config order).")
     report.define("gap reduction", "1 - reading gap after the edit / before: the hijack succeeds when the "
                   "edited negative words are read like the held-out positive ones.")
-    report.define("random-target null", f"the same rows pulled as far toward the mean of {NULL_EDITS} random sets "
+    report.define("random-target null", f"the same rows pulled as far toward the mean of {NULL_EDITS} "
+                  "random sets "
                   "of frequent non-sentiment tokens (size of the defining list): moving a row toward any "
                   "average shrinks gaps somewhat, so the sentiment target must do more.")
     report.define("restored bit for bit", "after the edits every tensor of the state dict equals its "
                   "value before (torch.equal).")
     reduction = lambda g: 1 - g / gap_before
-    report.metric("gap reduction (held-out words)", reduction(after["gap"]), [reduction(g) for g in null_gaps],
+    report.metric("gap reduction (held-out words)", reduction(after["gap"]),
+                  [reduction(g) for g in null_gaps],
                   f"random-target null ({NULL_EDITS} edits)", higher_is_structure=True)
     report.metric("perplexity change", after["perplexity"] / before["perplexity"] - 1)
     report.metric("restored bit for bit", restored)

@@ -25,7 +25,7 @@ from experiments.common import (
 from experiments.context import Context
 from experiments.nulls import NULL_BASES, random_rotations, rotated_signals, svd_factorization
 from experiments.report import Report
-from experiments.statistics import percentile
+from experiments.statistics import bootstrap_ci, paired_p, percentile
 
 TOP_SIGNALS = 16  # signals shown in the flow heatmaps and counted in the energy share
 ABLATE_K = 10  # signals removed together (besides the single top signal)
@@ -96,15 +96,24 @@ def layer_evolution(ctx: Context, report: Report) -> None:
                   "final prob (random init)"], rows, title="Summary")
     # Per model: the mean over prompts; each random-init seed is one draw of the control.
     by_seed = [[prompt_controls[i] for prompt_controls in control_results] for i in range(len(ctx.controls))]
+    final_probs = [r["prob"][-1].item() for r in results]
     mean_prob = lambda rs: float(np.mean([r["prob"][-1].item() for r in rs]))
     mean_rank = lambda rs: float(np.exp(np.mean([np.log(r["rank"][-1].item()) for r in rs])))
     top_share = lambda rs: float(np.mean([int(r["rank"][-1]) == 1 for r in rs]))
+    report.define("intervals", "95% bootstrap intervals over the target prompts.")
     report.metric("final target probability", mean_prob(results), [mean_prob(rs) for rs in by_seed],
-                  "random-init models", higher_is_structure=True)
+                  "random-init models (floor)", ci=bootstrap_ci(final_probs))
     report.metric("final target rank (geometric mean)", mean_rank(results), [mean_rank(rs) for rs in by_seed],
-                  "random-init models", higher_is_structure=False)
+                  "random-init models (floor)")
     report.metric("targets predicted first", top_share(results), [top_share(rs) for rs in by_seed],
-                  "random-init models", higher_is_structure=True)
+                  "random-init models (floor)", ci=bootstrap_ci([float(r["rank"][-1] == 1) for r in results]))
+    if ctx.reference is not None:
+        theirs = [lens(ctx.reference.model, ctx.prompt(p, "target_prompts"),
+                       token_id(w, ctx.vocab_size, "target_prompts"))["prob"][-1].item()
+                  for p, w in ctx.cfg.target_prompts]
+        report.metric("final target probability (vs reference)", mean_prob(results), float(np.mean(theirs)),
+                      "reference model", higher_is_structure=True, n=len(theirs), test="paired",
+                      p_value=paired_p(final_probs, theirs, True))
     axes[0].set(xlabel="layer", ylabel="target probability", title="Logit lens (dotted: random init)")
     axes[0].legend(fontsize=7)
     axes[1].set_yscale("log")
@@ -145,11 +154,13 @@ def signal_flow(ctx: Context, report: Report) -> None:
                   "those after the last layer, averaged over layers: how early the final signals appear.")
     rotations = random_rotations(NULL_BASES, flow.size(-1), ctx.generator(report.number))
     null = [energy_share(flow[-1, -1] @ q, k) for q in rotations]
-    report.define("basis null", f"the energy share of the same state read in {NULL_BASES} Haar-random rotations "
+    report.define("basis null", f"the energy share of the same state read in {NULL_BASES} Haar-random "
+                  "rotations "
                   "of signal space (a -> a Q: the same model with W_recipe Q, Q^T W_basis).")
     report.metric("energy share", energy_share(flow[-1, -1], k), null,
                   f"basis null ({NULL_BASES} rotated signal bases)", higher_is_structure=True)
-    report.metric("energy share: percentile in the basis null", percentile(energy_share(flow[-1, -1], k), null))
+    report.metric("energy share: percentile in the basis null",
+                  percentile(energy_share(flow[-1, -1], k), null))
     report.metric("energy share (random-init floor)", energy_share(flow[-1, -1], k),
                   [energy_share(f[-1, -1], k) for f in control_flows], "random-init models")
 
@@ -307,7 +318,8 @@ def causal_ablation(ctx: Context, report: Report) -> None:
                   "ablated. Higher: the removed directions carried the prediction.")
     report.define("top-1 changed", "share of measured positions whose top prediction changes.")
     report.define("basis null", f"the same attribute-then-ablate procedure in {NULL_BASES} Haar-random "
-                  "orthonormal rotations of signal space (W_recipe -> W_recipe Q, W_basis -> Q^T W_basis: the "
+                  "orthonormal rotations of signal space (W_recipe -> W_recipe Q, W_basis -> Q^T "
+                  "W_basis: the "
                   "same model, other directions called signals), chosen and measured on the same halves. The "
                   "signal basis's percentile among them is shown; the orthonormal SVD basis of E (right "
                   "singular vectors, weights E V) beside.")

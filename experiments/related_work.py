@@ -123,8 +123,10 @@ def representation_geometry(ctx: Context, report: Report) -> None:
                   f"pair of heads in a layer, over {ATTENTION_WINDOWS} windows. Lower: heads attend "
                   "differently.")
     report.define(MLP_ABOVE_RMS, "fraction of MLP hidden activations (SwiGLU / GELU outputs) whose magnitude "
-                  "exceeds their layer's RMS: a shape statistic of the MLP activations (a Gaussian gives 0.317). "
-                  "It is not the paper's 11% 'active signals per token', which is about recipes; see experiment 2.")
+                  "exceeds their layer's RMS: a shape statistic of the MLP activations (a Gaussian "
+                  "gives 0.317). "
+                  "It is not the paper's 11% 'active signals per token', which is about recipes; see "
+                  "experiment 2.")
     last = len(names) - 1
     report.metric("effective rank (last layer)", geometry["effective rank"][last],
                   [c["effective rank"][last] for c in controls], "random-init models")
@@ -135,7 +137,8 @@ def representation_geometry(ctx: Context, report: Report) -> None:
                   higher_is_structure=False)
     report.metric(f"{MLP_ABOVE_RMS} (mean over layers)", float(np.nanmean(geometry[MLP_ABOVE_RMS])),
                   [float(np.nanmean(c[MLP_ABOVE_RMS])) for c in controls], "random-init models")
-    report.say(f"Effective rank, anisotropy and the {MLP_ABOVE_RMS} describe the geometry and claim no structure "
+    report.say(f"Effective rank, anisotropy and the {MLP_ABOVE_RMS} describe the geometry and claim no "
+               "structure "
                "by themselves; heads that attend less alike than at initialization have specialized.")
     rows = []
     for key in geometry:
@@ -201,11 +204,13 @@ def signal_selectivity(ctx: Context, report: Report) -> None:
                   "over the text (both signs: a signal's sign is arbitrary). Lower: rare, specific contexts.")
     report.define("selectivity", "peak |a_s| / mean |a_s|: how much stronger its best context is than its "
                   "typical one. Higher: a more feature-like, selective signal.")
-    sample = activations[torch.randperm(len(activations), generator=ctx.generator(report.number))[:NULL_POSITIONS]]
+    order = torch.randperm(len(activations), generator=ctx.generator(report.number))
+    sample = activations[order[:NULL_POSITIONS]]
     rotations = random_rotations(NULL_BASES, activations.size(1), ctx.generator(report.number))
     null = selectivity_null(sample, rotations)
     sample_selectivity = selectivity_stats(sample)[1].median().item()
-    report.define("basis null", f"the median selectivity of {len(sample)} random positions read in {NULL_BASES} "
+    report.define("basis null", f"the median selectivity of {len(sample)} random positions read in "
+                  "{NULL_BASES} "
                   "Haar-random rotations of signal space (a -> a Q; the model is unchanged when W_recipe -> "
                   "W_recipe Q, W_basis -> Q^T W_basis), against the signal basis on the same positions.")
     report.metric("median selectivity (sampled positions)", sample_selectivity, null,

@@ -111,7 +111,8 @@ class Report:
             judged = False  # a missing control is no verdict
         self.metrics.append({
             "name": name, "value": value, "control": control, "control_name": control_name,
-            "against": against if judged else None, "beats_control": None, "p_value": finite_or_none(p_value) if judged else None, "p_holm": None,
+            "against": against if judged else None, "beats_control": None,
+            "p_value": finite_or_none(p_value) if judged else None, "p_holm": None,
             "ci": [finite_or_none(c) for c in ci] if ci else None, "n": n if judged else None,
             "test": test if judged else None,
             "verdict": None if judged or higher_is_structure is None or control_name is None or value is None

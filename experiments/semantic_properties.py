@@ -53,8 +53,8 @@ def semantic_galaxy(ctx: Context, report: Report) -> None:
         own = silhouette_samples(ctx.model.vocab_matrix().detach().float().cpu()[ids].numpy(), labels,
                                  metric="cosine")
         report.metric("silhouette (recipe space vs own E)", silhouette, float(own.mean()),
-                      "the model's own E = R B", higher_is_structure=True, p_value=paired_p(per_word, own, True),
-                      n=len(ids), test="paired")
+                      "the model's own E = R B", higher_is_structure=True, n=len(ids), test="paired",
+                      p_value=paired_p(per_word, own, True))
     if ctx.reference is not None:
         theirs = silhouette_samples(token_space(ctx.reference.model)[0][ids].numpy(), labels, metric="cosine")
         report.metric("silhouette (vs reference)", silhouette, float(theirs.mean()), "reference model",
@@ -201,7 +201,8 @@ def typo_resilience(ctx: Context, report: Report) -> None:
     typo_cos, typo_js, null_cos, null_js, unrelated_cos, rows = [], [], [], [], [], []
     floor_cos = [[] for _ in ctx.controls]
     for n, (correct, misspelled, unrelated) in enumerate(ctx.cfg.typo_sentences):
-        ids = [ctx.prompt(t, f"typo_sentences[{n}]")[0].cpu().tolist() for t in (correct, misspelled, unrelated)]
+        ids = [ctx.prompt(t, f"typo_sentences[{n}]")[0].cpu().tolist()
+               for t in (correct, misspelled, unrelated)]
         matched = overlap_matched(ids[0], ids[1], pool, NULL_TYPOS, generator).to(ctx.device)
         state_c, prob_c = last_states_and_probs(model, torch.tensor([ids[0]], device=ctx.device))
         state_m, prob_m = last_states_and_probs(model, torch.tensor([ids[1]], device=ctx.device))
@@ -226,18 +227,22 @@ def typo_resilience(ctx: Context, report: Report) -> None:
                   "interval over sentences).")
     report.define("prediction JS", "Jensen-Shannon divergence (nats, 0 to 0.693) between the next-token "
                   "distributions after the correct sentence and after the other one.")
-    report.define("overlap-matched null", f"{NULL_TYPOS} sentences per typo sentence that keep its tokens shared "
+    report.define("overlap-matched null", f"{NULL_TYPOS} sentences per typo sentence that keep its "
+                  "tokens shared "
                   "with the correct sentence (common prefix and suffix) and replace the misspelled tokens by "
                   "random frequent tokens; draw j averages every sentence's j-th. A model that only counts "
                   "shared tokens is not distinguishable from it.")
     report.metric("state cosine (typo)", float(np.mean(typo_cos)), null_cos_mean,
-                  f"overlap-matched null ({NULL_TYPOS} draws)", higher_is_structure=True, ci=bootstrap_ci(typo_cos))
+                  f"overlap-matched null ({NULL_TYPOS} draws)", higher_is_structure=True,
+                  ci=bootstrap_ci(typo_cos))
     report.metric("prediction JS (typo)", float(np.mean(typo_js)), null_js_mean,
-                  f"overlap-matched null ({NULL_TYPOS} draws)", higher_is_structure=False, ci=bootstrap_ci(typo_js))
+                  f"overlap-matched null ({NULL_TYPOS} draws)", higher_is_structure=False,
+                  ci=bootstrap_ci(typo_js))
     report.metric("state cosine (random-init floor)", float(np.mean(typo_cos)),
                   [float(np.mean(f)) for f in floor_cos], "random-init models")
     report.metric("state cosine (unrelated sentence)", float(np.mean(unrelated_cos)))
-    report.table(["correct", "misspelled", "cos typo", "cos matched (mean)", "typo's percentile", "cos unrelated",
+    report.table(["correct", "misspelled", "cos typo", "cos matched (mean)", "typo's percentile", "cos "
+                  "unrelated",
                   "JS typo", "JS matched (mean)"], rows)
 
     fig, ax = plt.subplots(figsize=(7, 4))

@@ -99,8 +99,8 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
         report.metric("group agreement in the model's own E = R B",
                       group_agreement(ctx.model.vocab_matrix().detach().float().cpu()[ids], groups))
     if ctx.reference is not None:
-        report.metric("group agreement of the reference", group_agreement(token_space(ctx.reference.model)[0][ids],
-                                                                         groups))
+        reference_table = token_space(ctx.reference.model)[0]
+        report.metric("group agreement of the reference", group_agreement(reference_table[ids], groups))
     report.metric("group agreement (random-init floor)", group_agreement(table[ids], groups),
                   [group_agreement(t[ids], groups) for t in control_tables], "random-init models")
 
@@ -182,24 +182,28 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
     rotations = random_rotations(NULL_BASES, S, generator)
     null = sparsity_null(recipe, rotations)
     svd_recipe = svd_factorization(ctx.model.vocab_matrix().detach().float().cpu(), S)[0][vocab]
+    relative_active = lambda rows: active_mask(rows).float().mean(-1)
     gaussian = {name: gaussian_expectation(f, S, generator)
-                for name, f in (("Hoyer", hoyer_sparsity), ("L1", l1_mass_fraction), ("RMS", share_beyond_rms),
-                                ("relative", lambda r: active_mask(r).float().mean(-1)))}
+                for name, f in (("Hoyer", hoyer_sparsity), ("L1", l1_mass_fraction),
+                                ("RMS", share_beyond_rms), ("relative", relative_active))}
     basis_null = f"basis null ({NULL_BASES} rotated signal bases)"
     report.define("Hoyer sparsity", "(sqrt(S) - |r|_1/|r|_2) / (sqrt(S) - 1) per recipe row, mean over the "
                   f"{len(vocab)} most frequent training tokens: 0 = all entries equal, 1 = one entry; "
                   f"Gaussian rows give {gaussian['Hoyer']:.3f}. Higher: sparser.")
-    report.define("L1-90% share", f"the smallest share of a row's entries holding {L1_MASS:.0%} of its L1 mass, "
+    report.define("L1-90% share", f"the smallest share of a row's entries holding {L1_MASS:.0%} of its "
+                  "L1 mass, "
                   f"mean over tokens; Gaussian rows give {gaussian['L1']:.3f}. Lower: sparser.")
     report.define("basis null", "the same measure on W_recipe Q for Haar-random orthogonal Q (S x S): the "
                   "model is unchanged (W_basis -> Q^T W_basis), so sparsity that is a property of the "
                   "signal basis must beat these bases; the SVD basis of E (recipes U Sigma) is shown beside.")
     report.define("share beyond 1.58 RMS", f"share of recipe entries with |r| > {GAUSSIAN_RMS_THRESHOLD} x "
                   f"their row's RMS: exactly the paper's 11.4% ({PAPER_ACTIVE_RATE:.2%} active) for Gaussian "
-                  "rows. The paper does not state its threshold; its 11% means sparsity only if its threshold "
+                  "rows. The paper does not state its threshold; its 11% means sparsity only if its "
+                  "threshold "
                   "gives far more than 11% on Gaussian rows (as 0.1 x the row max does, below).")
     report.define("relative active fraction", f"share of entries with |r| >= {ACTIVE_FRACTION} x the row's "
-                  f"largest |r| (this suite's former 'active fraction'): {gaussian['relative']:.3f} for Gaussian "
+                  f"largest |r| (this suite's former 'active fraction'): {gaussian['relative']:.3f} for "
+                  "Gaussian "
                   "rows of this length, so not comparable with the paper's 11%.")
     report.define("usage Gini", "Gini coefficient of per-signal usage u_s = sum over tokens of |r_s|: 0 when "
                   "every signal carries the same weight. The paper reports 0.085 as evidence of *even* use "
@@ -209,7 +213,8 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
     report.define("random-init floor", f"{len(controls)} random-init models: shown, not judged.")
     hoyer, l1 = hoyer_sparsity(recipe), l1_mass_fraction(recipe)
     report.metric("Hoyer sparsity", hoyer.mean().item(), null["Hoyer"], basis_null, higher_is_structure=True)
-    report.metric("Hoyer sparsity: percentile in the basis null", percentile(hoyer.mean().item(), null["Hoyer"]))
+    report.metric("Hoyer sparsity: percentile in the basis null",
+                  percentile(hoyer.mean().item(), null["Hoyer"]))
     report.metric("Hoyer sparsity, SVD basis of E", hoyer_sparsity(svd_recipe).mean().item(),
                   gaussian["Hoyer"], "Gaussian rows")
     report.metric("Hoyer sparsity (random-init floor)", hoyer.mean().item(),
@@ -230,7 +235,8 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
                   "random-init model")
     report.metric("dead signals", int((is_active.sum(0) == 0).sum()))
     quantiles = torch.quantile(active.float(), torch.tensor([0.1, 0.5, 0.9])).tolist()
-    report.say(f"Signals at >= {ACTIVE_FRACTION} x the row's max, per token: 10th percentile {quantiles[0]:.0f}, "
+    report.say(f"Signals at >= {ACTIVE_FRACTION} x the row's max, per token: 10th percentile "
+               f"{quantiles[0]:.0f}, "
                f"median {quantiles[1]:.0f}, 90th percentile {quantiles[2]:.0f} of {S}. The paper's 11% is "
                "comparable with ours only under the same threshold; 'share beyond 1.58 RMS' shows what "
                "Gaussian rows give at the threshold that yields 11%.")
