@@ -223,3 +223,26 @@ def test_wandb_offline_gets_metrics_and_figures(tmp_path, monkeypatch):
     assert any("04_semantic_galaxy_galaxy" in p.name for p in images)
     tables = list((Path(cfg.out_dir) / "wandb").glob("offline-run-*/files/media/table/**/*.table.json"))
     assert tables and '"silhouette"' in tables[0].read_text()
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+def test_sparsity_profile_credits_a_sparse_basis_and_not_its_rotation(reflow_ctx, rotate):
+    """Recipes with 2 of 16 entries non-zero beat the rotated-basis null; the same model written in a
+    random signal basis (recipe Q, Q^T basis: the same embedding) must not."""
+    from experiments.nulls import random_rotations, rotated_signals
+
+    model = reflow_ctx.model
+    g = torch.Generator().manual_seed(5)
+    V, S = model.recipe.shape
+    sparse = torch.zeros(V, S)
+    sparse.scatter_(1, torch.rand(V, S, generator=g).argsort(1)[:, :2], torch.randn(V, 2, generator=g))
+    recipe, basis = sparse, model.basis.detach().clone()
+    if rotate:
+        recipe, basis = rotated_signals(sparse, basis, random_rotations(1, S, g)[0])
+    with torch.no_grad():
+        model.recipe.copy_(recipe)
+        model.basis.copy_(basis)
+    run_experiments(reflow_ctx, [2])
+    metrics = {m["name"]: m for m in load_reports(reflow_ctx.reports_dir)[2]["metrics"]}
+    assert metrics["Hoyer sparsity"]["beats_control"] is (not rotate)
+    assert metrics["L1-90% share"]["beats_control"] is (not rotate)
