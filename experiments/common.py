@@ -6,6 +6,7 @@ experiment reads the same on all five architectures.
 """
 
 import math
+import re
 import sys
 
 import torch
@@ -57,6 +58,15 @@ def label(token: int) -> str:
     """A token as readable text for tables and plots (leading space shown as '·')."""
     text = decode([token]).replace("\n", "\\n")
     return "·" + text[1:] if text.startswith(" ") else text
+
+
+def frequent_words(ctx, exclude) -> list[int]:
+    """The frequent tokens that are whole words like the config's (a space, then letters: ' crown'),
+    minus `exclude`: the pool of random words for nulls, so a null word is the same kind of token as
+    the words it stands in for, not punctuation or a word piece."""
+    excluded = set(exclude)
+    return [t for t in ctx.frequent_tokens.tolist()
+            if t not in excluded and re.fullmatch(r" [A-Za-z]+", decode([t]))]
 
 
 def grouped_words(ctx) -> tuple[list[int], list[str]]:
