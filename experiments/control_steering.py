@@ -291,9 +291,9 @@ def concept_inception(ctx: Context, report: Report) -> None:
                   "layer; n/a if not reached. Lower: easier to incept.")
     report.define("random-token null", f"the same search for {len(null_tokens)} random frequent words "
                   "(a space and letters; not the concepts, not in the prompt), each along its own row; "
-                  "compared with the concepts by a one-sided Mann-Whitney U test (unreached counted as larger "
-                  "than any reached alpha). The direction is the token's own row, so no held-out words are involved; the prompt and "
-                  "words are fixed in the config before evaluation.")
+                  "compared with the concepts by a one-sided Mann-Whitney U test (unreached counted as "
+                  "larger than any reached alpha). The direction is the token's own row, so no held-out "
+                  "words are involved; the prompt and words are fixed in the config before evaluation.")
     incepted = lambda alphas: sum(a is not None for a in alphas) / len(alphas)
     report.metric("critical alpha (best layer, mean over concepts)", mean_reached(best),
                   mean_reached(best_null),
