@@ -118,6 +118,12 @@ class Config:
     audit_vocab: int = 2000  # word searches run over this many most frequent training tokens
     audit_sample_tokens: int = 32  # length of each generated sample in the reports
 
+    # --- regularizers (issue 15): all off at 0; definitions in training/regularizers.py ------
+    recipe_l1: float = 0.0  # soft recipe sparsity, mean ||r||_1 / (sqrt(S) ||r||_2) (reflow family)
+    repulsion: float = 0.0  # STT repulsion: mean squared cosine between positions' hidden states
+    head_diversity: float = 0.0  # STT head diversity: mean cosine between heads' attention patterns
+    regularize_layers: list = field(default_factory=list)  # layers repulsion/head_diversity read; [] = all
+
     def model_config(self) -> ModelConfig:
         """The architecture part of this config."""
         names = {f.name for f in dataclasses.fields(ModelConfig)}
