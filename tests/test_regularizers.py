@@ -2,15 +2,24 @@
 zeros, that a zero weight changes nothing, and that a positive weight lowers its term in training."""
 
 import math
+import subprocess
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from core.checkpoint import load_checkpoint
 from core.config import Config
 from core.errors import UserError
 from models import ModelConfig, build_model
-from tests.train_fixtures import one_thread, run_config, write_dataset  # noqa: F401
+from tests.train_fixtures import (  # noqa: F401
+    ONE_THREAD_ENV,
+    one_thread,
+    run_args,
+    run_config,
+    torchrun_command,
+    write_dataset,
+)
 from train import train
 from training.optimization import make_grad_scaler, make_optimizer, train_step
 from training.regularizers import (
@@ -145,3 +154,23 @@ def test_recipe_l1_lowers_recipe_concentration_in_a_real_run(tmp_path, capsys):
 def plain_concentration(run_dir) -> float:
     checkpoint = torch.load(run_dir / "ckpt.pt", weights_only=True)
     return recipe_concentration(checkpoint["model"]["recipe"]).item()
+
+
+REGULARIZED = dict(recipe_l1=0.5, repulsion=0.3, regularize_layers=[1])
+
+
+def test_regularized_ddp_matches_one_process_and_resume_is_exact(tmp_path):
+    """Two gloo processes equal one (each rank's terms are averaged like its loss), and 4 + 4 steps
+    with a stop between equal 8 straight, with the terms in the objective."""
+    write_dataset(tmp_path / "data")
+    ddp = subprocess.run(torchrun_command(2, *run_args(tmp_path, "ddp", **REGULARIZED)), cwd=tmp_path,
+                         env=ONE_THREAD_ENV, capture_output=True, text=True, timeout=120)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    train(run_config(tmp_path, "single", **REGULARIZED))
+    train(run_config(tmp_path, "halves", max_iters=4, **REGULARIZED))
+    train(run_config(tmp_path, "halves", init_from="resume", **REGULARIZED))
+    single = load_checkpoint(tmp_path / "single")["model"]
+    for key, value in load_checkpoint(tmp_path / "ddp")["model"].items():
+        torch.testing.assert_close(value, single[key], rtol=1e-4, atol=1e-5)
+    halves = load_checkpoint(tmp_path / "halves")["model"]
+    assert all(torch.equal(halves[key], single[key]) for key in single)
