@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.layers import ModelConfig, SwiGLU, rms_norm
+from models.matmul_form import skinny_matmul
 from models.transformer import Transformer
 
 
@@ -39,7 +40,7 @@ class Reflow(Transformer):
         """The (V, S) recipes the model actually uses (reflow-topk sparsifies them)."""
         return self.recipe
 
-    def vocab_parts(self):
+    def shared_vocab_weights(self):
         return self.effective_recipe()
 
     def embed(self, idx, start_pos, recipe):
@@ -52,10 +53,14 @@ class Reflow(Transformer):
         # for the skinny basis matmuls here and in embed (1.6 GFLOP for N = 2048 tokens), so the
         # skinny path wins while a micro-batch holds fewer than V/2 = 25k tokens. Measured with
         # bench.py's reflow-materialized row: 8% slower per step at the Shakespeare size.
-        return (h @ self.basis.t()) @ recipe.t()
+        # Each is a skinny product when decoding: skinny_matmul picks its faster form on this CPU.
+        return skinny_matmul(skinny_matmul(h, self.basis), recipe)
 
     def vocab_matrix(self):
         return self.effective_recipe() @ self.basis
+
+    def token_table(self):
+        return self.recipe  # W_recipe itself: reflow-topk's top-k selection is recomputed from it
 
     def signal_activations(self, h: torch.Tensor) -> torch.Tensor:
         """A hidden state (..., C) read in signal space: its projection onto each basis row (..., S)."""
