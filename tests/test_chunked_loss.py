@@ -1,0 +1,109 @@
+"""Chunked cross-entropy and activation checkpointing change how a step computes, not what: the same
+loss and gradients as the plain path, on every model."""
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from models import MODELS, build_model
+from models.chunked_loss import chunked_cross_entropy
+
+
+def loss_and_grads(model, idx, targets):
+    model.zero_grad()
+    logits, loss = model(idx, targets=targets)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return logits, loss.detach(), grads
+
+
+def twin(model, **changes):
+    """The same weights under a config with `changes`."""
+    other = build_model(model_name(model), dataclasses.replace(model.config, **changes))
+    other.load_state_dict(model.state_dict())
+    return other.train(model.training)
+
+
+def model_name(model) -> str:
+    return next(name for name, cls in MODELS.items() if type(model) is cls)
+
+
+def targets_with_ignored(idx):
+    targets = torch.roll(idx, -1, dims=1)
+    targets[0, :3] = -1  # a masked prompt
+    targets[1, -1] = -1  # padding
+    return targets
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_chunked_loss_equals_plain_loss_and_gradients(name):
+    plain = tiny_model(name).train()
+    chunked = twin(plain, chunked_loss=True, loss_chunk_size=5)  # 5 does not divide 2 x 12 positions
+    idx = torch.randint(0, 97, (2, 12))
+    targets = targets_with_ignored(idx)
+    _, loss, grads = loss_and_grads(plain, idx, targets)
+    logits, chunked_loss, chunked_grads = loss_and_grads(chunked, idx, targets)
+    assert logits is None  # the (B, T, V) logits are never formed
+    torch.testing.assert_close(chunked_loss, loss)
+    assert grads.keys() == chunked_grads.keys()
+    for key in grads:
+        torch.testing.assert_close(chunked_grads[key], grads[key], rtol=1e-5, atol=1e-7, msg=key)
+    with torch.no_grad():  # evaluation takes the same path without checkpointing
+        evaluated = [model.eval()(idx, targets=targets)[1] for model in (chunked, plain)]
+        torch.testing.assert_close(*evaluated)
+
+
+def test_chunked_cross_entropy_holds_one_chunk_of_logits_at_a_time():
+    h = torch.randn(10, 4, requires_grad=True)
+    weight = torch.randn(7, 4, requires_grad=True)
+    targets = torch.randint(0, 7, (10,))
+    sizes = []
+
+    def unembed(x):
+        sizes.append(x.size(0))
+        return x @ weight.t()
+
+    loss = chunked_cross_entropy(h, targets, unembed, chunk_size=4)
+    assert sizes == [4, 4, 2]
+    loss.backward()
+    assert sizes == [4, 4, 2, 2, 4, 4]  # the backward recomputes each chunk's logits, last first
+    plain = torch.nn.functional.cross_entropy(h @ weight.t(), targets)
+    torch.testing.assert_close(loss, plain)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_activation_checkpointing_equals_plain_loss_and_gradients(name):
+    plain = tiny_model(name, dropout=0.1).train()  # dropout: the recomputation must redraw the same masks
+    checkpointed = twin(plain, activation_checkpointing=True)
+    both = twin(plain, activation_checkpointing=True, chunked_loss=True, loss_chunk_size=7)
+    idx = torch.randint(0, 97, (2, 12))
+    targets = targets_with_ignored(idx)
+    torch.manual_seed(1)
+    _, loss, grads = loss_and_grads(plain, idx, targets)
+    for model in (checkpointed, both):
+        torch.manual_seed(1)
+        _, other_loss, other_grads = loss_and_grads(model, idx, targets)
+        torch.testing.assert_close(other_loss, loss)
+        for key in grads:
+            torch.testing.assert_close(other_grads[key], grads[key], rtol=1e-5, atol=1e-7, msg=key)
+
+
+def test_checkpointing_keeps_fewer_tensors_for_the_backward():
+    """What activation checkpointing buys: the saved activations shrink to the blocks' inputs."""
+    def saved_bytes(model):
+        total = []
+
+        def pack(t):
+            total.append(t.numel() * t.element_size())
+            return t
+
+        idx = torch.randint(0, 97, (4, 32))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(idx, targets=idx)
+        return sum(total)
+
+    plain = tiny_model("reflow", n_layer=4).train()
+    assert saved_bytes(twin(plain, activation_checkpointing=True)) < 0.6 * saved_bytes(plain)
+    assert saved_bytes(twin(plain, chunked_loss=True, loss_chunk_size=16)) < saved_bytes(plain)
