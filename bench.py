@@ -175,8 +175,9 @@ def main(argv: list[str]) -> None:
     samplers = {name: run for name, run in runs.items()
                 if isinstance(run.model, Transformer) and not (options.compile_both and run.cfg.compile)}
     speeds = sampling_speeds(samplers, options.sample_tokens) if options.sample_tokens else {}
+    # Once per model: its variant rows ("name+...") multiply by weights of the same shapes.
     forms = {name: decoding_matmul_forms(run.model, run.cfg.num_samples, device, dtype)
-             for name, run in samplers.items()} if options.matmul_forms else {}
+             for name, run in samplers.items() if "+" not in name} if options.matmul_forms else {}
 
     results = []
     for name, run in runs.items():
