@@ -107,3 +107,24 @@ def test_checkpointing_keeps_fewer_tensors_for_the_backward():
     plain = tiny_model("reflow", n_layer=4).train()
     assert saved_bytes(twin(plain, activation_checkpointing=True)) < 0.6 * saved_bytes(plain)
     assert saved_bytes(twin(plain, chunked_loss=True, loss_chunk_size=16)) < saved_bytes(plain)
+
+
+def test_training_with_both_matches_plain_training_and_resumes_across_them(tmp_path):
+    """train.py with chunked_loss and activation_checkpointing: the plain run's losses and weights to
+    float tolerance, and a checkpoint of one resumes under the other (they are not architecture)."""
+    import train
+    from train_fixtures import run_config, write_dataset
+
+    from core.checkpoint import load_checkpoint
+
+    write_dataset(tmp_path / "data")
+    plain = train.train(run_config(tmp_path, "plain", max_iters=4))
+    both = train.train(run_config(tmp_path, "both", max_iters=4, chunked_loss=True, loss_chunk_size=10,
+                                  activation_checkpointing=True))
+    for step, loss in plain.losses.items():
+        assert both.losses[step] == pytest.approx(loss, rel=1e-5)
+    a, b = (load_checkpoint(tmp_path / run)["model"] for run in ("plain", "both"))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
+    resumed = train.train(run_config(tmp_path, "both", max_iters=6, init_from="resume"))
+    assert resumed.iter_num == 6

@@ -85,3 +85,16 @@ def test_config_refuses_an_unknown_attention():
     with pytest.raises(UserError, match="attention must be one of 'softmax', 'sigmoid'"):
         load_config(None, {"attention": "linear"})
     assert load_config(None, {"attention": "sigmoid"}).model_config().attention == "sigmoid"
+
+
+def test_every_experiment_runs_on_a_sigmoid_attention_model(tmp_path, monkeypatch):
+    import experiment_workspace
+
+    import experiment
+    from experiments.registry import EXPERIMENTS
+
+    monkeypatch.setitem(experiment_workspace.SETTINGS, "attention", "sigmoid")
+    config_file, cfg = experiment_workspace.make_run(tmp_path, "reflow")
+    experiment.main([str(config_file), "--run", "all"])
+    reports = sorted((tmp_path / "reflow" / "audit_reports").glob("[0-9][0-9]_*.json"))
+    assert len(reports) == len(EXPERIMENTS)
