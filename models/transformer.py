@@ -144,8 +144,7 @@ class Transformer(nn.Module):
                         caches: list[KVCache] | None = None, shared=None) -> torch.Tensor:
         """The residual stream (B, T, C) after the embedding and the first `stop_at_layer` blocks
         (all of them when None; negative counts from the end, as Python slices do)."""
-        B, T = idx.size()
-        assert start_pos + T <= self.config.block_size, "sequence longer than block_size"
+        assert start_pos + idx.size(1) <= self.config.block_size, "sequence longer than block_size"
         shared = self.shared_vocab_weights() if shared is None else shared
         x = self.drop(self.hook_embed(self.embed(idx, start_pos, shared)))  # (B, T, C)
         # Activation checkpointing keeps only each block's input and recomputes the block in the

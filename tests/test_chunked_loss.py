@@ -6,7 +6,10 @@ import dataclasses
 import pytest
 import torch
 from conftest import tiny_model
+from train_fixtures import run_config, write_dataset
 
+import train
+from core.checkpoint import load_checkpoint
 from models import MODELS, build_model
 from models.chunked_loss import chunked_cross_entropy
 
@@ -112,11 +115,6 @@ def test_checkpointing_keeps_fewer_tensors_for_the_backward():
 def test_training_with_both_matches_plain_training_and_resumes_across_them(tmp_path):
     """train.py with chunked_loss and activation_checkpointing: the plain run's losses and weights to
     float tolerance, and a checkpoint of one resumes under the other (they are not architecture)."""
-    import train
-    from train_fixtures import run_config, write_dataset
-
-    from core.checkpoint import load_checkpoint
-
     write_dataset(tmp_path / "data")
     plain = train.train(run_config(tmp_path, "plain", max_iters=4))
     both = train.train(run_config(tmp_path, "both", max_iters=4, chunked_loss=True, loss_chunk_size=10,
