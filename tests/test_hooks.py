@@ -143,3 +143,18 @@ def test_hidden_states_skip_the_readout():
     model.unembed = lambda h, shared: calls.append(h) or h
     model.hidden_states(torch.randint(0, 97, (1, 4)))
     assert not calls
+
+
+@pytest.mark.parametrize("name", ["gpt2", "reflow-lite"])
+def test_written_out_softmax_attention_matches_the_kv_cache(name):
+    """The written-out path (taken under an editing hook) masks cached keys as SDPA does."""
+    model = tiny_model(name, block_size=16).eval()
+    prompt = torch.randint(0, 97, (2, 5))
+    sharpen = lambda pattern: pattern.pow(2) / pattern.pow(2).sum(-1, keepdim=True)  # noqa: E731
+    edits = {f"blocks.{i}.attn.hook_pattern": sharpen for i in range(2)}
+    with model.hooks(edits):
+        cached = model.generate(prompt, 14, temperature=0, use_cache=True)
+        recomputed = model.generate(prompt, 14, temperature=0, use_cache=False)
+        edited = model(cached[:, -16:])[0]
+    assert torch.equal(cached, recomputed)
+    assert not torch.allclose(edited, model(cached[:, -16:])[0])  # the edit mattered
