@@ -41,12 +41,14 @@ class Reflow(Transformer):
         return self.recipe
 
     def shared_vocab_weights(self):
-        return self.effective_recipe()
+        return self.effective_recipe(), self.basis
 
-    def embed(self, idx, start_pos, recipe):
-        return F.embedding(idx, recipe) @ self.basis  # (B, T, S) @ (S, C) -> (B, T, C)
+    def embed(self, idx, start_pos, shared):
+        recipe, basis = shared
+        return F.embedding(idx, recipe) @ basis  # (B, T, S) @ (S, C) -> (B, T, C)
 
-    def unembed(self, h, recipe):
+    def unembed(self, h, shared):
+        recipe, basis = shared
         # Two skinny matmuls, h @ basis^T (C -> S) then @ recipe^T (S -> V), rather than
         # materializing E = recipe @ basis (V, C) each step. Materializing costs 3 x 2VSC FLOPs
         # (product and its two gradients, 20 GFLOP at the Shakespeare size) against 2 x 3 x 2NSC
@@ -54,7 +56,7 @@ class Reflow(Transformer):
         # skinny path wins while a micro-batch holds fewer than V/2 = 25k tokens. Measured with
         # bench.py's reflow-materialized row: 8% slower per step at the Shakespeare size.
         # Each is a skinny product when decoding: skinny_matmul picks its faster form on this CPU.
-        return skinny_matmul(skinny_matmul(h, self.basis), recipe)
+        return skinny_matmul(skinny_matmul(h, basis), recipe)
 
     def vocab_matrix(self):
         return self.effective_recipe() @ self.basis

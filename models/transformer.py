@@ -83,7 +83,10 @@ class Transformer(nn.Module):
 
     # --- what each architecture defines -------------------------------------------------------
     def shared_vocab_weights(self):
-        """The weights embed and unembed share, computed once per forward (e.g. the top-k recipes)."""
+        """The weights embed and unembed share, computed once per forward: a tensor (the tied
+        embedding) or a tuple of tensors (reflow's recipes, top-k for reflow-topk, and basis).
+        unembed(h, shared) depends on nothing else, which is what lets the chunked loss take its
+        gradients."""
         raise NotImplementedError
 
     def embed(self, idx: torch.Tensor, start_pos: int, shared) -> torch.Tensor:
@@ -129,8 +132,9 @@ class Transformer(nn.Module):
         if last_only:
             h = h[:, -1:, :]
         if targets is not None and self.config.chunked_loss and not last_only:
-            loss = chunked_cross_entropy(h, targets, lambda chunk: self.unembed(chunk, shared),
-                                         self.config.loss_chunk_size)
+            weights = shared if isinstance(shared, tuple) else (shared,)
+            unembed = lambda chunk, *w: self.unembed(chunk, w if isinstance(shared, tuple) else w[0])  # noqa: E731
+            loss = chunked_cross_entropy(h, targets, unembed, weights, self.config.loss_chunk_size)
             return None, loss
         logits = self.unembed(h, shared)  # (B, T, V)
         loss = None
