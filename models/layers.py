@@ -190,15 +190,20 @@ class CausalSelfAttention(nn.Module):
         q, k = qk.transpose(1, 2).split([H, K], dim=1)
         return q, k, v.transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None):
+    def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None,
+                write_pattern: bool | None = None):
+        """`write_pattern` forces the choice of path that a hook on hook_pattern makes (None: ask
+        the hook point), so that activation checkpointing recomputes the path the forward took."""
         B, T, C = x.size()
         q, k, v = self.project(x, start_pos)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, K, start_pos + T, D)
+        if write_pattern is None:
+            write_pattern = self.hook_pattern.active
         if self.sigmoid:
             y = self.apply_weights(self.hook_pattern(self.attention_weights(q, k, start_pos)), v)
-        elif self.hook_pattern.active:
+        elif write_pattern:
             weights = self.attention_weights(q, k, start_pos)
             version = weights._version
             seen = self.hook_pattern(weights)
@@ -296,9 +301,11 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None):
+    def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None,
+                write_pattern: bool | None = None):
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), start_pos, cache)))
+        attn_out = self.attn(self.ln_1(x), start_pos, cache, write_pattern)
+        x = self.hook_resid_mid(x + self.hook_attn_out(attn_out))
         x = self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
         return x
 

@@ -153,12 +153,15 @@ class Transformer(nn.Module):
         x = self.drop(self.hook_embed(self.embed(idx, start_pos, shared)))  # (B, T, C)
         # Activation checkpointing keeps only each block's input and recomputes the block in the
         # backward: activation memory of one block instead of all, for about one more forward.
-        # Hooks inside a checkpointed block run again during that recomputation.
+        # Hooks inside a checkpointed block run again during that recomputation: a hook that edits
+        # must stay registered until the backward has run. The attention path is pinned, so
+        # recording patterns (`recording`) may end before the backward.
         checkpointing = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
         for layer, block in enumerate(self.blocks[:stop_at_layer]):
             cache = caches[layer] if caches is not None else None
             if checkpointing and cache is None:
-                x = checkpoint(block, x, start_pos, None, use_reentrant=False)
+                pinned = block.attn.hook_pattern.active
+                x = checkpoint(block, x, start_pos, None, pinned, use_reentrant=False)
             else:
                 x = block(x, start_pos, cache)
         return x

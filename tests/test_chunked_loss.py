@@ -136,3 +136,18 @@ def test_training_with_both_matches_plain_training_and_resumes_across_them(tmp_p
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
     resumed = train.train(run_config(tmp_path, "both", max_iters=6, init_from="resume"))
     assert resumed.iter_num == 6
+
+
+def test_a_penalty_on_recorded_patterns_trains_under_activation_checkpointing():
+    """The recorded patterns' graph is recomputed in the backward after the recording has ended:
+    the recomputation must take the path the forward took (patterns written out)."""
+    plain = tiny_model("reflow").train()
+    idx = torch.randint(0, 97, (2, 12))
+    grads = []
+    for model in (plain, twin(plain, activation_checkpointing=True)):
+        with model.recording(lambda name: name.endswith("hook_pattern"), detach=False) as patterns:
+            _, loss = model(idx, targets=idx)
+        penalty = sum(p.pow(2).mean() for p in patterns.values())
+        (loss + penalty).backward()
+        grads.append(model.blocks[0].attn.c_attn.weight.grad)
+    torch.testing.assert_close(grads[1], grads[0])
