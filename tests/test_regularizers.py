@@ -174,3 +174,19 @@ def test_regularized_ddp_matches_one_process_and_resume_is_exact(tmp_path):
         torch.testing.assert_close(value, single[key], rtol=1e-4, atol=1e-5)
     halves = load_checkpoint(tmp_path / "halves")["model"]
     assert all(torch.equal(halves[key], single[key]) for key in single)
+
+
+def test_head_diversity_reads_the_patterns_the_model_attends_with():
+    model = tiny("gpt2-new")
+    weights = Regularizers.from_config(Config(model="gpt2-new", head_diversity=1.0), 2, has_recipes=False)
+    x = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(4))
+    plain, _ = model(x)
+    with weights.capture(model) as captured:
+        logits, _ = model(x)
+    torch.testing.assert_close(logits, plain)  # reading the pattern leaves the output as it was
+    value = weights.terms(model, captured)["head_diversity"]
+    patterns = [captured[f"blocks.{i}.attn.hook_pattern"] for i in range(2)]
+    assert patterns[0].shape == (2, 2, 8, 8)
+    assert value.item() == pytest.approx(torch.stack([head_similarity(p) for p in patterns]).mean().item())
+    value.backward()
+    assert model.blocks[0].attn.c_attn.weight.grad.abs().sum() > 0  # the penalty reaches the queries/keys

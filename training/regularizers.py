@@ -23,7 +23,6 @@ user can see whether a weight has a useful scale, as Surface Tension Transformer
 
 import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -109,23 +108,12 @@ class Regularizers:
             names["head_diversity"] = [f"blocks.{layer}.attn.hook_pattern" for layer in self.layers]
         return names
 
-    @contextlib.contextmanager
-    def capture(self, model) -> Iterator[dict[str, torch.Tensor]]:
+    def capture(self, model) -> contextlib.AbstractContextManager[dict[str, torch.Tensor]]:
         """Within the block, the forward pass records (with their gradient) what the terms read."""
-        captured: dict[str, torch.Tensor] = {}
         names = [name for group in self.hook_names().values() for name in group]
         if not names:
-            yield captured
-            return
-
-        def record(x, *_, hook=None, **__):
-            captured[hook] = x
-
-        def recorder(name):
-            return lambda x, *args, **kwargs: record(x, hook=name)
-
-        with unwrapped(model).hooks({name: recorder(name) for name in names}):
-            yield captured
+            return contextlib.nullcontext({})
+        return unwrapped(model).recording(names, detach=False)
 
     def terms(self, model, captured: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The raw (unweighted) value of each active term, as tensors that carry gradient."""
