@@ -26,7 +26,6 @@ from experiments.common import (
     steering_hook,
     token_id,
     token_ids,
-    token_table,
 )
 from experiments.context import Context
 from experiments.report import Report
@@ -394,7 +393,7 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
     positive, negative = sentiment_ids(ctx)
     (define_pos, held_pos), (_, held_neg) = split_held_out(positive), split_held_out(negative)
     windows = ctx.text_windows(max_windows=HIJACK_WINDOWS)
-    table = token_table(model)
+    table = model.token_table()
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     strength = cfg.hijack_strength
 
