@@ -155,11 +155,6 @@ def steered_next_token_probs(model: Transformer, idx: torch.Tensor, layer: int,
     return F.softmax(logits[:, -1].float(), dim=-1)
 
 
-def random_directions(count: int, dim: int, generator: torch.Generator) -> torch.Tensor:
-    """`count` unit vectors drawn uniformly on the sphere in `dim` dimensions."""
-    return F.normalize(torch.randn(count, dim, generator=generator), dim=-1)
-
-
 @torch.no_grad()
 def next_token_probs(model: Transformer, idx: torch.Tensor, hooks: dict | None = None) -> torch.Tensor:
     """Next-token distribution (V) after a (1, T) prompt, with optional hooks in place."""

@@ -7,11 +7,15 @@ signals that carry a prediction) therefore means something only if the signal ba
 than bases nobody chose:
     random_rotations   uniformly random orthogonal matrices (Haar measure), drawn in one batch
     rotated_signals    W_recipe Q / Q^T W_basis: the same model, written in a random signal basis
-    rotated_readout    W_basis Q: the same signal directions, rigidly turned in the residual stream
-    row_space_rotation Q acting only inside E's row space, so a turned frame still spans what E spans
     svd_factorization  E = (U Sigma)(V^T): the post-hoc SVD basis of the same model's embedding
 The report gives the signal basis's percentile among NULL_BASES random draws and its value beside
 the SVD basis's.
+
+Why rotate signal space, and not the readout frame (W_basis Q with Q acting on the residual stream)?
+A turned frame keeps W_recipe's i.i.d. entries only if the frame is orthonormal; for a Gaussian,
+non-orthonormal W_basis its weights E (W_basis Q)^+ are mixtures, and on a random-init reflow the
+signal basis then "beat" such frames in causal ablation. (W_recipe Q, Q^T W_basis) has exactly the
+distribution of (W_recipe, W_basis) at random init, so there the signal basis is one more draw.
 """
 
 import torch
@@ -30,20 +34,6 @@ def random_rotations(count: int, dim: int, generator: torch.Generator) -> torch.
 def rotated_signals(recipe: torch.Tensor, basis: torch.Tensor, rotation: torch.Tensor):
     """(recipe Q, Q^T basis): the same embedding E = recipe @ basis written in another signal basis."""
     return recipe @ rotation, rotation.t() @ basis
-
-
-def rotated_readout(basis: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """basis @ Q: every signal direction turned by the same rotation of the residual stream, so the
-    signals keep their lengths and angles to each other (a fair null for readout claims)."""
-    return basis @ rotation
-
-
-def row_space_rotation(row_space: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """(C, C): the rotation (r, r) applied inside the span of the orthonormal rows of row_space
-    (r, C), the identity on its complement. A frame turned by it spans the same subspace."""
-    C = row_space.size(1)
-    inside = row_space.t() @ rotation @ row_space
-    return inside + torch.eye(C, device=row_space.device) - row_space.t() @ row_space
 
 
 def svd_factorization(embedding: torch.Tensor, rank: int | None = None):
