@@ -1,11 +1,9 @@
 """The memory planner (core/memory_plan.py) against the allocator, and check.py --memory."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
+import check
 from benchmarking.measurements import cpu_heap_in_use, forward_saved_bytes
 from core.config import Config, load_config
 from core.memory_plan import GIB, largest_batch_that_fits, plan_memory, target_named
@@ -75,17 +73,16 @@ def test_largest_batch_is_the_edge_of_fitting():
     assert plan_memory(cfg, t4, batch_size=best).fits and not plan_memory(cfg, t4, batch_size=best + 1).fits
 
 
-def test_check_memory_prints_the_plan_for_a_published_config():
-    result = subprocess.run([sys.executable, "check.py", "config/train_reflow_1_big.py", "--memory", "--gpu=t4",
-                             "--world_size=4"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+def test_check_memory_prints_the_plan_for_a_published_config(capsys):
+    check.main(["config/train_reflow_1_big.py", "--memory", "--gpu=t4", "--world_size=4"])
+    out = capsys.readouterr().out
     for item in ("weights", "gradients", "AdamW state", "activations", "per layer", "logits and loss",
                  "framework reserve", "total", "largest batch_size that fits"):
         assert item in out, item
     total = next(line for line in out.splitlines() if line.strip().startswith("total"))
-    cfg_plan = plan_memory(load_config("config/train_reflow_1_big.py"), target_named("t4"), 4)
-    assert f"{cfg_plan.total_bytes / GIB:.2f} GiB" in total
-    bad = subprocess.run([sys.executable, "check.py", "config/train_reflow_1_big.py", "--memory", "--gpu=t5"],
-                         capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown --gpu=t5" in bad.stderr
+    plan = plan_memory(load_config("config/train_reflow_1_big.py"), target_named("t4"), 4)
+    assert f"{plan.total_bytes / GIB:.2f} GiB" in total
+    with pytest.raises(SystemExit) as exit:
+        check.main(["config/train_reflow_1_big.py", "--memory", "--gpu=t5"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1 and "unknown --gpu=t5" in err

@@ -58,7 +58,7 @@ def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip:
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
             with autocast(device, dtype):
-                _, loss = model(x, targets=y)
+                loss = model(x, targets=y)[1]  # the logits dropped now, not held through backward
             scaler.scale(loss / steps).backward()
         total += loss.detach().float()
     # The one host sync per step: every rank must agree on the loss before deciding to step.
