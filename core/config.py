@@ -117,6 +117,9 @@ class Config:
     audit_tokens: int = 16384  # validation tokens read by the experiments that need text
     audit_vocab: int = 2000  # word searches run over this many most frequent training tokens
     audit_sample_tokens: int = 32  # length of each generated sample in the reports
+    # --- scale (issue 17) -------------------------------------------------------------------
+    shard: str = "none"  # 'none', 'optimizer' (ZeRO-1) or 'full' (FSDP2); see training/sharding.py
+    collective_timeout_s: float = 600.0  # a rank waiting this long on the others stops with an error
 
     def model_config(self) -> ModelConfig:
         """The architecture part of this config."""

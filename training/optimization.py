@@ -13,14 +13,19 @@ from training.batches import Batches
 from training.distributed import Distributed
 
 
-def make_optimizer(model: nn.Module, cfg: Config, device: str) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (2-D and up: linears, embeddings, recipes, basis)
-    and none on vectors (norm gains, biases), as nanoGPT does."""
+def parameter_groups(model: nn.Module, cfg: Config) -> list[dict]:
+    """Weight decay on matrices (2-D and up: linears, embeddings, recipes, basis) and none on
+    vectors (norm gains, biases), as nanoGPT does."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
+    return [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+
+
+def make_optimizer(model: nn.Module, cfg: Config, device: str) -> torch.optim.AdamW:
+    """AdamW over parameter_groups."""
+    groups = parameter_groups(model, cfg)
     # Fused AdamW updates every parameter in one kernel, on GPUs and (torch >= 2.4) on CPU, where the
     # default is a per-tensor loop of ~10 passes: 3.5x less optimizer time, ~5% of a Shakespeare step.
     fused = device.split(":")[0] in ("cuda", "cpu")
