@@ -5,6 +5,7 @@
         --compile_both
     python bench.py config/train_shakespeare_reflow.py config/train_shakespeare_gpt2_new.py --json
     python bench.py config/train_shakespeare_reflow.py --init_from=out/shakespeare_reflow   # a checkpoint
+    python bench.py --gpu_report       # every GPU claim in one markdown table (benchmarking/gpu_report.py)
 
 Each config file (plus --key=value overrides, as in train.py) gives one row per model; --models
 runs several architectures at that config's size, including the baselines of models/baselines.py
@@ -13,7 +14,7 @@ the first row. How the figures are measured is explained in benchmarking/measure
 
 Bench options: models, steps (timed steps per round), rounds, warmup, sample_tokens (0 skips
 sampling), compile_both (eager and compiled rows), keep_freed_memory (CPU; False to see what it
-buys), threads, json.
+buys), threads, json, gpu_report.
 """
 
 import dataclasses
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarking.gpu_report import format_report, gpu_report
 from benchmarking.measurements import (
     PeakMatmul,
     TrainingRun,
@@ -57,6 +59,7 @@ class BenchOptions:
     keep_freed_memory: bool = True  # CPU: core.hardware.keep_freed_memory; False measures without it
     threads: int = 0  # torch threads; 0 keeps torch's default (one per core)
     json: bool = False  # print the numbers as JSON instead of a table
+    gpu_report: bool = False  # run benchmarking/gpu_report.py's checks instead (no config file needed)
 
 
 def parse_command_line(argv: list[str]) -> tuple[list[str], BenchOptions, dict[str, str]]:
@@ -66,7 +69,7 @@ def parse_command_line(argv: list[str]) -> tuple[list[str], BenchOptions, dict[s
     flags = [f"{arg}=True" if bench_keys.get(arg[2:]) is bool else arg  # bare --json means --json=True
              for arg in argv if arg.startswith("--")]
     _, raw = parse_args(flags)
-    if not files:
+    if not files and raw.get("gpu_report") != "True":
         raise UserError("give at least one config file: python bench.py config/train_shakespeare_reflow.py")
     hints = {**typing.get_type_hints(Config), **bench_keys}
     options, overrides = {}, {}
@@ -112,6 +115,10 @@ def label(file: str, model: str, files: list[str]) -> str:
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     files, options, overrides = parse_command_line(argv)
+    if options.gpu_report:
+        device = resolve_device(overrides.get("device", "auto"))
+        print(format_report(gpu_report(device), device))
+        return
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if options.threads:
         torch.set_num_threads(options.threads)
