@@ -16,9 +16,9 @@ the parameter count comes from the model built on the meta device):
 - activations: what autograd saves in the forward pass for the backward pass, per layer (formula
   below) x n_layer, plus the embedding's; with activation checkpointing, each block keeps only its
   input and one block's activations exist again while it is recomputed;
-- logits and loss: the (B, T, V) logits, their log-softmax (saved, fp32) and, in the backward
-  pass, its gradient and the logits' gradient (fp32). With chunked loss only one chunk of
-  positions holds them at a time;
+- logits and loss: at the start of the backward pass, the (B, T, V) log-softmax (saved, fp32), its
+  gradient and the logits' gradient (fp32). With chunked loss only one chunk of positions holds
+  them at a time;
 - framework reserve (GPUs): the CUDA context and library workspaces (FRAMEWORK_RESERVE_BYTES) and the
   caching allocator's fragmentation (ALLOCATOR_SLACK of the allocations).
 
@@ -111,6 +111,14 @@ class MemoryPlan:
     def total_bytes(self) -> int:
         return sum(self.items.values())
 
+    def total_if(self, activation_checkpointing: bool, chunked_loss: bool) -> int:
+        """The total had the step used (or not) activation checkpointing and chunked loss."""
+        activations = (self.activations_with_checkpointing if activation_checkpointing
+                       else self.activations_without_checkpointing)
+        logits = self.logits_chunked if chunked_loss else self.logits_unchunked
+        fixed = self.total_bytes - self.items["activations"] - self.items["logits and loss"]
+        return fixed + activations + logits
+
     @property
     def fits(self) -> bool | None:
         cap = self.target.capacity_bytes
@@ -155,10 +163,12 @@ def vocab_activation_bytes(model: str, cfg, act: int) -> int:
     return cfg.vocab_size * cfg.n_signals * (4 + 4 + act)
 
 
-def logits_bytes(positions: int, vocab: int, act: int) -> int:
-    """The loss's peak, at the start of the backward pass: logits (act), their log-softmax (fp32,
-    saved), its gradient and the logits' gradient (fp32), and the gradient cast to half under autocast."""
-    return positions * vocab * (act + 4 + 4 + 4 + (act if act < 4 else 0))
+def logits_bytes(positions: int, vocab: int) -> int:
+    """The loss's peak, at the start of the backward pass: the log-softmax (saved), its gradient and
+    the logits' gradient, each (positions, V) in fp32. (In the forward pass, the logits, their fp32
+    copy under autocast and the log-softmax take less; train_step drops the logits once the loss is
+    computed.)"""
+    return positions * vocab * 3 * 4
 
 
 def plan_memory(cfg, target: Target, world_size: int = 1, batch_size: int | None = None) -> MemoryPlan:
@@ -207,8 +217,8 @@ def plan_for_model(cfg, model, target: Target, world_size: int, batch_size: int 
     plan.activations_with_checkpointing = mcfg.n_layer * kept_per_layer + per_layer + fixed
     items["activations"] = (plan.activations_with_checkpointing if checkpointing
                             else plan.activations_without_checkpointing)
-    plan.logits_unchunked = logits_bytes(tokens, mcfg.vocab_size, act)
-    plan.logits_chunked = logits_bytes(min(tokens, chunk), mcfg.vocab_size, act)
+    plan.logits_unchunked = logits_bytes(tokens, mcfg.vocab_size)
+    plan.logits_chunked = logits_bytes(min(tokens, chunk), mcfg.vocab_size)
     items["logits and loss"] = plan.logits_chunked if chunked else plan.logits_unchunked
     if not target.is_cpu:
         items["framework reserve"] = FRAMEWORK_RESERVE_BYTES + int(ALLOCATOR_SLACK * sum(items.values()))
