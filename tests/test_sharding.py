@@ -10,7 +10,8 @@ from train_fixtures import ONE_THREAD_ENV, one_thread, run_args, run_config, tor
 import train
 from core.checkpoint import load_checkpoint
 
-RUN = dict(model="gpt2-new", max_iters=8, eval_interval=4, log_interval=10**6)
+# 4 micro-batches: 2 per rank, so gradients are reduced only after the second (no_sync / FSDP's switch).
+RUN = dict(model="gpt2-new", max_iters=8, eval_interval=4, log_interval=10**6, gradient_accumulation_steps=4)
 
 
 def torchrun(tmp_path, nproc, out, **overrides):

@@ -49,7 +49,7 @@ def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip:
                device: str, dtype: str, dist: Distributed | None = None) -> float:
     """One optimizer step over the given (x, y) micro-batches; returns the mean loss.
 
-    Under DDP, gradients are all-reduced only on the last micro-batch (no_sync before it), and the
+    Under DDP (and FSDP), gradients are reduced only on the last micro-batch, and the
     returned loss is the mean over every rank's micro-batches: the loss of the global batch.
     The loss is divided by the number of micro-batches, so the summed gradient is their mean.
     A non-finite loss is returned without touching the weights: the step is not taken.
@@ -60,8 +60,7 @@ def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip:
     total = torch.zeros((), device=device)
     for i, (x, y) in enumerate(micro_batches):
         last = i == steps - 1
-        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
-        with sync:
+        with contextlib.nullcontext() if last else gradients_kept_local(model):
             with autocast(device, dtype):
                 loss = model(x, targets=y)[1]  # the logits dropped now, not held through backward
             scaler.scale(loss / steps).backward()
@@ -79,6 +78,23 @@ def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip:
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return loss
+
+
+@contextlib.contextmanager
+def gradients_kept_local(model):
+    """No gradient reduction across ranks within the block: DDP's no_sync, FSDP2's
+    set_requires_gradient_sync(False); nothing to do in a single process."""
+    if hasattr(model, "no_sync"):
+        with model.no_sync():
+            yield
+    elif hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield
 
 
 @torch.no_grad()
