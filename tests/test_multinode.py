@@ -1,6 +1,6 @@
 """Two "nodes" of one process each on 127.0.0.1, started as on two machines (two torchrun commands
-with --nnodes=2): the same weights as one process; and a rank that hangs makes the other exit with
-one line within the collective timeout instead of waiting forever."""
+with --nnodes=2): the same weights as one process; and a rank that dies or hangs makes the other exit
+with one line within the collective timeout instead of waiting forever."""
 
 import os
 import signal
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from train_fixtures import (  # noqa: F401  (one_thread: an autouse fixture)
     ONE_THREAD_ENV,
@@ -57,7 +58,8 @@ def test_two_nodes_match_one_process(tmp_path):
         torch.testing.assert_close(two["model"][key], value, rtol=1e-4, atol=1e-5)
 
 
-def test_a_hung_rank_makes_the_others_exit_within_the_timeout(tmp_path):
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["rank dies", "rank hangs"])
+def test_a_lost_rank_makes_the_others_exit_within_the_timeout(tmp_path, fault):
     write_dataset(tmp_path / "data")
     port, timeout = free_port(), 4
     run = dict(max_iters=10**6, lr_decay_iters=10**6, collective_timeout_s=timeout)
@@ -66,7 +68,7 @@ def test_a_hung_rank_makes_the_others_exit_within_the_timeout(tmp_path):
         wait_for_new_save(tmp_path / "nodes" / "ckpt.pt", nodes[0])  # both ranks are training
         assert nodes[0].poll() is None, nodes[0].communicate()[1][-3000:]
         worker = child_pids(nodes[1].pid)[0]
-        os.kill(worker, signal.SIGSTOP)  # rank 1 hangs: alive, connected, silent
+        os.kill(worker, fault)  # rank 1 exits at once, or hangs: alive, connected, silent
         stopped_at = time.monotonic()
         _, stderr = nodes[0].communicate(timeout=60)
         waited = time.monotonic() - stopped_at

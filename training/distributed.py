@@ -24,6 +24,7 @@ class Distributed:
     local_rank: int = 0
     world_size: int = 1
     device: str = "cpu"
+    lost_peers: bool = False  # a collective failed: tearing the group down could wait on them again
 
     @property
     def is_master(self) -> bool:
@@ -47,7 +48,7 @@ class Distributed:
             dist.barrier()
 
     def close(self) -> None:
-        if self.enabled and dist.is_initialized():
+        if self.enabled and dist.is_initialized() and not self.lost_peers:
             dist.destroy_process_group()
 
 
@@ -87,5 +88,6 @@ def collective_failures_reported(dist_info: Distributed, timeout_s: float):
         lost = isinstance(error, dist.DistError) or any(s in message.lower() for s in LOST_PEER_SIGNS)
         if not dist_info.enabled or not lost:
             raise
+        dist_info.lost_peers = True
         raise UserError(f"rank {dist_info.rank}: lost the other ranks (a collective failed or waited over "
                         f"collective_timeout_s={timeout_s:g}; did a rank die or hang?): {message[:200]}")
