@@ -4,6 +4,7 @@ checkpoints of full tensors that resume on 1 and on 2 processes under any shardi
 import shutil
 import subprocess
 
+import pytest
 import torch
 from train_fixtures import ONE_THREAD_ENV, one_thread, run_args, run_config, torchrun_command, write_dataset  # noqa: F401
 
@@ -55,3 +56,12 @@ def test_zero_and_fsdp_match_one_process_and_resume_across_shardings(tmp_path):
     assert_same_run(single8, load_checkpoint(tmp_path / "fsdp"))
     assert_same_run(single8, load_checkpoint(tmp_path / "resumed1"))
     assert not torch.allclose(single8["model"]["wte.weight"], single4["model"]["wte.weight"])  # it trained
+
+
+def test_unknown_shard_mode_is_one_line(tmp_path, capsys):
+    write_dataset(tmp_path / "data")
+    with pytest.raises(SystemExit) as exit:
+        train.main(run_args(tmp_path, shard="zero"))
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1
+    assert "shard must be one of 'none', 'optimizer', 'full'" in err
