@@ -7,7 +7,8 @@
                share, and broadcasts it. Saves (W - 1) / W of the optimizer state.
 - "full":      ZeRO-3 with FSDP2's fully_shard: each rank keeps 1/W of the weights, gradients and
                optimizer state; every block gathers its weights for its forward and backward and
-               reduce-scatters its gradients. Works on NCCL (GPU) and gloo (CPU) in torch >= 2.6.
+               reduce-scatters its gradients. Works on NCCL (GPU) and gloo (CPU) in torch >= 2.6;
+               not with float16 (GradScaler would see only this rank's gradient shard).
 
 Whatever the sharding, a checkpoint is one file of full tensors in the layout a single process
 writes (the model's state dict; AdamW's state dict keyed by parameter index), so it resumes on any
@@ -25,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from core.config import Config
 from core.errors import UserError
+from core.hardware import resolve_dtype
 from training.distributed import Distributed
 from training.optimization import make_optimizer, parameter_groups
 
@@ -92,6 +94,11 @@ def check_shard(cfg: Config, dist: Distributed) -> None:
     """Refuse a sharding this run cannot do, in one line, before anything is built."""
     if cfg.shard not in SHARD_MODES:
         raise UserError(f"shard must be one of {', '.join(map(repr, SHARD_MODES))}, got {cfg.shard!r}")
+    if cfg.shard == "full" and dist.enabled and resolve_dtype(cfg.dtype, dist.device) == "float16":
+        # GradScaler would look for inf/NaN in this rank's gradient shard only, and ranks could
+        # disagree on skipping a step; no sharded scaler is wired up for FSDP2 here.
+        raise UserError("shard='full' does not support float16 (loss scaling over sharded gradients); "
+                        "use shard='optimizer' on GPUs without bf16 (T4, V100), or dtype='bfloat16'")
     if cfg.shard == "full" and dist.enabled and cfg.eval_iters % dist.world_size:
         raise UserError(f"shard='full' needs eval_iters ({cfg.eval_iters}) to be a multiple of the number "
                         f"of processes ({dist.world_size}): every rank runs every sharded forward")
