@@ -222,6 +222,8 @@ def plan_for_model(cfg, model, target: Target, world_size: int, batch_size: int 
     items["logits and loss"] = plan.logits_chunked if chunked else plan.logits_unchunked
     if not target.is_cpu:
         items["framework reserve"] = FRAMEWORK_RESERVE_BYTES + int(ALLOCATOR_SLACK * sum(items.values()))
+    if shard == "full" and target.dtype == "float16":
+        plan.notes.append("train.py refuses shard='full' with float16 (see training/sharding.py)")
     if mcfg.dropout > 0:
         plan.notes.append("dropout > 0: its masks (1 byte per element) are not counted")
     if cfg.compile:
