@@ -8,6 +8,7 @@ import pytest
 import torch
 from train_fixtures import ONE_THREAD_ENV, one_thread, run_args, run_config, torchrun_command, write_dataset  # noqa: F401
 
+import check
 import train
 from core.checkpoint import load_checkpoint
 
@@ -37,7 +38,7 @@ def assert_same_run(a, b, rtol=1e-4, atol=1e-5):
     assert a["iter_num"] == b["iter_num"]
 
 
-def test_zero_and_fsdp_match_one_process_and_resume_across_shardings(tmp_path):
+def test_zero_and_fsdp_match_one_process_and_resume_across_shardings(tmp_path, capsys):
     write_dataset(tmp_path / "data")
     torchrun(tmp_path, 2, "zero", max_iters=4, shard="optimizer")  # ZeRO-1 for 4 steps, saved
     train.train(run_config(tmp_path, "single4", **{**RUN, "max_iters": 4}))
@@ -56,6 +57,8 @@ def test_zero_and_fsdp_match_one_process_and_resume_across_shardings(tmp_path):
     assert_same_run(single8, load_checkpoint(tmp_path / "fsdp"))
     assert_same_run(single8, load_checkpoint(tmp_path / "resumed1"))
     assert not torch.allclose(single8["model"]["wte.weight"], single4["model"]["wte.weight"])  # it trained
+    check.main([str(tmp_path / "fsdp")])  # an ordinary checkpoint to the tools that read one
+    assert "iter_num: 8" in capsys.readouterr().out
 
 
 def test_unknown_shard_mode_is_one_line(tmp_path, capsys):
