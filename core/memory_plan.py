@@ -18,7 +18,7 @@ the parameter count comes from the model built on the meta device):
   input and one block's activations exist again while it is recomputed;
 - logits and loss: at the start of the backward pass, the (B, T, V) log-softmax (saved, fp32), its
   gradient and the logits' gradient (fp32). With chunked loss only one chunk of positions holds
-  them at a time;
+  them at a time, plus the gradients it takes in the forward pass (of h, and of the vocab weights);
 - framework reserve (GPUs): the CUDA context and library workspaces (FRAMEWORK_RESERVE_BYTES) and the
   caching allocator's fragmentation (ALLOCATOR_SLACK of the allocations).
 
@@ -218,7 +218,12 @@ def plan_for_model(cfg, model, target: Target, world_size: int, batch_size: int 
     items["activations"] = (plan.activations_with_checkpointing if checkpointing
                             else plan.activations_without_checkpointing)
     plan.logits_unchunked = logits_bytes(tokens, mcfg.vocab_size)
-    plan.logits_chunked = logits_bytes(min(tokens, chunk), mcfg.vocab_size)
+    # models/chunked_loss.py takes each chunk's gradients in the forward pass and keeps them for the
+    # backward: the gradient of h (fp32) and of the vocab weights (wte, or recipe and basis).
+    vocab_weights = (mcfg.vocab_size * mcfg.n_signals + mcfg.n_signals * mcfg.n_embd
+                     if cfg.model.startswith("reflow") else mcfg.vocab_size * mcfg.n_embd)
+    plan.logits_chunked = (logits_bytes(min(tokens, chunk), mcfg.vocab_size) + tokens * mcfg.n_embd * 4
+                           + vocab_weights * 4)
     items["logits and loss"] = plan.logits_chunked if chunked else plan.logits_unchunked
     if not target.is_cpu:
         items["framework reserve"] = FRAMEWORK_RESERVE_BYTES + int(ALLOCATOR_SLACK * sum(items.values()))

