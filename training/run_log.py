@@ -9,13 +9,32 @@ log line every `log_interval` steps, and a line per evaluation:
 ms/step and tok/s average the steps since the previous log line (evaluation time left out).
 MFU is model FLOPs per second (`Transformer.flops_per_token`) over the peak of all devices
 (`core.hardware.peak_flops`; on CPU, a measured fp32 matmul).
+
+Every evaluation is also kept in out_dir/val_history.json, {"step": {"train": ..., "val": ...}}, so
+the loss curve of a run can be read back (studies plot it); a run from scratch starts it afresh,
+a resumed run continues it.
 """
+
+import json
+import os
+from pathlib import Path
 
 from tqdm import tqdm
 
 from core.config import Config
 from core.errors import UserError
 from core.hardware import peak_flops
+
+
+VAL_HISTORY_NAME = "val_history.json"
+
+
+def read_val_history(path: Path) -> dict[str, dict[str, float]]:
+    """A run's evaluations by step ({} when it has none, or the file is unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 class RunLog:
@@ -30,6 +49,8 @@ class RunLog:
         self.bar = tqdm(total=cfg.max_iters, initial=start_iter, unit="step", dynamic_ncols=True,
                         disable=None if enabled else True)
         self.wandb = start_wandb(cfg, wandb_run_id) if enabled and cfg.wandb_log else None
+        self.history_path = Path(cfg.out_dir) / VAL_HISTORY_NAME
+        self.history = read_val_history(self.history_path) if start_iter > 0 else {}
 
     @property
     def wandb_run_id(self) -> str | None:
@@ -60,6 +81,11 @@ class RunLog:
     def evaluation(self, iter_num: int, losses: dict[str, float], note: str = "") -> None:
         self.print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                    + (f" ({note})" if note else ""))
+        if self.enabled:
+            self.history[str(iter_num)] = {k: float(v) for k, v in losses.items()}
+            tmp = self.history_path.with_name(f".{VAL_HISTORY_NAME}.tmp")  # write, then rename: never half a file
+            tmp.write_text(json.dumps(self.history, indent=1))
+            os.replace(tmp, self.history_path)
         if self.wandb:
             self.wandb.log({"iter": iter_num, "train/loss_estimate": losses["train"],
                             "val/loss": losses["val"]}, step=iter_num)
