@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-POSTHOC_METHODS = ("none", "svd", "dictionary")  # the config key `posthoc`
+from core.config import POSTHOC_CHOICES as POSTHOC_METHODS  # the config key `posthoc`
+
 DICTIONARY_PASSES = 3  # passes over the coded rows while fitting the atoms (more: slower, barely better)
 DICTIONARY_BATCH = 256
 
