@@ -71,7 +71,7 @@ def ask() -> str:
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--compare"]:  # compare finished runs: the study command's comparison
-        from studying.compare_runs import compare_runs_main
+        from studying.compare import compare_runs_main
 
         return compare_runs_main(argv[1:])
     rest, ckpt, selection = split_args(argv)

@@ -129,7 +129,8 @@ class Context:
         if self.model.has_recipes or self.cfg.posthoc == "none":
             return self
         if "_signal_view" not in self.__dict__:
-            view = copy.copy(self)  # shares the cached text, vocabulary and reference
+            self.factorization  # noqa: B018  (computed on the model itself, before the copy shares it)
+            view = copy.copy(self)  # shares the cached text, vocabulary, factorization and reference
             view.model = FactorizedModel(self.model, self.factorization)
             view.__dict__["controls"] = [FactorizedModel(c, self.factorize(c)) for c in self.controls]
             self.__dict__["_signal_view"] = view

@@ -103,7 +103,8 @@ def run_study(study: Study) -> None:
                        f"--init_from={'resume' if resume else 'scratch'}"]
             log_event(study, event="train", run=key, from_step=steps or 0)
             progress.start_training(arm, seed, steps or 0)
-            run_child(command, run_dir / "train.log", progress.training_line)
+            run_child(command, run_dir / "train.log", progress.training_line,
+                      lambda pid: log_event(study, event="child", run=key, pid=pid))
             steps = trained_steps(run_dir)
             log_event(study, event="trained", run=key, steps=steps)
             progress.end_training(arm, seed)
@@ -115,12 +116,24 @@ def run_study(study: Study) -> None:
                        *study.command_overrides(arm, seed, include_evaluation=True)]
             log_event(study, event="experiments", run=key, arm=arm, experiments=missing)
             progress.start_experiments(arm, seed, missing)
-            run_child(command, run_dir / "experiments.log", progress.experiment_line)
+            run_child(command, run_dir / "experiments.log", progress.experiment_line,
+                      lambda pid: log_event(study, event="child", run=key, pid=pid))
             progress.end_experiments(arm, seed)
     progress.finish()
 
 
-def run_child(command: list[str], log_path: Path, on_line) -> None:
+def die_with_parent() -> None:
+    """In the child, on Linux: receive SIGTERM (train.py then saves) if the study process dies, even
+    by SIGKILL, instead of training on unwatched."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:  # not Linux: the child outlives a killed study, as any process would
+        pass
+
+
+def run_child(command: list[str], log_path: Path, on_line, on_start=lambda pid: None) -> None:
     """Run a script from the repository root, its output appended to log_path and each line shown to
     on_line. Ctrl-C or SIGTERM reaches the child as Ctrl-C (train.py then saves its checkpoint) and
     stops the study once the child has ended."""
@@ -128,8 +141,11 @@ def run_child(command: list[str], log_path: Path, on_line) -> None:
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
+        # Its own session: a Ctrl-C at the terminal reaches only the study, which passes on exactly one
+        # (a second would make train.py quit without saving).
         child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True, bufsize=1, start_new_session=True)
+                                 text=True, bufsize=1, start_new_session=True, preexec_fn=die_with_parent)
+        on_start(child.pid)
         stopped = []
 
         def stop(*_):
