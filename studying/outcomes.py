@@ -1,6 +1,9 @@
 """What each run of a study measured: its metric values, their random-init references, its loss curve.
 
-"val loss" is computed here, not read from training's own evaluations: those use eval windows
+Two metrics are computed here. "crystallization depth": for each of cfg.target_prompts, the first
+layer from which the logit lens ranks the target first through the last layer, as a fraction of the
+depth (0 = already after the embedding, 1 = only after the last layer); the mean over the prompts
+whose target the model predicts at all. "val loss" is not read from training's own evaluations: those use eval windows
 drawn from the run's seed, so two seeds would be scored on different text. Here every run is
 scored on the same text (the first audit_tokens tokens of val.bin, in block_size windows), and the
 same measure on a random-init model of the arm is its reference. Kept in RUN/study_val_loss.json.
@@ -32,6 +35,11 @@ VAL_LOSS_DEFINITION = ("mean next-token cross-entropy (nats) of the final checkp
                        "tokens of val.bin, in block_size windows: the same text for every run and arm. "
                        "Lower is better. Reference: the same on a random-init model of the arm.")
 VAL_LOSS_FILE = "study_val_loss.json"
+CRYSTALLIZATION = "crystallization depth"
+CRYSTALLIZATION_DEFINITION = ("for each target prompt, the first layer l from which the logit lens (final norm, "
+                              "vocab matrix) ranks the target #1 through the last layer, as l / n_layer (0: "
+                              "after the embedding, 1: only after the last layer); mean over the prompts whose "
+                              "target the model predicts (none: not measured). Lower: predictions form earlier.")
 EVAL_BATCH = 8  # windows per forward
 
 
@@ -87,6 +95,29 @@ def val_loss(run_dir: Path, cfg: Config) -> tuple[float, float]:
     return loss, random_loss
 
 
+@torch.no_grad()
+def crystallization_depth(run_dir: Path, cfg: Config) -> float | None:
+    """CRYSTALLIZATION_DEFINITION, on the run's checkpoint."""
+    from core.tokenizer import encode
+    from experiments.common import lens_logits
+
+    model = model_from_checkpoint(load_checkpoint(run_dir)).float().eval()
+    depths = []
+    for prompt, target in cfg.target_prompts:
+        ids, target_ids = encode(prompt), encode(target)
+        if not ids or len(target_ids) != 1:
+            continue
+        states = torch.stack([h[0, -1] for h in model.hidden_states(torch.tensor([ids]))])  # (L+1, C)
+        top = lens_logits(model, states).argmax(-1).tolist()
+        if top[-1] != target_ids[0]:
+            continue
+        first = len(top) - 1
+        while first > 0 and top[first - 1] == target_ids[0]:
+            first -= 1
+        depths.append(first / model.config.n_layer)
+    return float(np.mean(depths)) if depths else None
+
+
 def read_report_metrics(folder: Path, number: int) -> dict | None:
     path = folder / f"{number:02d}_{EXPERIMENTS[number].slug}.json"
     try:
@@ -104,9 +135,15 @@ def collect(run_dir: Path, cfg: Config, metrics: list[str]) -> RunOutcome:
         outcome.values[VAL_LOSS], outcome.random_init[VAL_LOSS] = val_loss(run_dir, cfg)
         outcome.definitions[VAL_LOSS] = VAL_LOSS_DEFINITION
         outcome.available.add(VAL_LOSS)
+    if CRYSTALLIZATION in metrics:
+        outcome.available.add(CRYSTALLIZATION)
+        outcome.definitions[CRYSTALLIZATION] = CRYSTALLIZATION_DEFINITION
+        depth = crystallization_depth(run_dir, cfg)
+        if depth is not None:
+            outcome.values[CRYSTALLIZATION] = depth
     folder = run_dir / reports_dir_name(cfg)
     for metric in metrics:
-        if metric == VAL_LOSS:
+        if metric in (VAL_LOSS, CRYSTALLIZATION):
             continue
         number, _, name = metric.partition(":")
         report = read_report_metrics(folder, int(number))

@@ -10,13 +10,14 @@
     metrics = ["val loss", "1:top-pair cosine", "2:active fraction"]
     comparisons = [("reflow", "reflow_topk"), ("reflow", "gpt2_new_svd")]
 
-A metric is "val loss" (computed by the study, see studying/outcomes.py) or "N:name", metric `name`
-of experiment N's report. Each (arm, seed) is trained as an ordinary run directory; arms that differ
+A metric is one the study computes itself ("val loss", "crystallization depth"; studying/outcomes.py)
+or "N:name", metric `name` of experiment N's report. Each (arm, seed) is trained as an ordinary run directory; arms that differ
 only in keys the training never reads (`posthoc`, ...) share their runs and differ in their reports.
 """
 
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from core.errors import UserError
 from experiments.registry import EXPERIMENTS
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-STUDY_METRICS = ("val loss",)  # computed by the study itself, not read from a report
+STUDY_METRICS = ("val loss", "crystallization depth")  # computed by the study (studying/outcomes.py)
 # Keys that only the experiments read: arms differing only in these share their trained runs.
 EVALUATION_KEYS = ("posthoc", "posthoc_active_fraction")
 # Every study run saves at each evaluation: the checkpoint is the run's last state (equal steps for every
@@ -116,9 +117,6 @@ def check_study(study: Study, path: str) -> None:
         raise UserError(f"{path}: base_config {study.base_config} not found")
     if not study.arms or not isinstance(study.arms, dict):
         raise UserError(f"{path}: arms must be a dict of arm name -> overrides, e.g. {{'reflow': {{}}}}")
-    hints = {f.name: f.type for f in dataclasses.fields(Config)}
-    import typing
-
     hints = typing.get_type_hints(Config)
     for arm, overrides in {"settings": study.settings, **study.arms}.items():
         if not ARM_NAME.match(arm):
@@ -141,8 +139,8 @@ def check_study(study: Study, path: str) -> None:
         if metric in STUDY_METRICS:
             continue
         if not sep or not number.strip().isdigit() or int(number) not in study.experiments:
-            raise UserError(f"{path}: metric {metric!r} must be 'val loss' or 'N:metric name' with N one of "
-                            f"the study's experiments {study.experiments}")
+            raise UserError(f"{path}: metric {metric!r} must be one of {', '.join(STUDY_METRICS)} or "
+                            f"'N:metric name' with N one of the study's experiments {study.experiments}")
     for pair in study.comparisons:
         if len(pair) != 2 or any(a not in study.arms for a in pair) or pair[0] == pair[1]:
             raise UserError(f"{path}: comparison {pair!r} must name two different arms of {list(study.arms)}")

@@ -12,6 +12,7 @@ values differ (p = 0, the limit of Welch's t), and do not when they are equal (p
 
 import math
 import statistics
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,7 +86,9 @@ def welch(a: list[float], b: list[float], metric: str = "", level: float = 0.95)
     var_a, var_b = a_arr.var(ddof=1) / n_a, b_arr.var(ddof=1) / n_b
     if var_a + var_b == 0:  # every seed gave the same value in both arms: the difference is exact
         return Difference(metric, n_a, n_b, diff, diff, diff, 0.0 if diff != 0 else 1.0)
-    result = stats.ttest_ind(b_arr, a_arr, equal_var=False)
+    with warnings.catch_warnings():  # near-equal values: scipy warns of precision, the test still holds
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_ind(b_arr, a_arr, equal_var=False)
     interval = result.confidence_interval(level)
     return Difference(metric, n_a, n_b, diff, float(interval.low), float(interval.high), float(result.pvalue))
 
