@@ -18,7 +18,8 @@ from studying.compare import compare_runs_main, compare_study
 from studying.runs import run_study
 from studying.spec import load_study
 
-USAGE = "usage: python study.py STUDY_FILE [--runs_dir=DIR] [--results_dir=DIR], or python study.py --runs RUN ..."
+USAGE = ("usage: python study.py STUDY_FILE [--runs_dir=DIR] [--results_dir=DIR], "
+         "or python study.py --runs RUN ...")
 
 
 @exit_on_user_error

@@ -51,14 +51,19 @@ def svd_factorization(embedding: torch.Tensor, rank: int) -> Factorization:
     U, sigma, Vh = torch.linalg.svd(E, full_matrices=False)
     recipes, basis = (U[:, :k] * sigma[:k]).float(), Vh[:k].float()
     capped = f" (capped from {rank} at C = {E.size(1)})" if k < rank else ""
-    return Factorization(recipes, basis, "svd",
-                         f"post-hoc truncated SVD of the embedding at rank {k}{capped}: recipes = U diag(sigma), "
-                         f"signals = the right singular vectors (relative error "
-                         f"{_error(E, recipes, basis):.3g}).")
+    return Factorization(
+        recipes,
+        basis,
+        "svd",
+        f"post-hoc truncated SVD of the embedding at rank {k}{capped}: recipes = U diag(sigma), "
+        f"signals = the right singular vectors (relative error "
+        f"{_error(E, recipes, basis):.3g}).",
+    )
 
 
-def dictionary_factorization(embedding: torch.Tensor, atoms: int, active_fraction: float, seed: int,
-                             rows: torch.Tensor | None = None) -> Factorization:
+def dictionary_factorization(
+    embedding: torch.Tensor, atoms: int, active_fraction: float, seed: int, rows: torch.Tensor | None = None
+) -> Factorization:
     """A sparse dictionary of `atoms` signals fitted to the rows `rows` of E (all rows if None), and
     those rows' recipes coded by orthogonal matching pursuit with round(active_fraction x atoms)
     nonzeros each; the other rows' recipes are 0. Coding every one of GPT-2's 50k rows would cost
@@ -73,8 +78,14 @@ def dictionary_factorization(embedding: torch.Tensor, atoms: int, active_fractio
     X = E[coded].numpy().astype(np.float64)
     nonzeros = max(1, round(active_fraction * atoms))
     learner = MiniBatchDictionaryLearning(
-        n_components=atoms, fit_algorithm="cd", transform_algorithm="omp", transform_n_nonzero_coefs=nonzeros,
-        batch_size=min(DICTIONARY_BATCH, len(X)), max_iter=DICTIONARY_PASSES, random_state=seed)
+        n_components=atoms,
+        fit_algorithm="cd",
+        transform_algorithm="omp",
+        transform_n_nonzero_coefs=nonzeros,
+        batch_size=min(DICTIONARY_BATCH, len(X)),
+        max_iter=DICTIONARY_PASSES,
+        random_state=seed,
+    )
     with warnings.catch_warnings():  # coordinate descent's early stops while fitting: atoms are still fine
         warnings.simplefilter("ignore", ConvergenceWarning)
         codes = learner.fit(X).transform(X)
@@ -82,11 +93,15 @@ def dictionary_factorization(embedding: torch.Tensor, atoms: int, active_fractio
     recipes[coded] = torch.from_numpy(codes).float()
     basis = torch.from_numpy(learner.components_).float()
     coverage = "every row" if rows is None else f"the {len(coded)} rows the experiments read (others 0)"
-    return Factorization(recipes, basis, "dictionary",
-                         f"post-hoc sparse dictionary of the embedding: {atoms} atoms (MiniBatchDictionaryLearning), "
-                         f"recipes coded by orthogonal matching pursuit with {nonzeros} nonzeros "
-                         f"({nonzeros / atoms:.1%} active) for {coverage} (relative error "
-                         f"{_error(E[coded], recipes[coded], basis):.3g}).")
+    return Factorization(
+        recipes,
+        basis,
+        "dictionary",
+        f"post-hoc sparse dictionary of the embedding: {atoms} atoms (MiniBatchDictionaryLearning), "
+        f"recipes coded by orthogonal matching pursuit with {nonzeros} nonzeros "
+        f"({nonzeros / atoms:.1%} active) for {coverage} (relative error "
+        f"{_error(E[coded], recipes[coded], basis):.3g}).",
+    )
 
 
 def _error(E: torch.Tensor, R: torch.Tensor, B: torch.Tensor) -> float:
@@ -96,13 +111,18 @@ def _error(E: torch.Tensor, R: torch.Tensor, B: torch.Tensor) -> float:
 
 def native_factorization(model) -> Factorization:
     """A reflow-family model's own recipes and basis."""
-    return Factorization(model.effective_recipe().detach(), model.basis.detach(), "native",
-                         "the model's own W_recipe and W_basis (native, trained as E = W_recipe @ W_basis).")
+    return Factorization(
+        model.effective_recipe().detach(),
+        model.basis.detach(),
+        "native",
+        "the model's own W_recipe and W_basis (native, trained as E = W_recipe @ W_basis).",
+    )
 
 
 @torch.no_grad()
-def factorize(model, method: str, signals: int, active_fraction: float, seed: int,
-              rows: torch.Tensor | None = None) -> Factorization | None:
+def factorize(
+    model, method: str, signals: int, active_fraction: float, seed: int, rows: torch.Tensor | None = None
+) -> Factorization | None:
     """The factorization the recipe experiments read on `model`: its own recipes when it has them,
     else the post-hoc `method` of its embedding (None for 'none')."""
     if model.has_recipes:

@@ -167,7 +167,8 @@ def context_for(ctx: Context, e: Experiment, report: Report) -> Context:
         ctx = ctx.in_signal_space()
         if ctx.factorization is not None and ctx.factorization.method != "native":
             report.define("factorization", f"recipes and signals of this {ctx.model_name} model: "
-                          f"{ctx.factorization.description} Its random-init controls are factorized the same way.")
+                          f"{ctx.factorization.description} Its random-init controls are factorized the "
+                          "same way.")
     if ctx.reference is not None:
         r = ctx.reference
         how = f"; its recipes: {r.factorization.description}" if r.factorization else ""

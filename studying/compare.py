@@ -32,13 +32,19 @@ def compare_study(study: Study, command: str) -> Path:
             runs.append(collect(study.run_dir(arm, seed), cfg, study.metrics))
         arms[arm] = runs
         overrides = study.arms[arm]
-        descriptions[arm] = (", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "the base config") + \
-            f"; seeds {study.seeds}"
+        descriptions[arm] = (
+            ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "the base config"
+        ) + f"; seeds {study.seeds}"
     check_metrics_exist(study.metrics, [r for runs in arms.values() for r in runs])
     shared = ", ".join(f"{k}={v!r}" for k, v in study.settings.items())
-    notes = [f"command: {command}", f"base config: {study.base_config}" + (f" with {shared}" if shared else ""),
-             f"runs in {study.runs_dir}"] + ([study.description] if study.description else [])
-    data = ComparisonInput(f"Study: {study.name}", arms, descriptions, study.metrics, study.comparisons, notes)
+    notes = [
+        f"command: {command}",
+        f"base config: {study.base_config}" + (f" with {shared}" if shared else ""),
+        f"runs in {study.runs_dir}",
+    ] + ([study.description] if study.description else [])
+    data = ComparisonInput(
+        f"Study: {study.name}", arms, descriptions, study.metrics, study.comparisons, notes
+    )
     return write_comparison(data, Path(study.results_dir))
 
 
@@ -76,8 +82,11 @@ def report_metrics(run_dir: Path, cfg: Config) -> list[str]:
     for n in EXPERIMENTS:
         report = read_report_metrics(run_dir / reports_dir_name(cfg), n)
         if report and not report.get("skipped"):
-            names += [f"{n}:{m['name']}" for m in report.get("metrics", [])
-                      if isinstance(m.get("value"), (int, float)) and not isinstance(m.get("value"), bool)]
+            names += [
+                f"{n}:{m['name']}"
+                for m in report.get("metrics", [])
+                if isinstance(m.get("value"), (int, float)) and not isinstance(m.get("value"), bool)
+            ]
     return names
 
 
@@ -87,17 +96,23 @@ def compare_runs(run_dirs: list[Path], out: Path, command: str) -> Path:
             raise UserError(f"{d} is not a run directory")
     arms = group_runs(run_dirs)
     if len(arms) < 2:
-        raise UserError(f"the {len(run_dirs)} runs share one config (one arm); give runs of at least two arms")
+        raise UserError(
+            f"the {len(run_dirs)} runs share one config (one arm); give runs of at least two arms"
+        )
     metrics = [VAL_LOSS]
     for runs in arms.values():
         for run_dir, cfg in runs:
             metrics += [m for m in report_metrics(run_dir, cfg) if m not in metrics]
     outcomes = {arm: [collect(d, cfg, metrics) for d, cfg in runs] for arm, runs in arms.items()}
     check_metrics_exist(metrics, [o for runs in outcomes.values() for o in runs])
-    descriptions = {arm: f"{len(runs)} runs: " + ", ".join(str(d) for d, _ in runs) for arm, runs in arms.items()}
+    descriptions = {
+        arm: f"{len(runs)} runs: " + ", ".join(str(d) for d, _ in runs) for arm, runs in arms.items()
+    }
     names = list(arms)
     pairs = list(itertools.combinations(names, 2)) if len(names) <= 4 else [(names[0], n) for n in names[1:]]
-    data = ComparisonInput("Comparison of runs", outcomes, descriptions, metrics, pairs, [f"command: {command}"])
+    data = ComparisonInput(
+        "Comparison of runs", outcomes, descriptions, metrics, pairs, [f"command: {command}"]
+    )
     return write_comparison(data, out)
 
 

@@ -53,24 +53,55 @@ def build(data: ComparisonInput) -> dict:
             values = [r.values[metric] for r in runs if metric in r.values]
             s = Summary(values)
             low, high = s.interval()
-            per_arm[arm] = {"values": values, "runs": [str(r.run_dir) for r in runs if metric in r.values],
-                            "mean": s.mean, "sd": s.sd, "n": s.n, "ci95": [low, high]}
+            per_arm[arm] = {
+                "values": values,
+                "runs": [str(r.run_dir) for r in runs if metric in r.values],
+                "mean": s.mean,
+                "sd": s.sd,
+                "n": s.n,
+                "ci95": [low, high],
+            }
             refs = [r.random_init[metric] for r in runs if metric in r.random_init]
             references[arm] = Summary(refs).mean if refs else None
-            definition = definition or next((r.definitions[metric] for r in runs if metric in r.definitions), "")
+            definition = definition or next(
+                (r.definitions[metric] for r in runs if metric in r.definitions), ""
+            )
         metrics.append({"name": metric, "definition": definition, "arms": per_arm, "random_init": references})
     comparisons = []
     for a, b in data.pairs:
         values_a = {m["name"]: m["arms"][a]["values"] for m in metrics}
         values_b = {m["name"]: m["arms"][b]["values"] for m in metrics}
         results = compare_arms(values_a, values_b)
-        comparisons.append({"a": a, "b": b, "results": [
-            {"metric": d.metric, "difference": d.difference, "ci95": [d.low, d.high], "p": d.p,
-             "p_holm": d.p_holm, "detected": d.detected, "n": [d.n_a, d.n_b], "verdict": d.verdict(a, b)}
-            for d in results]})
-    return {"title": data.title, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine(), "notes": data.notes, "rule": RULE, "arms": data.arm_descriptions,
-            "metrics": metrics, "comparisons": comparisons, "figures": figure_names(data)}
+        comparisons.append(
+            {
+                "a": a,
+                "b": b,
+                "results": [
+                    {
+                        "metric": d.metric,
+                        "difference": d.difference,
+                        "ci95": [d.low, d.high],
+                        "p": d.p,
+                        "p_holm": d.p_holm,
+                        "detected": d.detected,
+                        "n": [d.n_a, d.n_b],
+                        "verdict": d.verdict(a, b),
+                    }
+                    for d in results
+                ],
+            }
+        )
+    return {
+        "title": data.title,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "notes": data.notes,
+        "rule": RULE,
+        "arms": data.arm_descriptions,
+        "metrics": metrics,
+        "comparisons": comparisons,
+        "figures": figure_names(data),
+    }
 
 
 def machine() -> str:
@@ -105,24 +136,38 @@ def markdown(result: dict) -> str:
     out = [f"# {result['title']}", "", f"Written {result['created']} · machine: {result['machine']}", ""]
     out += [f"- {note}" for note in result["notes"]] + [""]
     out += ["## Arms", ""] + [f"- **{arm}**: {text}" for arm, text in result["arms"].items()] + [""]
-    out += ["## Metrics (mean ± sd over training seeds)", "",
-            "| metric | " + " | ".join(arms) + " | random init |", "|" + " --- |" * (len(arms) + 2)]
+    out += [
+        "## Metrics (mean ± sd over training seeds)",
+        "",
+        "| metric | " + " | ".join(arms) + " | random init |",
+        "|" + " --- |" * (len(arms) + 2),
+    ]
     for m in result["metrics"]:
         refs = ", ".join(f"{arm} {fmt(v)}" for arm, v in m["random_init"].items() if v is not None) or "—"
         out.append(f"| {m['name']} | " + " | ".join(cell(m["arms"][a]) for a in arms) + f" | {refs} |")
-    out += ["", "## Definitions", ""] + [f"- **{m['name']}**: {m['definition'] or '(see the report)'}"
-                                         for m in result["metrics"]]
+    out += ["", "## Definitions", ""] + [
+        f"- **{m['name']}**: {m['definition'] or '(see the report)'}" for m in result["metrics"]
+    ]
     out += ["", "## Comparisons", "", f"**Rule.** {result['rule']}", ""]
     for c in result["comparisons"]:
-        out += [f"### {c['a']} vs {c['b']}", "",
-                "| metric | difference (b - a) | 95% CI | p (Welch) | p (Holm) | verdict |",
-                "| --- | --- | --- | --- | --- | --- |"]
+        out += [
+            f"### {c['a']} vs {c['b']}",
+            "",
+            "| metric | difference (b - a) | 95% CI | p (Welch) | p (Holm) | verdict |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for r in c["results"]:
-            out.append(f"| {r['metric']} | {fmt(r['difference'])} | [{fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}] | "
-                       f"{fmt(r['p'])} | {fmt(r['p_holm'])} | {r['verdict']} |")
+            out.append(
+                f"| {r['metric']} | {fmt(r['difference'])} | [{fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}] | "
+                f"{fmt(r['p'])} | {fmt(r['p_holm'])} | {r['verdict']} |"
+            )
         out.append("")
     out += ["## Figures", ""] + [f"![{f}]({f})" for f in result["figures"]] + [""]
     return "\n".join(out)
+
+
+def random_init_text(metric: dict) -> str:
+    return ", ".join(f"{arm} {fmt(v)}" for arm, v in metric["random_init"].items() if v is not None) or "—"
 
 
 def page(result: dict) -> str:
@@ -133,32 +178,49 @@ def page(result: dict) -> str:
     rows = "".join(
         f"<tr><td><b>{e(m['name'])}</b><div class='meta'>{e(m['definition'])}</div></td>"
         + "".join(f"<td class='num'>{e(cell(m['arms'][a]))}</td>" for a in arms)
-        + f"<td class='num'>{e(', '.join(f'{a} {fmt(v)}' for a, v in m['random_init'].items() if v is not None))}"
-        "</td></tr>" for m in result["metrics"])
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{e(result['title'])}</title><style>{CSS}</style></head><body><main>",
-             f"<h1>{e(result['title'])}</h1>",
-             f"<div class='meta'>{e(result['created'])} · {e(result['machine'])}<br>"
-             + "<br>".join(e(n) for n in result["notes"]) + "</div>",
-             "<section><h2>Arms</h2><ul>" + "".join(f"<li><b>{e(a)}</b>: {e(t)}</li>"
-                                                    for a, t in result["arms"].items()) + "</ul></section>",
-             "<section><h2>Metrics</h2><p class='meta'>mean ± sd over training seeds (n)</p>"
-             f"<table><tr><th>metric</th>{head}<th>random init</th></tr>{rows}</table></section>",
-             f"<section><h2>Comparisons</h2><p class='meta'>{e(result['rule'])}</p>"]
+        + f"<td class='num'>{e(random_init_text(m))}"
+        "</td></tr>"
+        for m in result["metrics"]
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(result['title'])}</title><style>{CSS}</style></head><body><main>",
+        f"<h1>{e(result['title'])}</h1>",
+        f"<div class='meta'>{e(result['created'])} · {e(result['machine'])}<br>"
+        + "<br>".join(e(n) for n in result["notes"])
+        + "</div>",
+        "<section><h2>Arms</h2><ul>"
+        + "".join(f"<li><b>{e(a)}</b>: {e(t)}</li>" for a, t in result["arms"].items())
+        + "</ul></section>",
+        "<section><h2>Metrics</h2><p class='meta'>mean ± sd over training seeds (n)</p>"
+        f"<table><tr><th>metric</th>{head}<th>random init</th></tr>{rows}</table></section>",
+        f"<section><h2>Comparisons</h2><p class='meta'>{e(result['rule'])}</p>",
+    ]
     for c in result["comparisons"]:
         body = "".join(
             f"<tr><td>{e(r['metric'])}</td><td class='num'>{fmt(r['difference'])}</td>"
-            f"<td class='num'>[{fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}]</td><td class='num'>{fmt(r['p'])}</td>"
+            f"<td class='num'>[{fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}]</td>"
+            f"<td class='num'>{fmt(r['p'])}</td>"
             f"<td class='num'>{fmt(r['p_holm'])}</td>"
-            f"<td class='{'yes' if r['detected'] else 'none'}'>{e(r['verdict'])}</td></tr>" for r in c["results"])
-        parts.append(f"<h3>{e(c['a'])} vs {e(c['b'])}</h3><table><tr><th>metric</th><th>difference (b - a)</th>"
-                     f"<th>95% CI</th><th>p (Welch)</th><th>p (Holm)</th><th>verdict</th></tr>{body}</table>")
-    images = "".join(f'<a href="{e(f)}"><img src="{e(f)}" alt="{e(f)}" loading="lazy"></a>'
-                     for f in result["figures"])
-    parts += ["</section>", f"<section class='figures'><h2>Figures</h2>{images}</section>",
-              f"<p class='meta'><a href='{MARKDOWN_NAME}'>markdown</a> · <a href='{JSON_NAME}'>numbers (JSON)</a></p>",
-              "</main></body></html>"]
+            f"<td class='{'yes' if r['detected'] else 'none'}'>{e(r['verdict'])}</td></tr>"
+            for r in c["results"]
+        )
+        parts.append(
+            f"<h3>{e(c['a'])} vs {e(c['b'])}</h3><table><tr><th>metric</th><th>difference (b - a)</th>"
+            f"<th>95% CI</th><th>p (Welch)</th><th>p (Holm)</th><th>verdict</th></tr>{body}</table>"
+        )
+    images = "".join(
+        f'<a href="{e(f)}"><img src="{e(f)}" alt="{e(f)}" loading="lazy"></a>' for f in result["figures"]
+    )
+    parts += [
+        "</section>",
+        f"<section class='figures'><h2>Figures</h2>{images}</section>",
+        f"<p class='meta'><a href='{MARKDOWN_NAME}'>markdown</a> · "
+        f"<a href='{JSON_NAME}'>numbers (JSON)</a></p>",
+        "</main></body></html>",
+    ]
     return "\n".join(parts) + "\n"
 
 
@@ -184,8 +246,16 @@ def draw_figures(data: ComparisonInput, result: dict, folder: Path) -> None:
             ax.scatter([i] * s["n"], s["values"], color=f"C{i}", alpha=0.7, zorder=3)
             if s["n"] > 1:
                 low, high = s["ci95"]
-                ax.errorbar([i + 0.15], [s["mean"]], yerr=[[s["mean"] - low], [high - s["mean"]]], fmt="_",
-                            color="k", capsize=5, markersize=14, zorder=4)
+                ax.errorbar(
+                    [i + 0.15],
+                    [s["mean"]],
+                    yerr=[[s["mean"] - low], [high - s["mean"]]],
+                    fmt="_",
+                    color="k",
+                    capsize=5,
+                    markersize=14,
+                    zorder=4,
+                )
             ref = m["random_init"].get(arm)
             if ref is not None:
                 ax.scatter([i], [ref], marker="x", color="gray", zorder=2)
@@ -196,8 +266,14 @@ def draw_figures(data: ComparisonInput, result: dict, folder: Path) -> None:
     for i, (arm, runs) in enumerate(data.arms.items()):
         for j, run in enumerate(runs):
             steps = sorted(run.history)
-            ax.plot(steps, [run.history[s] for s in steps], color=f"C{i}", alpha=0.7, marker=".",
-                    label=arm if j == 0 else None)
+            ax.plot(
+                steps,
+                [run.history[s] for s in steps],
+                color=f"C{i}",
+                alpha=0.7,
+                marker=".",
+                label=arm if j == 0 else None,
+            )
     ax.set(xlabel="step", ylabel="val loss (training's evaluations)", title="Validation loss of every run")
     ax.legend()
     save_figure(fig, folder / CURVES_NAME)

@@ -3,7 +3,8 @@
 Two metrics are computed here. "crystallization depth": for each of cfg.target_prompts, the first
 layer from which the logit lens ranks the target first through the last layer, as a fraction of the
 depth (0 = already after the embedding, 1 = only after the last layer); the mean over the prompts
-whose target the model predicts at all. "val loss" is not read from training's own evaluations: those use eval windows
+whose target the model predicts at all. "val loss" is not read from training's own evaluations:
+those use eval windows
 drawn from the run's seed, so two seeds would be scored on different text. Here every run is
 scored on the same text (the first audit_tokens tokens of val.bin, in block_size windows), and the
 same measure on a random-init model of the arm is its reference. Kept in RUN/study_val_loss.json.
@@ -31,15 +32,19 @@ from models import ModelConfig, build_model
 from training.run_log import VAL_HISTORY_NAME, read_val_history
 
 VAL_LOSS = "val loss"
-VAL_LOSS_DEFINITION = ("mean next-token cross-entropy (nats) of the final checkpoint on the first audit_tokens "
-                       "tokens of val.bin, in block_size windows: the same text for every run and arm. "
-                       "Lower is better. Reference: the same on a random-init model of the arm.")
+VAL_LOSS_DEFINITION = (
+    "mean next-token cross-entropy (nats) of the final checkpoint on the first audit_tokens "
+    "tokens of val.bin, in block_size windows: the same text for every run and arm. "
+    "Lower is better. Reference: the same on a random-init model of the arm."
+)
 VAL_LOSS_FILE = "study_val_loss.json"
 CRYSTALLIZATION = "crystallization depth"
-CRYSTALLIZATION_DEFINITION = ("for each target prompt, the first layer l from which the logit lens (final norm, "
-                              "vocab matrix) ranks the target #1 through the last layer, as l / n_layer (0: "
-                              "after the embedding, 1: only after the last layer); mean over the prompts whose "
-                              "target the model predicts (none: not measured). Lower: predictions form earlier.")
+CRYSTALLIZATION_DEFINITION = (
+    "for each target prompt, the first layer l from which the logit lens (final norm, "
+    "vocab matrix) ranks the target #1 through the last layer, as l / n_layer (0: "
+    "after the embedding, 1: only after the last layer); mean over the prompts whose "
+    "target the model predicts (none: not measured). Lower: predictions form earlier."
+)
 EVAL_BATCH = 8  # windows per forward
 
 
@@ -90,8 +95,18 @@ def val_loss(run_dir: Path, cfg: Config) -> tuple[float, float]:
         random_model = build_model(cfg.model, ModelConfig(**checkpoint["model_args"])).float().eval()
     block = model.config.block_size
     loss, random_loss = text_loss(model, tokens, block), text_loss(random_model, tokens, block)
-    write_atomic(cache, json.dumps({"iter_num": checkpoint.get("iter_num"), "tokens": cfg.audit_tokens,
-                                    "loss": loss, "random_init": random_loss}) + "\n")
+    write_atomic(
+        cache,
+        json.dumps(
+            {
+                "iter_num": checkpoint.get("iter_num"),
+                "tokens": cfg.audit_tokens,
+                "loss": loss,
+                "random_init": random_loss,
+            }
+        )
+        + "\n",
+    )
     return loss, random_loss
 
 
@@ -129,8 +144,11 @@ def read_report_metrics(folder: Path, number: int) -> dict | None:
 def collect(run_dir: Path, cfg: Config, metrics: list[str]) -> RunOutcome:
     """The outcome of one finished, evaluated run for the study's metrics."""
     outcome = RunOutcome(run_dir)
-    outcome.history = {int(step): losses["val"] for step, losses in
-                       read_val_history(run_dir / VAL_HISTORY_NAME).items() if "val" in losses}
+    outcome.history = {
+        int(step): losses["val"]
+        for step, losses in read_val_history(run_dir / VAL_HISTORY_NAME).items()
+        if "val" in losses
+    }
     if VAL_LOSS in metrics:
         outcome.values[VAL_LOSS], outcome.random_init[VAL_LOSS] = val_loss(run_dir, cfg)
         outcome.definitions[VAL_LOSS] = VAL_LOSS_DEFINITION
@@ -165,11 +183,14 @@ def collect(run_dir: Path, cfg: Config, metrics: list[str]) -> RunOutcome:
 
 
 def check_metrics_exist(metrics: list[str], outcomes: list[RunOutcome]) -> None:
-    """A metric that no run's report holds is a mistake in the study file: say so, with the names there are."""
+    """A metric that no run's report holds is a mistake in the study file: say so, with the names
+    there are."""
     available = set().union(*(o.available for o in outcomes)) if outcomes else set()
     for metric in metrics:
         if metric not in available and any(o.available for o in outcomes):
             number = metric.partition(":")[0]
             names = sorted(m for m in available if m.startswith(f"{number}:"))
-            raise UserError(f"metric {metric!r} is in no run's report; experiment {number} reports: "
-                            f"{', '.join(names) or 'nothing (skipped or not run)'}")
+            raise UserError(
+                f"metric {metric!r} is in no run's report; experiment {number} reports: "
+                f"{', '.join(names) or 'nothing (skipped or not run)'}"
+            )

@@ -1,6 +1,7 @@
 """What a person sees of a study: which run and experiment it is on, and an estimate of the time left.
 
-    [train 2/9] reflow_topk seed 1: iter 120/700 | study: 2,140 of 6,300 steps, 11 of 45 experiments | ~38 min left
+    [train 2/9] reflow_topk seed 1: iter 120/700 | study: 2,140 of 6,300 steps, 11 of 45 experiments
+                | ~38 min left
 
 The estimate is this session's own pace: seconds per training step (from the runs' log lines) times
 the steps left, plus seconds per experiment times the experiments left; before the first
@@ -91,8 +92,10 @@ class Progress:
         steps, experiments = sum(self.steps_left.values()), sum(self.experiments_left.values())
         total_steps = len(self.steps_left) * self.max_iters
         total_experiments = len(self.runs) * len(self.study.experiments)
-        done = (f"study: {total_steps - steps:,} of {total_steps:,} steps, "
-                f"{total_experiments - experiments} of {total_experiments} experiments")
+        done = (
+            f"study: {total_steps - steps:,} of {total_steps:,} steps, "
+            f"{total_experiments - experiments} of {total_experiments} experiments"
+        )
         unknown = (steps and not self.step_count) or (experiments and not self.experiment_count)
         if unknown:
             return f"{done} | time left: measuring"
@@ -104,5 +107,8 @@ class Progress:
         return f"{done} | ~{seconds / 60:.0f} min left"
 
     def finish(self) -> None:
-        print(f"study {self.study.name}: every run trained and evaluated "
-              f"({(time.time() - self.started) / 60:.1f} min this session)", flush=True)
+        print(
+            f"study {self.study.name}: every run trained and evaluated "
+            f"({(time.time() - self.started) / 60:.1f} min this session)",
+            flush=True,
+        )

@@ -45,17 +45,39 @@ def check_same_training(study: Study, arm: str, seed: int) -> None:
     saved = load_checkpoint(run_dir).get("config", {})
     wanted = study.run_config(arm, seed).to_dict()
     ignored = set(EVALUATION_KEYS) | set(SEED_KEYS) - {"seed"} | {"always_save_checkpoint", "wandb_log"}
-    differences = [f"{k} {saved[k]!r} vs {v!r}" for k, v in wanted.items()
-                   if k in saved and k not in ignored and saved[k] != v and not k.startswith(EXPERIMENT_PREFIX)]
+    differences = [
+        f"{k} {saved[k]!r} vs {v!r}"
+        for k, v in wanted.items()
+        if k in saved and k not in ignored and saved[k] != v and not k.startswith(EXPERIMENT_PREFIX)
+    ]
     if differences:
-        raise UserError(f"{run_dir} was trained with other settings than the study asks (run vs study: "
-                        f"{'; '.join(differences[:4])}); delete it, or give --runs_dir=ANOTHER")
+        raise UserError(
+            f"{run_dir} was trained with other settings than the study asks (run vs study: "
+            f"{'; '.join(differences[:4])}); delete it, or give --runs_dir=ANOTHER"
+        )
 
 
 # Config keys from the experiments block never change a trained model.
-EXPERIMENT_PREFIX = ("probe_", "word_", "analog", "typo_", "target_", "positive_", "negative_", "steer_",
-                     "concept_", "hijack_", "audit_", "start", "num_samples", "max_new_tokens", "temperature",
-                     "top_k", "chat", "use_cache")
+EXPERIMENT_PREFIX = (
+    "probe_",
+    "word_",
+    "analog",
+    "typo_",
+    "target_",
+    "positive_",
+    "negative_",
+    "steer_",
+    "concept_",
+    "hijack_",
+    "audit_",
+    "start",
+    "num_samples",
+    "max_new_tokens",
+    "temperature",
+    "top_k",
+    "chat",
+    "use_cache",
+)
 
 
 def missing_experiments(study: Study, arm: str, seed: int, steps: int) -> list[int]:
@@ -88,8 +110,9 @@ def run_study(study: Study) -> None:
     progress = Progress(study, max_iters)
     for arm, seed in study.runs():
         steps = trained_steps(study.run_dir(arm, seed))
-        progress.note_done(arm, seed, steps or 0,
-                           missing_experiments(study, arm, seed, steps) if steps is not None else None)
+        progress.note_done(
+            arm, seed, steps or 0, missing_experiments(study, arm, seed, steps) if steps is not None else None
+        )
     trained = set()
     for arm, seed in study.runs():
         run_dir = study.run_dir(arm, seed)
@@ -98,26 +121,45 @@ def run_study(study: Study) -> None:
         steps = trained_steps(run_dir)
         if key not in trained and (steps is None or steps < target):
             resume = steps is not None
-            command = [sys.executable, "train.py", study.base_config,
-                       *study.command_overrides(arm, seed, include_evaluation=False),
-                       f"--init_from={'resume' if resume else 'scratch'}"]
+            command = [
+                sys.executable,
+                "train.py",
+                study.base_config,
+                *study.command_overrides(arm, seed, include_evaluation=False),
+                f"--init_from={'resume' if resume else 'scratch'}",
+            ]
             log_event(study, event="train", run=key, from_step=steps or 0)
             progress.start_training(arm, seed, steps or 0)
-            run_child(command, run_dir / "train.log", progress.training_line,
-                      lambda pid: log_event(study, event="child", run=key, pid=pid))
+            run_child(
+                command,
+                run_dir / "train.log",
+                progress.training_line,
+                lambda pid, key=key: log_event(study, event="child", run=key, pid=pid),
+            )
             steps = trained_steps(run_dir)
             log_event(study, event="trained", run=key, steps=steps)
             progress.end_training(arm, seed)
         trained.add(key)
         missing = missing_experiments(study, arm, seed, steps)
         if missing:
-            command = [sys.executable, "experiment.py", study.base_config, "--run", *map(str, missing),
-                       "--ckpt", str(run_dir / CHECKPOINT_NAME),
-                       *study.command_overrides(arm, seed, include_evaluation=True)]
+            command = [
+                sys.executable,
+                "experiment.py",
+                study.base_config,
+                "--run",
+                *map(str, missing),
+                "--ckpt",
+                str(run_dir / CHECKPOINT_NAME),
+                *study.command_overrides(arm, seed, include_evaluation=True),
+            ]
             log_event(study, event="experiments", run=key, arm=arm, experiments=missing)
             progress.start_experiments(arm, seed, missing)
-            run_child(command, run_dir / "experiments.log", progress.experiment_line,
-                      lambda pid: log_event(study, event="child", run=key, pid=pid))
+            run_child(
+                command,
+                run_dir / "experiments.log",
+                progress.experiment_line,
+                lambda pid, key=key: log_event(study, event="child", run=key, pid=pid),
+            )
             progress.end_experiments(arm, seed)
     progress.finish()
 
@@ -143,8 +185,16 @@ def run_child(command: list[str], log_path: Path, on_line, on_start=lambda pid: 
         log.flush()
         # Its own session: a Ctrl-C at the terminal reaches only the study, which passes on exactly one
         # (a second would make train.py quit without saving).
-        child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True, bufsize=1, start_new_session=True, preexec_fn=die_with_parent)
+        child = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         on_start(child.pid)
         stopped = []
 

@@ -11,8 +11,9 @@
     comparisons = [("reflow", "reflow_topk"), ("reflow", "gpt2_new_svd")]
 
 A metric is one the study computes itself ("val loss", "crystallization depth"; studying/outcomes.py)
-or "N:name", metric `name` of experiment N's report. Each (arm, seed) is trained as an ordinary run directory; arms that differ
-only in keys the training never reads (`posthoc`, ...) share their runs and differ in their reports.
+or "N:name", metric `name` of experiment N's report. Each (arm, seed) is trained as an ordinary run
+directory; arms that differ only in keys the training never reads (`posthoc`, ...) share their runs
+and differ in their reports.
 """
 
 import dataclasses
@@ -68,16 +69,26 @@ class Study:
 
     def run_config(self, arm: str, seed: int) -> Config:
         """The full config of one run (training and experiments): base file, settings, arm, seed."""
-        overrides = {**self.arm_overrides(arm), **STUDY_TRAINING, "seed": seed,
-                     "out_dir": str(self.run_dir(arm, seed)), "wandb_run_name": self.run_name(arm, seed)}
+        overrides = {
+            **self.arm_overrides(arm),
+            **STUDY_TRAINING,
+            "seed": seed,
+            "out_dir": str(self.run_dir(arm, seed)),
+            "wandb_run_name": self.run_name(arm, seed),
+        }
         return load_config(self.base_config, {k: repr(v) for k, v in overrides.items()})
 
     def command_overrides(self, arm: str, seed: int, include_evaluation: bool) -> list[str]:
         """--key=value arguments that turn base_config into this run's config, for train.py
         (include_evaluation False) or experiment.py (True)."""
         overrides = self.arm_overrides(arm) if include_evaluation else self.training_overrides(arm)
-        overrides = {**overrides, **STUDY_TRAINING, "seed": seed, "out_dir": str(self.run_dir(arm, seed)),
-                     "wandb_run_name": self.run_name(arm, seed)}
+        overrides = {
+            **overrides,
+            **STUDY_TRAINING,
+            "seed": seed,
+            "out_dir": str(self.run_dir(arm, seed)),
+            "wandb_run_name": self.run_name(arm, seed),
+        }
         return [f"--{k}={v!r}" if not isinstance(v, str) else f"--{k}={v}" for k, v in overrides.items()]
 
     def runs(self) -> list[tuple[str, int]]:
@@ -99,7 +110,9 @@ def load_study(path: str, overrides: dict[str, str] | None = None) -> Study:
             raise UserError(f"unknown study key {key!r} in {path}; a study sets {', '.join(sorted(fields))}")
     for key, value in (overrides or {}).items():
         if key not in ("runs_dir", "results_dir"):
-            raise UserError(f"unknown study option --{key}; study.py takes --runs_dir=DIR and --results_dir=DIR")
+            raise UserError(
+                f"unknown study option --{key}; study.py takes --runs_dir=DIR and --results_dir=DIR"
+            )
         values[key] = value
     missing = [k for k in REQUIRED if k not in values]
     if missing:
@@ -129,18 +142,23 @@ def check_study(study: Study, path: str) -> None:
             check_key(key, hints, source=path)
             check_type(key, value, hints[key], source=path)
     if len(study.seeds) < 2 or len(set(study.seeds)) != len(study.seeds):
-        raise UserError(f"{path}: seeds must be at least 2 distinct integers (3 or more for a claim), "
-                        f"got {study.seeds}")
+        raise UserError(
+            f"{path}: seeds must be at least 2 distinct integers (3 or more for a claim), got {study.seeds}"
+        )
     for n in study.experiments:
         if n not in EXPERIMENTS:
-            raise UserError(f"{path}: unknown experiment {n}; the experiments are numbered 1 to {max(EXPERIMENTS)}")
+            raise UserError(
+                f"{path}: unknown experiment {n}; the experiments are numbered 1 to {max(EXPERIMENTS)}"
+            )
     for metric in study.metrics:
         number, sep, _ = metric.partition(":")
         if metric in STUDY_METRICS:
             continue
         if not sep or not number.strip().isdigit() or int(number) not in study.experiments:
-            raise UserError(f"{path}: metric {metric!r} must be one of {', '.join(STUDY_METRICS)} or "
-                            f"'N:metric name' with N one of the study's experiments {study.experiments}")
+            raise UserError(
+                f"{path}: metric {metric!r} must be one of {', '.join(STUDY_METRICS)} or "
+                f"'N:metric name' with N one of the study's experiments {study.experiments}"
+            )
     for pair in study.comparisons:
         if len(pair) != 2 or any(a not in study.arms for a in pair) or pair[0] == pair[1]:
             raise UserError(f"{path}: comparison {pair!r} must name two different arms of {list(study.arms)}")

@@ -20,11 +20,13 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 ALPHA = 0.05
-RULE = (f"For each pair of arms and each metric: the difference of means (second arm minus first), its "
-        f"95% Welch confidence interval, and Welch's t-test (unequal variances) over the seeds. The "
-        f"p-values of one comparison's metrics are Holm-corrected together; a difference is called only "
-        f"when the corrected p < {ALPHA}, otherwise the report says \"no detectable difference at n = a vs "
-        f"b\". An arm with fewer than 2 values is not tested.")
+RULE = (
+    f"For each pair of arms and each metric: the difference of means (second arm minus first), its "
+    f"95% Welch confidence interval, and Welch's t-test (unequal variances) over the seeds. The "
+    f"p-values of one comparison's metrics are Holm-corrected together; a difference is called only "
+    f'when the corrected p < {ALPHA}, otherwise the report says "no detectable difference at n = a vs '
+    f'b". An arm with fewer than 2 values is not tested.'
+)
 
 
 @dataclass
@@ -93,7 +95,9 @@ def welch(a: list[float], b: list[float], metric: str = "", level: float = 0.95)
     return Difference(metric, n_a, n_b, diff, float(interval.low), float(interval.high), float(result.pvalue))
 
 
-def compare_arms(a: dict[str, list[float]], b: dict[str, list[float]], alpha: float = ALPHA) -> list[Difference]:
+def compare_arms(
+    a: dict[str, list[float]], b: dict[str, list[float]], alpha: float = ALPHA
+) -> list[Difference]:
     """Welch test per metric (the metrics both arms have), Holm-corrected across those metrics."""
     differences = [welch(a[m], b[m], m) for m in a if m in b]
     testable = [d for d in differences if not math.isnan(d.p)]

@@ -19,9 +19,21 @@ from studying.spec import load_study
 REPO = Path(__file__).resolve().parent.parent
 VOCAB = 1024
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-TRAINING = dict(batch_size=4, gradient_accumulation_steps=1, learning_rate=3e-3, warmup_iters=1, max_iters=6,
-                lr_decay_iters=6, min_lr=3e-4, eval_interval=3, eval_iters=2, log_interval=1, dtype="float32",
-                max_new_tokens=0, compile=False)
+TRAINING = dict(
+    batch_size=4,
+    gradient_accumulation_steps=1,
+    learning_rate=3e-3,
+    warmup_iters=1,
+    max_iters=6,
+    lr_decay_iters=6,
+    min_lr=3e-4,
+    eval_interval=3,
+    eval_iters=2,
+    log_interval=1,
+    dtype="float32",
+    max_new_tokens=0,
+    compile=False,
+)
 
 
 def write_workspace(root: Path) -> Path:
@@ -37,14 +49,14 @@ def write_workspace(root: Path) -> Path:
     (root / "base.py").write_text("".join(f"{k} = {v!r}\n" for k, v in base.items()))
     study_file = root / "tiny_study.py"
     study_file.write_text(f"""
-base_config = {str(root / 'base.py')!r}
+base_config = {str(root / "base.py")!r}
 arms = {{"reflow": {{}}, "gpt2_new_svd": {{"model": "gpt2-new", "posthoc": "svd"}}}}
 seeds = [1, 2]
 experiments = [3]
 metrics = ["val loss", "3:effective rank", "crystallization depth"]
 comparisons = [("reflow", "gpt2_new_svd")]
-runs_dir = {str(root / 'runs')!r}
-results_dir = {str(root / 'results')!r}
+runs_dir = {str(root / "runs")!r}
+results_dir = {str(root / "results")!r}
 """)
     return study_file
 
@@ -100,8 +112,11 @@ def test_the_study_finishes_without_retraining_finished_runs(killed_and_finished
         run = study.run_dir(arm, seed)
         assert json.loads((run / "val_history.json").read_text()).keys() == {"0", "3", "6"}
     # the two gpt2-new arms' runs were read through the post-hoc SVD, in their own reports folder
-    report = json.loads((study.run_dir("gpt2_new_svd", 1) / "audit_reports_posthoc_svd" /
-                         "03_basis_geometry.json").read_text())
+    report = json.loads(
+        (
+            study.run_dir("gpt2_new_svd", 1) / "audit_reports_posthoc_svd" / "03_basis_geometry.json"
+        ).read_text()
+    )
     assert report["skipped"] is None and "post-hoc truncated SVD" in report["definitions"]["factorization"]
     assert "time left" in output or "min left" in output
 
@@ -110,7 +125,11 @@ def test_the_comparison_is_written_with_every_part(killed_and_finished):
     root, study, *_ = killed_and_finished
     results = root / "results"
     comparison = json.loads((results / "comparison.json").read_text())
-    assert [m["name"] for m in comparison["metrics"]] == ["val loss", "3:effective rank", "crystallization depth"]
+    assert [m["name"] for m in comparison["metrics"]] == [
+        "val loss",
+        "3:effective rank",
+        "crystallization depth",
+    ]
     for m in comparison["metrics"][:2]:
         for arm in ("reflow", "gpt2_new_svd"):
             assert m["arms"][arm]["n"] == 2 and len(m["arms"][arm]["values"]) == 2
@@ -125,7 +144,9 @@ def test_the_comparison_is_written_with_every_part(killed_and_finished):
     assert "Holm" in (results / "comparison.md").read_text()
 
 
-def test_a_rerun_of_a_finished_study_trains_nothing_and_compare_reads_runs_as_they_are(killed_and_finished, tmp_path):
+def test_a_rerun_of_a_finished_study_trains_nothing_and_compare_reads_runs_as_they_are(
+    killed_and_finished, tmp_path
+):
     root, study, *_ = killed_and_finished
     before = len(events(root))
     study_script.main([str(root / "tiny_study.py")])
@@ -140,10 +161,11 @@ def test_a_rerun_of_a_finished_study_trains_nothing_and_compare_reads_runs_as_th
 def test_study_file_mistakes_are_one_line(tmp_path, capsys):
     study_file = write_workspace(tmp_path)
     text = study_file.read_text()
-    for bad, expected in [('metrics = ["val loss", "3:effective rank", "crystallization depth"]',
-                           'metrics = ["9:x"]'),
-                          ('seeds = [1, 2]', 'seeds = [1]'),
-                          ('"posthoc": "svd"', '"posthoc": "pca"')]:
+    for bad, expected in [
+        ('metrics = ["val loss", "3:effective rank", "crystallization depth"]', 'metrics = ["9:x"]'),
+        ("seeds = [1, 2]", "seeds = [1]"),
+        ('"posthoc": "svd"', '"posthoc": "pca"'),
+    ]:
         study_file.write_text(text.replace(bad, expected))
         with pytest.raises(SystemExit) as exit_info:
             study_script.main([str(study_file)])
@@ -154,7 +176,8 @@ def test_study_file_mistakes_are_one_line(tmp_path, capsys):
 
 def test_runs_of_one_arm_differ_in_the_seed_and_nothing_else_that_training_reads(tmp_path):
     """The seed sets init (torch.manual_seed(seed) in train.load_model), data order (seed_for(seed, step))
-    and dropout (seed_for(seed, 'dropout', step, rank)); the study changes only it, and where the run lives."""
+    and dropout (seed_for(seed, 'dropout', step, rank)); the study changes only it, and where the
+    run lives."""
     study = load_study(str(write_workspace(tmp_path)))
     for arm in study.arms:
         one, two = (study.run_config(arm, seed).to_dict() for seed in study.seeds)

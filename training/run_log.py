@@ -25,7 +25,6 @@ from core.config import Config
 from core.errors import UserError
 from core.hardware import peak_flops
 
-
 VAL_HISTORY_NAME = "val_history.json"
 
 
@@ -83,7 +82,8 @@ class RunLog:
                    + (f" ({note})" if note else ""))
         if self.enabled:
             self.history[str(iter_num)] = {k: float(v) for k, v in losses.items()}
-            tmp = self.history_path.with_name(f".{VAL_HISTORY_NAME}.tmp")  # write, then rename: never half a file
+            # Written, then renamed: never half a file.
+            tmp = self.history_path.with_name(f".{VAL_HISTORY_NAME}.tmp")
             tmp.write_text(json.dumps(self.history, indent=1))
             os.replace(tmp, self.history_path)
         if self.wandb:
