@@ -19,7 +19,10 @@ arms = {
     "gpt2_new_dictionary": {"model": "gpt2-new", "posthoc": "dictionary", "posthoc_active_fraction": 0.11},
 }
 seeds = [1, 2, 3]
-experiments = [1, 2, 3, 4, 5, 8, 9, 14]
+# Not yet 9 (Causal Ablation): its readout-only form asserts that the signals' readout equals the logits,
+# which holds for reflow and a full-rank SVD but only approximately for a sparse dictionary. Add 9 and
+# its metrics ("9:logit share", ...) once the ablation acts in the forward pass (issue 12).
+experiments = [1, 2, 3, 4, 5, 8, 14]
 metrics = [
     "val loss",
     "1:top-pair cosine",
@@ -29,8 +32,6 @@ metrics = [
     "4:silhouette",
     "5:MRR",
     "8:energy share",
-    "9:logit share",
-    "9:probability drop",
     "14:median selectivity",
 ]
 comparisons = [("reflow", "gpt2_new_svd"), ("reflow", "gpt2_new_dictionary")]

@@ -73,3 +73,44 @@ def test_native_models_keep_their_own_recipes_and_none_means_no_factorization():
     assert f.method == "native" and f.recipes is not None
     torch.testing.assert_close(f.recipes, reflow.effective_recipe())
     assert factorize(tiny_model("gpt2"), "none", signals=16, active_fraction=0.1, seed=0) is None
+
+
+def test_recipe_experiments_run_on_gpt2_new_through_a_posthoc_factorization(tmp_path, capsys):
+    import json
+
+    import pytest
+    from experiment_workspace import make_run
+
+    import experiment
+
+    config_file, cfg = make_run(tmp_path, "gpt2-new")
+    with pytest.raises(SystemExit) as refused:  # asked by number, without a factorization: one line
+        experiment.main([str(config_file), "--run", "2"])
+    assert refused.value.code == 2 and "--posthoc=svd" in capsys.readouterr().err
+    experiment.main([str(config_file), "--run", "2", "3", "--posthoc=dictionary"])
+    folder = tmp_path / "gpt2-new" / "audit_reports_posthoc_dictionary"
+    for name in ("02_sparsity_profile.json", "03_basis_geometry.json"):
+        report = json.loads((folder / name).read_text())
+        assert report["skipped"] is None
+        assert "sparse dictionary" in report["definitions"]["factorization"]
+    assert not (tmp_path / "gpt2-new" / "audit_reports" / "02_sparsity_profile.json").exists()
+
+
+def test_a_trained_reference_joins_the_context_with_its_factorization(tmp_path):
+    import json
+
+    from experiment_workspace import make_run
+
+    import experiment
+    from core.config import load_config
+    from experiments.context import load_context
+
+    config_file, _ = make_run(tmp_path, "reflow")
+    _, reference_cfg = make_run(tmp_path, "gpt2-new", seed=3)
+    ctx = load_context(load_config(str(config_file)), reference=reference_cfg.out_dir)
+    r = ctx.reference
+    assert r.model_name == "gpt2-new" and r.factorization.method == "svd"  # no --posthoc: SVD
+    assert r.signal_model.has_recipes and not r.model.has_recipes
+    experiment.main([str(config_file), "--run", "3", "--reference", reference_cfg.out_dir])
+    report = json.loads((tmp_path / "reflow" / "audit_reports" / "03_basis_geometry.json").read_text())
+    assert "gpt2-new" in report["definitions"]["trained reference"]
