@@ -16,7 +16,7 @@ from core.config import Config, from_dict, parse_args
 from core.errors import UserError
 from experiments.context import reports_dir_name
 from studying.comparison import ComparisonInput, write_comparison
-from studying.outcomes import VAL_LOSS, check_metrics_exist, collect, read_report_metrics
+from studying.outcomes import VAL_LOSS, bigram_loss, check_metrics_exist, collect, read_report_metrics
 from studying.spec import SEED_KEYS, Study
 
 RUN_KEYS = set(SEED_KEYS) | {"always_save_checkpoint", "wandb_log", "wandb_project", "eval_only"}
@@ -42,10 +42,27 @@ def compare_study(study: Study, command: str) -> Path:
         f"base config: {study.base_config}" + (f" with {shared}" if shared else ""),
         f"runs in {study.runs_dir}",
     ] + ([study.description] if study.description else [])
+    notes += floor_notes(study.run_config(next(iter(study.arms)), study.seeds[0]), arms)
     data = ComparisonInput(
         f"Study: {study.name}", arms, descriptions, study.metrics, study.comparisons, notes
     )
     return write_comparison(data, Path(study.results_dir))
+
+
+def floor_notes(cfg: Config, arms: dict) -> list[str]:
+    """Whether each arm learned more than a bigram model: an arm that did not has little to compare."""
+    floor = bigram_loss(cfg)
+    if floor is None:
+        return []
+    lines = [f"bigram floor: {floor:.4g} nats on the same val text (train.bin counts, interpolated with "
+             "unigrams at the weight that suits the text best)"]
+    for arm, runs in arms.items():
+        losses = [r.values[VAL_LOSS] for r in runs if VAL_LOSS in r.values]
+        if losses:
+            mean = sum(losses) / len(losses)
+            verdict = "clears it" if mean < floor else "does NOT clear it: its other metrics say little"
+            lines.append(f"{arm}: mean val loss {mean:.4g}, {verdict}")
+    return lines
 
 
 def run_config(run_dir: Path) -> Config:

@@ -133,6 +133,31 @@ def crystallization_depth(run_dir: Path, cfg: Config) -> float | None:
     return float(np.mean(depths)) if depths else None
 
 
+BIGRAM_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # interpolation weights tried; the best one is kept
+
+
+def bigram_loss(cfg: Config) -> float | None:
+    """The floor a study's models must clear: cross-entropy on the study's val text of a bigram model
+    counted on train.bin, interpolated with add-one unigrams, p = w c(a b)/c(a) + (1 - w) p1(b), with
+    the weight w that suits this very text best (a generous floor). None without train.bin."""
+    folder = Path(cfg.data_dir) / cfg.dataset
+    if not (folder / "train.bin").is_file() or not (folder / "val.bin").is_file():
+        return None
+    train = np.fromfile(folder / "train.bin", dtype=np.uint16).astype(np.int64)
+    val = np.fromfile(folder / "val.bin", dtype=np.uint16)[: cfg.audit_tokens + 1].astype(np.int64)
+    V = int(max(train.max(), val.max())) + 1
+    unigram = (np.bincount(train, minlength=V) + 1) / (len(train) + V)
+    pairs, counts = np.unique(train[:-1] * V + train[1:], return_counts=True)
+    wanted = val[:-1] * V + val[1:]
+    at = np.clip(np.searchsorted(pairs, wanted), 0, len(pairs) - 1)
+    pair_counts = np.where(pairs[at] == wanted, counts[at], 0)
+    previous = np.bincount(train[:-1], minlength=V)[val[:-1]]
+    conditional = np.where(previous > 0, pair_counts / np.maximum(previous, 1), 0.0)
+    losses = [-np.mean(np.log(np.where(previous > 0, w * conditional + (1 - w) * unigram[val[1:]],
+                                       unigram[val[1:]]))) for w in BIGRAM_WEIGHTS]
+    return float(min(losses))
+
+
 def read_report_metrics(folder: Path, number: int) -> dict | None:
     path = folder / f"{number:02d}_{EXPERIMENTS[number].slug}.json"
     try:
