@@ -142,6 +142,8 @@ def test_the_comparison_is_written_with_every_part(killed_and_finished):
     for name in ["comparison.md", "index.html", "val_loss_curves.png", *comparison["figures"]]:
         assert (results / name).is_file(), name
     assert "Holm" in (results / "comparison.md").read_text()
+    assert any(note.startswith("bigram floor: ") for note in comparison["notes"])
+    assert any(note.startswith("reflow: mean val loss") for note in comparison["notes"])
 
 
 def test_a_rerun_of_a_finished_study_trains_nothing_and_compare_reads_runs_as_they_are(
