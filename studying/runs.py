@@ -28,6 +28,10 @@ from studying.spec import EVALUATION_KEYS, SEED_KEYS, Study
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_NAME = "study_log.jsonl"
+# Config keys of sampling and the experiments never change a trained model.
+EXPERIMENT_PREFIX = ("probe_", "word_", "analog", "typo_", "target_", "positive_", "negative_", "steer_",
+                     "concept_", "hijack_", "audit_", "start", "num_samples", "max_new_tokens", "temperature",
+                     "top_k", "chat", "use_cache")
 
 
 def trained_steps(run_dir: Path) -> int | None:
@@ -55,29 +59,6 @@ def check_same_training(study: Study, arm: str, seed: int) -> None:
             f"{run_dir} was trained with other settings than the study asks (run vs study: "
             f"{'; '.join(differences[:4])}); delete it, or give --runs_dir=ANOTHER"
         )
-
-
-# Config keys from the experiments block never change a trained model.
-EXPERIMENT_PREFIX = (
-    "probe_",
-    "word_",
-    "analog",
-    "typo_",
-    "target_",
-    "positive_",
-    "negative_",
-    "steer_",
-    "concept_",
-    "hijack_",
-    "audit_",
-    "start",
-    "num_samples",
-    "max_new_tokens",
-    "temperature",
-    "top_k",
-    "chat",
-    "use_cache",
-)
 
 
 def missing_experiments(study: Study, arm: str, seed: int, steps: int) -> list[int]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from experiment_workspace import SETTINGS
 
+import experiment
 import study as study_script
 from core.tokenizer import encode
 from studying.spec import load_study
@@ -158,6 +159,9 @@ def test_a_rerun_of_a_finished_study_trains_nothing_and_compare_reads_runs_as_th
     comparison = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert set(comparison["arms"]) == {"model=reflow", "model=gpt2-new"}
     assert "3:effective rank" in [m["name"] for m in comparison["metrics"]]
+    experiment.main(["--compare", *runs, f"--out={tmp_path / 'cmp2'}"])  # the same from experiment.py
+    again = json.loads((tmp_path / "cmp2" / "comparison.json").read_text())
+    assert again["metrics"] == comparison["metrics"]
 
 
 def test_study_file_mistakes_are_one_line(tmp_path, capsys):
