@@ -43,6 +43,7 @@ class Progress:
         self.current_arm = (arm, seed)
         self.current = f"[train {self.position(arm, seed)}] {arm} seed {seed}"
         self.last_step = None
+        self.run_start, self.run_from, self.run_paced = time.time(), from_step, self.step_count
         start = f"resuming at step {from_step}" if from_step else "from scratch"
         print(f"{self.current}: training {start} | {self.eta()}", flush=True)
 
@@ -60,7 +61,11 @@ class Progress:
         elif line.startswith(("step ", "stopped", "error", "non-finite")):
             print(f"{self.current}: {line}", flush=True)
 
-    def end_training(self, arm: str, seed: int) -> None:
+    def end_training(self, arm: str, seed: int, steps: int | None) -> None:
+        """A run too short to print log lines still gives a pace: its whole time over its steps."""
+        if self.step_count == self.run_paced and steps and steps > self.run_from:
+            self.step_seconds.append(time.time() - self.run_start)
+            self.step_count += steps - self.run_from
         self.steps_left[self.study.run_name(arm, seed)] = 0
 
     @property

@@ -119,7 +119,7 @@ def run_study(study: Study) -> None:
             )
             steps = trained_steps(run_dir)
             log_event(study, event="trained", run=key, steps=steps)
-            progress.end_training(arm, seed)
+            progress.end_training(arm, seed, steps)
         trained.add(key)
         missing = missing_experiments(study, arm, seed, steps)
         if missing:
