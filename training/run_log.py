@@ -12,13 +12,31 @@ MFU is model FLOPs per second (`Transformer.flops_per_token`) over the peak of a
 which does not depend on what else runs). The first log line says which peak. MFU is never shown
 above 100%: a figure that high means the peak was underestimated (a CPU clock above the one it
 lists), and the line says so instead.
+
+Every evaluation is also kept in out_dir/val_history.json, {"step": {"train": ..., "val": ...}}, so
+the loss curve of a run can be read back (studies plot it); a run from scratch starts it afresh,
+a resumed run continues it.
 """
+
+import json
+import os
+from pathlib import Path
 
 from tqdm import tqdm
 
 from core.config import Config
 from core.errors import UserError
 from core.hardware import peak_flops_and_source
+
+VAL_HISTORY_NAME = "val_history.json"
+
+
+def read_val_history(path: Path) -> dict[str, dict[str, float]]:
+    """A run's evaluations by step ({} when it has none, or the file is unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 class RunLog:
@@ -33,6 +51,8 @@ class RunLog:
         self.bar = tqdm(total=cfg.max_iters, initial=start_iter, unit="step", dynamic_ncols=True,
                         disable=None if enabled else True)
         self.wandb = start_wandb(cfg, wandb_run_id) if enabled and cfg.wandb_log else None
+        self.history_path = Path(cfg.out_dir) / VAL_HISTORY_NAME
+        self.history = read_val_history(self.history_path) if start_iter > 0 else {}
         self.regularizers = None  # set by train.py when regularizer terms join the loss
 
     @property
@@ -71,6 +91,12 @@ class RunLog:
         self.print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                    + (f", val {self.regularizers.describe(terms)}" if terms and self.regularizers else "")
                    + (f" ({note})" if note else ""))
+        if self.enabled:
+            self.history[str(iter_num)] = {k: float(v) for k, v in losses.items()}
+            # Written, then renamed: never half a file.
+            tmp = self.history_path.with_name(f".{VAL_HISTORY_NAME}.tmp")
+            tmp.write_text(json.dumps(self.history, indent=1))
+            os.replace(tmp, self.history_path)
         if self.wandb:
             self.wandb.log({"iter": iter_num, "train/loss_estimate": losses["train"],
                             "val/loss": losses["val"], **{f"val/{n}": v for n, v in terms.items()}},
