@@ -74,8 +74,12 @@ class ExplorerPage:
         self.page.locator(f"#{element_id}").get_by_text(option, exact=True).click()
 
     def press(self, button_id: str) -> None:
-        """Click a button and wait until every output has its answer (no progress shown)."""
+        """Click a button and wait until every output has its answer."""
         self.page.locator(f"#{button_id}").click()
+        self.wait_until_answered()
+
+    def wait_until_answered(self) -> None:
+        """Wait until no output shows Gradio's progress indicator."""
         busy = "[data-testid=status-tracker]:not(.hide)"
         with contextlib.suppress(Exception):  # a quick answer may come before we look
             self.page.wait_for_selector(busy, timeout=2000)
@@ -85,9 +89,9 @@ class ExplorerPage:
         return self.page.locator(f"#{element_id}").inner_text()
 
     def table(self, element_id: str) -> list[list[str]]:
-        """The body rows of a Dataframe output, cell texts."""
-        rows = self.page.locator(f"#{element_id} tbody tr")
-        return [[cell.strip() for cell in rows.nth(i).locator("td").all_inner_texts()]
+        """The body rows of a Dataframe output, as cell texts."""
+        rows = self.page.locator(f"#{element_id} [role=row]:has([role=gridcell])")
+        return [[cell.strip() for cell in rows.nth(i).locator("[role=gridcell]").all_inner_texts()]
                 for i in range(rows.count())]
 
     # --- the tabs' actions ---------------------------------------------------------------------
