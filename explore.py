@@ -1,8 +1,8 @@
-"""Explore a checkpoint in the browser: generate, tokens and their recipes, signals, logit lens, interventions.
+"""Explore a checkpoint in the browser: generation, tokens and recipes, signals, logit lens, interventions.
 
-    python explore.py config/train_shakespeare_reflow.py                 # out_dir/ckpt.pt, http://127.0.0.1:7860
+    python explore.py config/train_shakespeare_reflow.py                 # out_dir/ckpt.pt on 127.0.0.1:7860
     python explore.py config/train_shakespeare_reflow.py --ckpt out/other/ckpt.pt --port 7861
-    python explore.py config/train_shakespeare_reflow.py --benchmark     # time start-up and each view, then exit
+    python explore.py config/train_shakespeare_reflow.py --benchmark     # time start-up and each view
 
 The page works with no network (no analytics, no external assets, no share link) and listens on
 127.0.0.1 unless --host says otherwise. Any --key=value overrides a config key, as in the other scripts.

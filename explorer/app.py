@@ -68,7 +68,8 @@ def guarded_stream(outputs: int):
 def header(state: ExplorerState) -> str:
     trained = f", step {state.iter_num}" if state.iter_num is not None else ""
     return (f"## reFlow explorer: {state.model_name}\n`{state.checkpoint}`{trained}; "
-            f"{state.n_layer} layers, context {state.model.config.block_size}, vocabulary {state.vocab_size}. "
+            f"{state.n_layer} layers, context {state.model.config.block_size}, "
+            f"vocabulary {state.vocab_size}. "
             f"Recipes and signals: {state.factorization_note}.")
 
 
@@ -99,12 +100,11 @@ def generate(state: ExplorerState, text, temperature, top_k, max_tokens, seed):
 @guarded(outputs=2)
 def show_token(state: ExplorerState, text):
     card = views.token_card(state, text)
-    notes = [card.note] if card.note else []
     if state.factorization is None:
-        notes.append(f"no recipe chart: {state.factorization_note}")
+        card.note = "; ".join(filter(None, [card.note, f"no recipe chart: {state.factorization_note}"]))
     order = [f"s{s}" for s, _ in card.recipe]  # strongest first, not alphabetical
     plot = gr.BarPlot(render.recipe_bars(card), sort=order) if card.recipe else None
-    return render.note("; ".join(notes)), plot, render.token_rows(card.neighbours)
+    return render.token_status(card), plot, render.token_rows(card.neighbours)
 
 
 @guarded(outputs=1)
@@ -172,9 +172,10 @@ def token_tab(state: ExplorerState) -> None:
     with gr.Row():
         bars = gr.BarPlot(x="signal", y="weight", color="sign",
                           color_map={"+": render.POSITIVE, "-": render.NEGATIVE},
-                          label=f"recipe: the {views.RECIPE_SIGNALS} largest |weights|", elem_id="token-recipe")
-        neighbours = gr.Dataframe(headers=["#", "token", "cosine"], label=f"nearest tokens ({state.token_space})",
-                                  elem_id="token-neighbours", interactive=False)
+                          label=f"recipe: the {views.RECIPE_SIGNALS} largest |weights|",
+                          elem_id="token-recipe")
+        neighbours = gr.Dataframe(headers=["#", "token", "cosine"], interactive=False,
+                                  label=f"nearest tokens ({state.token_space})", elem_id="token-neighbours")
     gr.Markdown(f"**Analogy**: a - b + c, searched in {state.token_space}")
     with gr.Row():
         a = gr.Textbox(" king", label="a", elem_id="analogy-a")
@@ -185,7 +186,8 @@ def token_tab(state: ExplorerState) -> None:
     answers = gr.Dataframe(headers=["#", "token", "cosine"], label="answers", elem_id="analogy-answers",
                            interactive=False)
     gr.Markdown(render.definitions("recipe weight", "cosine", "analogy") +
-                f"\n\nSearches run over the {len(state.vocabulary):,} most frequent tokens of the training text.")
+                f"\n\nSearches run over the {len(state.vocabulary):,} most frequent tokens of the training "
+                "text.")
     show = functools.partial(show_token, state)
     button.click(show, word, [status, bars, neighbours], api_name="token")
     word.submit(show, word, [status, bars, neighbours], api_name=False)
@@ -204,7 +206,8 @@ def signal_tab(state: ExplorerState) -> None:
     gr.Markdown("**Top-activating contexts** (activation, then the text with the token highlighted)")
     contexts = gr.HTML(elem_id="signal-contexts")
     gr.Markdown(render.definitions("codebook", "activation", "firing rate", "selectivity"))
-    button.click(functools.partial(show_signal, state), signal, [status, codebook, contexts], api_name="signal")
+    button.click(functools.partial(show_signal, state), signal, [status, codebook, contexts],
+                 api_name="signal")
 
 
 def lens_tab(state: ExplorerState) -> None:
@@ -229,7 +232,8 @@ def intervene_tab(state: ExplorerState) -> None:
     kind = gr.Radio(kinds, value=kinds[0], label="intervention", elem_id="intervene-kind")
     with gr.Row():
         signals = gr.Textbox("", label="signals to remove (ids, e.g. 3, 17, 42)", elem_id="intervene-signals")
-        layer = gr.Number(state.n_layer // 2, label=f"layer (0 to {state.n_layer - 1})", elem_id="intervene-layer")
+        layer = gr.Number(state.n_layer // 2, label=f"layer (0 to {state.n_layer - 1})",
+                          elem_id="intervene-layer")
         alpha = gr.Number(1.0, label=f"alpha (|alpha| <= {views.ALPHA_LIMIT:g})", elem_id="intervene-alpha")
     with gr.Row():
         direction = gr.Radio(views.DIRECTIONS, value=views.CONCEPT, label="direction to add",
@@ -241,8 +245,10 @@ def intervene_tab(state: ExplorerState) -> None:
     status = gr.HTML(elem_id="intervene-status")
     headers = ["#", "token", "p before", "p after"]
     with gr.Row():
-        before = gr.Dataframe(headers=headers, label="top-10 before", elem_id="intervene-before", interactive=False)
-        after = gr.Dataframe(headers=headers, label="top-10 after", elem_id="intervene-after", interactive=False)
+        before = gr.Dataframe(headers=headers, label="top-10 before", elem_id="intervene-before",
+                              interactive=False)
+        after = gr.Dataframe(headers=headers, label="top-10 after", elem_id="intervene-after",
+                             interactive=False)
     with gr.Row():
         plain = gr.Textbox(label="sample without the intervention", lines=5, elem_id="intervene-plain")
         steered = gr.Textbox(label="sample with it (same seed)", lines=5, elem_id="intervene-steered")

@@ -112,8 +112,8 @@ class ExplorerPage:
         self.type("lens-position", position)
         self.press("lens-button")
 
-    def intervene(self, prompt: str, kind: str, signals: str = "", layer=0, alpha=1.0, direction: str | None = None,
-                  concept: str = " love", tokens=20, seed=0) -> None:
+    def intervene(self, prompt: str, kind: str, signals: str = "", layer=0, alpha=1.0,
+                  direction: str | None = None, concept: str = " love", tokens=20, seed=0) -> None:
         self.tab("Intervene")
         self.type("intervene-prompt", prompt)
         self.choose("intervene-kind", kind)

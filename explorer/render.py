@@ -7,6 +7,7 @@ import html
 
 import pandas as pd
 
+from core.tokenizer import decode
 from experiments.common import label
 from explorer.views import DEFINITIONS, Flow, Lens, NextTokens, SignalCard, TokenCard
 
@@ -16,9 +17,10 @@ CSS = """
 .explorer-error { color: #b91c1c; font-weight: 600; }
 .explorer-note { color: #374151; }
 table.explorer-grid { border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 12px; }
-table.explorer-grid td, table.explorer-grid th { border: 1px solid #e5e7eb; padding: 2px 5px; text-align: center;
-  white-space: pre; }
-.explorer-context { font-family: ui-monospace, monospace; font-size: 13px; white-space: pre-wrap; margin: 2px 0; }
+table.explorer-grid td, table.explorer-grid th { border: 1px solid #e5e7eb; padding: 2px 5px;
+  text-align: center; white-space: pre; }
+.explorer-context { font-family: ui-monospace, monospace; font-size: 13px; white-space: pre-wrap;
+  margin: 2px 0; }
 .explorer-context mark { background: #fde68a; font-weight: 700; }
 """
 
@@ -50,6 +52,11 @@ def recipe_bars(card: TokenCard) -> pd.DataFrame | None:
                          "sign": ["+" if w >= 0 else "-" for _, w in card.recipe]})
 
 
+def token_status(card: TokenCard) -> str:
+    """Which token the word is, and anything to know about its row."""
+    return note("; ".join(filter(None, [f"{decode([card.token])!r} is token {card.token}", card.note])))
+
+
 def token_rows(pairs: list[tuple[int, float]]) -> list[list]:
     return [[rank + 1, label(token), round(value, 4)] for rank, (token, value) in enumerate(pairs)]
 
@@ -68,8 +75,8 @@ def codebook_rows(card: SignalCard) -> list[list]:
 def signal_summary(card: SignalCard, stats_note: str) -> str:
     if card.firing_rate is None:
         return note(f"signal {card.signal}: {stats_note}")
-    return note(f"signal {card.signal}: firing rate {card.firing_rate:.2%}, selectivity {card.selectivity:.1f} "
-                f"({stats_note})")
+    return note(f"signal {card.signal}: firing rate {card.firing_rate:.2%}, "
+                f"selectivity {card.selectivity:.1f} ({stats_note})")
 
 
 def contexts_html(card: SignalCard) -> str:
@@ -84,7 +91,8 @@ def contexts_html(card: SignalCard) -> str:
 # --- Lens -------------------------------------------------------------------------------------
 def lens_html(lens: Lens) -> str:
     """Layers down, positions across; each cell the top-1 token, shaded by the target's probability."""
-    head = "".join(f"<th>{p}<br>{escape(label(t))}</th>" for p, t in zip(lens.positions, lens.tokens, strict=True))
+    head = "".join(f"<th>{p}<br>{escape(label(t))}</th>"
+                   for p, t in zip(lens.positions, lens.tokens, strict=True))
     rows = []
     for i, name in enumerate(lens.layers):
         cells = []
@@ -114,13 +122,18 @@ def flow_html(flow: Flow, layers: list[str]) -> str:
             rgb = "37, 99, 235" if value >= 0 else "220, 38, 38"
             cells.append(f'<td style="background: rgba({rgb}, {abs(value) / scale:.3f})">{value:+.2f}</td>')
         rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
-    caption = (f"position {flow.position} ({escape(label(flow.token))}): the {len(flow.signals)} signals strongest "
-               "after the last layer, with the tokens each promotes in the direction it points.")
+    caption = (f"position {flow.position} ({escape(label(flow.token))}): the {len(flow.signals)} signals "
+               "strongest after the last layer, with the tokens each promotes in the direction it points.")
     return (f'<div class="explorer-note">{caption}</div><table class="explorer-grid" id="flow-grid">'
             f"<tr><th>layer \\ signal</th>{head}</tr>{''.join(rows)}</table>")
 
 
 # --- Intervene --------------------------------------------------------------------------------
+def probability(p: float) -> str:
+    """Four decimals, or two significant digits below 0.001 (so small is never shown as 0)."""
+    return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"
+
+
 def next_token_rows(result: NextTokens, which: str) -> list[list]:
-    return [[rank + 1, label(token), round(before, 4), round(after, 4)]
+    return [[rank + 1, label(token), probability(before), probability(after)]
             for rank, (token, before, after) in enumerate(result.top(which))]

@@ -41,6 +41,7 @@ class ExplorerState:
     vocabulary: torch.Tensor  # (K,) searchable token ids, most frequent first
     token_space: str  # "recipe space" or "embedding space"
     token_table: torch.Tensor  # (V, D) every token's row in that space
+    vocab_matrix: torch.Tensor  # (V, C) the model's embedding / readout, computed once (steering reads rows)
     unit_rows: torch.Tensor  # (K, D) the searchable rows, normalized: neighbours are one matmul
     signal_stats: SignalStats | None
     signal_stats_note: str  # what text the statistics cover, or why there are none
@@ -97,9 +98,9 @@ def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
     start = time.perf_counter()
     factorization, note = factorization_of(model)
     # The experiments' Context knows where the text is and how to read it; the explorer writes nothing.
-    text = Context(model=model, cfg=dataclasses.replace(cfg, audit_vocab=SEARCH_VOCAB, audit_tokens=STATS_TOKENS),
-                   model_name=name, model_args=vars(model.config), checkpoint=file, iter_num=iter_num,
-                   reports_dir=Path(file).parent)
+    text_cfg = dataclasses.replace(cfg, audit_vocab=SEARCH_VOCAB, audit_tokens=STATS_TOKENS)
+    text = Context(model=model, cfg=text_cfg, model_name=name, model_args=vars(model.config), checkpoint=file,
+                   iter_num=iter_num, reports_dir=Path(file).parent)
     try:
         vocabulary = text.frequent_tokens
     except (UserError, OSError):
@@ -111,6 +112,8 @@ def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
     else:
         space, table = "embedding space", model.vocab_matrix().detach().float()
     table = table.cpu()
+    with torch.no_grad():
+        vocab_matrix = model.vocab_matrix().detach()  # on reflow a (V, S) @ (S, C) product: once
     timings["token tables"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -133,6 +136,7 @@ def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
     return ExplorerState(
         model=model, cfg=cfg, model_name=name, checkpoint=file, iter_num=iter_num,
         factorization=factorization, factorization_note=note, vocabulary=vocabulary, token_space=space,
-        token_table=table, unit_rows=F.normalize(table[vocabulary], dim=-1), signal_stats=stats,
+        token_table=table, vocab_matrix=vocab_matrix, unit_rows=F.normalize(table[vocabulary], dim=-1),
+        signal_stats=stats,
         signal_stats_note=stats_note, reference_weights=reference, timings=timings,
     )

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from core.errors import UserError
 from core.tokenizer import decode, encode
 from experiments.common import lens_logits, residual_norms, steering_hook, token_id
-from experiments.control_steering import sentiment_direction
 from explorer.model_interface import final_hook_name, hooked, recording_hook, replacing_hook, residual_hook
 from explorer.model_interface import residual_states as _residual_states
 from explorer.state import ExplorerState, restore_weights, weights_unchanged
@@ -217,8 +216,8 @@ def signal_card(state: ExplorerState, value) -> SignalCard:
     stats = state.signal_stats
     if stats is None:
         return SignalCard(signal, promotes, suppresses, None, None, [])
-    contexts = [(value, *stats.context(position)) for value, position in
-                zip(stats.top_values[:, signal].tolist(), stats.top_positions[:, signal].tolist(), strict=True)]
+    values, positions = stats.top_values[:, signal].tolist(), stats.top_positions[:, signal].tolist()
+    contexts = [(value, *stats.context(p)) for value, p in zip(values, positions, strict=True)]
     return SignalCard(signal, promotes, suppresses, stats.firing_rate[signal].item(),
                       stats.selectivity[signal].item(), contexts)
 
@@ -252,7 +251,8 @@ def residual_states(state: ExplorerState, idx: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def logit_lens(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor, target_word: str | None) -> Lens:
+def logit_lens(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor,
+               target_word: str | None) -> Lens:
     """The logit lens over the last LENS_POSITIONS positions of a prompt, whose residual states are
     `states` (L+1, T, C); the target defaults to the model's own top prediction at the last position."""
     T = idx.size(1)
@@ -325,10 +325,11 @@ def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signa
         if direction == SENTIMENT:
             positive = [parse_word(state, w, "positive_words") for w in state.cfg.positive_words]
             negative = [parse_word(state, w, "negative_words") for w in state.cfg.negative_words]
-            unit, name = sentiment_direction(model, positive, negative), "sentiment"
+            E = state.vocab_matrix.float()  # experiment 10's direction, from the precomputed matrix
+            unit, name = F.normalize(E[positive].mean(0) - E[negative].mean(0), dim=0), "sentiment"
         else:
             token = parse_word(state, concept_word, "concept word")
-            unit = F.normalize(model.vocab_matrix()[token].float(), dim=0)
+            unit = F.normalize(state.vocab_matrix[token].float(), dim=0)
             name = f"concept {decode([token])!r}"
         with state.lock:
             norm = residual_norms(model, idx)[layer]
@@ -340,7 +341,8 @@ def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signa
 
 
 @torch.no_grad()
-def next_token_logits(state: ExplorerState, idx: torch.Tensor, intervention: Intervention | None) -> torch.Tensor:
+def next_token_logits(state: ExplorerState, idx: torch.Tensor,
+                      intervention: Intervention | None) -> torch.Tensor:
     """(V,) logits for the token after a (1, T) prompt, with the intervention in place."""
     hooks, final = dict(intervention.hooks) if intervention else {}, {}
     if intervention and intervention.readout_edit:

@@ -12,6 +12,7 @@ from train_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 import explore
 from core.errors import UserError
 from core.tokenizer import encode
+from experiments.control_steering import sentiment_direction
 from experiments.related_work import selectivity_stats
 from explorer import app, views
 from explorer.factorization import Factorization
@@ -71,8 +72,9 @@ def test_signal_card_codebook_statistics_and_contexts(state):
     signal = 3
     card = views.signal_card(state, signal)
     column = state.model.recipe[state.vocabulary, signal].detach()
-    assert [t for t, _ in card.promotes] == state.vocabulary[column.topk(views.CODEBOOK_TOKENS).indices].tolist()
-    assert [t for t, _ in card.suppresses] == state.vocabulary[(-column).topk(views.CODEBOOK_TOKENS).indices].tolist()
+    k = views.CODEBOOK_TOKENS
+    assert [t for t, _ in card.promotes] == state.vocabulary[column.topk(k).indices].tolist()
+    assert [t for t, _ in card.suppresses] == state.vocabulary[(-column).topk(k).indices].tolist()
     # The precomputed statistics match experiment 14's definitions on an independent forward.
     stats = state.signal_stats
     windows = torch.from_numpy(stats.tokens.astype("int64")).view(-1, stats.window)
@@ -120,14 +122,16 @@ def test_signal_flow_reads_every_layer_along_the_strongest_signals(state):
 def test_readout_removal_is_the_readout_without_those_signals(state):
     idx = views.parse_prompt(state, "I think that")
     removed = [1, 4, 9]
-    result = views.next_tokens(state, idx, views.build_intervention(state, idx, views.REMOVE_AT_READOUT, "9, 1 4"))
+    intervention = views.build_intervention(state, idx, views.REMOVE_AT_READOUT, "9, 1 4")
+    result = views.next_tokens(state, idx, intervention)
     signals = final_signals(state, idx)[0, -1]
     signals[removed] = 0
     expected = F.softmax(signals @ state.model.recipe.t(), dim=-1)
     assert result.after == pytest.approx(expected.tolist(), abs=1e-6)
     assert result.before == pytest.approx(F.softmax(state.model(idx)[0][0, -1], -1).tolist(), abs=1e-6)
     everything = ", ".join(map(str, range(state.factorization.n_signals)))
-    flat = views.next_tokens(state, idx, views.build_intervention(state, idx, views.REMOVE_AT_READOUT, everything))
+    remove_all = views.build_intervention(state, idx, views.REMOVE_AT_READOUT, everything)
+    flat = views.next_tokens(state, idx, remove_all)
     assert flat.after == pytest.approx([1 / state.vocab_size] * state.vocab_size)  # no signal, no preference
 
 
@@ -141,15 +145,16 @@ def test_residual_removal_leaves_nothing_along_the_removed_signals(state):
     basis = state.model.basis[[2, 5]]
     assert (edited @ basis.t()).abs().max() < 1e-5
     other = torch.linalg.svd(basis, full_matrices=True).Vh[2:]  # directions orthogonal to both
-    assert (edited @ other.t()).flatten().tolist() == pytest.approx((h @ other.t()).flatten().tolist(), abs=1e-5)
+    kept = (h @ other.t()).flatten().tolist()
+    assert (edited @ other.t()).flatten().tolist() == pytest.approx(kept, abs=1e-5)
     assert not torch.equal(views.next_tokens(state, idx, intervention).after,
                            views.next_tokens(state, idx, intervention).before)
 
 
 def test_added_direction_is_alpha_times_the_mean_norm(state):
     idx = views.parse_prompt(state, "I think that")
-    intervention = views.build_intervention(state, idx, views.ADD_DIRECTION, layer_value=1, concept_word=" he",
-                                            alpha_value=2.0)
+    intervention = views.build_intervention(state, idx, views.ADD_DIRECTION, layer_value=1,
+                                            concept_word=" he", alpha_value=2.0)
     hook = intervention.hooks["blocks.1.hook_resid_post"]
     norm = residual_states(state.model, idx)[2].norm(dim=-1).mean()
     unit = F.normalize(state.model.vocab_matrix()[HE], dim=0)
@@ -159,9 +164,13 @@ def test_added_direction_is_alpha_times_the_mean_norm(state):
                                     alpha_value=0.0)
     result = views.next_tokens(state, idx, zero)
     assert torch.equal(result.before, result.after)
-    sentiment = views.build_intervention(state, idx, views.ADD_DIRECTION, layer_value=0, direction=views.SENTIMENT,
-                                         alpha_value=3.0)
-    assert "sentiment" in sentiment.description
+    sentiment = views.build_intervention(state, idx, views.ADD_DIRECTION, layer_value=0,
+                                         direction=views.SENTIMENT, alpha_value=3.0)
+    ids = lambda words: [encode(w)[0] for w in words]
+    unit = sentiment_direction(state.model, ids(state.cfg.positive_words), ids(state.cfg.negative_words))
+    norm = residual_states(state.model, idx)[1].norm(dim=-1).mean()
+    added = sentiment.hooks["blocks.0.hook_resid_post"](torch.zeros(1, 1, state.model.config.n_embd))[0, 0]
+    assert added.tolist() == pytest.approx((3.0 * norm * unit).tolist(), abs=1e-5)  # experiment 10's
 
 
 def test_interventions_never_change_the_weights_and_a_change_is_caught(state):
@@ -226,8 +235,8 @@ def test_handlers_show_errors_in_the_page_and_clear_results(state, monkeypatch):
     assert "does not exist" in status and "explorer-error" in status and codebook is None and contexts is None
     status, *_ = app.run_lens(state, "I think that", " the", 7)
     assert "position: 7 is not a whole number from -3 to 2" in status
-    *_, (status, *outputs) = app.run_intervention(state, "I think", views.ADD_DIRECTION, "", 0, 1e9, views.CONCEPT,
-                                                  " he", 5, 0)
+    *_, (status, *outputs) = app.run_intervention(state, "I think", views.ADD_DIRECTION, "", 0, 1e9,
+                                                  views.CONCEPT, " he", 5, 0)
     assert "too large" in status and outputs == [None] * 4
     monkeypatch.setattr(views, "token_card", lambda *_: 1 / 0)  # an unexpected failure: one line, no trace
     status, plot, rows = app.show_token(state, " he")
@@ -240,7 +249,8 @@ def test_gpt2_explains_what_is_unavailable(gpt2_state):
     state = gpt2_state
     assert state.factorization is None and "no recipes" in state.factorization_note
     card = views.token_card(state, " he")  # neighbours still work, in embedding space
-    assert state.token_space == "embedding space" and card.recipe == [] and len(card.neighbours) == views.NEIGHBOURS
+    assert state.token_space == "embedding space" and card.recipe == []
+    assert len(card.neighbours) == views.NEIGHBOURS
     status, *_ = app.show_signal(state, 0)
     assert "Signal view is unavailable" in status and "no recipes" in status
     status, heatmap, flow = app.run_lens(state, "I think that", " the", -1)
@@ -267,7 +277,8 @@ def test_a_posthoc_factorization_plugs_in_with_one_function(tmp_path, monkeypatc
     assert len(views.token_card(state, " he").recipe) == views.RECIPE_SIGNALS
     assert views.signal_card(state, 0).contexts
     idx = views.parse_prompt(state, "I think that")
-    result = views.next_tokens(state, idx, views.build_intervention(state, idx, views.REMOVE_AT_READOUT, "0 1"))
+    removal = views.build_intervention(state, idx, views.REMOVE_AT_READOUT, "0 1")
+    result = views.next_tokens(state, idx, removal)
     assert not torch.equal(result.before, result.after)
 
 
@@ -278,7 +289,8 @@ def test_explore_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
     _, gpt2 = make_run(tmp_path, "gpt2")
     with pytest.raises(SystemExit) as exit_:
         explore.main([str(config_file), "--ckpt", gpt2.out_dir])
-    assert exit_.value.code == 2 and "is a gpt2 model but the config describes a reflow" in capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "is a gpt2 model but the config describes a reflow" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         explore.main([])
     assert "usage: python explore.py CONFIG" in capsys.readouterr().err
