@@ -10,6 +10,7 @@ The page works with no network (no analytics, no external assets, no share link)
 
 import argparse
 import sys
+import time
 
 from core.config import load_config, parse_args
 from core.errors import UserError, exit_on_user_error
@@ -40,17 +41,18 @@ def main(argv: list[str]) -> None:
     from explorer.state import load_state
 
     state = load_state(cfg, flags.ckpt)
+    page = build_app(state)
     try:
-        _, url, _ = launch(build_app(state), flags.host, flags.port, block=False)
+        _, url, _ = launch(page, flags.host, flags.port, block=False)
     except OSError as error:
         raise UserError(f"cannot listen on {flags.host}:{flags.port or 'any port from 7860'} ({error}); "
                         "pass a free --port")
-    print(f"explorer ready for {state.checkpoint}: {url}  (Ctrl-C stops it)", flush=True)
     try:
-        import time
+        print(f"explorer ready for {state.checkpoint}: {url}  (Ctrl-C stops it)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        page.close()
         print("\nstopped", file=sys.stderr)
 
 
