@@ -4,8 +4,9 @@ Each handler calls views.py and formats with render.py. A `UserError` (bad input
 in the tab's status line and empties its results; any other exception is logged on the server and
 shown as one line, so the page never shows a stack trace and the server keeps serving.
 
-Offline by construction: analytics are off (before gradio is imported), fonts are the system's (the
-default theme would fetch Google Fonts), there is no share link, and it binds 127.0.0.1.
+Offline by construction: analytics are off (before gradio is imported), the fonts are the system's
+(whatever web fonts a Gradio version's default theme names), there is no share link, and it binds
+127.0.0.1.
 """
 
 import functools

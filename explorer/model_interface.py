@@ -17,14 +17,16 @@ def residual_hook(model: Transformer, layer: int) -> str:
     return model.resid_hook(layer)
 
 
+# Hook functions take the activation first and ignore anything after it, so they serve both the
+# interface that calls fn(activation) and one that also passes the hook point (TransformerLens' way).
 def replacing_hook(edit):
     """A hook function that replaces an activation by edit(activation)."""
-    return lambda activation: edit(activation)
+    return lambda activation, *_, **__: edit(activation)
 
 
 def recording_hook(store: dict, key: str):
     """A hook function that keeps the activation in store[key] and leaves it unchanged."""
-    def record(activation):
+    def record(activation, *_, **__):
         store[key] = activation.detach()
     return record
 

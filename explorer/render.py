@@ -16,6 +16,7 @@ POSITIVE, NEGATIVE = "#2563eb", "#dc2626"  # blue for +, red for -, in bars, hea
 CSS = """
 .explorer-error { color: #b91c1c; font-weight: 600; }
 .explorer-note { color: #374151; }
+.explorer-scroll { overflow-x: auto; }
 table.explorer-grid { border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 12px; }
 table.explorer-grid td, table.explorer-grid th { border: 1px solid #e5e7eb; padding: 2px 5px;
   text-align: center; white-space: pre; }
@@ -106,8 +107,9 @@ def lens_html(lens: Lens) -> str:
     final = lens.target_probs[-1, -1].item()
     caption = (f"{escape(lens.target_note)}; its probability at the last position after the last layer: "
                f"{final:.4f}. Cell: top-1 token; shade: target probability (white 0, blue 1).")
-    return (f'<div class="explorer-note">{caption}</div><table class="explorer-grid" id="lens-grid">'
-            f"<tr><th>layer \\ position</th>{head}</tr>{''.join(rows)}</table>")
+    return (f'<div class="explorer-note">{caption}</div><div class="explorer-scroll">'
+            f'<table class="explorer-grid" id="lens-grid">'
+            f"<tr><th>layer \\ position</th>{head}</tr>{''.join(rows)}</table></div>")
 
 
 def flow_html(flow: Flow, layers: list[str]) -> str:
@@ -124,8 +126,9 @@ def flow_html(flow: Flow, layers: list[str]) -> str:
         rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
     caption = (f"position {flow.position} ({escape(label(flow.token))}): the {len(flow.signals)} signals "
                "strongest after the last layer, with the tokens each promotes in the direction it points.")
-    return (f'<div class="explorer-note">{caption}</div><table class="explorer-grid" id="flow-grid">'
-            f"<tr><th>layer \\ signal</th>{head}</tr>{''.join(rows)}</table>")
+    return (f'<div class="explorer-note">{caption}</div><div class="explorer-scroll">'
+            f'<table class="explorer-grid" id="flow-grid">'
+            f"<tr><th>layer \\ signal</th>{head}</tr>{''.join(rows)}</table></div>")
 
 
 # --- Intervene --------------------------------------------------------------------------------
