@@ -92,18 +92,22 @@ def parse_prompt(state: ExplorerState, text: str | None) -> torch.Tensor:
     return torch.tensor([ids], device=next(state.model.parameters()).device)
 
 
+def as_number(value) -> float | None:
+    """A box's value as a finite float, or None when it is empty, NaN, infinite or not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def parse_int(value, what: str, low: int, high: int) -> int:
     """A whole number in [low, high] from a number box (which may hold None, NaN or a float)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        raise UserError(f"{what}: give a whole number from {low} to {high}")
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise UserError(f"{what}: {value!r} is not a number; give a whole number from {low} to {high}")
-    if value != int(value) or not low <= value <= high:
-        raise UserError(f"{what}: {value:g} is not a whole number from {low} to {high}")
-    return int(value)
+    number = as_number(value)
+    if number is None or number != int(number) or not low <= number <= high:
+        shown = "nothing" if value is None or value == "" else f"{value!r}"
+        raise UserError(f"{what}: {shown} is not a whole number from {low} to {high}")
+    return int(number)
 
 
 def parse_signal(state: ExplorerState, value) -> int:
@@ -111,7 +115,9 @@ def parse_signal(state: ExplorerState, value) -> int:
     try:
         return parse_int(value, "signal", 0, n - 1)
     except UserError:
-        raise UserError(f"signal {value} does not exist; this model has signals 0 to {n - 1}")
+        if as_number(value) is None:
+            raise UserError(f"signal: {value!r} is not a signal id; give one from 0 to {n - 1}")
+        raise UserError(f"signal {as_number(value):g} does not exist; this model has signals 0 to {n - 1}")
 
 
 def parse_signals(state: ExplorerState, text: str | None) -> list[int]:
@@ -128,22 +134,26 @@ def parse_layer(state: ExplorerState, value) -> int:
     try:
         return parse_int(value, "layer", 0, L - 1)
     except UserError:
-        raise UserError(f"layer {value} does not exist; this model has layers 0 to {L - 1}")
+        if as_number(value) is None:
+            raise UserError(f"layer: {value!r} is not a layer; give one from 0 to {L - 1}")
+        raise UserError(f"layer {as_number(value):g} does not exist; this model has layers 0 to {L - 1}")
 
 
 def parse_alpha(value) -> float:
-    if value is None or not math.isfinite(float(value)):
+    alpha = as_number(value)
+    if alpha is None:
         raise UserError(f"alpha must be a finite number from -{ALPHA_LIMIT:g} to {ALPHA_LIMIT:g}")
-    if abs(value) > ALPHA_LIMIT:
-        raise UserError(f"alpha {value:g} is too large; use -{ALPHA_LIMIT:g} to {ALPHA_LIMIT:g} (in units of "
-                        "the residual stream's mean norm: 1 already doubles it)")
-    return float(value)
+    if abs(alpha) > ALPHA_LIMIT:
+        raise UserError(f"alpha {alpha:g} is too large; use -{ALPHA_LIMIT:g} to {ALPHA_LIMIT:g} (in units of "
+                        "the residual stream's mean norm: 1 adds a vector as long as the stream itself)")
+    return alpha
 
 
 def parse_temperature(value) -> float:
-    if value is None or not math.isfinite(float(value)) or not 0 <= value <= 10:
+    temperature = as_number(value)
+    if temperature is None or not 0 <= temperature <= 10:
         raise UserError("temperature: give a number from 0 (greedy) to 10")
-    return float(value)
+    return temperature
 
 
 def needs_factorization(state: ExplorerState, view: str) -> None:

@@ -214,12 +214,15 @@ def test_generate_text_grows_one_token_at_a_time(state):
     (lambda s: views.parse_prompt(s, " the" * 40), "longer than this model's context of 32"),
     (lambda s: views.signal_card(s, 16), "signal 16 does not exist; this model has signals 0 to 15"),
     (lambda s: views.signal_card(s, -1), "does not exist"),
-    (lambda s: views.signal_card(s, None), "does not exist"),
+    (lambda s: views.signal_card(s, None), "signal: None is not a signal id; give one from 0 to 15"),
+    (lambda s: views.signal_card(s, 2.5), "signal 2.5 does not exist"),
     (lambda s: views.parse_layer(s, 2), "layer 2 does not exist; this model has layers 0 to 1"),
     (lambda s: views.parse_layer(s, 0.5), "does not exist"),
+    (lambda s: views.parse_layer(s, float("nan")), "is not a layer"),
     (lambda s: views.parse_alpha(1e9), "too large"),
     (lambda s: views.parse_alpha(float("nan")), "finite number"),
-    (lambda s: views.parse_signals(s, "1, x"), "signal x does not exist"),
+    (lambda s: views.parse_signals(s, "1, x"), "'x' is not a signal id"),
+    (lambda s: views.parse_signals(s, "1 16.5"), "signal 16.5 does not exist"),
     (lambda s: views.parse_signals(s, ""), "no signals given"),
     (lambda s: list(views.generate_text(s, "I", 0.5, 0, 10_000, 0)), "max tokens"),
     (lambda s: list(views.generate_text(s, "I", math.inf, 0, 5, 0)), "temperature"),
@@ -234,7 +237,7 @@ def test_handlers_show_errors_in_the_page_and_clear_results(state, monkeypatch):
     status, codebook, contexts = app.show_signal(state, 99)
     assert "does not exist" in status and "explorer-error" in status and codebook is None and contexts is None
     status, *_ = app.run_lens(state, "I think that", " the", 7)
-    assert "position: 7 is not a whole number from -3 to 2" in status
+    assert "position: 7 is not a whole number from -3 to 2" in status, status
     *_, (status, *outputs) = app.run_intervention(state, "I think", views.ADD_DIRECTION, "", 0, 1e9,
                                                   views.CONCEPT, " he", 5, 0)
     assert "too large" in status and outputs == [None] * 4
