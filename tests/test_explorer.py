@@ -307,3 +307,39 @@ def test_missing_validation_text_is_said_not_fatal(tmp_path):
     state = load_state(load_config(str(config_file)))
     assert state.signal_stats is None and "no validation text" in state.signal_stats_note
     assert views.signal_card(state, 0).contexts == []
+
+
+def test_a_context_stays_within_the_window_the_model_saw(state):
+    stats = state.signal_stats
+    start = stats.window  # the first position of the second window
+    left, token, right = stats.context(start)
+    assert left == "" and encode(token) == [int(stats.tokens[start])]
+    left, _, _ = stats.context(start + 3)
+    assert encode(left) == stats.tokens[start:start + 3].tolist()
+
+
+def test_explore_command_serves_the_page_and_stops_on_ctrl_c(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from experiment_workspace import REPO, make_run
+    config_file, _ = make_run(tmp_path, "reflow")
+    with socket.socket() as probe:  # a port free right now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, str(REPO / "explore.py"), str(config_file), "--port", str(port)]
+    # A child of a non-interactive shell may start with Ctrl-C ignored; restore what a terminal gives.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        line = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line or process.stderr.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
+            assert response.status == 200 and b"<html" in response.read()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
