@@ -34,8 +34,9 @@ def posthoc_factorization(model: Transformer) -> Factorization | None:
     return None
 
 
-def factorization_of(model: Transformer) -> tuple[Factorization | None, str]:
-    """The model's factorization and a sentence saying where it comes from or why there is none."""
+def factorization_of(model: Transformer, name: str) -> tuple[Factorization | None, str]:
+    """The model's factorization and a sentence saying where it comes from or why there is none;
+    `name` is the model's registry name (gpt2, reflow, ...)."""
     if model.has_recipes:
         native = Factorization(model.effective_recipe().detach().float(), model.basis.detach().float(),
                                "the model's own W_recipe and W_basis")
@@ -43,5 +44,5 @@ def factorization_of(model: Transformer) -> tuple[Factorization | None, str]:
     posthoc = posthoc_factorization(model)
     if posthoc is not None:
         return posthoc, posthoc.source
-    return None, (f"this {type(model).__name__} has no recipes (its embedding is one V x C table), and no "
+    return None, (f"this {name} model has no recipes (its embedding is one V x C table), and no "
                   "post-hoc factorization of it is available yet, so recipe and signal views are off")

@@ -96,7 +96,7 @@ def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
     timings["load checkpoint"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    factorization, note = factorization_of(model)
+    factorization, note = factorization_of(model, name)
     # The experiments' Context knows where the text is and how to read it; the explorer writes nothing.
     text_cfg = dataclasses.replace(cfg, audit_vocab=SEARCH_VOCAB, audit_tokens=STATS_TOKENS)
     text = Context(model=model, cfg=text_cfg, model_name=name, model_args=vars(model.config), checkpoint=file,

@@ -18,6 +18,7 @@ from explorer import app, views
 from explorer.factorization import Factorization
 from explorer.model_interface import residual_states
 from explorer.state import load_state
+from models import MODELS
 
 HE, HIM, SHE, HER = 339, 683, 673, 607  # ' he', ' him', ' she', ' her': in the tiny vocabulary (1024)
 
@@ -245,6 +246,23 @@ def test_handlers_show_errors_in_the_page_and_clear_results(state, monkeypatch):
     status, plot, rows = app.show_token(state, " he")
     assert "internal error (ZeroDivisionError" in status and "Traceback" not in status
     assert plot is None and rows is None
+
+
+# --- every architecture -------------------------------------------------------------------------
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_every_architecture_answers_every_tab(tmp_path, model_name):
+    state = make_state(tmp_path, model_name)
+    has_recipes = state.model.has_recipes
+    status, plot, rows = app.show_token(state, " he")
+    assert len(rows) == views.NEIGHBOURS and (plot is not None) == has_recipes, status
+    status, *_ = app.show_signal(state, 1)
+    assert ("firing rate" in status) == has_recipes and ("unavailable" in status) != has_recipes
+    status, heatmap, flow = app.run_lens(state, "I think that", " the", -1)
+    assert "lens-grid" in heatmap and ("flow-grid" in flow) == has_recipes
+    *_, (status, before, after, plain, steered) = app.run_intervention(
+        state, "I think that", views.ADD_DIRECTION, "", 1, 2.0, views.CONCEPT, " he", 4, 0)
+    assert "weights unchanged (checked)" in status and before != after and plain != steered
+    assert "".join(views.generate_text(state, "I think", 1.0, 5, 3, 0))
 
 
 # --- models without recipes -------------------------------------------------------------------
