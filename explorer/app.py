@@ -37,7 +37,8 @@ def problem_message(error: Exception) -> str:
         return render.error(str(error))
     print(f"explorer: unexpected {type(error).__name__}:", file=sys.stderr)
     traceback.print_exc()
-    return render.error(f"internal error ({type(error).__name__}: {error}); the server is still running")
+    first_line = (str(error).splitlines() or [""])[0]
+    return render.error(f"internal error ({type(error).__name__}: {first_line}); the server is still running")
 
 
 def guarded(outputs: int):
@@ -47,7 +48,7 @@ def guarded(outputs: int):
         def run(*args):
             try:
                 return handler(*args)
-            except Exception as error:  # noqa: BLE001 - shown in the page, logged on the server
+            except Exception as error:  # shown in the page, logged on the server
                 return (problem_message(error), *[None] * outputs)
         return run
     return wrap
@@ -60,7 +61,7 @@ def guarded_stream(outputs: int):
         def run(*args):
             try:
                 yield from handler(*args)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 yield (problem_message(error), *[None] * outputs)
         return run
     return wrap
