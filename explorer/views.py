@@ -177,7 +177,7 @@ def token_card(state: ExplorerState, word: str) -> TokenCard:
     if state.factorization is not None:
         row = state.factorization.recipes[token].cpu()
         top = row.abs().topk(min(RECIPE_SIGNALS, row.numel())).indices
-        recipe = [(s, row[s].item()) for s in top.tolist()]
+        recipe = [(s, row[s].item()) for s in top.tolist() if row[s] != 0]  # reflow-topk rows are sparse
     note = ""
     if token not in set(state.vocabulary.tolist()):
         note = (f"{decode([token])!r} is not among the {len(state.vocabulary):,} most frequent tokens of the "
@@ -221,8 +221,10 @@ def signal_card(state: ExplorerState, value) -> SignalCard:
     column = state.factorization.recipes[state.vocabulary, signal].cpu()
     k = min(CODEBOOK_TOKENS, column.numel())
     up, down = column.topk(k), (-column).topk(k)
-    promotes = [(state.vocabulary[i].item(), column[i].item()) for i in up.indices.tolist()]
-    suppresses = [(state.vocabulary[i].item(), column[i].item()) for i in down.indices.tolist()]
+    # Only weights of the right sign: reflow-topk's recipes are >= 0 and mostly exactly 0.
+    token = lambda i: (state.vocabulary[i].item(), column[i].item())  # noqa: E731
+    promotes = [token(i) for i in up.indices.tolist() if column[i] > 0]
+    suppresses = [token(i) for i in down.indices.tolist() if column[i] < 0]
     stats = state.signal_stats
     if stats is None:
         return SignalCard(signal, promotes, suppresses, None, None, [])

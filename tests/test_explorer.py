@@ -259,6 +259,10 @@ def test_every_architecture_answers_every_tab(tmp_path, model_name):
     assert ("firing rate" in status) == has_recipes and ("unavailable" in status) != has_recipes
     status, heatmap, flow = app.run_lens(state, "I think that", " the", -1)
     assert "lens-grid" in heatmap and ("flow-grid" in flow) == has_recipes
+    if model_name == "reflow-topk":  # sparse, non-negative recipes: no zero bars, nothing suppressed
+        assert len(views.token_card(state, " he").recipe) == state.cfg.topk
+        card = views.signal_card(state, 1)
+        assert card.suppresses == [] and all(w > 0 for _, w in card.promotes)
     *_, (status, before, after, plain, steered) = app.run_intervention(
         state, "I think that", views.ADD_DIRECTION, "", 1, 2.0, views.CONCEPT, " he", 4, 0)
     assert "weights unchanged (checked)" in status and before != after and plain != steered
