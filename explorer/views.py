@@ -222,7 +222,7 @@ def signal_card(state: ExplorerState, value) -> SignalCard:
     k = min(CODEBOOK_TOKENS, column.numel())
     up, down = column.topk(k), (-column).topk(k)
     # Only weights of the right sign: reflow-topk's recipes are >= 0 and mostly exactly 0.
-    token = lambda i: (state.vocabulary[i].item(), column[i].item())  # noqa: E731
+    token = lambda i: (state.vocabulary[i].item(), column[i].item())
     promotes = [token(i) for i in up.indices.tolist() if column[i] > 0]
     suppresses = [token(i) for i in down.indices.tolist() if column[i] < 0]
     stats = state.signal_stats
