@@ -5,6 +5,7 @@ import socket
 
 import pytest
 from explorer_workspace import make_state
+from train_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 
 from experiments.common import label
 from explorer import views
