@@ -267,13 +267,13 @@ def logit_lens(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor,
                target_word: str | None) -> Lens:
     """The logit lens over the last LENS_POSITIONS positions of a prompt, whose residual states are
     `states` (L+1, T, C); the target defaults to the model's own top prediction at the last position."""
+    typed = parse_word(state, target_word, "target") if target_word else None
     T = idx.size(1)
     positions = list(range(max(0, T - LENS_POSITIONS), T))
     probs = F.softmax(lens_logits(state.model, states[:, positions]).float(), dim=-1)  # (L+1, P, V)
     top_probs, top_tokens = probs.max(dim=-1)
-    if target_word:
-        target = parse_word(state, target_word, "target")
-        note = f"target {decode([target])!r} (typed)"
+    if typed is not None:
+        target, note = typed, f"target {decode([typed])!r} (typed)"
     else:
         target = top_tokens[-1, -1].item()
         note = f"no target typed: the model's own next-token prediction {decode([target])!r}"
