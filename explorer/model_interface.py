@@ -8,7 +8,6 @@ import contextlib
 
 import torch
 
-from experiments.common import cache_without_logits
 from models import Transformer
 
 
@@ -17,8 +16,7 @@ def residual_hook(model: Transformer, layer: int) -> str:
     return model.resid_hook(layer)
 
 
-# Hook functions take the activation first and ignore anything after it, so they serve both the
-# interface that calls fn(activation) and one that also passes the hook point (TransformerLens' way).
+# Hook functions take the activation first and ignore the hook point the models pass as `hook=`.
 def replacing_hook(edit):
     """A hook function that replaces an activation by edit(activation)."""
     return lambda activation, *_, **__: edit(activation)
@@ -47,6 +45,4 @@ def final_hook_name() -> str:
 def residual_states(model: Transformer, idx: torch.Tensor) -> torch.Tensor:
     """(L+1, B, T, C): the residual stream after the embedding and after each layer, without paying
     for the (B, T, V) readout."""
-    names = ["hook_embed"] + [residual_hook(model, layer) for layer in range(model.config.n_layer)]
-    cache = cache_without_logits(model, idx, names)
-    return torch.stack([cache[name] for name in names])
+    return torch.stack(model.hidden_states(idx))

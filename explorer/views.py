@@ -415,18 +415,18 @@ def stream_tokens(state: ExplorerState, idx: torch.Tensor, max_new_tokens: int, 
     if edit:
         hooks[final_hook_name()] = recording_hook(final, "h")
     caches = None
-    parts = model.vocab_parts()  # once per call, as in model.generate: reflow-topk's costs a step
+    shared = model.shared_vocab_weights()  # once per call, as in model.generate: reflow-topk's costs a step
     for _ in range(max_new_tokens):
         with state.lock, hooked(model, hooks):
             if idx.size(1) > block:  # the window slides: cached keys no longer hold, recompute
-                logits, _ = model(idx[:, -block:], last_only=True, vocab_parts=parts)
+                logits, _ = model(idx[:, -block:], last_only=True, shared_vocab_weights=shared)
             elif caches is None:  # prefill: the whole prompt at once
                 caches = model.new_caches(1)
-                logits, _ = model(idx, caches=caches, last_only=True, vocab_parts=parts)
+                logits, _ = model(idx, caches=caches, last_only=True, shared_vocab_weights=shared)
             else:  # decode: only the newest token
                 start = caches[0].length
                 logits, _ = model(idx[:, start:], start_pos=start, caches=caches, last_only=True,
-                                  vocab_parts=parts)
+                                  shared_vocab_weights=shared)
         logits = logits[:, -1]
         if edit:
             logits = edit(final["h"][:, -1], logits)
