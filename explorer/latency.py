@@ -2,8 +2,9 @@
 
 Targets (issue 14, Shakespeare checkpoint, 2 CPU cores): start-up under 15 s; every interaction that
 does not generate text answers within 300 ms. Each view is timed twice: its handler called directly
-(computation and formatting), and a round trip through the running server with gradio_client (what a
-page waits for, minus drawing). Generation is reported per token. Run on a quiet machine.
+(computation and formatting), and a round trip through the running server with gradio_client (HTTP
+and Gradio's protocol added; a browser also draws the answer). Generation is reported per token.
+Run on a quiet machine.
 """
 
 import statistics
@@ -80,7 +81,7 @@ def run_benchmark(cfg: Config, ckpt: str | None) -> None:
 
     from gradio_client import Client
     client = Client(url, verbose=False)
-    print(f"| interaction | handler median ms | handler max ms | server round trip median ms "
+    print(f"| interaction | handler median ms | handler max ms | gradio_client round trip median ms "
           f"(target < {TARGET_MS}) |\n| --- | --- | --- | --- |")
     for name, (call, api, args) in calls.items():
         median, worst = timed(call)
