@@ -130,6 +130,10 @@ class Config:
     head_diversity: float = 0.0  # STT head diversity: mean cosine between heads' attention patterns
     regularize_layers: list = field(default_factory=list)  # layers repulsion/head_diversity read; [] = all
 
+    # --- scale (issue 17) -------------------------------------------------------------------
+    shard: str = "none"  # 'none', 'optimizer' (ZeRO-1) or 'full' (FSDP2); see training/sharding.py
+    collective_timeout_s: float = 600.0  # a rank waiting this long on the others stops with an error
+
     def model_config(self) -> ModelConfig:
         """The architecture part of this config."""
         names = {f.name for f in dataclasses.fields(ModelConfig)}
