@@ -334,6 +334,14 @@ def causal_ablation(ctx: Context, report: Report) -> None:
         report.metric(f"top-1 changed, {what}", changed, null_changed, "basis null (rotated signal bases)",
                       higher_is_structure=True)
 
+    reference = ctx.reference.signal_model if ctx.reference is not None else None
+    if reference is not None:  # the same procedure in the reference's own (native or post-hoc) signals
+        theirs = attribute_then_ablate(reference, text, next_token, reference.basis.detach().float(),
+                                       reference.effective_recipe().detach().float(), counts)
+        for k in counts:
+            report.metric(f"log-prob drop, top {k} signal{'s' if k > 1 else ''} of the reference",
+                          theirs[k][0], signal[k][0], "this model")
+
     vocab = ctx.frequent_tokens
     rows = []
     for rank, s in enumerate(signal["chosen"]):

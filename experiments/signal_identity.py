@@ -219,6 +219,14 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
                   gaussian["Hoyer"], "Gaussian rows")
     report.metric("Hoyer sparsity (random-init floor)", hoyer.mean().item(),
                   [hoyer_sparsity(c).mean().item() for c in controls], "random-init models")
+    reference = ctx.reference.signal_model if ctx.reference is not None else None
+    if reference is not None:  # the reference's own recipes against its own rotated bases
+        theirs = reference.effective_recipe().detach().float().cpu()[vocab]
+        their_hoyer = hoyer_sparsity(theirs).mean().item()
+        report.metric("Hoyer sparsity of the reference", their_hoyer, hoyer.mean().item(), "this model")
+        report.metric("Hoyer sparsity of the reference: percentile in its basis null",
+                      percentile(their_hoyer, sparsity_null(
+                          theirs, random_rotations(NULL_BASES, theirs.size(1), generator))["Hoyer"]))
     report.metric("L1-90% share", l1.mean().item(), null["L1"], basis_null, higher_is_structure=False)
     report.metric("L1-90% share, SVD basis of E", l1_mass_fraction(svd_recipe).mean().item(), gaussian["L1"],
                   "Gaussian rows")
