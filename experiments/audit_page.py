@@ -71,6 +71,10 @@ def tally(report: dict) -> str:
     kind = "yes" if len(won) == len(judged) else "no" if not won else "some"
     beaten = sorted({str(m.get("against") or m.get("control_name")) for m in won})
     detail = f": beats {html.escape(', '.join(beaten))}" if beaten else ": beats no control"
+    # A trained reference is what a reader should look at (issue 13 §5): its verdicts said on their own.
+    versus = [m for m in judged if "reference" in str(m.get("against") or "")]
+    if versus:
+        detail += "; vs reference: " + html.escape("; ".join(f"{m['name']}: {m['verdict']}" for m in versus))
     return f'<span class="{kind}">{len(won)} of {len(judged)}</span>{detail}'
 
 

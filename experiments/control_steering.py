@@ -29,6 +29,7 @@ from experiments.common import (
 )
 from experiments.context import Context
 from experiments.report import Report
+from experiments.statistics import paired_p
 
 NULL_DIRECTIONS = 100  # word-difference directions in the steering null
 ALPHA_MULTIPLES = (0.0, 0.5, 1.0, 2.0, 4.0)  # the strength sweep, in units of cfg.steer_alpha
@@ -159,6 +160,22 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
                   f"word-difference null ({NULL_DIRECTIONS} directions)", higher_is_structure=True)
     report.metric(f"shift on held-out words at -alpha (L{best})", minus[best].item(), null[best].tolist(),
                   f"word-difference null ({NULL_DIRECTIONS} directions)", higher_is_structure=False)
+    if ctx.reference is not None:  # the same procedure in the reference, each model at its own best layer
+        held = (held_pos, held_neg)
+        per_prompt = lambda m, d, L: [held_out_shifts(m, [idx], d[None], [alpha], held)[L, 0, 0].item()
+                                      for idx in prompts]
+        ref_model = ctx.reference.model
+        ref_direction = sentiment_direction(ref_model, define_pos, define_neg)
+        ref_best = int(held_out_shifts(ref_model, prompts, ref_direction[None], [alpha],
+                                       (held_pos, held_neg))[:, 0, 0].argmax())
+        ours, theirs = per_prompt(model, direction, best), per_prompt(ref_model, ref_direction, ref_best)
+        report.define("held-out shift (vs reference)", "per steering prompt, the held-out shift at +alpha at "
+                      "each model's own best layer, this model against the trained reference steered the "
+                      "same way with its own direction: a paired sign-flip test over prompts (with n "
+                      "prompts p cannot go below 1/2^n).")
+        report.metric("held-out shift at +alpha (vs reference)", float(np.mean(ours)), float(np.mean(theirs)),
+                      "reference model", higher_is_structure=True, p_value=paired_p(ours, theirs, True),
+                      n=len(ours), test="paired")
     report.metric("in-sample shift on the defining words (not judged)", in_sample[best, 0, 0].item())
     report.metric("random-init floor: held-out shift (best layer)", plus[best].item(), floor_best,
                   "random-init models")
@@ -299,6 +316,15 @@ def concept_inception(ctx: Context, report: Report) -> None:
                   f"random-token null ({len(null_tokens)} tokens)", higher_is_structure=False,
                   p_value=float(test.pvalue), n=len(concepts), test="Mann-Whitney U vs null tokens")
     report.metric("concepts incepted", incepted(best), incepted(best_null), "random tokens incepted")
+    if ctx.reference is not None:  # each concept along the reference's own row, in the reference
+        theirs = [smallest(search(ctx.reference.model, concept)) for concept in concepts]
+        report.define("critical alpha (vs reference)", "per concept, the critical alpha at the best layer in "
+                      "this model and in the trained reference (its own row; unreached counted as twice "
+                      "the searched maximum): a paired sign-flip test over concepts, lower is easier (with n "
+                      "concepts p cannot go below 1/2^n).")
+        report.metric("critical alpha (vs reference)", float(np.mean(ranked(best))),
+                      float(np.mean(ranked(theirs))), "reference model", higher_is_structure=False,
+                      p_value=paired_p(ranked(best), ranked(theirs), False), n=len(concepts), test="paired")
     report.metric("random-init floor: critical alpha", mean_reached(best),
                   [mean_reached([seeds[i] for seeds in best_init]) for i in range(len(ctx.controls))],
                   "random-init models, concept's own row")
@@ -371,15 +397,22 @@ def hijack_measures(ctx: Context, positive: list[int], negative: list[int], wind
 def reading_gap(ctx: Context, positive: list[int], negative: list[int]) -> float:
     """Mean JS divergence between the next-token distributions after 'prompt + positive word' and
     'prompt + negative word', pairs in list order, over the steering prompts."""
-    model, gaps = ctx.model, []
+    return float(np.mean(reading_gaps(ctx, positive, negative)))
+
+
+@torch.no_grad()
+def reading_gaps(ctx: Context, positive: list[int], negative: list[int], model=None) -> np.ndarray:
+    """(pairs,) reading gap of each (positive, negative) pair in list order, mean over the steering
+    prompts, in `model` (ctx.model if not given)."""
+    model, gaps = model or ctx.model, []
     pairs = list(zip(positive, negative, strict=False))
     for i, prompt in enumerate(ctx.cfg.steer_prompts):
         idx = ctx.prompt(prompt, f"steer_prompts[{i}]")[:, -(model.config.block_size - 1):]
         words = torch.tensor([p for p, _ in pairs] + [n for _, n in pairs], device=idx.device)[:, None]
         logits, _ = model(torch.cat([idx.expand(len(words), -1), words], dim=1), last_only=True)
         probs = F.softmax(logits[:, -1].float(), dim=-1)
-        gaps += js_divergence(probs[: len(pairs)], probs[len(pairs) :]).tolist()
-    return float(np.mean(gaps))
+        gaps.append(js_divergence(probs[: len(pairs)], probs[len(pairs) :]).cpu().numpy())
+    return np.mean(gaps, axis=0)
 
 
 @torch.no_grad()
@@ -454,6 +487,23 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
         report.say(f"The edit did not shrink the reading gap on held-out words (reduction "
                    f"{reduction(after['gap']):+.3f}); it only changed it less than random targets do "
                    f"({np.mean([reduction(g) for g in null_gaps]):+.3f} on average).")
+    if ctx.reference is not None:  # the same edit of the same rows in the reference's own table
+        def pair_reductions(m):
+            rows = m.token_table()
+            before_pairs = reading_gaps(ctx, held_pos, held_neg, m)
+            original = rows.data[held_neg].clone()
+            try:
+                rows.data[held_neg] = (1 - strength) * original + strength * rows.data[define_pos].mean(0)
+                return 1 - reading_gaps(ctx, held_pos, held_neg, m) / before_pairs
+            finally:
+                rows.data[held_neg] = original
+        ours, theirs = pair_reductions(model), pair_reductions(ctx.reference.model)
+        report.define("gap reduction (vs reference)", "per held-out (positive, negative) pair, the gap "
+                      "reduction of the edit in this model and of the same edit in the trained reference's "
+                      "own table: a paired sign-flip test over pairs (with n pairs p cannot go below 1/2^n).")
+        report.metric("gap reduction (vs reference)", float(ours.mean()), float(theirs.mean()),
+                      "reference model", higher_is_structure=True, p_value=paired_p(ours, theirs, True),
+                      n=len(ours), test="paired")
     report.metric("perplexity change", after["perplexity"] / before["perplexity"] - 1)
     report.metric("restored bit for bit", restored)
     changed = sum(a != b for a, b in zip(before["samples"], after["samples"], strict=True))

@@ -199,6 +199,7 @@ def typo_resilience(ctx: Context, report: Report) -> None:
     pool = ctx.frequent_tokens
     generator = ctx.generator(report.number)
     typo_cos, typo_js, null_cos, null_js, unrelated_cos, rows = [], [], [], [], [], []
+    reference_pct = []  # per sentence: the reference's typo cosine percentile in its own null
     floor_cos = [[] for _ in ctx.controls]
     for n, (correct, misspelled, unrelated) in enumerate(ctx.cfg.typo_sentences):
         ids = [ctx.prompt(t, f"typo_sentences[{n}]")[0].cpu().tolist()
@@ -213,6 +214,13 @@ def typo_resilience(ctx: Context, report: Report) -> None:
         null_cos.append(F.cosine_similarity(state_c.expand_as(state_n), state_n).cpu())
         null_js.append(js_divergence(prob_c.expand_as(prob_n), prob_n).cpu())
         unrelated_cos.append(F.cosine_similarity(state_c, state_u).item())
+        if ctx.reference is not None:  # the same sentences and matched null through the reference
+            theirs = [last_states_and_probs(ctx.reference.model, batch)[0] for batch in
+                      (torch.tensor([ids[0]], device=ctx.device), torch.tensor([ids[1]], device=ctx.device),
+                       matched)]
+            reference_pct.append(percentile(F.cosine_similarity(theirs[0], theirs[1]).item(),
+                                            F.cosine_similarity(theirs[0].expand_as(theirs[2]),
+                                                                theirs[2]).tolist()))
         for i, control in enumerate(ctx.controls):
             a, _ = last_states_and_probs(control, torch.tensor([ids[0]], device=ctx.device))
             b, _ = last_states_and_probs(control, torch.tensor([ids[1]], device=ctx.device))
@@ -238,6 +246,15 @@ def typo_resilience(ctx: Context, report: Report) -> None:
     report.metric("prediction JS (typo)", float(np.mean(typo_js)), null_js_mean,
                   f"overlap-matched null ({NULL_TYPOS} draws)", higher_is_structure=False,
                   ci=bootstrap_ci(typo_js))
+    if ctx.reference is not None:
+        ours_pct = [row[4] for row in rows]
+        report.define("percentile (vs reference)", "per sentence, the typo's state cosine as a percentile "
+                      "among its own model's overlap-matched sentences (the same token sequences fed to both "
+                      "models), this model against the trained reference: a paired sign-flip test over "
+                      "sentences (with n sentences p cannot go below 1/2^n).")
+        report.metric("typo cosine percentile in its null (vs reference)", float(np.mean(ours_pct)),
+                      float(np.mean(reference_pct)), "reference model", higher_is_structure=True,
+                      p_value=paired_p(ours_pct, reference_pct, True), n=len(ours_pct), test="paired")
     report.metric("state cosine (random-init floor)", float(np.mean(typo_cos)),
                   [float(np.mean(f)) for f in floor_cos], "random-init models")
     report.metric("state cosine (unrelated sentence)", float(np.mean(unrelated_cos)))
