@@ -163,6 +163,17 @@ def signal_flow(ctx: Context, report: Report) -> None:
                   percentile(energy_share(flow[-1, -1], k), null))
     report.metric("energy share (random-init floor)", energy_share(flow[-1, -1], k),
                   [energy_share(f[-1, -1], k) for f in control_flows], "random-init models")
+    reference = ctx.reference.signal_model if ctx.reference is not None else None
+    if reference is not None:  # the reference's own (native or post-hoc) signals on the same prompt
+        theirs_flow = signal_readout(reference, idx)
+        ours = [energy_share(a, k) for a in flow[-1]]
+        theirs = [energy_share(a, min(k, theirs_flow.size(-1))) for a in theirs_flow[-1]]
+        report.define("energy share (vs reference)", "per position of the prompt, the energy share after the "
+                      "last layer in this model's signals and in the trained reference's (native or "
+                      "post-hoc): a paired sign-flip test over positions.")
+        report.metric("energy share (vs reference)", float(np.mean(ours)), float(np.mean(theirs)),
+                      "reference model", higher_is_structure=True, p_value=paired_p(ours, theirs, True),
+                      n=len(ours), test="paired")
 
     def persistence(f):
         strongest = lambda a: set(a.abs().topk(k).indices.tolist())
@@ -265,6 +276,22 @@ def attribute_then_ablate(model, text: AblationText, targets_of, directions: tor
 
 
 @torch.no_grad()
+def window_drops(model, text: AblationText, targets_of, directions: torch.Tensor, weights: torch.Tensor,
+                 k: int) -> np.ndarray:
+    """(N,): attribute-then-ablate with the top k directions, the drop in log p(target) averaged over
+    each measured window's positions: per-window items for a paired test between two models read on
+    the same windows."""
+    chosen = readout_coordinates(model, text.choose, text.positions, targets_of(text.choose), directions,
+                                 weights).argsort(descending=True)[:k]
+    targets = targets_of(text.measure)[..., None]
+    clean = F.log_softmax(logits_at(model, text.measure, text.positions), dim=-1).gather(-1, targets)
+    hook = projection_hook(projector(directions[chosen])[None].to(text.measure.device))
+    hooks = {name: hook for name in stream_hooks(model)}
+    ablated = F.log_softmax(logits_at(model, text.measure, text.positions, hooks), dim=-1).gather(-1, targets)
+    return (clean - ablated)[..., 0].mean(1).cpu().numpy()
+
+
+@torch.no_grad()
 def null_ablations(model, text: AblationText, targets_of, recipe: torch.Tensor, basis: torch.Tensor,
                    rotations: torch.Tensor, k: int) -> torch.Tensor:
     """(G, 2): attribute-then-ablate with k directions in each rotated signal basis (recipe Q,
@@ -341,6 +368,18 @@ def causal_ablation(ctx: Context, report: Report) -> None:
         for k in counts:
             report.metric(f"log-prob drop, top {k} signal{'s' if k > 1 else ''} of the reference",
                           theirs[k][0], signal[k][0], "this model")
+        report.define("log-prob drop (vs reference)", "the drop from removing each model's own top "
+                      f"{max(counts)} signals (the reference: native or post-hoc), averaged per measured "
+                      "window; this model against the reference on the same windows and targets: a paired "
+                      "sign-flip test over windows. Higher: this model's chosen signals carry more of its "
+                      "predictions.")
+        k = max(counts)
+        ours = window_drops(model, text, next_token, basis, recipe, k)
+        theirs_windows = window_drops(reference, text, next_token, reference.basis.detach().float(),
+                                      reference.effective_recipe().detach().float(), k)
+        report.metric(f"log-prob drop, top {k} signals (vs reference)", float(ours.mean()),
+                      float(theirs_windows.mean()), "reference model", higher_is_structure=True,
+                      p_value=paired_p(ours, theirs_windows, True), n=len(ours), test="paired")
 
     vocab = ctx.frequent_tokens
     rows = []

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from tqdm import tqdm
 
 from core.tokenizer import decode
@@ -193,6 +194,16 @@ def signal_selectivity(ctx: Context, report: Report) -> None:
     report.metric("median selectivity: percentile in the basis null", percentile(sample_selectivity, null))
     report.metric("median selectivity", selectivity.median().item(),
                   [s.median().item() for _, s in control_stats], "random-init models (floor)")
+    reference = ctx.reference.signal_model if ctx.reference is not None else None
+    if reference is not None:  # the reference's own (native or post-hoc) signals on the same text
+        theirs = selectivity_stats(final_signals(reference, windows))[1]
+        test = stats.mannwhitneyu(selectivity.numpy(), theirs.numpy(), alternative="greater")
+        report.define("selectivity (vs reference)", "this model's signals' selectivities against the trained "
+                      "reference's signals' (native or post-hoc) on the same positions: a one-sided "
+                      "Mann-Whitney U test (signals of two models are not paired).")
+        report.metric("median selectivity (vs reference)", selectivity.median().item(),
+                      theirs.median().item(), "reference model", higher_is_structure=True,
+                      p_value=float(test.pvalue), n=len(selectivity), test="Mann-Whitney U")
     report.metric("median firing rate", firing.median().item(), [f.median().item() for f, _ in control_stats],
                   "random-init models (floor)")
 

@@ -26,7 +26,7 @@ from experiments.common import (
 from experiments.context import Context
 from experiments.nulls import NULL_BASES, random_rotations, svd_factorization
 from experiments.report import Report
-from experiments.statistics import percentile
+from experiments.statistics import paired_p, percentile
 
 NEIGHBOURS = 8  # neighbours listed per probe word
 PAIR_POOL = 500  # the top pairs are searched among this many most frequent tokens
@@ -39,6 +39,12 @@ def group_agreement(vectors: torch.Tensor, groups: list[str]) -> float:
     sims = cosine_matrix(vectors, vectors).fill_diagonal_(-float("inf"))
     nearest = sims.argmax(dim=1).tolist()
     return float(np.mean([groups[i] == groups[j] for i, j in enumerate(nearest)]))
+
+
+def agreement_per_word(vectors: torch.Tensor, groups: list[str]) -> np.ndarray:
+    """(N,) 1.0 where a word's nearest other word (by cosine) belongs to its group, else 0.0."""
+    sims = cosine_matrix(vectors, vectors).fill_diagonal_(-float("inf"))
+    return np.array([float(groups[i] == groups[j]) for i, j in enumerate(sims.argmax(dim=1).tolist())])
 
 
 def top_pairs(vectors: torch.Tensor, count: int) -> tuple[list[tuple[int, int]], torch.Tensor]:
@@ -100,7 +106,11 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
                       group_agreement(ctx.model.vocab_matrix().detach().float().cpu()[ids], groups))
     if ctx.reference is not None:
         reference_table = token_space(ctx.reference.model)[0]
-        report.metric("group agreement of the reference", group_agreement(reference_table[ids], groups))
+        ours = agreement_per_word(table[ids], groups)
+        theirs = agreement_per_word(reference_table[ids], groups)
+        report.metric("group agreement (vs reference)", float(ours.mean()), float(theirs.mean()),
+                      "reference model", higher_is_structure=True, p_value=paired_p(ours, theirs, True),
+                      n=len(ours), test="paired")
     report.metric("group agreement (random-init floor)", group_agreement(table[ids], groups),
                   [group_agreement(t[ids], groups) for t in control_tables], "random-init models")
 
@@ -224,6 +234,14 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
         theirs = reference.effective_recipe().detach().float().cpu()[vocab]
         their_hoyer = hoyer_sparsity(theirs).mean().item()
         report.metric("Hoyer sparsity of the reference", their_hoyer, hoyer.mean().item(), "this model")
+        report.define("Hoyer sparsity (vs reference)", "per token, this model's recipe Hoyer sparsity "
+                      "against the reference's (its native recipes, or the post-hoc factorization named "
+                      "under 'trained reference': a dictionary's sparsity is set by construction, so "
+                      "compare with an SVD reference): a paired sign-flip test over the tokens.")
+        their_rows = hoyer_sparsity(theirs)
+        report.metric("Hoyer sparsity (vs reference)", hoyer.mean().item(), their_hoyer, "reference model",
+                      higher_is_structure=True, p_value=paired_p(hoyer.numpy(), their_rows.numpy(), True),
+                      n=len(hoyer), test="paired")
         report.metric("Hoyer sparsity of the reference: percentile in its basis null",
                       percentile(their_hoyer, sparsity_null(
                           theirs, random_rotations(NULL_BASES, theirs.size(1), generator))["Hoyer"]))
