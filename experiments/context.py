@@ -56,7 +56,8 @@ class Reference:
         if self.factorization is None:
             return None
         return self.model if self.model.has_recipes else FactorizedModel(self.model, self.factorization)
-CONTROL_SEEDS = 3  # random-init models per control
+CONTROL_SEEDS = 3  # random-init models kept in memory (figures, the costlier floors)
+FLOOR_DRAWS = 20  # random-init draws where a floor is cheap: enough for an empirical p-value
 TOKENIZER_VOCAB = 50257  # ids at or above this are padding rows that no text ever uses
 
 
@@ -93,12 +94,24 @@ class Context:
         """The same architecture at random initialization, CONTROL_SEEDS times (seeds cfg.seed,
         cfg.seed + 1, ...), in eval mode: one random model is one draw, and a trained model should
         stand out from the spread of several."""
-        models = []
-        for i in range(CONTROL_SEEDS):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.cfg.seed + i)
-                models.append(build_model(self.model_name, ModelConfig(**self.model_args)))
-        return [model.to(self.device).eval() for model in models]
+        return [self.random_init(i) for i in range(CONTROL_SEEDS)]
+
+    def random_init(self, draw: int) -> Transformer:
+        """Random-init draw number `draw` (seed cfg.seed + draw) of this architecture, in eval mode."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed + draw)
+            model = build_model(self.model_name, ModelConfig(**self.model_args))
+        return model.to(self.device).eval()
+
+    def floor_models(self, count: int = FLOOR_DRAWS):
+        """The random-init floor as `count` draws, yielded one at a time (the first CONTROL_SEEDS are
+        self.controls, the rest built and dropped in turn: never all in memory). In the signal-space
+        view each draw is seen through its own post-hoc factorization, as the controls are."""
+        yield from self.controls[:count]
+        for draw in range(len(self.controls), count):
+            model = self.random_init(draw)
+            yield FactorizedModel(model, self.factorize(model)) if isinstance(self.model, FactorizedModel) \
+                else model
 
     @property
     def control(self) -> Transformer:

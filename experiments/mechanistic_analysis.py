@@ -72,16 +72,14 @@ def layer_evolution(ctx: Context, report: Report) -> None:
     report.define("crystallization layer", "the first layer from which the target stays the top prediction "
                   "through the last layer (n/a if it never becomes top).")
     report.define("control", "the random-init model on the same prompts.")
-    results, control_results, rows = [], [], []
+    results, rows = [], []
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for n, (prompt, target_word) in enumerate(ctx.cfg.target_prompts):
         idx = ctx.prompt(prompt, f"target_prompts[{n}]")
         target = token_id(target_word, ctx.vocab_size, f"target_prompts[{n}]")
         result = lens(ctx.model, idx, target)
-        control_lenses = [lens(c, idx, target) for c in ctx.controls]
-        control = control_lenses[0]
+        control = lens(ctx.control, idx, target)
         results.append(result)
-        control_results.append(control_lenses)
         crystal = crystallization_layer(result["rank"])
         rows.append([prompt, label(target), result["prob"][-1].item(), int(result["rank"][-1]),
                      names[crystal] if crystal is not None else "n/a", control["prob"][-1].item()])
@@ -95,14 +93,15 @@ def layer_evolution(ctx: Context, report: Report) -> None:
     report.table(["prompt", "target", "final prob", "final rank", "crystallizes at",
                   "final prob (random init)"], rows, title="Summary")
     # Per model: the mean over prompts; each random-init seed is one draw of the control.
-    by_seed = [[prompt_controls[i] for prompt_controls in control_results] for i in range(len(ctx.controls))]
+    by_seed = [[lens(c, ctx.prompt(p, "target_prompts"), token_id(w, ctx.vocab_size, "target_prompts"))
+                for p, w in ctx.cfg.target_prompts] for c in ctx.floor_models()]
     final_probs = [r["prob"][-1].item() for r in results]
     mean_prob = lambda rs: float(np.mean([r["prob"][-1].item() for r in rs]))
     mean_rank = lambda rs: float(np.exp(np.mean([np.log(r["rank"][-1].item()) for r in rs])))
     top_share = lambda rs: float(np.mean([int(r["rank"][-1]) == 1 for r in rs]))
     report.define("intervals", "95% bootstrap intervals over the target prompts.")
     report.metric("final target probability", mean_prob(results), [mean_prob(rs) for rs in by_seed],
-                  "random-init models (floor)", ci=bootstrap_ci(final_probs))
+                  "random-init models", higher_is_structure=True, ci=bootstrap_ci(final_probs))
     report.metric("final target rank (geometric mean)", mean_rank(results), [mean_rank(rs) for rs in by_seed],
                   "random-init models (floor)")
     report.metric("targets predicted first", top_share(results), [top_share(rs) for rs in by_seed],
@@ -142,7 +141,7 @@ def signal_flow(ctx: Context, report: Report) -> None:
     prompt = ctx.cfg.target_prompts[0][0]
     idx = ctx.prompt(prompt, "target_prompts[0]")
     flow = signal_readout(ctx.model, idx)
-    control_flows = [signal_readout(c, idx) for c in ctx.controls]
+    control_flows = [signal_readout(c, idx) for c in ctx.floor_models()]
     names = layer_names(ctx.model)
     k = min(TOP_SIGNALS, flow.size(-1))
     top = flow[-1, -1].abs().topk(k).indices  # strongest signals of the final readout
@@ -162,7 +161,8 @@ def signal_flow(ctx: Context, report: Report) -> None:
     report.metric("energy share: percentile in the basis null",
                   percentile(energy_share(flow[-1, -1], k), null))
     report.metric("energy share (random-init floor)", energy_share(flow[-1, -1], k),
-                  [energy_share(f[-1, -1], k) for f in control_flows], "random-init models")
+                  [energy_share(f[-1, -1], k) for f in control_flows], "random-init models",
+                  higher_is_structure=True)
     reference = ctx.reference.signal_model if ctx.reference is not None else None
     if reference is not None:  # the reference's own (native or post-hoc) signals on the same prompt
         theirs_flow = signal_readout(reference, idx)

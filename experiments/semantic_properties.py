@@ -35,9 +35,8 @@ def semantic_galaxy(ctx: Context, report: Report) -> None:
     """Semantic Galaxy: PCA of the recipes of labelled word groups, drawn as a scatter plot, and the
     silhouette score of the groups (cosine distance, in the full space, not the 2-D picture)."""
     table, space = token_space(ctx.model)
-    control_tables = [token_space(control)[0] for control in ctx.controls]
     ids, groups = grouped_words(ctx)
-    X, X_control = table[ids].numpy(), control_tables[0][ids].numpy()
+    X, X_control = table[ids].numpy(), token_space(ctx.control)[0][ids].numpy()
     labels = np.array(groups)
     silhouette = silhouette_score(X, labels, metric="cosine")
     rng = np.random.default_rng(ctx.cfg.seed)
@@ -60,8 +59,10 @@ def semantic_galaxy(ctx: Context, report: Report) -> None:
         report.metric("silhouette (vs reference)", silhouette, float(theirs.mean()), "reference model",
                       higher_is_structure=True, p_value=paired_p(per_word, theirs, True), n=len(ids),
                       test="paired")
-    control_silhouettes = [silhouette_score(t[ids].numpy(), labels, metric="cosine") for t in control_tables]
-    report.metric("silhouette (random-init floor)", silhouette, control_silhouettes, "random-init models")
+    control_silhouettes = [silhouette_score(token_space(c)[0][ids].numpy(), labels, metric="cosine")
+                           for c in ctx.floor_models()]
+    report.metric("silhouette (random-init floor)", silhouette, control_silhouettes, "random-init models",
+                  higher_is_structure=True)
 
     per_group = []
     for group in dict.fromkeys(groups):
@@ -113,7 +114,7 @@ def semantic_algebra(ctx: Context, report: Report) -> None:
     vocab = ctx.vocabulary_with([t for quad in analogies for t in quad])
     found = analogy_ranks(table, vocab, analogies)
     only_c = analogy_ranks(table, vocab, analogies, only_c=True)
-    controls = [analogy_ranks(token_space(c)[0], vocab, analogies) for c in ctx.controls]
+    controls = [analogy_ranks(token_space(c)[0], vocab, analogies) for c in ctx.floor_models()]
     control = controls[0]
     reciprocal = lambda results: [1 / rank for rank, _ in results]
     mrr = lambda results: float(np.mean(reciprocal(results)))
@@ -138,7 +139,8 @@ def semantic_algebra(ctx: Context, report: Report) -> None:
         report.metric("MRR (vs reference)", mrr(found), mrr(theirs), "reference model",
                       higher_is_structure=True, p_value=paired_p(reciprocal(found), reciprocal(theirs), True),
                       n=n, test="paired")
-    report.metric("MRR (random-init floor)", mrr(found), [mrr(c) for c in controls], "random-init models")
+    report.metric("MRR (random-init floor)", mrr(found), [mrr(c) for c in controls], "random-init models",
+                  higher_is_structure=True)
     first = lambda results: float(np.mean([rank == 1 for rank, _ in results]))
     report.metric("answers ranked first", first(found), [first(c) for c in controls], "random-init models",
                   ci=bootstrap_ci([float(rank == 1) for rank, _ in found]))
@@ -200,7 +202,7 @@ def typo_resilience(ctx: Context, report: Report) -> None:
     generator = ctx.generator(report.number)
     typo_cos, typo_js, null_cos, null_js, unrelated_cos, rows = [], [], [], [], [], []
     reference_pct = []  # per sentence: the reference's typo cosine percentile in its own null
-    floor_cos = [[] for _ in ctx.controls]
+    pairs = []  # (correct, misspelled) ids, for the random-init floor
     for n, (correct, misspelled, unrelated) in enumerate(ctx.cfg.typo_sentences):
         ids = [ctx.prompt(t, f"typo_sentences[{n}]")[0].cpu().tolist()
                for t in (correct, misspelled, unrelated)]
@@ -221,13 +223,13 @@ def typo_resilience(ctx: Context, report: Report) -> None:
             reference_pct.append(percentile(F.cosine_similarity(theirs[0], theirs[1]).item(),
                                             F.cosine_similarity(theirs[0].expand_as(theirs[2]),
                                                                 theirs[2]).tolist()))
-        for i, control in enumerate(ctx.controls):
-            a, _ = last_states_and_probs(control, torch.tensor([ids[0]], device=ctx.device))
-            b, _ = last_states_and_probs(control, torch.tensor([ids[1]], device=ctx.device))
-            floor_cos[i].append(F.cosine_similarity(a, b).item())
+        pairs.append(ids[:2])
         rows.append([correct, misspelled, typo_cos[-1], null_cos[-1].mean().item(),
                      percentile(typo_cos[-1], null_cos[-1].tolist()), unrelated_cos[-1], typo_js[-1],
                      null_js[-1].mean().item()])
+    state = lambda m, ids: last_states_and_probs(m, torch.tensor([ids], device=ctx.device))[0]
+    floor_cos = [[F.cosine_similarity(state(control, correct), state(control, typo)).item()
+                  for correct, typo in pairs] for control in ctx.floor_models()]
     null_cos_mean = torch.stack(null_cos).mean(0).tolist()  # draw j: every sentence's j-th matched control
     null_js_mean = torch.stack(null_js).mean(0).tolist()
     report.define("state cosine", "cosine between the residual states at the last position, after the last "
@@ -256,7 +258,7 @@ def typo_resilience(ctx: Context, report: Report) -> None:
                       float(np.mean(reference_pct)), "reference model", higher_is_structure=True,
                       p_value=paired_p(ours_pct, reference_pct, True), n=len(ours_pct), test="paired")
     report.metric("state cosine (random-init floor)", float(np.mean(typo_cos)),
-                  [float(np.mean(f)) for f in floor_cos], "random-init models")
+                  [float(np.mean(f)) for f in floor_cos], "random-init models", higher_is_structure=True)
     report.metric("state cosine (unrelated sentence)", float(np.mean(unrelated_cos)))
     report.table(["correct", "misspelled", "cos typo", "cos matched (mean)", "typo's percentile", "cos "
                   "unrelated",

@@ -63,8 +63,7 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
     labelled word groups. On gpt2 and gpt2-new the same is done with embedding rows."""
     cfg = ctx.cfg
     table, space = token_space(ctx.model)
-    control_tables = [token_space(control)[0] for control in ctx.controls]
-    control_table = control_tables[0]
+    control_table = token_space(ctx.control)[0]  # for the figure; the floor below draws FLOOR_DRAWS models
     probes = token_ids(cfg.probe_words, ctx.vocab_size, "probe_words")
     vocab = ctx.vocabulary_with(probes)
     rows_of = "the effective W_recipe (V x S)" if ctx.model.has_recipes else "the embedding (V x C)"
@@ -83,7 +82,8 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
 
     pool = ctx.frequent_tokens[:PAIR_POOL]
     pairs, values = top_pairs(table[pool], TOP_PAIRS)
-    control_values = [top_pairs(t[pool], TOP_PAIRS)[1].mean().item() for t in control_tables]
+    control_values = [top_pairs(token_space(c)[0][pool], TOP_PAIRS)[1].mean().item()
+                      for c in ctx.floor_models()]
     report.table(["token", "token", "cosine"],
                  [[label(pool[i].item()), label(pool[j].item()), v.item()]
                   for (i, j), v in zip(pairs, values, strict=True)],
@@ -112,7 +112,8 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
                       "reference model", higher_is_structure=True, p_value=paired_p(ours, theirs, True),
                       n=len(ours), test="paired")
     report.metric("group agreement (random-init floor)", group_agreement(table[ids], groups),
-                  [group_agreement(t[ids], groups) for t in control_tables], "random-init models")
+                  [group_agreement(token_space(c)[0][ids], groups) for c in ctx.floor_models()],
+                  "random-init models", higher_is_structure=True)
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     names = [label(i) for i in ids]
@@ -185,7 +186,7 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
     the SVD basis of its vocab matrix; and how evenly the S signals are used (Gini)."""
     vocab = ctx.frequent_tokens
     recipe = ctx.model.effective_recipe().float().cpu()[vocab]
-    controls = [c.effective_recipe().float().cpu()[vocab] for c in ctx.controls]
+    controls = [c.effective_recipe().detach().float().cpu()[vocab] for c in ctx.floor_models()]
     control = controls[0]
     S = recipe.size(1)
     generator = ctx.generator(report.number)
@@ -220,7 +221,8 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
                   "(no dead or dominant signals): lower is what it claims.")
     report.define("exact zeros", "fraction of recipe entries that are exactly 0 (reflow-topk's mask).")
     report.define("dead signals", "signals active (relative threshold) in no token's recipe.")
-    report.define("random-init floor", f"{len(controls)} random-init models: shown, not judged.")
+    report.define("random-init floor", f"{len(controls)} random-init models, judged by their empirical "
+                  "p-value (Hoyer sparsity).")
     hoyer, l1 = hoyer_sparsity(recipe), l1_mass_fraction(recipe)
     report.metric("Hoyer sparsity", hoyer.mean().item(), null["Hoyer"], basis_null, higher_is_structure=True)
     report.metric("Hoyer sparsity: percentile in the basis null",
@@ -228,7 +230,8 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
     report.metric("Hoyer sparsity, SVD basis of E", hoyer_sparsity(svd_recipe).mean().item(),
                   gaussian["Hoyer"], "Gaussian rows")
     report.metric("Hoyer sparsity (random-init floor)", hoyer.mean().item(),
-                  [hoyer_sparsity(c).mean().item() for c in controls], "random-init models")
+                  [hoyer_sparsity(c).mean().item() for c in controls], "random-init models",
+                  higher_is_structure=True)
     reference = ctx.reference.signal_model if ctx.reference is not None else None
     if reference is not None:  # the reference's own recipes against its own rotated bases
         theirs = reference.effective_recipe().detach().float().cpu()[vocab]
