@@ -268,6 +268,18 @@ def mean_reached(alphas: list[float | None]) -> float | None:
     return float(np.mean(reached)) if reached else None
 
 
+def ranked_alphas(alphas: list[float | None], alpha_max: float) -> list[float]:
+    """Critical alphas with 'never reached' as 2 x alpha_max: it ranks above every reached strength."""
+    return [2 * alpha_max if a is None else a for a in alphas]
+
+
+def easier_than_null(concepts: list[float | None], null: list[float | None], alpha_max: float) -> float:
+    """One-sided Mann-Whitney U p-value that the concepts' critical alphas are lower than the null
+    tokens' (unreached counted as larger than any reached alpha)."""
+    return float(stats.mannwhitneyu(ranked_alphas(concepts, alpha_max), ranked_alphas(null, alpha_max),
+                                    alternative="less").pvalue)
+
+
 @torch.no_grad()
 def concept_inception(ctx: Context, report: Report) -> None:
     """Concept Inception: inject a concept's direction (its vocab-matrix row, i.e. recipe @ W_basis)
@@ -297,9 +309,8 @@ def concept_inception(ctx: Context, report: Report) -> None:
             best_null.append(smallest(search(model, token)))
             bar.update()
 
-    unreached = cfg.concept_alpha_max * 2  # a strength never reached ranks above every reached one
-    ranked = lambda alphas: [unreached if a is None else a for a in alphas]
-    test = stats.mannwhitneyu(ranked(best), ranked(best_null), alternative="less")
+    ranked = lambda alphas: ranked_alphas(alphas, cfg.concept_alpha_max)
+    inception_p = easier_than_null(best, best_null, cfg.concept_alpha_max)
     report.define("critical alpha", "smallest alpha at which h <- h + alpha * n_L * e_c/|e_c| after layer L "
                   "makes token c the top next token after the prompt (n_L: mean residual norm there, e_c: "
                   f"c's vocab-matrix row); searched in [0, {cfg.concept_alpha_max}] on a grid refined "
@@ -314,7 +325,7 @@ def concept_inception(ctx: Context, report: Report) -> None:
     report.metric("critical alpha (best layer, mean over concepts)", mean_reached(best),
                   mean_reached(best_null),
                   f"random-token null ({len(null_tokens)} tokens)", higher_is_structure=False,
-                  p_value=float(test.pvalue), n=len(concepts), test="Mann-Whitney U vs null tokens")
+                  p_value=inception_p, n=len(concepts), test="Mann-Whitney U vs null tokens")
     report.metric("concepts incepted", incepted(best), incepted(best_null), "random tokens incepted")
     if ctx.reference is not None:  # each concept along the reference's own row, in the reference
         theirs = [smallest(search(ctx.reference.model, concept)) for concept in concepts]
