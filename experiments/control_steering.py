@@ -177,6 +177,8 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
                       "reference model", higher_is_structure=True, p_value=paired_p(ours, theirs, True),
                       n=len(ours), test="paired")
     report.metric("in-sample shift on the defining words (not judged)", in_sample[best, 0, 0].item())
+    report.define("random-init floor", f"{len(ctx.controls)} random-init models, shown and not judged: "
+                  "each draw is a full sweep of layers, so 20 would multiply this experiment's time.")
     report.metric("random-init floor: held-out shift (best layer)", plus[best].item(), floor_best,
                   "random-init models")
     report.metric("unsteered held-out log odds", steered_log_odds(
@@ -336,6 +338,8 @@ def concept_inception(ctx: Context, report: Report) -> None:
         report.metric("critical alpha (vs reference)", float(np.mean(ranked(best))),
                       float(np.mean(ranked(theirs))), "reference model", higher_is_structure=False,
                       p_value=paired_p(ranked(best), ranked(theirs), False), n=len(concepts), test="paired")
+    report.define("random-init floor", f"{len(ctx.controls)} random-init models, shown and not judged: "
+                  "each draw is a search per concept and layer, so 20 would multiply this experiment's time.")
     report.metric("random-init floor: critical alpha", mean_reached(best),
                   [mean_reached([seeds[i] for seeds in best_init]) for i in range(len(ctx.controls))],
                   "random-init models, concept's own row")

@@ -180,6 +180,9 @@ def signal_selectivity(ctx: Context, report: Report) -> None:
                   "over the text (both signs: a signal's sign is arbitrary). Lower: rare, specific contexts.")
     report.define("selectivity", "peak |a_s| / mean |a_s|: how much stronger its best context is than its "
                   "typical one. Higher: a more feature-like, selective signal.")
+    report.define("random-init floor", f"{len(ctx.controls)} random-init models, shown and not judged: "
+                  "each draw is a forward pass over the whole validation text, so 20 would multiply this "
+                  "experiment's time.")
     order = torch.randperm(len(activations), generator=ctx.generator(report.number))
     sample = activations[order[:NULL_POSITIONS]]
     rotations = random_rotations(NULL_BASES, activations.size(1), ctx.generator(report.number))
