@@ -145,33 +145,36 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
                 "model_args": dataclasses.asdict(model.config), "iter_num": iter_num,
                 "best_val_loss": best_val_loss, "config": cfg.to_dict(),
                 "scaler": scaler.state_dict(), "wandb_run_id": log.wandb_run_id,
+                "evaluated": evaluated_at == iter_num,  # False: a stop cut this step's evaluation short
             }, ckpt_file)
         return f"{reason}: saved {ckpt_file}"
 
     # --- the loop -------------------------------------------------------------------------------
     result = RunResult(iter_num, best_val_loss)
     # A checkpoint is written after its step's evaluation, so a resumed run does not repeat it.
-    evaluated_at = iter_num if resume and not cfg.eval_only else None
+    evaluated_at = iter_num if resume and resume.get("evaluated", True) and not cfg.eval_only else None
     saved_at = iter_num if resume else None
     stopping = False
     with log, StopRequest(dist) as stop_request:
         while True:
             eval_due = iter_num % cfg.eval_interval == 0 or iter_num >= cfg.max_iters
-            if eval_due and iter_num != evaluated_at:
+            if eval_due and iter_num != evaluated_at and not stopping:
                 losses = estimate_loss(fast_model, batches, cfg.eval_iters, device=device, dtype=dtype,
-                                       dist=dist)
-                result.evaluations[iter_num], evaluated_at = losses, iter_num
-                note = ""
-                if not math.isfinite(losses["val"]):
-                    what = f"val loss {losses['val']} at step {iter_num}"
-                    note = non_finite(cfg, what, ckpt_file, "not saved")
-                elif losses["val"] < best_val_loss or cfg.always_save_checkpoint:
-                    best_val_loss = min(best_val_loss, losses["val"])
-                    if iter_num > 0 and not cfg.eval_only:
-                        note = save("best" if losses["val"] == best_val_loss else "latest")
-                log.evaluation(iter_num, losses, note)
+                                       dist=dist, should_stop=stop_request.agreed)
+                stopping = losses is None  # a stop request cut the evaluation short
+                if not stopping:
+                    result.evaluations[iter_num], evaluated_at = losses, iter_num
+                    note = ""
+                    if not math.isfinite(losses["val"]):
+                        what = f"val loss {losses['val']} at step {iter_num}"
+                        note = non_finite(cfg, what, ckpt_file, "not saved")
+                    elif losses["val"] < best_val_loss or cfg.always_save_checkpoint:
+                        best_val_loss = min(best_val_loss, losses["val"])
+                        if iter_num > 0 and not cfg.eval_only:
+                            note = save("best" if losses["val"] == best_val_loss else "latest")
+                    log.evaluation(iter_num, losses, note)
             if stopping:
-                if saved_at != iter_num:
+                if saved_at != iter_num and not cfg.eval_only:
                     save("stopped")
                 log.print(f"stopped at step {iter_num}: saved {ckpt_file}; "
                           f"resume with: --init_from=resume --out_dir={cfg.out_dir}")

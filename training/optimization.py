@@ -78,13 +78,25 @@ def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip:
 
 @torch.no_grad()
 def estimate_loss(model, batches: Batches, eval_iters: int, *, device: str, dtype: str,
-                  dist: Distributed) -> dict[str, float]:
-    """Mean loss over `eval_iters` fixed batches of each split; the ranks share the batches."""
+                  dist: Distributed, should_stop=None) -> dict[str, float] | None:
+    """Mean loss over `eval_iters` fixed batches of each split; the ranks share the batches.
+
+    `should_stop()` (the run's stop request, agreed by every rank) is asked before each batch, so a
+    long evaluation never delays a stop: it then returns None, an evaluation left unfinished.
+    Every rank runs the same number of rounds, so the ranks' all-reduces stay paired.
+    """
     model.eval()
     losses = {}
+    rounds = math.ceil(eval_iters / dist.world_size)
     for split in ("train", "val"):
         total, count = 0.0, 0
-        for index in range(dist.rank, eval_iters, dist.world_size):
+        for round_index in range(rounds):
+            if should_stop is not None and should_stop():
+                model.train()
+                return None
+            index = round_index * dist.world_size + dist.rank
+            if index >= eval_iters:
+                continue
             x, y = batches.eval_batch(split, index, device)
             with autocast(device, dtype):
                 _, loss = model(x, targets=y)
