@@ -46,6 +46,10 @@ CONFIG_KEYS = {f.name for f in dataclasses.fields(Config)}
 PEAK = "(peak matmul)"
 
 
+# The smallest valid value of each bench count, checked before anything is built or timed.
+OPTION_MINIMUMS = {"steps": 1, "rounds": 1, "warmup": 0, "sample_tokens": 0, "threads": 0}
+
+
 @dataclass
 class BenchOptions:
     models: str = ""  # comma-separated names to run at each config's size; empty: the config's model
@@ -57,6 +61,11 @@ class BenchOptions:
     keep_freed_memory: bool = True  # CPU: core.hardware.keep_freed_memory; False measures without it
     threads: int = 0  # torch threads; 0 keeps torch's default (one per core)
     json: bool = False  # print the numbers as JSON instead of a table
+
+    def __post_init__(self):
+        for key, minimum in OPTION_MINIMUMS.items():
+            if getattr(self, key) < minimum:
+                raise UserError(f"--{key} must be at least {minimum}, got {getattr(self, key)}")
 
 
 def parse_command_line(argv: list[str]) -> tuple[list[str], BenchOptions, dict[str, str]]:
