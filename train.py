@@ -101,7 +101,7 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     if dist.is_master:
         prepare_if_missing(data_folder, cfg.dataset)
     dist.barrier()
-    batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed)
+    batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed, model.config.vocab_size)
     ensure_writable_dir(cfg.out_dir)
 
     model.to(device)

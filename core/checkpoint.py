@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from core.atomic_write import replacing
 from core.errors import UserError
 from models import MODELS, ModelConfig, Transformer, build_model
 
@@ -29,12 +30,10 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
     either the previous checkpoint or the new one whole, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with replacing(path) as tmp, open(tmp, "wb") as f:  # a failed write: one line, nothing lost
         torch.save(checkpoint, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
     directory = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
     try:
         os.fsync(directory)

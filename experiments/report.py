@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+from core.atomic_write import replacing
+
 # A control given as several draws is beaten only by a value beyond its mean +- this many sd.
 CLEAR_BY = 2.0
 
@@ -26,12 +28,8 @@ CLEAR_BY = 2.0
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends normally, rename it over `path`.
     If the block raises, the temporary file is removed and `path` keeps its old content."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path, path.with_name(f".{path.name}.{os.getpid()}.tmp")) as tmp:  # disk full: one line
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path, text: str) -> None:

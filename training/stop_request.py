@@ -49,7 +49,8 @@ class StopRequest:
                       "(signal again to exit at once, without saving)", flush=True)
             return
         first_signal, first_time = self.first
-        if self.dist.enabled and signum == first_signal and time.monotonic() - first_time < DUPLICATE_WINDOW_S:
+        repeated = signum == first_signal and time.monotonic() - first_time < DUPLICATE_WINDOW_S
+        if self.dist.enabled and repeated:
             return  # the same request, delivered by the terminal and by torchrun
         print(f"\nsecond signal ({name}): exiting at once, without saving", file=sys.stderr, flush=True)
         # Die of the signal itself, as an unhandled one would: shells and schedulers read the status.
