@@ -211,6 +211,9 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
     checkpoint = load_checkpoint(ckpt_file if cfg.init_from == "resume" else cfg.init_from)
     checkpoint["model_args"]["dropout"] = cfg.dropout  # a training choice, not the architecture
     if cfg.init_from == "resume":
+        if not checkpoint.get("optimizer"):  # e.g. nanoGPT's, whose optimizer state does not map to ours
+            raise UserError(f"{ckpt_file} holds no optimizer state to resume; fine-tune from its weights "
+                            f"with --init_from={ckpt_file} and another --out_dir")
         check_same_architecture(checkpoint, cfg.model, cfg.model_config(), ckpt_file)
     else:  # fine-tune from a checkpoint file or run directory: its architecture replaces the config's
         config_keys = {f.name for f in dataclasses.fields(Config)}

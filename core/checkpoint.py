@@ -5,8 +5,10 @@ A checkpoint is a dict with nanoGPT's keys (`model`, `optimizer`, `model_args`, 
 `torch.load(..., weights_only=True)`: tensors and plain Python values, never code.
 """
 
+import dataclasses
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -52,16 +54,65 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise UserError(f"refusing to load {file}: it holds more than tensors and plain data "
-                        f"({first_line})")
+        raise UserError(unsafe_checkpoint_message(file, error))
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise UserError(f"checkpoint {file} is truncated or corrupt ({type(error).__name__}); "
                         "resume from an earlier one or retrain")
     missing = {"model", "model_args"} - set(checkpoint) if isinstance(checkpoint, dict) else {"model"}
     if missing:
         raise UserError(f"{file} is not a reflow checkpoint (missing {sorted(missing)})")
+    checkpoint = adapt_foreign_checkpoint(checkpoint, file)
+    check_model_args(checkpoint, file)
     return checkpoint
+
+
+def unsafe_checkpoint_message(file: Path, error: pickle.UnpicklingError) -> str:
+    """One line for a checkpoint that holds pickled code. torch's own message advises loading it
+    with weights_only=False, which would run that code: we name what it holds and stop there."""
+    named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    what = f" ({named.group(1)})" if named else ""
+    return (f"refusing to load {file}: it holds pickled code{what}, not only tensors and plain data; "
+            "a checkpoint from an untrusted source could run anything")
+
+
+# nanoGPT's GPT is our gpt2 under other names: its blocks live in transformer.h, its tied output
+# head is saved a second time as lm_head.weight, and older torch versions save each block's causal
+# mask as the buffer attn.bias. Everything else maps one to one (same shapes, same nn.Linear layout).
+NANOGPT_MARKERS = ("transformer.wte.weight", "lm_head.weight")
+
+
+def adapt_foreign_checkpoint(checkpoint: dict, file: Path) -> dict:
+    """A nanoGPT checkpoint (train.py of karpathy/nanoGPT) becomes one of our gpt2 checkpoints;
+    any other checkpoint is returned as it is."""
+    state = {name.removeprefix("_orig_mod."): tensor for name, tensor in checkpoint["model"].items()}
+    if not all(name in state for name in NANOGPT_MARKERS):
+        return checkpoint
+    if not torch.equal(state["lm_head.weight"], state["transformer.wte.weight"]):
+        raise UserError(f"{file} is a nanoGPT checkpoint whose lm_head is not tied to wte; our gpt2 "
+                        "ties them, so it cannot be loaded as one")
+    renamed = {}
+    for name, tensor in state.items():
+        if name == "lm_head.weight" or name.endswith(".attn.bias"):
+            continue
+        name = name.removeprefix("transformer.")
+        renamed["blocks." + name.removeprefix("h.") if name.startswith("h.") else name] = tensor
+    config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
+    return {**checkpoint, "model": renamed, "config": {**config, "model": "gpt2"}, "model_name": "gpt2",
+            "optimizer": None}  # nanoGPT's optimizer groups do not match ours: a resume starts afresh
+
+
+def check_model_args(checkpoint: dict, file: Path) -> None:
+    """model_args must be a dict of ModelConfig's keys (and the model's name): a checkpoint from
+    another program or a newer version is refused here, in one line, before anything is printed."""
+    args = checkpoint["model_args"]
+    if not isinstance(args, dict):
+        raise UserError(f"{file}: model_args is a {type(args).__name__}, not a dict of architecture keys; "
+                        "it was not written by reFlow or nanoGPT")
+    known = {f.name for f in dataclasses.fields(ModelConfig)} | {"model"}
+    unknown = sorted(str(key) for key in args if key not in known)
+    if unknown:
+        raise UserError(f"{file}: model_args has keys this version does not know ({', '.join(unknown)}); "
+                        "it was written by another program or a newer version of reFlow")
 
 
 def model_name_of(checkpoint: dict) -> str:
