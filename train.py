@@ -39,6 +39,7 @@ from core.config import Config, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from core.hardware import autocast, keep_freed_memory, resolve_dtype
 from core.tokenizer import decode, encode, get_tokenizer
+from core.wandb_login import check_wandb_ready
 from models import Transformer, build_model
 from training.batches import Batches, seed_for
 from training.distributed import Distributed, init_distributed
@@ -83,6 +84,8 @@ def train(cfg: Config) -> RunResult:
 
 def run(cfg: Config, dist: Distributed) -> RunResult:
     # --- set-up: every check a user can fail comes before anything is written ------------------
+    if cfg.wandb_log and dist.is_master:
+        check_wandb_ready()
     for key in ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters",
                 "log_interval"):
         if getattr(cfg, key) < 1:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from core.config import Config
 from core.errors import UserError
 from core.hardware import peak_flops
+from core.wandb_login import HOW_TO_LOG, first_line
 
 
 class RunLog:
@@ -90,5 +91,8 @@ def start_wandb(cfg: Config, run_id: str | None):
         import wandb
     except ImportError:
         raise UserError("wandb_log=True needs wandb: pip install wandb (or set --wandb_log=False)")
-    return wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=cfg.to_dict(),
-                      dir=cfg.out_dir, id=run_id, resume="allow")
+    try:
+        return wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=cfg.to_dict(),
+                          dir=cfg.out_dir, id=run_id, resume="allow")
+    except Exception as error:  # a key that login accepted but the server refuses, no network, ...
+        raise UserError(f"wandb could not start a run ({first_line(error)}); {HOW_TO_LOG}")
