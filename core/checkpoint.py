@@ -9,12 +9,14 @@ import dataclasses
 import os
 import pickle
 import re
+import typing
 import zipfile
 from pathlib import Path
 
 import torch
 
 from core.atomic_write import replacing
+from core.config import Config, check_type, validate
 from core.errors import UserError
 from models import MODELS, ModelConfig, Transformer, build_model
 
@@ -61,9 +63,11 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     missing = {"model", "model_args"} - set(checkpoint) if isinstance(checkpoint, dict) else {"model"}
     if missing:
         raise UserError(f"{file} is not a reflow checkpoint (missing {sorted(missing)})")
-    checkpoint = adapt_foreign_checkpoint(checkpoint, file)
     check_model_args(checkpoint, file)
-    return checkpoint
+    adapted = adapt_foreign_checkpoint(checkpoint, file)
+    if adapted is not checkpoint:
+        check_model_args(adapted, file)  # now named gpt2, its values meet gpt2's rules
+    return adapted
 
 
 def unsafe_checkpoint_message(file: Path, error: pickle.UnpicklingError) -> str:
@@ -102,17 +106,36 @@ def adapt_foreign_checkpoint(checkpoint: dict, file: Path) -> dict:
 
 
 def check_model_args(checkpoint: dict, file: Path) -> None:
-    """model_args must be a dict of ModelConfig's keys (and the model's name): a checkpoint from
-    another program or a newer version is refused here, in one line, before anything is printed."""
+    """The parts every script reads must have our shapes: `model` a dict of tensors, `config` a
+    dict, `model_args` a dict of ModelConfig's keys (and the model's name) with values of their
+    types, within their limits. A checkpoint from another program or a newer version is refused here,
+    in one line, before anything is printed or built."""
+    weights = checkpoint["model"]
+    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        raise UserError(f"{file}: its 'model' is not a state dict of tensors; it was not written by reFlow "
+                        "or nanoGPT")
+    if not isinstance(checkpoint.get("config", {}), dict):
+        raise UserError(f"{file}: its 'config' is a {type(checkpoint['config']).__name__}, not a dict")
     args = checkpoint["model_args"]
     if not isinstance(args, dict):
         raise UserError(f"{file}: model_args is a {type(args).__name__}, not a dict of architecture keys; "
                         "it was not written by reFlow or nanoGPT")
-    known = {f.name for f in dataclasses.fields(ModelConfig)} | {"model"}
-    unknown = sorted(str(key) for key in args if key not in known)
+    hints = typing.get_type_hints(ModelConfig)
+    unknown = sorted(str(key) for key in args if key not in hints and key != "model")
     if unknown:
         raise UserError(f"{file}: model_args has keys this version does not know ({', '.join(unknown)}); "
                         "it was written by another program or a newer version of reFlow")
+    for key, value in args.items():
+        if key != "model":
+            check_type(key, value, hints[key], source=str(file))
+    name = args.get("model") or checkpoint.get("config", {}).get("model") or checkpoint.get("model_name")
+    if name in MODELS:  # the limits and cross-key rules of a config (an unknown name is refused later)
+        keys = {f.name for f in dataclasses.fields(Config)}
+        architecture = {k: v for k, v in args.items() if k in keys}
+        try:
+            validate(dataclasses.replace(Config(), model=name, **architecture))
+        except UserError as error:
+            raise UserError(f"{file}: model_args: {error}")
 
 
 def model_name_of(checkpoint: dict) -> str:
