@@ -166,11 +166,16 @@ def export_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype = torc
     except ImportError:
         raise UserError("export needs the safetensors package: pip install safetensors transformers")
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file; choose a new directory")
+    if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"{out_dir} already exists and is not empty; choose a new directory")
+    in_the_way = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:  # e.g. README.md/model
+        raise UserError(f"cannot export to {out_dir}: {in_the_way} is a file, not a directory")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:  # e.g. a path under a file: README.md/model
+    except OSError as error:
         raise UserError(f"cannot create {out_dir} ({error.strerror or error}); choose another directory")
 
     is_gpt2 = isinstance(model, GPT2)

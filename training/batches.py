@@ -46,6 +46,9 @@ class TokenSplit:
         self.tokens_path = folder / f"{split}.bin"
         self.mask_path = folder / f"{split}_mask.bin"
         self.block_size = block_size
+        if self.tokens_path.exists() and not self.tokens_path.is_file():
+            raise UserError(f"{self.tokens_path} is a folder, not a token file; "
+                            f"prepare the data with: {prepare_command(folder.name)}")
         if not self.tokens_path.is_file():
             raise UserError(f"no {split} data at {self.tokens_path}; "
                             f"prepare it with: {prepare_command(folder.name)}")

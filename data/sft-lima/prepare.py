@@ -149,6 +149,8 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if not 0 < args.val_fraction < 1:
         raise UserError(f"--val_fraction must be between 0 and 1, got {args.val_fraction}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be at least 0, got {args.seed}")
     conversations = read_jsonl(args.input) if args.input else load_from_hub()
     counts = prepare(conversations, args.out_dir, args.val_fraction, args.seed,
                      source=args.input or LIMA_TRAIN)
