@@ -12,7 +12,7 @@ init_from decides where the weights come from:
              fresh optimizer, step 0.
 
 Checkpoints go to out_dir/ckpt.pt at each evaluation (always, or only when val loss improves, per
-always_save_checkpoint), at the end, and on Ctrl-C. The run ends by printing a sample.
+always_save_checkpoint), at the end, and on Ctrl-C or SIGTERM. The run ends by printing a sample.
 """
 
 import dataclasses
