@@ -15,7 +15,6 @@ so the loss is taken on assistant tokens only (train.py turns targets under a 0 
 LIMA's own test split holds prompts without answers, so val is a held-out slice of train.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from core.atomic_write import replacing  # noqa: E402
 from core.chat import encode_conversation  # noqa: E402
-from core.errors import UserError, exit_on_user_error  # noqa: E402
+from core.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
 
 LIMA_TRAIN = "hf://datasets/GAIR/lima/train.jsonl"
 LIMA_PAGE = "https://huggingface.co/datasets/GAIR/lima"
@@ -141,7 +140,7 @@ def prepare(conversations: list[list[str]], out_dir: str | Path, val_fraction: f
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", help="local JSONL file; default: LIMA from the Hugging Face hub")
     parser.add_argument("--out_dir", default=str(Path(__file__).resolve().parent))
     parser.add_argument("--val_fraction", type=float, default=0.05)
