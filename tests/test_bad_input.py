@@ -113,6 +113,9 @@ CASES = [
          ["--input={work}/conversations.jsonl", "--out_dir={work}/notes.txt/lima"], "notes.txt/lima"),
     Case("reports-folder-is-a-file", experiment.main, [CONFIG, "--ckpt={work}/reports_file", "--run", "1"],
          "audit_reports"),
+    Case("export-bad-dtype", export_hf.main, ["{work}/run", "{work}/hf", "--dtype=bogus"], "--dtype"),
+    Case("lima-bad-val-fraction", lima_prepare.main,
+         ["--input={work}/conversations.jsonl", "--val_fraction=x"], "--val_fraction"),
     # 10. bench's own keys
     Case("bench-rounds-0", bench.main, [CONFIG, "--rounds=0"], "--rounds"),
     Case("bench-steps-0", bench.main, [CONFIG, "--steps=0"], "--steps"),
