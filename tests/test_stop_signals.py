@@ -21,6 +21,8 @@ from train_fixtures import (  # noqa: F401  (one_thread: an autouse fixture)
 
 import train
 from core.checkpoint import load_checkpoint
+from training.distributed import Distributed
+from training.stop_request import StopRequest
 
 UNBUFFERED_ENV = {**ONE_THREAD_ENV, "PYTHONUNBUFFERED": "1"}  # log lines reach the test as printed
 ENDLESS = dict(max_iters=10**6, lr_decay_iters=10**6, log_interval=1)
@@ -84,3 +86,21 @@ def test_sigterm_to_a_torchrun_group_stops_every_rank_cleanly(tmp_path):
     assert "2 processes" in stdout and f"stopped at step {k}: saved" in stdout, stderr[-3000:]
     # torchrun itself reports the signal with its own traceback; no worker may have one.
     assert "second signal" not in stderr and 'train.py", line' not in stderr and "exitcode" not in stderr
+
+
+def test_a_repeat_under_ddp_is_the_same_request_and_any_other_second_signal_exits(monkeypatch):
+    """torchrun may deliver one Ctrl-C twice (from the terminal and from itself): under DDP the same
+    signal again within DUPLICATE_WINDOW_S is not a second request. Anything else is."""
+    sent = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append(sig))  # instead of dying
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: None)
+    ddp = StopRequest(Distributed(rank=1, world_size=2))
+    ddp.handle(signal.SIGINT, None)
+    ddp.handle(signal.SIGINT, None)
+    assert ddp.requested and sent == []
+    ddp.handle(signal.SIGTERM, None)
+    assert sent == [signal.SIGTERM]
+    single = StopRequest(Distributed())
+    single.handle(signal.SIGINT, None)
+    single.handle(signal.SIGINT, None)
+    assert sent == [signal.SIGTERM, signal.SIGINT]
