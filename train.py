@@ -50,6 +50,7 @@ from training.optimization import (
     make_optimizer,
     train_step,
 )
+from training.regularizers import Regularizers
 from training.run_log import RunLog
 from training.stop_request import StopRequest
 
@@ -116,6 +117,7 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
         if resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         iter_num, best_val_loss = resume["iter_num"], resume["best_val_loss"]
+    regularizers = Regularizers.from_config(cfg, model.config.n_layer, model.has_recipes)
     fast_model = torch.compile(model) if cfg.compile else model
     train_model = fast_model
     if dist.enabled:
@@ -131,6 +133,7 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
                  flops_per_step=model.flops_per_token(cfg.block_size) * tokens_per_step,
                  device=device, dtype=dtype, world_size=dist.world_size, enabled=dist.is_master,
                  wandb_run_id=resume.get("wandb_run_id") if resume else None)
+    log.regularizers = regularizers
     log.print(f"{cfg.model}: {model.num_params() / 1e6:.2f}M params | {tokens_per_step:,} tokens per step "
               f"({cfg.gradient_accumulation_steps} x {cfg.batch_size} x {cfg.block_size}, "
               f"{dist.world_size} process{'es' if dist.enabled else ''}) | {device} {dtype} | "
@@ -163,7 +166,8 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
             eval_due = iter_num % cfg.eval_interval == 0 or iter_num >= cfg.max_iters
             if eval_due and iter_num != evaluated_at and not stopping:
                 losses = estimate_loss(fast_model, batches, cfg.eval_iters, device=device, dtype=dtype,
-                                       dist=dist, should_stop=stop_request.agreed)
+                                       dist=dist, regularizers=regularizers,
+                                       should_stop=stop_request.agreed)
                 stopping = losses is None  # a stop request cut the evaluation short
                 if not stopping:
                     result.evaluations[iter_num], evaluated_at = losses, iter_num
@@ -191,7 +195,8 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
             micro_batches = batches.train_micro_batches(
                 iter_num, cfg.gradient_accumulation_steps, dist.rank, dist.world_size, device)
             loss = train_step(train_model, optimizer, scaler, micro_batches, lr=lr,
-                              grad_clip=cfg.grad_clip, device=device, dtype=dtype, dist=dist)
+                              grad_clip=cfg.grad_clip, device=device, dtype=dtype, dist=dist,
+                              regularizers=regularizers)
             if not math.isfinite(loss):
                 log.print(non_finite(cfg, f"loss {loss} at step {iter_num}", ckpt_file, "step skipped"))
             result.losses[iter_num] = loss

@@ -117,6 +117,18 @@ class Config:
     audit_tokens: int = 16384  # validation tokens read by the experiments that need text
     audit_vocab: int = 2000  # word searches run over this many most frequent training tokens
     audit_sample_tokens: int = 32  # length of each generated sample in the reports
+    # --- models (issues 11, 15, 17) ---
+    attention: str = "softmax"  # 'softmax', or 'sigmoid': sigmoid(q.k/sqrt(D) + b), no normalization
+    sigmoid_bias: str = "-log(T)"  # sigmoid attention's b: '-log(T)' (T = keys the query sees) or 'learned'
+    chunked_loss: bool = False  # cross-entropy in chunks of positions: the (B, T, V) logits never exist
+    loss_chunk_size: int = 1024  # positions per chunk under chunked_loss
+    activation_checkpointing: bool = False  # recompute each block in the backward: less memory, more time
+
+    # --- regularizers (issue 15): all off at 0; definitions in training/regularizers.py ------
+    recipe_l1: float = 0.0  # soft recipe sparsity, mean ||r||_1 / (sqrt(S) ||r||_2) (reflow family)
+    repulsion: float = 0.0  # STT repulsion: mean squared cosine between positions' hidden states
+    head_diversity: float = 0.0  # STT head diversity: mean cosine between heads' attention patterns
+    regularize_layers: list = field(default_factory=list)  # layers repulsion/head_diversity read; [] = all
 
     def model_config(self) -> ModelConfig:
         """The architecture part of this config."""
@@ -173,6 +185,12 @@ def validate(config: Config) -> None:
         raise UserError(f"n_head ({config.n_head}) must be a multiple of n_kv_head ({kv})")
     if config.model == "reflow-lite" and kv >= config.n_head:
         raise UserError(f"reflow-lite needs n_kv_head < n_head ({config.n_head}); e.g. --n_kv_head=4")
+    for key, valid in (("attention", ("softmax", "sigmoid")), ("sigmoid_bias", ("-log(T)", "learned"))):
+        value = getattr(config, key)
+        if value not in valid:
+            raise UserError(f"{key} must be one of {', '.join(map(repr, valid))}, got {value!r}")
+    if config.loss_chunk_size < 1:
+        raise UserError(f"loss_chunk_size must be at least 1, got {config.loss_chunk_size}")
     if config.model == "reflow-topk" and not 0 < config.topk <= config.n_signals:
         raise UserError(f"topk ({config.topk}) must be between 1 and n_signals ({config.n_signals})")
 

@@ -165,6 +165,9 @@ def export_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype = torc
         from safetensors.torch import save as safetensors_bytes
     except ImportError:
         raise UserError("export needs the safetensors package: pip install safetensors transformers")
+    if model.config.attention != "softmax":
+        raise UserError(f"{model.config.attention} attention has no transformers equivalent (GPT-2 and "
+                        "Llama use softmax attention); only softmax-attention models can be exported")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir} is a file; choose a new directory")
