@@ -126,7 +126,13 @@ def check_model_args(checkpoint: dict, file: Path) -> None:
         raise UserError(f"{file}: model_args has keys this version does not know ({', '.join(unknown)}); "
                         "it was written by another program or a newer version of reFlow")
     for key, value in args.items():
-        if key != "model":
+        if key == "model":
+            continue
+        choices = typing.get_args(hints[key]) if typing.get_origin(hints[key]) is typing.Literal else None
+        if choices is not None:  # a choice among names
+            if value not in choices:
+                raise UserError(f"{file}: model_args {key}={value!r} is not one of {choices}")
+        else:
             check_type(key, value, hints[key], source=str(file))
     name = args.get("model") or checkpoint.get("config", {}).get("model") or checkpoint.get("model_name")
     if name in MODELS:  # the limits and cross-key rules of a config (an unknown name is refused later)
