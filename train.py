@@ -19,12 +19,10 @@ import dataclasses
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from core.checkpoint import (
     CHECKPOINT_NAME,
@@ -42,16 +40,11 @@ from core.tokenizer import decode, encode, get_tokenizer
 from core.wandb_login import check_wandb_ready
 from models import Transformer, build_model
 from training.batches import Batches, seed_for
-from training.distributed import Distributed, init_distributed
-from training.optimization import (
-    estimate_loss,
-    learning_rate_at,
-    make_grad_scaler,
-    make_optimizer,
-    train_step,
-)
+from training.distributed import Distributed, collective_failures_reported, init_distributed
+from training.optimization import estimate_loss, learning_rate_at, make_grad_scaler, train_step
 from training.regularizers import Regularizers
 from training.run_log import RunLog
+from training.sharding import shard_for_training
 from training.stop_request import StopRequest
 
 EMBEDDED_DATASET = "shakespeare"  # committed as text; tokenized on first use
@@ -76,9 +69,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def train(cfg: Config) -> RunResult:
-    dist = init_distributed(cfg.device, cfg.backend)
+    dist = init_distributed(cfg.device, cfg.backend, cfg.collective_timeout_s)
     try:
-        return run(cfg, dist)
+        with collective_failures_reported(dist, cfg.collective_timeout_s):
+            return run(cfg, dist)
     finally:
         dist.close()
 
@@ -108,25 +102,17 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed, model.config.vocab_size)
     ensure_writable_dir(cfg.out_dir)
 
-    model.to(device)
-    optimizer = make_optimizer(model, cfg, device)
+    sharded = shard_for_training(model, cfg, dist)  # DDP, ZeRO-1 or FSDP2, per cfg.shard
+    model, fast_model, train_model = sharded.model, sharded.forward_model, sharded.train_model
+    optimizer = sharded.optimizer
     scaler = make_grad_scaler(device, dtype)  # loss scaling, for float16 only
     iter_num, best_val_loss = 0, math.inf
     if resume:
-        optimizer.load_state_dict(resume["optimizer"])
+        sharded.load_optimizer_state(resume["optimizer"])
         if resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         iter_num, best_val_loss = resume["iter_num"], resume["best_val_loss"]
     regularizers = Regularizers.from_config(cfg, model.config.n_layer, model.has_recipes)
-    fast_model = torch.compile(model) if cfg.compile else model
-    train_model = fast_model
-    if dist.enabled:
-        device_ids = [dist.local_rank] if device.startswith("cuda") else None
-        # The only buffers are RoPE tables, equal on every rank: no broadcast before each forward.
-        # (torch 2.13 renames the argument and warns; the old name works on every torch >= 2.5.)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
-            train_model = DDP(fast_model, device_ids=device_ids, broadcast_buffers=False)
 
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
     log = RunLog(cfg, start_iter=iter_num, tokens_per_step=tokens_per_step,
@@ -145,9 +131,10 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     def save(reason: str) -> str:
         nonlocal saved_at
         saved_at = iter_num
+        model_state, optimizer_state = sharded.model_state(), sharded.optimizer_state()  # collective
         if dist.is_master:
             save_checkpoint({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "model": model_state, "optimizer": optimizer_state,
                 "model_args": dataclasses.asdict(model.config), "iter_num": iter_num,
                 "best_val_loss": best_val_loss, "config": cfg.to_dict(),
                 "scaler": scaler.state_dict(), "wandb_run_id": log.wandb_run_id,
@@ -205,8 +192,10 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
             stopping = stop_request.agreed()
 
     result.iter_num, result.best_val_loss, result.stopped = iter_num, best_val_loss, stopping
-    if dist.is_master and not stopping and cfg.max_new_tokens > 0:
-        print_sample(model, cfg, device, dtype)
+    if not stopping and cfg.max_new_tokens > 0:
+        whole = sharded.whole_model()  # collective under shard="full"
+        if dist.is_master:
+            print_sample(whole, cfg, device, dtype)
     return result
 
 

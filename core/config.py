@@ -21,6 +21,7 @@ from models import MODELS, ModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = REPO_ROOT / "out"
+POSTHOC_CHOICES = ("none", "svd", "dictionary")  # see experiments/posthoc.py
 
 
 @dataclass
@@ -130,6 +131,15 @@ class Config:
     head_diversity: float = 0.0  # STT head diversity: mean cosine between heads' attention patterns
     regularize_layers: list = field(default_factory=list)  # layers repulsion/head_diversity read; [] = all
 
+    # --- scale (issue 17) -------------------------------------------------------------------
+    shard: str = "none"  # 'none', 'optimizer' (ZeRO-1) or 'full' (FSDP2); see training/sharding.py
+    collective_timeout_s: float = 600.0  # a rank waiting this long on the others stops with an error
+    # --- studies and post-hoc baselines (issue 13) ----------------------------------------------
+    # gpt2 / gpt2-new have no recipes; the recipe experiments can read a factorization of their
+    # embedding cut after training instead (experiments/posthoc.py): one of POSTHOC_CHOICES.
+    posthoc: str = "none"
+    posthoc_active_fraction: float = 0.11  # dictionary: nonzeros per recipe / S (the paper's reflow: ~11%)
+
     def model_config(self) -> ModelConfig:
         """The architecture part of this config."""
         names = {f.name for f in dataclasses.fields(ModelConfig)}
@@ -185,6 +195,10 @@ def validate(config: Config) -> None:
         raise UserError(f"n_head ({config.n_head}) must be a multiple of n_kv_head ({kv})")
     if config.model == "reflow-lite" and kv >= config.n_head:
         raise UserError(f"reflow-lite needs n_kv_head < n_head ({config.n_head}); e.g. --n_kv_head=4")
+    if config.posthoc not in POSTHOC_CHOICES:
+        raise UserError(f"posthoc must be one of {', '.join(POSTHOC_CHOICES)}, got {config.posthoc!r}")
+    if not 0 < config.posthoc_active_fraction <= 1:
+        raise UserError(f"posthoc_active_fraction must be in (0, 1], got {config.posthoc_active_fraction}")
     for key, valid in (("attention", ("softmax", "sigmoid")), ("sigmoid_bias", ("-log(T)", "learned"))):
         value = getattr(config, key)
         if value not in valid:
