@@ -53,6 +53,10 @@ CONFIG_KEYS = {f.name for f in dataclasses.fields(Config)}
 PEAK = "(peak matmul)"
 
 
+# The smallest valid value of each bench count, checked before anything is built or timed.
+OPTION_MINIMUMS = {"steps": 1, "rounds": 1, "warmup": 0, "sample_tokens": 0, "threads": 0}
+
+
 @dataclass
 class BenchOptions:
     models: str = ""  # comma-separated names to run at each config's size; empty: the config's model
@@ -69,6 +73,11 @@ class BenchOptions:
     variants: str = ""
     matmul_forms: bool = False  # time x @ W.T against (W @ x.T).T for every weight a decoding step uses
     gpu_report: bool = False  # run benchmarking/gpu_report.py's checks instead (no config file needed)
+
+    def __post_init__(self):
+        for key, minimum in OPTION_MINIMUMS.items():
+            if getattr(self, key) < minimum:
+                raise UserError(f"--{key} must be at least {minimum}, got {getattr(self, key)}")
 
 
 def parse_command_line(argv: list[str]) -> tuple[list[str], BenchOptions, dict[str, str]]:

@@ -20,6 +20,7 @@ import sys
 
 from core.config import load_config, parse_args
 from core.errors import UserError, exit_on_user_error
+from core.wandb_login import check_wandb_ready
 from experiments.context import load_context
 from experiments.runner import check_runnable, menu, parse_selection, run_experiments
 
@@ -80,6 +81,8 @@ def main(argv: list[str]) -> None:
     if config_file is None:
         raise UserError(USAGE)
     cfg = load_config(config_file, overrides)
+    if cfg.wandb_log:
+        check_wandb_ready()
     if selection is not None:  # check the numbers before the (slower) checkpoint load
         numbers, explicit = parse_selection(selection)
         check_runnable(numbers, cfg.model, explicit, cfg.posthoc)

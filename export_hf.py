@@ -12,13 +12,12 @@ Then, anywhere transformers is installed:
 gpt2 loads as GPT2LMHeadModel, the other four as LlamaForCausalLM; see hf_export/model.py.
 """
 
-import argparse
 import sys
 
 import torch
 
 from core.checkpoint import load_checkpoint, model_from_checkpoint, model_name_of
-from core.errors import exit_on_user_error
+from core.errors import ArgumentParser, exit_on_user_error
 from hf_export.model import export_hf
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -26,7 +25,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a run directory or a ckpt.pt file")
     parser.add_argument("out_dir", help="the model directory to write (new or empty)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of the saved weights")

@@ -12,7 +12,7 @@ init_from decides where the weights come from:
              fresh optimizer, step 0.
 
 Checkpoints go to out_dir/ckpt.pt at each evaluation (always, or only when val loss improves, per
-always_save_checkpoint), at the end, and on Ctrl-C. The run ends by printing a sample.
+always_save_checkpoint), at the end, and on Ctrl-C or SIGTERM. The run ends by printing a sample.
 """
 
 import dataclasses
@@ -37,6 +37,7 @@ from core.config import Config, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from core.hardware import autocast, keep_freed_memory, resolve_dtype
 from core.tokenizer import decode, encode, get_tokenizer
+from core.wandb_login import check_wandb_ready
 from models import Transformer, build_model
 from training.batches import Batches, seed_for
 from training.distributed import Distributed, collective_failures_reported, init_distributed
@@ -78,6 +79,8 @@ def train(cfg: Config) -> RunResult:
 
 def run(cfg: Config, dist: Distributed) -> RunResult:
     # --- set-up: every check a user can fail comes before anything is written ------------------
+    if cfg.wandb_log and dist.is_master:
+        check_wandb_ready()
     for key in ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters",
                 "log_interval"):
         if getattr(cfg, key) < 1:
@@ -96,7 +99,7 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     if dist.is_master:
         prepare_if_missing(data_folder, cfg.dataset)
     dist.barrier()
-    batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed)
+    batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed, model.config.vocab_size)
     ensure_writable_dir(cfg.out_dir)
 
     sharded = shard_for_training(model, cfg, dist)  # DDP, ZeRO-1 or FSDP2, per cfg.shard
@@ -135,33 +138,37 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
                 "model_args": dataclasses.asdict(model.config), "iter_num": iter_num,
                 "best_val_loss": best_val_loss, "config": cfg.to_dict(),
                 "scaler": scaler.state_dict(), "wandb_run_id": log.wandb_run_id,
+                "evaluated": evaluated_at == iter_num,  # False: a stop cut this step's evaluation short
             }, ckpt_file)
         return f"{reason}: saved {ckpt_file}"
 
     # --- the loop -------------------------------------------------------------------------------
     result = RunResult(iter_num, best_val_loss)
     # A checkpoint is written after its step's evaluation, so a resumed run does not repeat it.
-    evaluated_at = iter_num if resume and not cfg.eval_only else None
+    evaluated_at = iter_num if resume and resume.get("evaluated", True) and not cfg.eval_only else None
     saved_at = iter_num if resume else None
     stopping = False
     with log, StopRequest(dist) as stop_request:
         while True:
             eval_due = iter_num % cfg.eval_interval == 0 or iter_num >= cfg.max_iters
-            if eval_due and iter_num != evaluated_at:
+            if eval_due and iter_num != evaluated_at and not stopping:
                 losses = estimate_loss(fast_model, batches, cfg.eval_iters, device=device, dtype=dtype,
-                                       dist=dist, regularizers=regularizers)
-                result.evaluations[iter_num], evaluated_at = losses, iter_num
-                note = ""
-                if not math.isfinite(losses["val"]):
-                    what = f"val loss {losses['val']} at step {iter_num}"
-                    note = non_finite(cfg, what, ckpt_file, "not saved")
-                elif losses["val"] < best_val_loss or cfg.always_save_checkpoint:
-                    best_val_loss = min(best_val_loss, losses["val"])
-                    if iter_num > 0 and not cfg.eval_only:
-                        note = save("best" if losses["val"] == best_val_loss else "latest")
-                log.evaluation(iter_num, losses, note)
+                                       dist=dist, regularizers=regularizers,
+                                       should_stop=stop_request.agreed)
+                stopping = losses is None  # a stop request cut the evaluation short
+                if not stopping:
+                    result.evaluations[iter_num], evaluated_at = losses, iter_num
+                    note = ""
+                    if not math.isfinite(losses["val"]):
+                        what = f"val loss {losses['val']} at step {iter_num}"
+                        note = non_finite(cfg, what, ckpt_file, "not saved")
+                    elif losses["val"] < best_val_loss or cfg.always_save_checkpoint:
+                        best_val_loss = min(best_val_loss, losses["val"])
+                        if iter_num > 0 and not cfg.eval_only:
+                            note = save("best" if losses["val"] == best_val_loss else "latest")
+                    log.evaluation(iter_num, losses, note)
             if stopping:
-                if saved_at != iter_num:
+                if saved_at != iter_num and not cfg.eval_only:
                     save("stopped")
                 log.print(f"stopped at step {iter_num}: saved {ckpt_file}; "
                           f"resume with: --init_from=resume --out_dir={cfg.out_dir}")
@@ -201,6 +208,9 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
     checkpoint = load_checkpoint(ckpt_file if cfg.init_from == "resume" else cfg.init_from)
     checkpoint["model_args"]["dropout"] = cfg.dropout  # a training choice, not the architecture
     if cfg.init_from == "resume":
+        if not checkpoint.get("optimizer"):  # e.g. nanoGPT's, whose optimizer state does not map to ours
+            raise UserError(f"{ckpt_file} holds no optimizer state to resume; fine-tune from its weights "
+                            f"with --init_from={ckpt_file} and another --out_dir")
         check_same_architecture(checkpoint, cfg.model, cfg.model_config(), ckpt_file)
     else:  # fine-tune from a checkpoint file or run directory: its architecture replaces the config's
         config_keys = {f.name for f in dataclasses.fields(Config)}

@@ -5,13 +5,18 @@ A checkpoint is a dict with nanoGPT's keys (`model`, `optimizer`, `model_args`, 
 `torch.load(..., weights_only=True)`: tensors and plain Python values, never code.
 """
 
+import dataclasses
 import os
 import pickle
+import re
+import typing
 import zipfile
 from pathlib import Path
 
 import torch
 
+from core.atomic_write import replacing
+from core.config import Config, check_type, validate
 from core.errors import UserError
 from models import MODELS, ModelConfig, Transformer, build_model
 
@@ -29,12 +34,10 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
     either the previous checkpoint or the new one whole, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with replacing(path) as tmp, open(tmp, "wb") as f:  # a failed write: one line, nothing lost
         torch.save(checkpoint, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
     directory = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
     try:
         os.fsync(directory)
@@ -53,16 +56,92 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise UserError(f"refusing to load {file}: it holds more than tensors and plain data "
-                        f"({first_line})")
+        raise UserError(unsafe_checkpoint_message(file, error))
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise UserError(f"checkpoint {file} is truncated or corrupt ({type(error).__name__}); "
                         "resume from an earlier one or retrain")
     missing = {"model", "model_args"} - set(checkpoint) if isinstance(checkpoint, dict) else {"model"}
     if missing:
         raise UserError(f"{file} is not a reflow checkpoint (missing {sorted(missing)})")
-    return checkpoint
+    check_model_args(checkpoint, file)
+    adapted = adapt_foreign_checkpoint(checkpoint, file)
+    if adapted is not checkpoint:
+        check_model_args(adapted, file)  # now named gpt2, its values meet gpt2's rules
+    return adapted
+
+
+def unsafe_checkpoint_message(file: Path, error: pickle.UnpicklingError) -> str:
+    """One line for a checkpoint that holds pickled code. torch's own message advises loading it
+    with weights_only=False, which would run that code: we name what it holds and stop there."""
+    named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    what = f" ({named.group(1)})" if named else ""
+    return (f"refusing to load {file}: it holds pickled code{what}, not only tensors and plain data; "
+            "a checkpoint from an untrusted source could run anything")
+
+
+# nanoGPT's GPT is our gpt2 under other names: its blocks live in transformer.h, its tied output
+# head is saved a second time as lm_head.weight, and older torch versions save each block's causal
+# mask as the buffer attn.bias. Everything else maps one to one (same shapes, same nn.Linear layout).
+NANOGPT_MARKERS = ("transformer.wte.weight", "lm_head.weight")
+
+
+def adapt_foreign_checkpoint(checkpoint: dict, file: Path) -> dict:
+    """A nanoGPT checkpoint (train.py of karpathy/nanoGPT) becomes one of our gpt2 checkpoints;
+    any other checkpoint is returned as it is."""
+    state = {name.removeprefix("_orig_mod."): tensor for name, tensor in checkpoint["model"].items()}
+    if not all(name in state for name in NANOGPT_MARKERS):
+        return checkpoint
+    if not torch.equal(state["lm_head.weight"], state["transformer.wte.weight"]):
+        raise UserError(f"{file} is a nanoGPT checkpoint whose lm_head is not tied to wte; our gpt2 "
+                        "ties them, so it cannot be loaded as one")
+    renamed = {}
+    for name, tensor in state.items():
+        if name == "lm_head.weight" or name.endswith(".attn.bias"):
+            continue
+        name = name.removeprefix("transformer.")
+        renamed["blocks." + name.removeprefix("h.") if name.startswith("h.") else name] = tensor
+    config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
+    return {**checkpoint, "model": renamed, "config": {**config, "model": "gpt2"}, "model_name": "gpt2",
+            "optimizer": None}  # nanoGPT's optimizer groups do not match ours: a resume starts afresh
+
+
+def check_model_args(checkpoint: dict, file: Path) -> None:
+    """The parts every script reads must have our shapes: `model` a dict of tensors, `config` a
+    dict, `model_args` a dict of ModelConfig's keys (and the model's name) with values of their
+    types, within their limits. A checkpoint from another program or a newer version is refused here,
+    in one line, before anything is printed or built."""
+    weights = checkpoint["model"]
+    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        raise UserError(f"{file}: its 'model' is not a state dict of tensors; it was not written by reFlow "
+                        "or nanoGPT")
+    if not isinstance(checkpoint.get("config", {}), dict):
+        raise UserError(f"{file}: its 'config' is a {type(checkpoint['config']).__name__}, not a dict")
+    args = checkpoint["model_args"]
+    if not isinstance(args, dict):
+        raise UserError(f"{file}: model_args is a {type(args).__name__}, not a dict of architecture keys; "
+                        "it was not written by reFlow or nanoGPT")
+    hints = typing.get_type_hints(ModelConfig)
+    unknown = sorted(str(key) for key in args if key not in hints and key != "model")
+    if unknown:
+        raise UserError(f"{file}: model_args has keys this version does not know ({', '.join(unknown)}); "
+                        "it was written by another program or a newer version of reFlow")
+    for key, value in args.items():
+        if key == "model":
+            continue
+        choices = typing.get_args(hints[key]) if typing.get_origin(hints[key]) is typing.Literal else None
+        if choices is not None:  # a choice among names
+            if value not in choices:
+                raise UserError(f"{file}: model_args {key}={value!r} is not one of {choices}")
+        else:
+            check_type(key, value, hints[key], source=str(file))
+    name = args.get("model") or checkpoint.get("config", {}).get("model") or checkpoint.get("model_name")
+    if name in MODELS:  # the limits and cross-key rules of a config (an unknown name is refused later)
+        keys = {f.name for f in dataclasses.fields(Config)}
+        architecture = {k: v for k, v in args.items() if k in keys}
+        try:
+            validate(dataclasses.replace(Config(), model=name, **architecture))
+        except UserError as error:
+            raise UserError(f"{file}: model_args: {error}")
 
 
 def model_name_of(checkpoint: dict) -> str:

@@ -5,6 +5,7 @@ Entry scripts wrap their `main` in `exit_on_user_error`: a `UserError` anywhere 
 Internal invariants still use `assert` and crash loudly, because those are our bugs.
 """
 
+import argparse
 import functools
 import sys
 
@@ -23,3 +24,11 @@ def exit_on_user_error(main):
             sys.exit(2)
 
     return guarded
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for scripts that take flags its way: a usage mistake is a UserError too (one line,
+    exit 2), not argparse's usage block."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")

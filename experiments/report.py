@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+from core.atomic_write import replacing
 from experiments.statistics import ALPHA, MIN_NULL_DRAWS, empirical_p, holm
 
 
@@ -32,12 +33,8 @@ from experiments.statistics import ALPHA, MIN_NULL_DRAWS, empirical_p, holm
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends normally, rename it over `path`.
     If the block raises, the temporary file is removed and `path` keeps its old content."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path, path.with_name(f".{path.name}.{os.getpid()}.tmp")) as tmp:  # disk full: one line
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path, text: str) -> None:

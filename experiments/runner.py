@@ -9,6 +9,7 @@ from pathlib import Path
 
 from core.config import Config
 from core.errors import UserError
+from core.wandb_login import first_line
 from experiments.audit_page import write_audit_page
 from experiments.common import prompt_ids, token_id
 from experiments.context import RECIPE_SPACE_EXPERIMENTS, Context
@@ -186,8 +187,13 @@ def log_to_wandb(ctx: Context, json_paths: list[Path]) -> None:
 
     cfg = ctx.cfg
     number = lambda v: float(v) if isinstance(v, (int, float)) else None  # bools too: one column type
-    run = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, id=ctx.wandb_run_id, resume="allow",
-                     dir=str(ctx.reports_dir.parent), config=cfg.to_dict(), job_type="audit")
+    try:
+        run = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, id=ctx.wandb_run_id,
+                         resume="allow", dir=str(ctx.reports_dir.parent), config=cfg.to_dict(),
+                         job_type="audit")
+    except Exception as error:  # login was checked at start; this is the server or the network
+        raise UserError(f"wandb could not start a run ({first_line(error)}); the reports are written in "
+                        f"{ctx.reports_dir}")
     table = wandb.Table(columns=["experiment", "metric", "value", "control", "control_name", "beats_control"])
     for path in json_paths:
         report = json.loads(path.read_text(encoding="utf-8"))

@@ -162,15 +162,24 @@ def export_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype = torc
     place, so a failed export never leaves a half-written model.
     """
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save as safetensors_bytes
     except ImportError:
         raise UserError("export needs the safetensors package: pip install safetensors transformers")
     if model.config.attention != "softmax":
         raise UserError(f"{model.config.attention} attention has no transformers equivalent (GPT-2 and "
                         "Llama use softmax attention); only softmax-attention models can be exported")
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file; choose a new directory")
+    if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"{out_dir} already exists and is not empty; choose a new directory")
+    in_the_way = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:  # e.g. README.md/model
+        raise UserError(f"cannot export to {out_dir}: {in_the_way} is a file, not a directory")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create {out_dir} ({error.strerror or error}); choose another directory")
 
     is_gpt2 = isinstance(model, GPT2)
     tensors = gpt2_tensors(model) if is_gpt2 else llama_tensors(model)
@@ -189,13 +198,30 @@ def export_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype = torc
         config.update({"bos_token_id": None, "eos_token_id": None})
     files["config.json"] = json.dumps(config, indent=2) + "\n"
 
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_file(tensors, staging / "model.safetensors", metadata={"format": "pt"})
-    for name, text in files.items():
-        (staging / name).write_text(text, encoding="utf-8")
-    if out_dir.exists():
-        out_dir.rmdir()  # empty, checked above
-    os.replace(staging, out_dir)
+    files["model.safetensors"] = safetensors_bytes(tensors, metadata={"format": "pt"})
+    write_directory(files, out_dir)
     return sorted(out_dir.iterdir())
+
+
+def write_directory(files: dict[str, str | bytes], out_dir: Path) -> None:
+    """Write `files` into a staging directory beside `out_dir` (named for this process, so it is
+    never someone else's), then rename it into place (over `out_dir` if that is empty): a failed
+    export leaves nothing behind, and removes nothing it did not create."""
+    staging = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.partial")
+    try:
+        staging.mkdir()
+    except OSError as error:
+        raise UserError(f"cannot create {staging} to export into ({error.strerror or error}); "
+                        "choose another directory")
+    try:
+        for name, content in files.items():
+            if isinstance(content, bytes):
+                (staging / name).write_bytes(content)
+            else:
+                (staging / name).write_text(content, encoding="utf-8")
+        os.replace(staging, out_dir)  # a directory may replace an empty one
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)  # ours: created just above
+        if isinstance(error, OSError):  # a full disk, a quota, out_dir filled meanwhile
+            raise UserError(f"could not write {out_dir} ({error.strerror or error}); nothing was written")
+        raise

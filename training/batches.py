@@ -21,6 +21,8 @@ from core.errors import UserError
 # A window whose targets are all masked out teaches nothing (and a micro-batch of them would
 # make the mean loss 0/0), so it is redrawn; a mask that keeps failing this is refused.
 MAX_REDRAWS = 100
+TOKEN_BYTES = np.dtype(np.uint16).itemsize
+SCAN_CHUNK = 1 << 24  # tokens per read when a file is checked once at start-up (32 MB of uint16)
 
 
 def seed_for(*parts) -> int:
@@ -40,14 +42,22 @@ class TokenSplit:
     every page it touched, and over a long run that grows without bound.
     """
 
-    def __init__(self, folder: Path, split: str, block_size: int):
+    def __init__(self, folder: Path, split: str, block_size: int, vocab_size: int | None = None):
         self.tokens_path = folder / f"{split}.bin"
         self.mask_path = folder / f"{split}_mask.bin"
         self.block_size = block_size
+        if self.tokens_path.exists() and not self.tokens_path.is_file():
+            raise UserError(f"{self.tokens_path} is a folder, not a token file; "
+                            f"prepare the data with: {prepare_command(folder.name)}")
         if not self.tokens_path.is_file():
             raise UserError(f"no {split} data at {self.tokens_path}; "
                             f"prepare it with: {prepare_command(folder.name)}")
-        self.num_tokens = self.tokens_path.stat().st_size // np.dtype(np.uint16).itemsize
+        size = self.tokens_path.stat().st_size
+        if size % TOKEN_BYTES:
+            raise UserError(f"{self.tokens_path} has {size} bytes, not a whole number of uint16 tokens: "
+                            f"it is truncated or not a token file; prepare it again with: "
+                            f"{prepare_command(folder.name)}")
+        self.num_tokens = size // TOKEN_BYTES
         if self.num_tokens <= block_size:
             raise UserError(f"{self.tokens_path} holds {self.num_tokens} tokens, too few for one "
                             f"window of block_size {block_size}; lower --block_size or add data")
@@ -55,6 +65,15 @@ class TokenSplit:
         if self.has_mask and self.mask_path.stat().st_size != self.num_tokens:
             raise UserError(f"{self.mask_path} has {self.mask_path.stat().st_size} bytes but "
                             f"{self.tokens_path} has {self.num_tokens} tokens; prepare them together")
+        if self.has_mask and not any(chunk.any() for chunk in chunks(self.mask())):
+            raise UserError(f"{self.mask_path} marks no token as trained on (no assistant turns?); "
+                            "check how it was prepared")
+        if vocab_size is not None:
+            largest = max(int(chunk.max()) for chunk in chunks(self.tokens()))
+            if largest >= vocab_size:
+                raise UserError(f"{self.tokens_path} holds token id {largest}, but the model's vocab_size "
+                                f"is {vocab_size}; prepare the data with the model's tokenizer or raise "
+                                "--vocab_size")
 
     def tokens(self) -> np.memmap:
         return np.memmap(self.tokens_path, dtype=np.uint16, mode="r")
@@ -92,6 +111,11 @@ class TokenSplit:
         return x.to(device), y.to(device)
 
 
+def chunks(array: np.memmap):
+    """The array in pieces of SCAN_CHUNK, so a scan of a 17 GB file never holds more than one."""
+    return (array[start : start + SCAN_CHUNK] for start in range(0, len(array), SCAN_CHUNK))
+
+
 class Batches:
     """The batches of one run: the training micro-batches of each step, and fixed eval batches.
 
@@ -99,8 +123,10 @@ class Batches:
     processes, rank r reads micro-batches r * per_rank .. (r + 1) * per_rank - 1 of it.
     """
 
-    def __init__(self, folder: Path, block_size: int, batch_size: int, seed: int):
-        self.splits = {split: TokenSplit(folder, split, block_size) for split in ("train", "val")}
+    def __init__(self, folder: Path, block_size: int, batch_size: int, seed: int,
+                 vocab_size: int | None = None):
+        """With `vocab_size`, every token id is checked to fit the model (one read of each file)."""
+        self.splits = {split: TokenSplit(folder, split, block_size, vocab_size) for split in ("train", "val")}
         self.batch_size = batch_size
         self.seed = seed
 

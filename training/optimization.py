@@ -123,15 +123,28 @@ def regularized_loss(model, x, y, regularizers: Regularizers) -> tuple[torch.Ten
 
 @torch.no_grad()
 def estimate_loss(model, batches: Batches, eval_iters: int, *, device: str, dtype: str,
-                  dist: Distributed, regularizers: Regularizers | None = None) -> dict[str, float]:
+                  dist: Distributed, regularizers: Regularizers | None = None,
+                  should_stop=None) -> dict[str, float] | None:
     """Mean loss over `eval_iters` fixed batches of each split; the ranks share the batches.
-    With active regularizers, also each term's raw mean, as `<split>_<term>`."""
+    With active regularizers, also each term's raw mean, as `<split>_<term>`.
+
+    `should_stop()` (the run's stop request, agreed by every rank) is asked before each batch, so a
+    long evaluation never delays a stop: it then returns None, an evaluation left unfinished.
+    Every rank runs the same number of rounds, so the ranks' all-reduces stay paired.
+    """
     regularized = regularizers is not None and regularizers.active
     model.eval()
     losses = {}
+    rounds = math.ceil(eval_iters / dist.world_size)
     for split in ("train", "val"):
         total, count, raw = 0.0, 0, {}
-        for index in range(dist.rank, eval_iters, dist.world_size):
+        for round_index in range(rounds):
+            if should_stop is not None and should_stop():
+                model.train()
+                return None
+            index = round_index * dist.world_size + dist.rank
+            if index >= eval_iters:
+                continue
             x, y = batches.eval_batch(split, index, device)
             with autocast(device, dtype):
                 if regularized:

@@ -19,14 +19,15 @@ a resumed run continues it.
 """
 
 import json
-import os
 from pathlib import Path
 
 from tqdm import tqdm
 
+from core.atomic_write import replacing
 from core.config import Config
 from core.errors import UserError
 from core.hardware import peak_flops_and_source
+from core.wandb_login import HOW_TO_LOG, first_line
 
 VAL_HISTORY_NAME = "val_history.json"
 
@@ -93,10 +94,9 @@ class RunLog:
                    + (f" ({note})" if note else ""))
         if self.enabled:
             self.history[str(iter_num)] = {k: float(v) for k, v in losses.items()}
-            # Written, then renamed: never half a file.
-            tmp = self.history_path.with_name(f".{VAL_HISTORY_NAME}.tmp")
-            tmp.write_text(json.dumps(self.history, indent=1))
-            os.replace(tmp, self.history_path)
+            # Written, then renamed: never half a file; a full disk is one line.
+            with replacing(self.history_path, self.history_path.with_name(f".{VAL_HISTORY_NAME}.tmp")) as tmp:
+                tmp.write_text(json.dumps(self.history, indent=1))
         if self.wandb:
             self.wandb.log({"iter": iter_num, "train/loss_estimate": losses["train"],
                             "val/loss": losses["val"], **{f"val/{n}": v for n, v in terms.items()}},
@@ -139,5 +139,8 @@ def start_wandb(cfg: Config, run_id: str | None):
         import wandb
     except ImportError:
         raise UserError("wandb_log=True needs wandb: pip install wandb (or set --wandb_log=False)")
-    return wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=cfg.to_dict(),
-                      dir=cfg.out_dir, id=run_id, resume="allow")
+    try:
+        return wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=cfg.to_dict(),
+                          dir=cfg.out_dir, id=run_id, resume="allow")
+    except Exception as error:  # a key that login accepted but the server refuses, no network, ...
+        raise UserError(f"wandb could not start a run ({first_line(error)}); {HOW_TO_LOG}")

@@ -1,44 +1,62 @@
-"""Ctrl-C (SIGINT) and SIGTERM ask a run to stop after its current step, so it can save first.
+"""Ctrl-C (SIGINT) and SIGTERM ask a run to stop cleanly; a second signal stops it at once.
 
-The signal handler only raises a flag; the training loop reads it between steps, where the model
-and optimizer are whole. Under DDP the ranks sum their flags every step, so a signal that reaches
-one rank stops them all at the same step (a rank that left early would hang the others in their
-next all-reduce). In a single process a second Ctrl-C stops at once, without saving; under torchrun
-it does not, because torchrun passes on the Ctrl-C it receives itself, so every rank sees two.
+The first signal of either kind only raises a flag; the training loop reads it between steps and
+between evaluation batches, where the model and optimizer are whole, saves, and ends. Job
+schedulers rely on this: SLURM sends SIGTERM, then SIGKILL after a grace period, and `timeout` and
+`kill` send SIGTERM. Any second signal, of either kind, exits at once without saving (the
+checkpoint on disk is the last whole one: saves are atomic, see core/checkpoint.py).
+
+Under DDP the ranks sum their flags at every check, so a signal that reaches one rank stops them
+all at the same step (a rank that left early would hang the others in their next all-reduce).
+torchrun passes on a signal it receives to every worker; older versions also left the workers in
+the terminal's process group, so one Ctrl-C reached them twice, within moments. Under DDP a repeat
+of the first signal within DUPLICATE_WINDOW_S is therefore taken as the same request.
 """
 
+import os
 import signal
+import sys
+import time
 
 from training.distributed import Distributed
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DUPLICATE_WINDOW_S = 1.0
 
 
 class StopRequest:
     def __init__(self, dist: Distributed):
         self.dist = dist
         self.requested = False
+        self.first: tuple[int, float] | None = None  # (signal, time) of the first request
         self.previous = {}
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in SIGNALS:
             self.previous[sig] = signal.signal(sig, self.handle)
         return self
 
     def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
+        for sig, handler in self.previous.items():  # both, whichever arrived
             signal.signal(sig, handler)
 
     def handle(self, signum, frame):
-        if self.requested:
+        name = signal.Signals(signum).name
+        if not self.requested:
+            self.requested, self.first = True, (signum, time.monotonic())
+            if self.dist.is_master:
+                print(f"\n{name}: stopping at the next step or evaluation batch to save a checkpoint "
+                      "(signal again to exit at once, without saving)", flush=True)
             return
-        self.requested = True
-        again = ""
-        if not self.dist.enabled:
-            signal.signal(signum, self.previous[signum])  # the next one acts immediately
-            again = " (press Ctrl-C again to quit without saving)"
-        if self.dist.is_master:
-            print(f"\n{signal.Signals(signum).name}: stopping after this step to save a checkpoint{again}",
-                  flush=True)
+        first_signal, first_time = self.first
+        repeated = signum == first_signal and time.monotonic() - first_time < DUPLICATE_WINDOW_S
+        if self.dist.enabled and repeated:
+            return  # the same request, delivered by the terminal and by torchrun
+        print(f"\nsecond signal ({name}): exiting at once, without saving", file=sys.stderr, flush=True)
+        # Die of the signal itself, as an unhandled one would: shells and schedulers read the status.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     def agreed(self) -> bool:
-        """True on every rank if any rank was asked to stop."""
+        """True on every rank if any rank was asked to stop (an all-reduce under DDP)."""
         return self.dist.sum([float(self.requested)])[0] > 0

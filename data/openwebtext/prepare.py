@@ -11,6 +11,7 @@ The steps are functions (`split_documents`, `tokenize`, `write_split`) so that a
 end to end on a few local text files loaded with `load_dataset("text", data_files=...)`.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script: make the repo's core/ importable
+from core.atomic_write import replacing  # noqa: E402
 from core.errors import UserError, exit_on_user_error  # noqa: E402
 from core.tokenizer import END_OF_TEXT_ID, get_tokenizer  # noqa: E402
 
@@ -65,18 +67,19 @@ def write_split(tokenized, path: Path) -> int:
     Written under a temporary name and renamed when whole, so an interrupted run leaves no
     half-written file that train.py would take for data."""
     total = int(np.sum(tokenized["len"], dtype=np.uint64))
-    tmp = path.with_name(path.name + ".tmp")
-    tokens = np.memmap(tmp, dtype=np.uint16, mode="w+", shape=(total,))
-    position = 0
-    shards = min(WRITE_SHARDS, len(tokenized))
-    for index in tqdm(range(shards), desc=f"writing {path.name}"):
-        shard = tokenized.shard(num_shards=shards, index=index, contiguous=True).with_format("numpy")
-        ids = np.concatenate(shard["ids"])
-        tokens[position : position + len(ids)] = ids
-        position += len(ids)
-    tokens.flush()
-    del tokens
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        with open(tmp, "wb") as f:  # reserve the space first: a full disk fails here, not as SIGBUS mid-copy
+            os.posix_fallocate(f.fileno(), 0, total * np.dtype(np.uint16).itemsize)
+        tokens = np.memmap(tmp, dtype=np.uint16, mode="r+", shape=(total,))
+        position = 0
+        shards = min(WRITE_SHARDS, len(tokenized))
+        for index in tqdm(range(shards), desc=f"writing {path.name}"):
+            shard = tokenized.shard(num_shards=shards, index=index, contiguous=True).with_format("numpy")
+            ids = np.concatenate(shard["ids"])
+            tokens[position : position + len(ids)] = ids
+            position += len(ids)
+        tokens.flush()
+        del tokens
     return total
 
 

@@ -15,9 +15,7 @@ so the loss is taken on assistant tokens only (train.py turns targets under a 0 
 LIMA's own test split holds prompts without answers, so val is a held-out slice of train.
 """
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,8 +23,9 @@ import numpy as np
 
 # Run as a script, this file's folder is on sys.path, not the repository: add it for core/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from core.atomic_write import replacing  # noqa: E402
 from core.chat import encode_conversation  # noqa: E402
-from core.errors import UserError, exit_on_user_error  # noqa: E402
+from core.errors import ArgumentParser, UserError, exit_on_user_error  # noqa: E402
 
 LIMA_TRAIN = "hf://datasets/GAIR/lima/train.jsonl"
 LIMA_PAGE = "https://huggingface.co/datasets/GAIR/lima"
@@ -47,15 +46,19 @@ def read_jsonl(path: str) -> list[list[str]]:
     if not file.is_file():
         raise UserError(f"no file at {path}; pass a JSONL file of {{\"conversations\": [...]}} lines")
     conversations = []
-    with open(file, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path} line {number}: not valid JSON ({error.msg})")
-            conversations.append(check_conversation(row, f"{path} line {number}"))
+    for number, line in enumerate(file.read_bytes().splitlines(), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(f"{path} line {number}: not UTF-8 text (byte {line[error.start]:#04x} at "
+                            f"column {error.start + 1}); save the file as UTF-8")
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} line {number}: not valid JSON ({error.msg})")
+        conversations.append(check_conversation(row, f"{path} line {number}"))
     if not conversations:
         raise UserError(f"{path} holds no conversations")
     return conversations
@@ -102,31 +105,42 @@ def encode_all(conversations: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
 
 def write_array(array: np.ndarray, path: Path) -> None:
     """Write through a temporary file, so a crash never leaves a truncated .bin behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    array.tofile(tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        array.tofile(tmp)
 
 
 def prepare(conversations: list[list[str]], out_dir: str | Path, val_fraction: float = 0.05,
-            seed: int = 1337) -> dict[str, tuple[int, int, int]]:
+            seed: int = 1337, source: str = "the conversations") -> dict[str, tuple[int, int, int]]:
     """Write {train,val}.bin and {train,val}_mask.bin to out_dir.
     Returns {split: (conversations, tokens, tokens trained on)}."""
     if len(conversations) < 2:
         raise UserError("need at least 2 conversations: one for train and one for val")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    counts = {}
+    encoded = {}
     for name, part in zip(("train", "val"), split(conversations, val_fraction, seed), strict=True):
         ids, mask = encode_all(part)
+        if not mask.any():  # nothing to learn from: refuse before writing anything
+            raise UserError(f"{source}: the {name} split has no assistant turn, so no token to train on; "
+                            "each conversation needs [user, assistant, ...] (LIMA's test split has prompts "
+                            "only: use train.jsonl)")
+        encoded[name] = (len(part), ids, mask)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out_dir {out_dir} is a file, not a folder; choose a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create --out_dir {out_dir} ({error.strerror or error}); choose another")
+    counts = {}
+    for name, (n_conversations, ids, mask) in encoded.items():
         write_array(ids, out_dir / f"{name}.bin")
         write_array(mask, out_dir / f"{name}_mask.bin")
-        counts[name] = (len(part), len(ids), int(mask.sum()))
+        counts[name] = (n_conversations, len(ids), int(mask.sum()))
     return counts
 
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", help="local JSONL file; default: LIMA from the Hugging Face hub")
     parser.add_argument("--out_dir", default=str(Path(__file__).resolve().parent))
     parser.add_argument("--val_fraction", type=float, default=0.05)
@@ -134,8 +148,11 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if not 0 < args.val_fraction < 1:
         raise UserError(f"--val_fraction must be between 0 and 1, got {args.val_fraction}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be at least 0, got {args.seed}")
     conversations = read_jsonl(args.input) if args.input else load_from_hub()
-    counts = prepare(conversations, args.out_dir, args.val_fraction, args.seed)
+    counts = prepare(conversations, args.out_dir, args.val_fraction, args.seed,
+                     source=args.input or LIMA_TRAIN)
     for name, (n_conversations, tokens, trained) in counts.items():
         print(f"{name}: {n_conversations:,} conversations, {tokens:,} tokens, {trained:,} of them "
               f"assistant tokens trained on ({trained / tokens:.1%})")

@@ -13,6 +13,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script: make the repo's core/ importable
+from core.atomic_write import replacing  # noqa: E402
+from core.errors import exit_on_user_error  # noqa: E402
 from core.tokenizer import encode  # noqa: E402
 
 VAL_FRACTION = 0.1
@@ -20,9 +22,8 @@ VAL_FRACTION = 0.1
 
 def write_tokens(ids, path: Path) -> None:
     """Write ids as uint16 (GPT-2's 50257 ids fit), via a temporary name so a crash leaves no half file."""
-    tmp = path.with_name(path.name + ".tmp")
-    np.asarray(ids, dtype=np.uint16).tofile(tmp)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        np.asarray(ids, dtype=np.uint16).tofile(tmp)
 
 
 def prepare(folder: Path = HERE) -> None:
@@ -34,5 +35,10 @@ def prepare(folder: Path = HERE) -> None:
     print(f"{folder}: {split:,} train tokens, {len(ids) - split:,} val tokens")
 
 
-if __name__ == "__main__":
+@exit_on_user_error
+def main() -> None:
     prepare()
+
+
+if __name__ == "__main__":
+    main()
