@@ -17,12 +17,12 @@ from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpo
 from core.config import Config
 from core.errors import UserError
 from core.hardware import resolve_device
+from core.tokenizer import GPT2_VOCAB_SIZE
 from experiments.common import prompt_ids
 from models import ModelConfig, Transformer, build_model
 
 REPORTS_DIR_NAME = "audit_reports"
 CONTROL_SEEDS = 3  # random-init models per control
-TOKENIZER_VOCAB = 50257  # ids at or above this are padding rows that no text ever uses
 
 
 @dataclass
@@ -107,7 +107,7 @@ class Context:
         all moved alike, and would crowd every neighbour list."""
         train = self.val_path.with_name("train.bin")
         text = np.memmap(train, dtype=np.uint16, mode="r") if train.is_file() else self.all_val_tokens
-        counts = np.bincount(text, minlength=TOKENIZER_VOCAB)[: min(TOKENIZER_VOCAB, self.vocab_size)]
+        counts = np.bincount(text, minlength=GPT2_VOCAB_SIZE)[: min(GPT2_VOCAB_SIZE, self.vocab_size)]
         order = np.argsort(-counts, kind="stable")
         order = order[counts[order] > 0][: self.cfg.audit_vocab]
         return torch.from_numpy(order.astype(np.int64))

@@ -12,7 +12,7 @@ from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpo
 from core.config import Config
 from core.errors import UserError
 from core.hardware import autocast, resolve_device, resolve_dtype
-from core.tokenizer import END_OF_TEXT_ID, decode, encode
+from core.tokenizer import END_OF_TEXT_ID, GPT2_VOCAB_SIZE, decode, encode
 from models import Transformer
 
 FILE_PREFIX = "FILE:"  # --start=FILE:path reads the prompt from a file, as in nanoGPT
@@ -92,7 +92,7 @@ def generate_ids(model: Transformer, prompts: list[list[int]], cfg: Config, devi
     vocab = model.config.vocab_size
     if max(max(p) for p in prompts) >= vocab:
         raise UserError(f"the prompt has token ids the model's vocabulary of {vocab} does not hold; "
-                        "sample from a model with GPT-2's vocabulary (vocab_size >= 50257)")
+                        f"sample from a model with GPT-2's vocabulary (vocab_size >= {GPT2_VOCAB_SIZE})")
     idx = torch.tensor(prompts, dtype=torch.long, device=device)
     with autocast(device, dtype):
         out = model.generate(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
