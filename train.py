@@ -15,7 +15,6 @@ Checkpoints go to out_dir/ckpt.pt at each evaluation (always, or only when val l
 always_save_checkpoint), at the end, and on Ctrl-C. The run ends by printing a sample.
 """
 
-import dataclasses
 import math
 import sys
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from core.checkpoint import (
@@ -31,14 +31,15 @@ from core.checkpoint import (
     check_same_architecture,
     ensure_writable_dir,
     load_checkpoint,
+    model_args_of,
     model_from_checkpoint,
-    model_name_of,
     save_checkpoint,
+    with_architecture_of,
 )
 from core.config import Config, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from core.hardware import autocast, keep_freed_memory, resolve_dtype
-from core.tokenizer import decode, encode, get_tokenizer
+from core.tokenizer import GPT2_VOCAB_SIZE, decode, encode
 from models import Transformer, build_model
 from training.batches import Batches, seed_for
 from training.distributed import Distributed, init_distributed
@@ -67,6 +68,28 @@ class RunResult:
     stopped: bool = False  # by Ctrl-C / SIGTERM
 
 
+@dataclass
+class TrainingState:
+    """Everything the loop works with: what setup builds once, and the counters a checkpoint saves."""
+
+    cfg: Config
+    dist: Distributed
+    device: str
+    dtype: str
+    model: Transformer  # the plain module: saved, evaluated for the record, sampled
+    fast_model: nn.Module  # compiled or not: evaluations run it
+    train_model: nn.Module  # fast_model, wrapped in DDP when data-parallel: training steps run it
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    batches: Batches
+    log: RunLog
+    ckpt_file: Path
+    resumed: bool  # from out_dir/ckpt.pt, whose step was evaluated (and saved) before it was written
+    iter_num: int = 0
+    best_val_loss: float = math.inf
+    saved_at: int | None = None  # the step of the last save, so a stop does not write it twice
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     config_file, overrides = parse_args(sys.argv[1:] if argv is None else argv)
@@ -82,21 +105,27 @@ def train(cfg: Config) -> RunResult:
 
 
 def run(cfg: Config, dist: Distributed) -> RunResult:
-    # --- set-up: every check a user can fail comes before anything is written ------------------
-    for key in ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters",
-                "log_interval"):
-        if getattr(cfg, key) < 1:
-            raise UserError(f"{key} must be at least 1, got {getattr(cfg, key)}")
+    """Set up, train to max_iters (or until told to stop), and show a sample of what was learned."""
+    state = setup(cfg, dist)
+    with state.log, StopRequest(dist) as stop_request:
+        result = fit(state, stop_request)
+    if dist.is_master and not result.stopped and state.cfg.max_new_tokens > 0:
+        print_sample(state.model, state.cfg, state.device, state.dtype)
+    return result
+
+
+# --- set-up: every check a user can fail comes before anything is written ----------------------
+def setup(cfg: Config, dist: Distributed) -> TrainingState:
+    """The model (new, resumed or fine-tuned), its optimizer, the data and the log, on this rank."""
     if cfg.gradient_accumulation_steps % dist.world_size:
         raise UserError(f"gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be a "
                         f"multiple of the number of processes ({dist.world_size})")
-    if cfg.on_nonfinite not in ("stop", "skip"):
-        raise UserError(f"on_nonfinite must be 'stop' or 'skip', got {cfg.on_nonfinite!r}")
     device, dtype = dist.device, resolve_dtype(cfg.dtype, dist.device)
     if device == "cpu":
         keep_freed_memory()  # reuse the big logits buffers instead of page-faulting them back each step
     ckpt_file = Path(cfg.out_dir) / CHECKPOINT_NAME
     model, resume, cfg = load_model(cfg, ckpt_file)
+    check_closing_sample(cfg, model)
     data_folder = Path(cfg.data_dir) / cfg.dataset
     if dist.is_master:
         prepare_if_missing(data_folder, cfg.dataset)
@@ -135,68 +164,9 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     if not resume and dist.is_master and ckpt_file.exists():
         log.print(f"note: {ckpt_file} exists and will be replaced at the first save "
                   "(--init_from=resume continues it instead)")
-
-    def save(reason: str) -> str:
-        nonlocal saved_at
-        saved_at = iter_num
-        if dist.is_master:
-            save_checkpoint({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "model_args": dataclasses.asdict(model.config), "iter_num": iter_num,
-                "best_val_loss": best_val_loss, "config": cfg.to_dict(),
-                "scaler": scaler.state_dict(), "wandb_run_id": log.wandb_run_id,
-            }, ckpt_file)
-        return f"{reason}: saved {ckpt_file}"
-
-    # --- the loop -------------------------------------------------------------------------------
-    result = RunResult(iter_num, best_val_loss)
-    # A checkpoint is written after its step's evaluation, so a resumed run does not repeat it.
-    evaluated_at = iter_num if resume and not cfg.eval_only else None
-    saved_at = iter_num if resume else None
-    stopping = False
-    with log, StopRequest(dist) as stop_request:
-        while True:
-            eval_due = iter_num % cfg.eval_interval == 0 or iter_num >= cfg.max_iters
-            if eval_due and iter_num != evaluated_at:
-                losses = estimate_loss(fast_model, batches, cfg.eval_iters, device=device, dtype=dtype,
-                                       dist=dist)
-                result.evaluations[iter_num], evaluated_at = losses, iter_num
-                note = ""
-                if not math.isfinite(losses["val"]):
-                    what = f"val loss {losses['val']} at step {iter_num}"
-                    note = non_finite(cfg, what, ckpt_file, "not saved")
-                elif losses["val"] < best_val_loss or cfg.always_save_checkpoint:
-                    best_val_loss = min(best_val_loss, losses["val"])
-                    if iter_num > 0 and not cfg.eval_only:
-                        note = save("best" if losses["val"] == best_val_loss else "latest")
-                log.evaluation(iter_num, losses, note)
-            if stopping:
-                if saved_at != iter_num:
-                    save("stopped")
-                log.print(f"stopped at step {iter_num}: saved {ckpt_file}; "
-                          f"resume with: --init_from=resume --out_dir={cfg.out_dir}")
-                break
-            if iter_num >= cfg.max_iters or cfg.eval_only:
-                break
-
-            lr = learning_rate_at(iter_num, cfg)
-            torch.manual_seed(seed_for(cfg.seed, "dropout", iter_num, dist.rank))
-            start = time.perf_counter()
-            micro_batches = batches.train_micro_batches(
-                iter_num, cfg.gradient_accumulation_steps, dist.rank, dist.world_size, device)
-            loss = train_step(train_model, optimizer, scaler, micro_batches, lr=lr,
-                              grad_clip=cfg.grad_clip, device=device, dtype=dtype, dist=dist)
-            if not math.isfinite(loss):
-                log.print(non_finite(cfg, f"loss {loss} at step {iter_num}", ckpt_file, "step skipped"))
-            result.losses[iter_num] = loss
-            iter_num += 1
-            log.step(iter_num, loss, lr, time.perf_counter() - start)
-            stopping = stop_request.agreed()
-
-    result.iter_num, result.best_val_loss, result.stopped = iter_num, best_val_loss, stopping
-    if dist.is_master and not stopping and cfg.max_new_tokens > 0:
-        print_sample(model, cfg, device, dtype)
-    return result
+    return TrainingState(cfg, dist, device, dtype, model, fast_model, train_model, optimizer, scaler,
+                         batches, log, ckpt_file, resumed=resume is not None, iter_num=iter_num,
+                         best_val_loss=best_val_loss, saved_at=iter_num if resume else None)
 
 
 def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, Config]:
@@ -210,10 +180,7 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
     if cfg.init_from == "resume":
         check_same_architecture(checkpoint, cfg.model, cfg.model_config(), ckpt_file)
     else:  # fine-tune from a checkpoint file or run directory: its architecture replaces the config's
-        config_keys = {f.name for f in dataclasses.fields(Config)}
-        architecture = {k: v for k, v in checkpoint["model_args"].items()
-                        if k in config_keys and k != "block_size"}
-        cfg = dataclasses.replace(cfg, model=model_name_of(checkpoint), **architecture)
+        cfg = with_architecture_of(checkpoint, cfg, keep=("block_size",))
     model = model_from_checkpoint(checkpoint)
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size {cfg.block_size} is longer than the checkpoint's model was built for "
@@ -221,6 +188,85 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
     return model, checkpoint if cfg.init_from == "resume" else None, cfg
 
 
+def check_closing_sample(cfg: Config, model: Transformer) -> None:
+    """The run ends with a sample; what it needs is checked now, not after hours of training."""
+    if cfg.max_new_tokens > 0 and max(encode(SAMPLE_PROMPT)) >= model.config.vocab_size:
+        raise UserError(f"the closing sample's prompt {SAMPLE_PROMPT!r} has token ids beyond this model's "
+                        f"vocabulary of {model.config.vocab_size}; set --max_new_tokens=0 to skip it")
+
+
+# --- the loop ---------------------------------------------------------------------------------
+def fit(state: TrainingState, stop_request: StopRequest) -> RunResult:
+    """Evaluate when due, then take a step, until max_iters or a stop request; a stop saves first."""
+    cfg = state.cfg
+    result = RunResult(state.iter_num, state.best_val_loss)
+    # A resumed checkpoint was written after its step's evaluation: do not repeat it.
+    evaluated_already = state.iter_num if state.resumed and not cfg.eval_only else None
+    while True:
+        due = state.iter_num % cfg.eval_interval == 0 or state.iter_num >= cfg.max_iters
+        if due and state.iter_num != evaluated_already:
+            validate(state, result)
+        if result.stopped or state.iter_num >= cfg.max_iters or cfg.eval_only:
+            break
+        training_step(state, result)
+        result.stopped = stop_request.agreed()
+    if result.stopped:
+        if state.saved_at != state.iter_num:
+            save(state, "stopped")
+        state.log.print(f"stopped at step {state.iter_num}: saved {state.ckpt_file}; "
+                        f"resume with: --init_from=resume --out_dir={cfg.out_dir}")
+    result.iter_num, result.best_val_loss = state.iter_num, state.best_val_loss
+    return result
+
+
+def training_step(state: TrainingState, result: RunResult) -> None:
+    """One optimizer step over the global batch of step iter_num, logged; then iter_num + 1."""
+    cfg, dist, step = state.cfg, state.dist, state.iter_num
+    lr = learning_rate_at(step, cfg)
+    torch.manual_seed(seed_for(cfg.seed, "dropout", step, dist.rank))
+    start = time.perf_counter()
+    micro_batches = state.batches.train_micro_batches(
+        step, cfg.gradient_accumulation_steps, dist.rank, dist.world_size, state.device)
+    loss = train_step(state.train_model, state.optimizer, state.scaler, micro_batches, lr=lr,
+                      grad_clip=cfg.grad_clip, device=state.device, dtype=state.dtype, dist=dist)
+    if not math.isfinite(loss):
+        state.log.print(non_finite(cfg, f"loss {loss} at step {step}", state.ckpt_file, "step skipped"))
+    result.losses[step] = loss
+    state.iter_num += 1
+    state.log.step(state.iter_num, loss, lr, time.perf_counter() - start)
+
+
+def validate(state: TrainingState, result: RunResult) -> None:
+    """Train and val loss at this step, logged; a checkpoint when the val loss improved (or always,
+    per always_save_checkpoint), never of a non-finite loss, step 0 or an eval_only run."""
+    cfg, step = state.cfg, state.iter_num
+    losses = estimate_loss(state.fast_model, state.batches, cfg.eval_iters, device=state.device,
+                           dtype=state.dtype, dist=state.dist)
+    result.evaluations[step] = losses
+    note = ""
+    if not math.isfinite(losses["val"]):
+        note = non_finite(cfg, f"val loss {losses['val']} at step {step}", state.ckpt_file, "not saved")
+    elif losses["val"] < state.best_val_loss or cfg.always_save_checkpoint:
+        state.best_val_loss = min(state.best_val_loss, losses["val"])
+        if step > 0 and not cfg.eval_only:
+            note = save(state, "best" if losses["val"] == state.best_val_loss else "latest")
+    state.log.evaluation(step, losses, note)
+
+
+def save(state: TrainingState, reason: str) -> str:
+    """Write out_dir/ckpt.pt (rank 0 only; atomically) with everything an exact resume needs."""
+    state.saved_at = state.iter_num
+    if state.dist.is_master:
+        save_checkpoint({
+            "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+            "model_args": model_args_of(state.cfg.model, state.model), "iter_num": state.iter_num,
+            "best_val_loss": state.best_val_loss, "config": state.cfg.to_dict(),
+            "scaler": state.scaler.state_dict(), "wandb_run_id": state.log.wandb_run_id,
+        }, state.ckpt_file)
+    return f"{reason}: saved {state.ckpt_file}"
+
+
+# --- helpers ----------------------------------------------------------------------------------
 def non_finite(cfg: Config, what: str, ckpt_file: Path, skipped: str) -> str:
     """Stop on a NaN/inf loss, or say what was skipped, per on_nonfinite."""
     if cfg.on_nonfinite == "stop":
@@ -247,7 +293,7 @@ def print_sample(model: Transformer, cfg: Config, device: str, dtype: str) -> No
     with autocast(device, dtype):
         ids = model.generate(prompt, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                              generator=generator)[0].tolist()
-    known = [i for i in ids if i < get_tokenizer().n_vocab]  # ids past GPT-2's 50257 are padding
+    known = [i for i in ids if i < GPT2_VOCAB_SIZE]  # ids past the tokenizer's are padding rows
     print(f"--- sample (temperature {cfg.temperature}, top_k {cfg.top_k}) ---\n{decode(known)}\n---")
 
 
