@@ -3,6 +3,7 @@
     python check.py config/train_reflow_1.py              # parameter table, then `params: 463.67M`
     python check.py out/shakespeare_reflow                # a checkpoint (run dir or .pt file)
     python check.py config/train_shakespeare_reflow.py out/shakespeare_reflow/ckpt.pt
+    python check.py --keys                                # every config key, by group, with defaults
 
 The config's model is built on the meta device (shapes, no memory), so even the 515M configs
 report in about a second.
@@ -20,8 +21,9 @@ from core.checkpoint import (
     model_from_checkpoint,
     model_name_of,
 )
-from core.config import load_config, parse_args
+from core.config import describe_keys, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
+from core.metrics import ACTIVE_FRACTION, active_mask, effective_rank
 from models import Transformer, build_model
 
 
@@ -78,35 +80,34 @@ def print_recipe_summary(model) -> None:
     """How the vocabulary uses its signals, and the shape of the signal basis."""
     recipe, basis = model.effective_recipe().float(), model.basis.float()
     V, S = recipe.shape
-    magnitude = recipe.abs()
-    # An entry counts as active when it carries at least 10% of its row's largest weight.
-    active = (magnitude >= 0.1 * magnitude.max(dim=1, keepdim=True).values).sum(dim=1).float()
-    usage = magnitude.sum(dim=0)
+    active = active_mask(recipe).sum(dim=1).float()
+    usage = recipe.abs().sum(dim=0)
     print(f"recipes: {V} tokens x {S} signals; exact zeros {(recipe == 0).float().mean():.1%}; "
-          f"active per token (>=10% of row max) mean {active.mean():.1f} of {S}; "
+          f"active per token (>={ACTIVE_FRACTION:.0%} of row max) mean {active.mean():.1f} of {S}; "
           f"signal usage max/mean {usage.max() / usage.mean():.2f}")
     singular = torch.linalg.svdvals(basis)
-    p = singular / singular.sum()
-    effective_rank = torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
     print(f"basis: {S} signals x {basis.shape[1]} dims; singular values max {singular[0]:.4g} "
-          f"min {singular[-1]:.4g}; effective rank {effective_rank:.1f}")
+          f"min {singular[-1]:.4g}; effective rank {effective_rank(basis):.1f}")
 
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
-    paths = [a for a in argv if not a.startswith("--")]
+    if "--keys" in argv:
+        print(describe_keys())
+        return
+    paths = [a for a in argv if not a.startswith("-")]
     if not paths:
-        raise UserError("usage: python check.py [CONFIG.py] [CHECKPOINT]")
+        raise UserError("usage: python check.py [CONFIG.py] [CHECKPOINT] [--key=value ...], "
+                        "or python check.py --keys")
     config_file = next((p for p in paths if p.endswith(".py")), None)
     checkpoint_arg = next((p for p in paths if not p.endswith(".py")), None)
-    if config_file is not None:
-        _, overrides = parse_args([a for a in argv if a.startswith("--")])
-        cfg = load_config(config_file, overrides)
-        if checkpoint_arg is None:
-            with torch.device("meta"):
-                model = build_model(cfg.model, cfg.model_config())
-            print_model_params(model, cfg.model)
-            return
+    _, overrides = parse_args([a for a in argv if a.startswith("-")])
+    cfg = load_config(config_file, overrides)  # checked even when only a checkpoint is inspected
+    if checkpoint_arg is None:
+        with torch.device("meta"):
+            model = build_model(cfg.model, cfg.model_config())
+        print_model_params(model, cfg.model)
+        return
     checkpoint = load_checkpoint(Path(checkpoint_arg))
     if config_file is not None:
         check_same_architecture(checkpoint, cfg.model, cfg.model_config(), checkpoint_path(checkpoint_arg))

@@ -45,7 +45,7 @@ def test_wrong_type_is_refused(key, value, kind):
 def test_override_without_value_and_unknown_model_and_missing_file():
     with pytest.raises(UserError, match="needs a value"):
         parse_args(["--compile"])
-    with pytest.raises(UserError, match="valid models: gpt2, gpt2-new, reflow"):
+    with pytest.raises(UserError, match="model must be 'gpt2', 'gpt2-new', 'reflow'"):
         load_config(None, {"model": "'gpt3'"})
     with pytest.raises(UserError, match="not found"):
         load_config("config/nope.py")
