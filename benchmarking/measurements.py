@@ -43,7 +43,6 @@ from models.baselines import BASELINES, ReferenceGPT2
 from training.optimization import make_grad_scaler, make_optimizer, train_step
 
 
-
 def build_any(name: str, cfg: Config) -> nn.Module:
     """A fresh model from the registry (models/) or a baseline (models/baselines.py)."""
     model_config = cfg.model_config()

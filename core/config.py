@@ -213,14 +213,14 @@ def validate(config: Config) -> None:
         raise UserError(f"topk ({config.topk}) must be between 1 and n_signals ({config.n_signals})")
     head_size = config.n_embd // config.n_head
     if MODELS[config.model].uses_rope and head_size % 2:
-        raise UserError(f"{config.model} rotates positions in pairs of dimensions, so the head size "
-                        f"n_embd / n_head must be even, got {config.n_embd} / {config.n_head} = {head_size}")
+        raise UserError(f"n_embd / n_head (the head size) must be even: {config.model} rotates positions "
+                        f"in pairs of dimensions; got {config.n_embd} / {config.n_head} = {head_size}")
     if config.decay_lr and config.min_lr > config.learning_rate:
         raise UserError(f"min_lr ({config.min_lr}) must not exceed learning_rate ({config.learning_rate}); "
                         "the schedule decays from one to the other")
     unusable = device_unavailable(config.device)
     if unusable:
-        raise UserError(f"device {config.device!r} is not usable here ({unusable}); "
+        raise UserError(f"device must be one this machine has ({unusable}), got {config.device!r}; "
                         "use --device=cpu or --device=auto")
 
 
