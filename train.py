@@ -3,6 +3,7 @@
     python train.py config/train_shakespeare_reflow.py     # the default: ~10 min on 2 CPU cores
     python train.py config/train_shakespeare_reflow.py --init_from=resume
     torchrun --standalone --nproc_per_node=4 train.py config/train_reflow_1.py
+    python train.py --help                                 # every key, by group, with its default
 
 init_from decides where the weights come from:
   'scratch'  a new model as the config describes it;
@@ -13,6 +14,10 @@ init_from decides where the weights come from:
 
 Checkpoints go to out_dir/ckpt.pt at each evaluation (always, or only when val loss improves, per
 always_save_checkpoint), at the end, and on Ctrl-C. The run ends by printing a sample.
+
+The file reads top to bottom: `run` = `setup` (everything a user can get wrong is checked before
+anything is written; returns a TrainingState) -> `fit` (the loop: `validate` when due, then a
+`training_step`; `save` writes the checkpoint) -> a closing sample.
 """
 
 import math
@@ -142,25 +147,8 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
         if resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         iter_num, best_val_loss = resume["iter_num"], resume["best_val_loss"]
-    fast_model = torch.compile(model) if cfg.compile else model
-    train_model = fast_model
-    if dist.enabled:
-        device_ids = [dist.local_rank] if device.startswith("cuda") else None
-        # The only buffers are RoPE tables, equal on every rank: no broadcast before each forward.
-        # (torch 2.13 renames the argument and warns; the old name works on every torch >= 2.5.)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
-            train_model = DDP(fast_model, device_ids=device_ids, broadcast_buffers=False)
-
-    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
-    log = RunLog(cfg, start_iter=iter_num, tokens_per_step=tokens_per_step,
-                 flops_per_step=model.flops_per_token(cfg.block_size) * tokens_per_step,
-                 device=device, dtype=dtype, world_size=dist.world_size, enabled=dist.is_master,
-                 wandb_run_id=resume.get("wandb_run_id") if resume else None)
-    log.print(f"{cfg.model}: {model.num_params() / 1e6:.2f}M params | {tokens_per_step:,} tokens per step "
-              f"({cfg.gradient_accumulation_steps} x {cfg.batch_size} x {cfg.block_size}, "
-              f"{dist.world_size} process{'es' if dist.enabled else ''}) | {device} {dtype} | "
-              f"{'resuming at step ' + str(iter_num) if resume else 'init from ' + cfg.init_from}")
+    fast_model, train_model = wrap_for_training(model, cfg, dist)
+    log = start_log(cfg, dist, model, device, dtype, iter_num, resume)
     if not resume and dist.is_master and ckpt_file.exists():
         log.print(f"note: {ckpt_file} exists and will be replaced at the first save "
                   "(--init_from=resume continues it instead)")
@@ -186,6 +174,34 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
         raise UserError(f"block_size {cfg.block_size} is longer than the checkpoint's model was built for "
                         f"({model.config.block_size}); use --block_size={model.config.block_size} or less")
     return model, checkpoint if cfg.init_from == "resume" else None, cfg
+
+
+def wrap_for_training(model: Transformer, cfg: Config, dist: Distributed) -> tuple[nn.Module, nn.Module]:
+    """The model compiled (if cfg.compile), and that wrapped in DDP when data-parallel."""
+    fast_model = torch.compile(model) if cfg.compile else model
+    if not dist.enabled:
+        return fast_model, fast_model
+    device_ids = [dist.local_rank] if dist.device.startswith("cuda") else None
+    # The only buffers are RoPE tables, equal on every rank: no broadcast before each forward.
+    # (torch 2.13 renames the argument and warns; the old name works on every torch >= 2.5.)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
+        return fast_model, DDP(fast_model, device_ids=device_ids, broadcast_buffers=False)
+
+
+def start_log(cfg: Config, dist: Distributed, model: Transformer, device: str, dtype: str, iter_num: int,
+              resume: dict | None) -> RunLog:
+    """The run's log (console and wandb, rank 0 only), opened with a line that says what runs where."""
+    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
+    log = RunLog(cfg, start_iter=iter_num, tokens_per_step=tokens_per_step,
+                 flops_per_step=model.flops_per_token(cfg.block_size) * tokens_per_step,
+                 device=device, dtype=dtype, world_size=dist.world_size, enabled=dist.is_master,
+                 wandb_run_id=resume.get("wandb_run_id") if resume else None)
+    log.print(f"{cfg.model}: {model.num_params() / 1e6:.2f}M params | {tokens_per_step:,} tokens per step "
+              f"({cfg.gradient_accumulation_steps} x {cfg.batch_size} x {cfg.block_size}, "
+              f"{dist.world_size} process{'es' if dist.enabled else ''}) | {device} {dtype} | "
+              f"{'resuming at step ' + str(iter_num) if resume else 'init from ' + cfg.init_from}")
+    return log
 
 
 def check_closing_sample(cfg: Config, model: Transformer) -> None:
