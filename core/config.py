@@ -215,6 +215,11 @@ def validate(config: Config) -> None:
     if MODELS[config.model].uses_rope and head_size % 2:
         raise UserError(f"n_embd / n_head (the head size) must be even: {config.model} rotates positions "
                         f"in pairs of dimensions; got {config.n_embd} / {config.n_head} = {head_size}")
+    init = config.init_from  # a word that is neither mode nor path is a misspelt mode ('resum')
+    looks_like_a_path = "/" in init or init.endswith(".pt") or Path(init).exists()
+    if init not in ("scratch", "resume") and not looks_like_a_path:
+        raise UserError(f"init_from must be 'scratch', 'resume', or a checkpoint file or run directory, "
+                        f"got {init!r} (no such path)")
     if config.decay_lr and config.min_lr > config.learning_rate:
         raise UserError(f"min_lr ({config.min_lr}) must not exceed learning_rate ({config.learning_rate}); "
                         "the schedule decays from one to the other")

@@ -1,4 +1,5 @@
-"""The device a run uses, its precision, and its peak FLOP/s for MFU.
+"""The device a run uses (and whether this machine has the one a config names), its precision,
+and its peak FLOP/s for MFU.
 
 MFU (model FLOPs utilization) = achieved model FLOP/s / the device's peak, as in nanoGPT and
 the PaLM paper. On GPUs the peak comes from the vendor's dense tensor-core figure for the dtype;

@@ -146,7 +146,8 @@ def load_context(cfg: Config, ckpt: str | None = None) -> Context:
     if not os.access(reports_dir, os.W_OK):
         raise UserError(f"cannot write to {reports_dir}; pass a writable --out_dir")
     return Context(
-        model=model, cfg=cfg, model_name=name, model_args=dict(checkpoint["model_args"]),
+        model=model, cfg=cfg, model_name=name,
+        model_args={k: v for k, v in checkpoint["model_args"].items() if k != "model"},  # ModelConfig's
         checkpoint=str(checkpoint_path(path)), iter_num=checkpoint.get("iter_num"),
         reports_dir=reports_dir, wandb_run_id=checkpoint.get("wandb_run_id"),
     )

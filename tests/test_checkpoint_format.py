@@ -21,13 +21,15 @@ from core.checkpoint import (
 )
 from core.config import Config
 from core.errors import UserError
+from experiments.context import load_context
 from models import ModelConfig, build_model
 
 
 def test_a_run_stores_the_model_name_and_a_model_config_only_key_set_on_the_command_line(tmp_path):
     write_dataset(tmp_path / "data")
-    train.train(run_config(tmp_path, model="gpt2-new", rope_theta=500.0, swiglu_multiple_of=32,
-                           max_iters=2, eval_interval=2))
+    cfg = run_config(tmp_path, model="gpt2-new", rope_theta=500.0, swiglu_multiple_of=32, max_iters=2,
+                     eval_interval=2)
+    train.train(cfg)
     checkpoint = load_checkpoint(tmp_path / "run")
     assert checkpoint["model_args"]["model"] == "gpt2-new"
     assert checkpoint["model_args"]["rope_theta"] == 500.0
@@ -35,6 +37,7 @@ def test_a_run_stores_the_model_name_and_a_model_config_only_key_set_on_the_comm
     assert model.config.swiglu_hidden == 96  # 8 * 32 / 3 = 85, rounded up to a multiple of 32
     expected = 1.0 / 500.0 ** (torch.arange(0, 16, 2).float() / 16)  # head size 32 / 2 heads
     assert torch.allclose(model.rotary.cos[1], expected.cos())
+    assert load_context(cfg).controls[0].config == model.config  # the suite reads the new format too
 
 
 def write_old_style(path, model, name: str | None) -> None:

@@ -44,6 +44,7 @@ CASES = [
     (["--backend=bogus"], "backend", "'bogus'"),
     (["--hijack_strength=2"], "hijack_strength", "2"),
     (["--learning_rate=0.1", "--min_lr=1"], "min_lr", "1"),
+    (["--init_from=resum"], "init_from", "'resum'"),
 ]
 if not torch.cuda.is_available():
     CASES.append((["--device=cuda"], "device", "'cuda'"))
