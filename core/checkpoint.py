@@ -64,8 +64,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise UserError(f"checkpoint {file} is truncated or corrupt ({type(error).__name__}); "
                         "resume from an earlier one or retrain")
     missing = {"model", "model_args"} - set(checkpoint) if isinstance(checkpoint, dict) else {"model"}
-    if missing:
-        raise UserError(f"{file} is not a reflow checkpoint (missing {sorted(missing)})")
+    if missing or not isinstance(checkpoint["model_args"], dict):
+        what = f"missing {sorted(missing)}" if missing else "its model_args is not a dict"
+        raise UserError(f"{file} is not a reflow checkpoint ({what})")
     return checkpoint
 
 

@@ -195,13 +195,19 @@ def load_config(config_file: str | None = None, overrides: dict[str, str] | None
 
 
 def validate(config: Config) -> None:
-    """Every key within its declared limits, then checks across keys, so that a bad value fails
-    here, before any work, and not deep inside a model or at the end of a run."""
+    """Every key within its declared limits, then the keys against each other and this machine, so
+    that a bad value fails here, before any work, not deep inside a model or at the end of a run."""
     hints = typing.get_type_hints(Config)
     for f in dataclasses.fields(Config):
         value = getattr(config, f.name)
         if not fits(value, hints[f.name], f.metadata):
             raise UserError(f"{f.name} must be {allowed(hints[f.name], f.metadata)}, got {value!r}")
+    check_architecture(config)
+    check_run_keys(config)
+
+
+def check_architecture(config: Config) -> None:
+    """The model keys fit together: heads divide the width, the head size suits the positions."""
     if config.n_embd % config.n_head:
         raise UserError(f"n_embd ({config.n_embd}) must be a multiple of n_head ({config.n_head})")
     kv = config.n_kv_head or config.n_head
@@ -215,6 +221,10 @@ def validate(config: Config) -> None:
     if MODELS[config.model].uses_rope and head_size % 2:
         raise UserError(f"n_embd / n_head (the head size) must be even: {config.model} rotates positions "
                         f"in pairs of dimensions; got {config.n_embd} / {config.n_head} = {head_size}")
+
+
+def check_run_keys(config: Config) -> None:
+    """init_from, the schedule and the device make sense, on this machine."""
     init = config.init_from  # a word that is neither mode nor path is a misspelt mode ('resum')
     looks_like_a_path = "/" in init or init.endswith(".pt") or Path(init).exists()
     if init not in ("scratch", "resume") and not looks_like_a_path:
