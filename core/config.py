@@ -50,7 +50,8 @@ def with_model_keys(cls):
         if name == "model":
             for f in dataclasses.fields(ModelConfig):
                 annotations[f.name] = model_hints[f.name]
-                setattr(cls, f.name, field(default=f.default, metadata=f.metadata))
+                setattr(cls, f.name, field(default=f.default, default_factory=f.default_factory,
+                                           metadata=f.metadata))
     cls.__annotations__ = annotations
     return cls
 
