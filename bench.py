@@ -5,6 +5,8 @@
         --compile_both
     python bench.py config/train_shakespeare_reflow.py config/train_shakespeare_gpt2_new.py --json
     python bench.py config/train_shakespeare_reflow.py --init_from=out/shakespeare_reflow   # a checkpoint
+    python bench.py config/train_shakespeare_reflow.py --models=reflow,gpt2-new \
+        --variants=chunked_loss,activation_checkpointing,attention=sigmoid --matmul_forms
 
 Each config file (plus --key=value overrides, as in train.py) gives one row per model; --models
 runs several architectures at that config's size, including the baselines of models/baselines.py
@@ -13,7 +15,9 @@ the first row. How the figures are measured is explained in benchmarking/measure
 
 Bench options: models, steps (timed steps per round), rounds, warmup, sample_tokens (0 skips
 sampling), compile_both (eager and compiled rows), keep_freed_memory (CPU; False to see what it
-buys), threads, json.
+buys), threads, json, variants (extra rows per model with config keys changed: what chunked_loss,
+activation_checkpointing or sigmoid attention cost in tokens/s and peak memory), matmul_forms (time
+both forms of every skinny product of a decoding step, models/matmul_form.py).
 """
 
 import dataclasses
@@ -30,6 +34,7 @@ from benchmarking.measurements import (
     PeakMatmul,
     TrainingRun,
     build_any,
+    decoding_matmul_forms,
     progress,
     sampling_speeds,
     step_peak_memory,
@@ -56,6 +61,10 @@ class BenchOptions:
     keep_freed_memory: bool = True  # CPU: core.hardware.keep_freed_memory; False measures without it
     threads: int = 0  # torch threads; 0 keeps torch's default (one per core)
     json: bool = False  # print the numbers as JSON instead of a table
+    # Comma-separated config changes, each adding a row per model, e.g. "chunked_loss,attention=sigmoid"
+    # (a bare key means key=True): "reflow+chunked_loss" beside "reflow".
+    variants: str = ""
+    matmul_forms: bool = False  # time x @ W.T against (W @ x.T).T for every weight a decoding step uses
 
 
 def parse_command_line(argv: list[str]) -> tuple[list[str], BenchOptions, dict[str, str]]:
@@ -75,7 +84,21 @@ def parse_command_line(argv: list[str]) -> tuple[list[str], BenchOptions, dict[s
             options[key] = check_type(key, parse_value(value), bench_keys[key], "the command line")
         else:
             overrides[key] = value
-    return files, BenchOptions(**options), overrides
+    options = BenchOptions(**options)
+    parse_variants(options.variants)  # bad input fails here, before any work
+    return files, options, overrides
+
+
+def parse_variants(text: str) -> list[tuple[str, dict]]:
+    """[(label, {key: value})] for --variants: "chunked_loss,attention=sigmoid"."""
+    hints = typing.get_type_hints(Config)
+    variants = []
+    for item in filter(None, text.split(",")):
+        key, sep, raw = item.partition("=")
+        check_key(key, hints, source="the command line")
+        value = check_type(key, parse_value(raw) if sep else True, hints[key], "the command line")
+        variants.append((item, {key: value}))
+    return variants
 
 
 def rows_to_measure(files: list[str], options: BenchOptions, overrides: dict[str, str]):
@@ -100,6 +123,11 @@ def rows_to_measure(files: list[str], options: BenchOptions, overrides: dict[str
                 row_cfg = dataclasses.replace(cfg, model=name, compile=compile)
                 row = label(file, name, files) + ("+compile" if options.compile_both and compile else "")
                 rows.append((row, row_cfg, lambda n=name, c=row_cfg: build_any(n, c)))
+                for variant, changes in parse_variants(options.variants) if name in MODELS else []:
+                    variant_cfg = dataclasses.replace(row_cfg, **changes)
+                    validate(variant_cfg)
+                    build = lambda n=name, c=variant_cfg: build_any(n, c)  # noqa: E731
+                    rows.append((f"{row}+{variant}", variant_cfg, build))
     return rows
 
 
@@ -145,6 +173,9 @@ def main(argv: list[str]) -> None:
     samplers = {name: run for name, run in runs.items()
                 if isinstance(run.model, Transformer) and not (options.compile_both and run.cfg.compile)}
     speeds = sampling_speeds(samplers, options.sample_tokens) if options.sample_tokens else {}
+    # Once per model: its variant rows ("name+...") multiply by weights of the same shapes.
+    forms = {name: decoding_matmul_forms(run.model, run.cfg.num_samples, device, dtype)
+             for name, run in samplers.items() if "+" not in name} if options.matmul_forms else {}
 
     results = []
     for name, run in runs.items():
@@ -189,9 +220,10 @@ def main(argv: list[str]) -> None:
                     if options.sample_tokens else "skipped",
     }
     if options.json:
-        print(json.dumps({**header, **results[0], "runs": results}, indent=2))
+        print(json.dumps({**header, **results[0], "runs": results, "matmul_forms": forms}, indent=2))
     else:
         print_table(header, results, cfg)
+        print_matmul_forms(forms)
 
 
 def print_table(header: dict, results: list[dict], cfg: Config) -> None:
@@ -227,6 +259,15 @@ def print_table(header: dict, results: list[dict], cfg: Config) -> None:
     for row in table:
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                         for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
+
+
+def print_matmul_forms(forms: dict[str, list[dict]]) -> None:
+    """Per model, each skinny product of a decoding step timed in both forms (models/matmul_form.py)."""
+    for name, rows in forms.items():
+        print(f"\n{name}: decoding's skinny products, ms per call (fastest of the repeats)")
+        for r in rows:
+            print(f"  {r['weight']:<28} {r['shape']:<26} x @ W.T {r['plain_ms']:8.3f}   "
+                  f"(W @ x.T).T {r['transposed_ms']:8.3f}   plain/transposed {r['ratio']:5.2f}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from core.config import Config, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from core.hardware import autocast, keep_freed_memory, resolve_dtype
 from core.tokenizer import GPT2_VOCAB_SIZE, decode, encode
-from models import Transformer, build_model
+from models import ModelConfig, Transformer, build_model
 from training.batches import Batches, seed_for
 from training.distributed import Distributed, init_distributed
 from training.optimization import (
@@ -55,6 +55,7 @@ from training.optimization import (
     make_optimizer,
     train_step,
 )
+from training.regularizers import Regularizers
 from training.run_log import RunLog
 from training.stop_request import StopRequest
 
@@ -86,6 +87,7 @@ class TrainingState:
     train_model: nn.Module  # fast_model, wrapped in DDP when data-parallel: training steps run it
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
+    regularizers: Regularizers  # penalties added to the loss (all off by default)
     batches: Batches
     log: RunLog
     ckpt_file: Path
@@ -147,14 +149,17 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
         if resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         iter_num, best_val_loss = resume["iter_num"], resume["best_val_loss"]
+    regularizers = Regularizers.from_config(cfg, model.config.n_layer, model.has_recipes)
     fast_model, train_model = wrap_for_training(model, cfg, dist)
     log = start_log(cfg, dist, model, device, dtype, iter_num, resume)
+    log.regularizers = regularizers
     if not resume and dist.is_master and ckpt_file.exists():
         log.print(f"note: {ckpt_file} exists and will be replaced at the first save "
                   "(--init_from=resume continues it instead)")
     return TrainingState(cfg, dist, device, dtype, model, fast_model, train_model, optimizer, scaler,
-                         batches, log, ckpt_file, resumed=resume is not None, iter_num=iter_num,
-                         best_val_loss=best_val_loss, saved_at=iter_num if resume else None)
+                         regularizers, batches, log, ckpt_file, resumed=resume is not None,
+                         iter_num=iter_num, best_val_loss=best_val_loss,
+                         saved_at=iter_num if resume else None)
 
 
 def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, Config]:
@@ -164,7 +169,8 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
         return build_model(cfg.model, cfg.model_config()), None, cfg
     checkpoint = load_checkpoint(ckpt_file if cfg.init_from == "resume" else cfg.init_from)
-    checkpoint["model_args"]["dropout"] = cfg.dropout  # a training choice, not the architecture
+    for key in ("dropout", *ModelConfig.EXECUTION_KEYS):  # training choices, not the architecture
+        checkpoint["model_args"][key] = getattr(cfg, key)
     if cfg.init_from == "resume":
         check_same_architecture(checkpoint, cfg.model, cfg.model_config(), ckpt_file)
     else:  # fine-tune from a checkpoint file or run directory: its architecture replaces the config's
@@ -244,7 +250,8 @@ def training_step(state: TrainingState, result: RunResult) -> None:
     micro_batches = state.batches.train_micro_batches(
         step, cfg.gradient_accumulation_steps, dist.rank, dist.world_size, state.device)
     loss = train_step(state.train_model, state.optimizer, state.scaler, micro_batches, lr=lr,
-                      grad_clip=cfg.grad_clip, device=state.device, dtype=state.dtype, dist=dist)
+                      grad_clip=cfg.grad_clip, device=state.device, dtype=state.dtype, dist=dist,
+                      regularizers=state.regularizers)
     if not math.isfinite(loss):
         state.log.print(non_finite(cfg, f"loss {loss} at step {step}", state.ckpt_file, "step skipped"))
     result.losses[step] = loss
@@ -257,7 +264,7 @@ def validate(state: TrainingState, result: RunResult) -> None:
     per always_save_checkpoint), never of a non-finite loss, step 0 or an eval_only run."""
     cfg, step = state.cfg, state.iter_num
     losses = estimate_loss(state.fast_model, state.batches, cfg.eval_iters, device=state.device,
-                           dtype=state.dtype, dist=state.dist)
+                           dtype=state.dtype, dist=state.dist, regularizers=state.regularizers)
     result.evaluations[step] = losses
     note = ""
     if not math.isfinite(losses["val"]):

@@ -17,6 +17,9 @@ How the numbers are taken, so that they can be trusted on a busy machine:
   what one step allocates on top (activations, logits, gradients). GPU: torch.cuda's allocator
   counts; CPU: the process's resident memory high-water mark (Linux VmHWM, reset before the step,
   with freed heap memory returned to the OS first so that earlier models do not hide this one's).
+- Skinny products (--matmul_forms): for every weight W (N, K) a decoding step multiplies by, a
+  (num_samples, K) input times W^T in both forms of models/matmul_form.py, each the fastest of 20
+  calls; a ratio plain/transposed above 1 means the transposed form is faster on this machine.
 - Sampling speed: new tokens per second generating `new_tokens` tokens after a one-token prompt,
   with the key/value cache and with the whole context recomputed at every step, num_samples
   sequences in one batch as sample.py generates them.
@@ -38,7 +41,7 @@ import torch.nn as nn
 from core.config import Config
 from core.hardware import autocast
 from core.tokenizer import GPT2_VOCAB_SIZE
-from models import MODELS, build_model
+from models import MODELS, build_model, matmul_form
 from models.baselines import BASELINES, ReferenceGPT2
 from training.optimization import make_grad_scaler, make_optimizer, train_step
 
@@ -225,3 +228,21 @@ def sampling_speeds(runs: dict[str, TrainingRun], new_tokens: int, rounds: int =
                 old = best[name].get(mode, t)
                 best[name][mode] = Timing(min(old.wall_s, t.wall_s), min(old.cpu_s, t.cpu_s))
     return best
+
+
+def decoding_matmul_forms(model: nn.Module, rows: int, device: str, dtype: str) -> list[dict]:
+    """Both forms of x (rows, K) @ W^T timed for each distinct shape of 2-D weight W (N, K) in the
+    model: the vocabulary (or reflow's basis and recipes) and every linear layer of a block."""
+    out, seen = [], set()
+    with torch.no_grad(), autocast(device, dtype):
+        for name, weight in model.named_parameters():
+            if weight.dim() != 2 or name == "wpe.weight" or tuple(weight.shape) in seen:
+                continue  # the position table is looked up, not multiplied
+            seen.add(tuple(weight.shape))
+            x = torch.randn(rows, weight.size(1), device=weight.device, dtype=weight.dtype)
+            seconds = matmul_form.time_forms(x, weight, repeats=20)
+            plain, transposed = seconds[matmul_form.PLAIN], seconds[matmul_form.TRANSPOSED]
+            N, K = weight.shape
+            out.append({"weight": name, "shape": f"{rows}x{K} @ ({N}x{K})^T", "plain_ms": plain * 1e3,
+                        "transposed_ms": transposed * 1e3, "ratio": plain / transposed})
+    return out

@@ -121,12 +121,14 @@ def model_from_checkpoint(checkpoint: dict) -> Transformer:
 def check_same_architecture(checkpoint: dict, model_name: str, config: ModelConfig, file: Path) -> None:
     """Refuse to resume a checkpoint into a different model than the config describes.
 
-    Left out: block_size (the length of training windows, which may shrink) and dropout."""
+    Left out: block_size (the length of training windows, which may shrink), dropout, and the keys
+    that change how a step computes, not what (ModelConfig.EXECUTION_KEYS)."""
     name, saved = architecture_of(checkpoint)
     differences = [f"model {name!r} vs {model_name!r}"] if name != model_name else []
     differences += [
         f"{key} {getattr(saved, key)} vs {getattr(config, key)}" for key in vars(saved)
-        if key not in ("block_size", "dropout") and getattr(saved, key) != getattr(config, key)
+        if key not in ("block_size", "dropout", *ModelConfig.EXECUTION_KEYS)
+        and getattr(saved, key) != getattr(config, key)
     ]
     if differences:
         raise UserError(f"{file} holds a different architecture than the config (checkpoint vs config: "

@@ -147,6 +147,12 @@ class Config:
     audit_vocab: int = checked(2000, ge=1)  # word searches run over this many most frequent training tokens
     audit_sample_tokens: int = checked(32, ge=1)  # length of each generated sample in the reports
 
+    # --- regularizers (issue 15): all off at 0; definitions in training/regularizers.py ------
+    recipe_l1: float = checked(0.0, ge=0)  # recipe sparsity: mean ||r||_1 / (sqrt(S) ||r||_2); reflow family
+    repulsion: float = checked(0.0, ge=0)  # STT repulsion: mean squared cosine between positions' states
+    head_diversity: float = checked(0.0, ge=0)  # STT head diversity: mean cosine between heads' patterns
+    regularize_layers: list = field(default_factory=list)  # layers repulsion/head_diversity read; [] = all
+
     def model_config(self) -> ModelConfig:
         """The architecture part of this config."""
         names = {f.name for f in dataclasses.fields(ModelConfig)}

@@ -74,11 +74,6 @@ def token_space(model: Transformer) -> tuple[torch.Tensor, str]:
     return model.vocab_matrix().detach().float().cpu(), "embedding space"
 
 
-def token_table(model: Transformer) -> torch.nn.Parameter:
-    """The parameter that stores one editable row per token: W_recipe, or the embedding."""
-    return model.recipe if model.has_recipes else model.vocab_parts()
-
-
 def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of every row of a with every row of b."""
     return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).t()
@@ -111,17 +106,7 @@ def sentiment_log_odds(probs: torch.Tensor, positive: list[int], negative: list[
 def lens_logits(model: Transformer, h: torch.Tensor) -> torch.Tensor:
     """Logit lens: read a residual-stream state (..., C) through the final norm and the vocab
     matrix, as if the network stopped there. On the last layer this is the model's own output."""
-    return model.unembed(model.ln_f(h), model.vocab_parts())
-
-
-def cache_without_logits(model: Transformer, idx: torch.Tensor, names: list[str]) -> dict:
-    """run_with_cache for the named activations, skipping most of the (B, T, V) readout: the final
-    hidden state is cut to one position, which is all the logits cost then. `hook_final` itself
-    can therefore not be among `names`."""
-    assert "hook_final" not in names
-    with model.hooks({"hook_final": lambda h: h[:, -1:, :]}):
-        _, cache = model.run_with_cache(idx, names)
-    return cache
+    return model.unembed(model.ln_f(h), model.shared_vocab_weights())
 
 
 def steering_hook(vector: torch.Tensor):
@@ -158,5 +143,5 @@ def residual_norms(model: Transformer, idx: torch.Tensor) -> torch.Tensor:
     """(L,): mean L2 norm of the residual stream after each layer over the prompt's positions. Steering
     strengths are given in this unit, so alpha means the same at every layer and on every model."""
     names = [model.resid_hook(i) for i in range(model.config.n_layer)]
-    cache = cache_without_logits(model, idx, names)
+    _, cache = model.run_with_cache(idx, names, stop_at_layer=model.config.n_layer)  # no readout
     return torch.stack([cache[name].norm(dim=-1).mean() for name in names])

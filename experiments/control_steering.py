@@ -25,7 +25,6 @@ from experiments.common import (
     steering_hook,
     token_id,
     token_ids,
-    token_table,
 )
 from experiments.context import Context
 from experiments.report import Report
@@ -284,7 +283,7 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
     model, cfg = ctx.model, ctx.cfg
     positive, negative = sentiment_ids(ctx)
     windows = ctx.text_windows(max_windows=HIJACK_WINDOWS)
-    table = token_table(model)
+    table = model.token_table()
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     strength = cfg.hijack_strength
 

@@ -6,7 +6,6 @@
     and the contexts where it fires most, like a sparse-autoencoder feature dashboard.
 """
 
-import contextlib
 import math
 
 import matplotlib.pyplot as plt
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core.tokenizer import decode
-from experiments.common import cache_without_logits, effective_rank, label
+from experiments.common import effective_rank, label
 from experiments.context import Context
 from experiments.report import Report
 
@@ -30,18 +29,6 @@ DASHBOARD_CONTEXTS = 5
 CONTEXT_LEFT, CONTEXT_RIGHT = 12, 3  # tokens shown around an activation
 
 
-def attention_patterns(block, x: torch.Tensor) -> torch.Tensor:
-    """(B, H, T, T) causal attention weights of `block` for its input x (B, T, C), recomputed from
-    the block's own projections (the fused SDPA kernel does not return them)."""
-    attn = block.attn
-    T = x.size(1)
-    q, k, _ = attn.project(block.ln_1(x))  # (B, H, T, D), (B, K, T, D)
-    k = k.repeat_interleave(attn.n_head // attn.n_kv_head, dim=1)  # each key head serves a group of queries
-    scores = q @ k.transpose(-2, -1) / math.sqrt(attn.head_size)
-    causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-    return F.softmax(scores.masked_fill(~causal, -float("inf")), dim=-1)
-
-
 def head_similarity(patterns: torch.Tensor) -> float:
     """Mean cosine between the flattened attention patterns of every pair of heads (B, H, T, T)."""
     flat = F.normalize(patterns.flatten(2), dim=-1)  # (B, H, T*T)
@@ -51,36 +38,25 @@ def head_similarity(patterns: torch.Tensor) -> float:
     return sims[:, off].mean().item() if H > 1 else float("nan")
 
 
-@contextlib.contextmanager
-def mlp_hidden_recorder(model, store: dict):
-    """Record each layer's MLP hidden activation (the input of its output projection)."""
-    def recorder(layer):
-        return lambda _module, args: store.setdefault(layer, []).append(args[0])
-
-    handles = [block.mlp.c_proj.register_forward_pre_hook(recorder(i))
-               for i, block in enumerate(model.blocks)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 @torch.no_grad()
 def layer_geometry(model, windows: torch.Tensor, generator: torch.Generator) -> dict[str, list[float]]:
     """Per layer: effective rank and anisotropy of the residual stream, head similarity, and the
     active fraction of MLP hidden units."""
     L = model.config.n_layer
     names = ["hook_embed"] + [model.resid_hook(i) for i in range(L)]
-    inputs = [f"blocks.{i}.hook_resid_pre" for i in range(L)]
-    mlp: dict[int, list] = {}
+    mlp = [f"blocks.{i}.mlp.hook_post" for i in range(L)]
+    patterns = [f"blocks.{i}.attn.hook_pattern" for i in range(L)]
     states: dict[str, list] = {}
-    with mlp_hidden_recorder(model, mlp):
-        for batch in tqdm(windows.split(BATCH_WINDOWS), desc="representation geometry", leave=False,
-                          disable=None):
-            cache = cache_without_logits(model, batch, names + inputs)
-            for name in names + inputs:
-                states.setdefault(name, []).append(cache[name])
+    for n, batch in enumerate(tqdm(windows.split(BATCH_WINDOWS), desc="representation geometry",
+                                   leave=False, disable=None)):
+        # Attention patterns (T x T per head) only for the first ATTENTION_WINDOWS windows.
+        first = batch[: max(ATTENTION_WINDOWS - n * BATCH_WINDOWS, 0)]
+        _, cache = model.run_with_cache(batch, names + mlp, stop_at_layer=L)
+        if len(first):
+            _, pattern_cache = model.run_with_cache(first, patterns, stop_at_layer=L)
+            cache.update(pattern_cache)
+        for name, value in cache.items():
+            states.setdefault(name, []).append(value)
     # The embedding has no attention or MLP: those two start with a gap (NaN) at 'embed'.
     out = {"effective rank": [], "anisotropy": [], "head similarity": [math.nan],
            "active fraction": [math.nan]}
@@ -91,9 +67,8 @@ def layer_geometry(model, windows: torch.Tensor, generator: torch.Generator) -> 
         keep = i != j
         out["anisotropy"].append(F.cosine_similarity(H[i[keep]], H[j[keep]], dim=-1).mean().item())
     for layer in range(L):
-        x = torch.cat(states[inputs[layer]])[:ATTENTION_WINDOWS]
-        out["head similarity"].append(head_similarity(attention_patterns(model.blocks[layer], x)))
-        hidden = torch.cat([h.flatten(0, 1) for h in mlp[layer]])
+        out["head similarity"].append(head_similarity(torch.cat(states[patterns[layer]])))
+        hidden = torch.cat([h.flatten(0, 1) for h in states[mlp[layer]]])
         rms = hidden.pow(2).mean().sqrt()
         out["active fraction"].append((hidden.abs() > rms).float().mean().item())
     return out
@@ -153,7 +128,7 @@ def final_signals(model, windows: torch.Tensor) -> torch.Tensor:
     last = model.resid_hook(model.config.n_layer - 1)
     out = []
     for batch in tqdm(windows.split(BATCH_WINDOWS), desc="signal selectivity", leave=False, disable=None):
-        h = cache_without_logits(model, batch, [last])[last]
+        h = model.run_with_cache(batch, [last], stop_at_layer=model.config.n_layer)[1][last]
         out.append(model.signal_activations(model.ln_f(h)).flatten(0, 1).cpu())
     return torch.cat(out)
 

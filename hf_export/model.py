@@ -164,6 +164,9 @@ def export_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype = torc
         from safetensors.torch import save_file
     except ImportError:
         raise UserError("export needs the safetensors package: pip install safetensors transformers")
+    if model.config.attention != "softmax":
+        raise UserError(f"{model.config.attention} attention has no transformers equivalent (GPT-2 and "
+                        "Llama use softmax attention); only softmax-attention models can be exported")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UserError(f"{out_dir} already exists and is not empty; choose a new directory")

@@ -96,7 +96,7 @@ class ReferenceGPT2(nn.Module):
 class MaterializedReflow(Reflow):
     """reflow with E = W_recipe @ W_basis computed once per forward and used as a tied embedding."""
 
-    def vocab_parts(self):
+    def shared_vocab_weights(self):
         return self.effective_recipe() @ self.basis  # (V, S) @ (S, C) -> (V, C)
 
     def embed(self, idx, start_pos, vocab):

@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 
 from models.layers import GeluMLP, ModelConfig, layer_norm
+from models.matmul_form import skinny_matmul
 from models.transformer import Transformer
 
 
@@ -16,17 +17,20 @@ class GPT2(Transformer):
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self._init_weights()
 
-    def vocab_parts(self):
+    def shared_vocab_weights(self):
         return self.wte.weight
 
-    def embed(self, idx, start_pos, parts):
+    def embed(self, idx, start_pos, shared):
         pos = torch.arange(start_pos, start_pos + idx.size(1), device=idx.device)
-        return nn.functional.embedding(idx, parts) + self.wpe(pos)
+        return nn.functional.embedding(idx, shared) + self.wpe(pos)
 
-    def unembed(self, h, parts):
-        return h @ parts.t()
+    def unembed(self, h, shared):
+        return skinny_matmul(h, shared)  # h @ wte^T, in the faster form for decoding's few rows
 
     def vocab_matrix(self):
+        return self.wte.weight
+
+    def token_table(self):
         return self.wte.weight
 
     def position_params(self):

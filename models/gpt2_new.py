@@ -3,6 +3,7 @@
 import torch.nn as nn
 
 from models.layers import ModelConfig, SwiGLU, rms_norm
+from models.matmul_form import skinny_matmul
 from models.transformer import Transformer
 
 
@@ -12,14 +13,17 @@ class GPT2New(Transformer):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # also the output head (tied)
         self._init_weights()
 
-    def vocab_parts(self):
+    def shared_vocab_weights(self):
         return self.wte.weight
 
-    def embed(self, idx, start_pos, parts):
-        return nn.functional.embedding(idx, parts)
+    def embed(self, idx, start_pos, shared):
+        return nn.functional.embedding(idx, shared)
 
-    def unembed(self, h, parts):
-        return h @ parts.t()
+    def unembed(self, h, shared):
+        return skinny_matmul(h, shared)  # h @ wte^T, in the faster form for decoding's few rows
 
     def vocab_matrix(self):
+        return self.wte.weight
+
+    def token_table(self):
         return self.wte.weight

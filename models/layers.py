@@ -6,6 +6,7 @@ B = batch, T = time, C = n_embd, H = query heads, K = key/value heads, D = head 
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -39,10 +40,26 @@ class ModelConfig:
     topk: int = checked(64, ge=1)  # reflow-topk: non-zero entries kept per recipe row
     rope_theta: float = checked(10000.0, gt=0)  # base of the rotary position frequencies
     swiglu_multiple_of: int = checked(256, ge=1)  # SwiGLU hidden size is rounded up to a multiple of this
+    # Attention weights: softmax over the visible keys, or sigmoid(q.k/sqrt(D) + b) with no
+    # normalization over keys (Ramapuram et al., 2024). See CausalSelfAttention for b.
+    attention: Literal["softmax", "sigmoid"] = "softmax"  # how scores become attention weights
+    sigmoid_bias: Literal["-log(T)", "learned"] = "-log(T)"  # b of sigmoid attention
+    # How a training step computes, not what: these may differ between a checkpoint and its resume.
+    chunked_loss: bool = False  # cross-entropy loss_chunk_size positions at a time (models/chunked_loss.py)
+    loss_chunk_size: int = checked(1024, ge=1)  # positions per chunk: one chunk's (chunk, V) logits at once
+    activation_checkpointing: bool = False  # keep only each block's input; recompute it in the backward
+
+    EXECUTION_KEYS = ("chunked_loss", "loss_chunk_size", "activation_checkpointing")
 
     def __post_init__(self):
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
+        if self.attention not in ("softmax", "sigmoid"):
+            raise ValueError(f"attention must be 'softmax' or 'sigmoid', got {self.attention!r}")
+        if self.sigmoid_bias not in ("-log(T)", "learned"):
+            raise ValueError(f"sigmoid_bias must be '-log(T)' or 'learned', got {self.sigmoid_bias!r}")
+        if self.loss_chunk_size < 1:
+            raise ValueError(f"loss_chunk_size must be at least 1, got {self.loss_chunk_size}")
 
     @property
     def swiglu_hidden(self) -> int:
@@ -56,8 +73,18 @@ class HookPoint(nn.Module):
     """An identity with a name: the place where code reads or replaces an activation.
 
     Forward hooks registered on it (see `Transformer.hooks`) may return a tensor that replaces
-    the activation, exactly like TransformerLens' hook points.
+    the activation, exactly like TransformerLens' hook points. `name` is the point's path in the
+    model (`blocks.0.attn.hook_pattern`), set by the Transformer that holds it.
     """
+
+    def __init__(self):
+        super().__init__()
+        self.name = ""
+
+    @property
+    def active(self) -> bool:
+        """Whether a hook is registered here: attention writes out its pattern only then."""
+        return bool(self._forward_hooks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -124,7 +151,23 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head (or grouped-query, when n_kv_head < n_head) causal attention over SDPA."""
+    """Multi-head (or grouped-query, when n_kv_head < n_head) causal attention.
+
+    Softmax attention runs on SDPA's fused kernels, which never form the (T, T) weights; they are
+    written out only when a hook is on `hook_pattern`. A hook that only reads them leaves the output
+    exactly SDPA's; one that edits them (returns a tensor, or changes them in place) makes the
+    edited weights act on the values. Sigmoid attention always writes its weights out.
+
+    Sigmoid attention (config.attention = "sigmoid") weighs key j for the query at position i by
+    sigmoid(q_i . k_j / sqrt(D) + b) for j <= i, and 0 after it, with no normalization over keys.
+    The bias b keeps the total weight of a query near that of softmax attention at start:
+    - "-log(T)": b_i = -log(i + 1), where i + 1 is the number of keys query i sees (i counted
+      from 0 in the current window). The paper's b = -log(n) uses the sequence length n; under a
+      causal mask each query sees its own n, and this choice depends only on the query's
+      position, so cached decoding equals recomputation.
+    - "learned": one learned scalar per head, the same at every position, starting at
+      -log(block_size).
+    """
 
     def __init__(self, config: ModelConfig, rotary: Rotary | None):
         super().__init__()
@@ -139,6 +182,14 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
         self.rotary = rotary  # shared by all layers; None for learned absolute positions
+        self.sigmoid = config.attention == "sigmoid"
+        self.learned_bias = self.sigmoid and config.sigmoid_bias == "learned"
+        if self.learned_bias:
+            self.sigmoid_bias = nn.Parameter(torch.full((self.n_head,), -math.log(config.block_size)))
+        self.hook_q = HookPoint()  # (B, H, T, D), after rotary positions
+        self.hook_k = HookPoint()  # (B, K, T, D), the new keys only, before the cache
+        self.hook_v = HookPoint()  # (B, K, T, D)
+        self.hook_pattern = HookPoint()  # (B, H, T, keys): the attention weights, on request
 
     def project(self, x: torch.Tensor, start_pos: int = 0):
         """Queries (B, H, T, D), keys and values (B, K, T, D) of x (B, T, C), positions rotated."""
@@ -150,12 +201,35 @@ class CausalSelfAttention(nn.Module):
         q, k = qk.transpose(1, 2).split([H, K], dim=1)
         return q, k, v.transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None):
+    def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None,
+                write_pattern: bool | None = None):
+        """`write_pattern` forces the choice of path that a hook on hook_pattern makes (None: ask
+        the hook point), so that activation checkpointing recomputes the path the forward took."""
         B, T, C = x.size()
         q, k, v = self.project(x, start_pos)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, K, start_pos + T, D)
+        if write_pattern is None:
+            write_pattern = self.hook_pattern.active
+        if self.sigmoid:
+            y = self.apply_weights(self.hook_pattern(self.attention_weights(q, k, start_pos)), v)
+        elif write_pattern:
+            weights = self.attention_weights(q, k, start_pos)
+            version = weights._version
+            seen = self.hook_pattern(weights)
+            if seen is weights and weights._version == version:  # only read: the output stays SDPA's
+                y = self.attend_fused(q, k, v, start_pos)
+            else:  # edited (returned or changed in place): the edited weights act on the values
+                y = self.apply_weights(seen, v)
+        else:
+            y = self.attend_fused(q, k, v, start_pos)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, H, T, D) -> (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
 
+    def attend_fused(self, q, k, v, start_pos: int) -> torch.Tensor:
+        """Softmax attention through SDPA's fused kernels: (B, H, T, D)."""
+        T = q.size(2)
         # Queries see every cached key plus the causal part of the new ones.
         if start_pos == 0:
             mask, causal = None, True
@@ -163,15 +237,33 @@ class CausalSelfAttention(nn.Module):
             mask, causal = None, False
         else:
             total = k.size(2)
-            mask = torch.ones(T, total, dtype=torch.bool, device=x.device).tril(total - T)
+            mask = torch.ones(T, total, dtype=torch.bool, device=q.device).tril(total - T)
             causal = False
-        y = F.scaled_dot_product_attention(
+        return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal,
             dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.n_kv_head != self.n_head,
-        )  # (B, H, T, D)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        )
+
+    def attention_weights(self, q, k, start_pos: int) -> torch.Tensor:
+        """The attention weights written out: (B, H, T, keys), zero where the causal mask hides."""
+        T, total = q.size(2), k.size(2)
+        k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)  # a key head per query group
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)  # (B, H, T, total)
+        query_pos = torch.arange(start_pos, start_pos + T, device=q.device)
+        visible = torch.arange(total, device=q.device)[None, :] <= query_pos[:, None]  # (T, total)
+        if not self.sigmoid:
+            return F.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+        if self.learned_bias:
+            bias = self.sigmoid_bias.to(scores.dtype)[:, None, None]  # (H, 1, 1)
+        else:
+            bias = -torch.log1p(query_pos.to(scores.dtype))[:, None]  # (T, 1): -log(keys seen)
+        return torch.sigmoid(scores + bias).masked_fill(~visible, 0.0)
+
+    def apply_weights(self, weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """weights (B, H, T, keys) @ values (B, K, keys, D) -> (B, H, T, D), with attention dropout."""
+        v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        return F.dropout(weights, self.dropout, self.training) @ v
 
 
 class GeluMLP(nn.Module):
@@ -182,9 +274,10 @@ class GeluMLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.hook_post = HookPoint()  # (B, T, 4C): the hidden activations, after the GELU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.hook_post(F.gelu(self.c_fc(x)))))
 
 
 class SwiGLU(nn.Module):
@@ -197,10 +290,11 @@ class SwiGLU(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 2 * hidden, bias=config.bias)
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.hook_post = HookPoint()  # (B, T, hidden): silu(gate) * up, what c_proj reads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.c_fc(x).chunk(2, dim=-1)
-        return self.dropout(self.c_proj(F.silu(gate) * up))
+        return self.dropout(self.c_proj(self.hook_post(F.silu(gate) * up)))
 
 
 class Block(nn.Module):
@@ -218,9 +312,11 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None):
+    def forward(self, x: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None,
+                write_pattern: bool | None = None):
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), start_pos, cache)))
+        attn_out = self.attn(self.ln_1(x), start_pos, cache, write_pattern)
+        x = self.hook_resid_mid(x + self.hook_attn_out(attn_out))
         x = self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
         return x
 

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.layers import ModelConfig, SwiGLU, rms_norm
+from models.matmul_form import skinny_matmul
 from models.transformer import Transformer
 
 
@@ -39,23 +40,29 @@ class Reflow(Transformer):
         """The (V, S) recipes the model actually uses (reflow-topk sparsifies them)."""
         return self.recipe
 
-    def vocab_parts(self):
-        return self.effective_recipe()
+    def shared_vocab_weights(self):
+        return self.effective_recipe(), self.basis
 
-    def embed(self, idx, start_pos, recipe):
-        return F.embedding(idx, recipe) @ self.basis  # (B, T, S) @ (S, C) -> (B, T, C)
+    def embed(self, idx, start_pos, shared):
+        recipe, basis = shared
+        return F.embedding(idx, recipe) @ basis  # (B, T, S) @ (S, C) -> (B, T, C)
 
-    def unembed(self, h, recipe):
+    def unembed(self, h, shared):
+        recipe, basis = shared
         # Two skinny matmuls, h @ basis^T (C -> S) then @ recipe^T (S -> V), rather than
         # materializing E = recipe @ basis (V, C) each step. Materializing costs 3 x 2VSC FLOPs
         # (product and its two gradients, 20 GFLOP at the Shakespeare size) against 2 x 3 x 2NSC
         # for the skinny basis matmuls here and in embed (1.6 GFLOP for N = 2048 tokens), so the
         # skinny path wins while a micro-batch holds fewer than V/2 = 25k tokens. Measured with
         # bench.py's reflow-materialized row: 8% slower per step at the Shakespeare size.
-        return (h @ self.basis.t()) @ recipe.t()
+        # Each is a skinny product when decoding: skinny_matmul picks its faster form on this CPU.
+        return skinny_matmul(skinny_matmul(h, basis), recipe)
 
     def vocab_matrix(self):
         return self.effective_recipe() @ self.basis
+
+    def token_table(self):
+        return self.recipe  # W_recipe itself: reflow-topk's top-k selection is recomputed from it
 
     def signal_activations(self, h: torch.Tensor) -> torch.Tensor:
         """A hidden state (..., C) read in signal space: its projection onto each basis row (..., S)."""

@@ -1,6 +1,7 @@
 """bench.py's numbers exist and are positive (speed targets are shown by bench.py, not asserted here),
 and the baselines it races against compute the same functions as our models."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import bench as bench_script
 from benchmarking.measurements import TrainingRun, step_peak_memory
 from core.checkpoint import save_checkpoint
 from core.config import Config
+from core.errors import UserError
 from models import build_model
 from models.baselines import MaterializedReflow, ReferenceGPT2
 
@@ -134,3 +136,27 @@ def test_compile_both_gives_an_eager_and_a_compiled_row_per_model():
     assert [(name, cfg.compile) for name, cfg, _ in rows] == [
         ("gpt2", False), ("gpt2+compile", True), ("gpt2-reference", False), ("gpt2-reference+compile", True)]
     assert rows[0][1].n_embd == 32  # the overrides reach every row
+
+
+def test_variants_add_a_row_per_model_with_the_config_changed():
+    files, options, overrides = bench_script.parse_command_line(
+        ["config/train_shakespeare_reflow.py", *TINY, "--models=reflow,gpt2-reference",
+         "--variants=chunked_loss,attention=sigmoid"])
+    rows = bench_script.rows_to_measure(files, options, overrides)
+    assert [name for name, _, _ in rows] == [
+        "reflow", "reflow+chunked_loss", "reflow+attention=sigmoid", "gpt2-reference"]
+    assert rows[1][1].chunked_loss and not rows[0][1].chunked_loss
+    assert rows[2][1].attention == "sigmoid" and rows[2][2]().config.attention == "sigmoid"
+    with pytest.raises(UserError, match="attention must be one of"):
+        cosine = dataclasses.replace(options, variants="attention=cosine")
+        bench_script.rows_to_measure(files, cosine, overrides)
+
+
+def test_matmul_forms_and_variants_run_end_to_end():
+    result = bench("--json", "--models=gpt2-new", "--variants=activation_checkpointing", "--matmul_forms")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [run["model"] for run in report["runs"]] == ["gpt2-new", "gpt2-new+activation_checkpointing"]
+    forms = report["matmul_forms"]["gpt2-new"]
+    assert {row["weight"] for row in forms} >= {"wte.weight", "blocks.0.attn.c_attn.weight"}
+    assert all(row["plain_ms"] > 0 and row["transposed_ms"] > 0 for row in forms)

@@ -187,14 +187,13 @@ def test_genetic_hijack_restores_weights_bit_for_bit(reflow_ctx):
 
 
 def test_attention_patterns_match_the_model(reflow_ctx):
-    """Representation Geometry recomputes attention weights; they must be the ones SDPA used."""
-    from experiments.related_work import attention_patterns
-
+    """Representation Geometry reads attention weights at hook_pattern; they must be the ones SDPA used."""
     model, block = reflow_ctx.model, reflow_ctx.model.blocks[1]
     idx = reflow_ctx.prompt("I think that the man said", "test")
-    _, cache = model.run_with_cache(idx, ["blocks.1.hook_resid_pre", "blocks.1.hook_attn_out"])
+    _, cache = model.run_with_cache(idx, ["blocks.1.hook_resid_pre", "blocks.1.hook_attn_out",
+                                          "blocks.1.attn.hook_pattern"])
     x = cache["blocks.1.hook_resid_pre"]
-    patterns = attention_patterns(block, x)  # (B, H, T, T)
+    patterns = cache["blocks.1.attn.hook_pattern"]  # (B, H, T, T)
     B, T, C = x.shape
     attn = block.attn
     v = attn.c_attn(block.ln_1(x))[..., -C:].view(B, T, attn.n_head, attn.head_size).transpose(1, 2)

@@ -124,7 +124,7 @@ def test_hooks_read_and_replace_the_residual_stream(name):
     assert len(states) == model.config.n_layer + 1
     logits, cache = model.run_with_cache(idx)
     assert torch.equal(cache[model.resid_hook(1)], states[-1])
-    expected = model.unembed(model.ln_f(states[-1]), model.vocab_parts())
+    expected = model.unembed(model.ln_f(states[-1]), model.shared_vocab_weights())
     torch.testing.assert_close(logits, expected)
 
     with model.hooks({model.resid_hook(0): lambda x: torch.zeros_like(x)}):

@@ -11,6 +11,7 @@ from core.config import Config
 from core.hardware import autocast
 from training.batches import Batches
 from training.distributed import Distributed
+from training.regularizers import Regularizers
 
 
 def make_optimizer(model: nn.Module, cfg: Config, device: str) -> torch.optim.AdamW:
@@ -41,30 +42,46 @@ def learning_rate_at(iter_num: int, cfg: Config) -> float:
 
 
 def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip: float,
-               device: str, dtype: str, dist: Distributed | None = None) -> float:
+               device: str, dtype: str, dist: Distributed | None = None,
+               regularizers: Regularizers | None = None) -> float:
     """One optimizer step over the given (x, y) micro-batches; returns the mean loss.
 
     Under DDP, gradients are all-reduced only on the last micro-batch (no_sync before it), and the
     returned loss is the mean over every rank's micro-batches: the loss of the global batch.
     The loss is divided by the number of micro-batches, so the summed gradient is their mean.
     A non-finite loss is returned without touching the weights: the step is not taken.
+    With active `regularizers`, their weighted terms join the objective; the returned loss stays the
+    language-model loss, and the terms' raw global-batch means go to `regularizers.latest`.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
     steps = len(micro_batches)
+    regularized = regularizers is not None and regularizers.active
     total = torch.zeros((), device=device)
+    raw_totals: dict[str, torch.Tensor] = {}
     for i, (x, y) in enumerate(micro_batches):
         last = i == steps - 1
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
             with autocast(device, dtype):
-                _, loss = model(x, targets=y)
-            scaler.scale(loss / steps).backward()
+                if regularized:
+                    loss, values = regularized_loss(model, x, y, regularizers)
+                    objective = loss + regularizers.weighted_sum(values)
+                    for name, value in values.items():
+                        raw_totals[name] = raw_totals.get(name, 0.0) + value.detach().float()
+                else:
+                    _, loss = model(x, targets=y)
+                    objective = loss
+            scaler.scale(objective / steps).backward()
         total += loss.detach().float()
     # The one host sync per step: every rank must agree on the loss before deciding to step.
     dist = dist or Distributed()
-    loss = dist.sum([total.item() / steps])[0] / dist.world_size
-    if not math.isfinite(loss):
+    names = list(raw_totals)
+    sums = dist.sum([total.item() / steps] + [raw_totals[n].item() / steps for n in names])
+    loss = sums[0] / dist.world_size
+    if regularized:
+        regularizers.latest = {n: value / dist.world_size for n, value in zip(names, sums[1:], strict=True)}
+    if not math.isfinite(loss) or not all(map(math.isfinite, sums[1:])):
         optimizer.zero_grad(set_to_none=True)
         return loss
     if grad_clip > 0:
@@ -76,21 +93,37 @@ def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip:
     return loss
 
 
+def regularized_loss(model, x, y, regularizers: Regularizers) -> tuple[torch.Tensor, dict]:
+    """The language-model loss of one micro-batch and the raw regularizer terms of its forward."""
+    with regularizers.capture(model) as captured:
+        _, loss = model(x, targets=y)
+    return loss, regularizers.terms(model, captured)
+
+
 @torch.no_grad()
 def estimate_loss(model, batches: Batches, eval_iters: int, *, device: str, dtype: str,
-                  dist: Distributed) -> dict[str, float]:
-    """Mean loss over `eval_iters` fixed batches of each split; the ranks share the batches."""
+                  dist: Distributed, regularizers: Regularizers | None = None) -> dict[str, float]:
+    """Mean loss over `eval_iters` fixed batches of each split; the ranks share the batches.
+    With active regularizers, also each term's raw mean, as `<split>_<term>`."""
+    regularized = regularizers is not None and regularizers.active
     model.eval()
     losses = {}
     for split in ("train", "val"):
-        total, count = 0.0, 0
+        total, count, raw = 0.0, 0, {}
         for index in range(dist.rank, eval_iters, dist.world_size):
             x, y = batches.eval_batch(split, index, device)
             with autocast(device, dtype):
-                _, loss = model(x, targets=y)
+                if regularized:
+                    loss, values = regularized_loss(model, x, y, regularizers)
+                    for name, value in values.items():
+                        raw[name] = raw.get(name, 0.0) + value.item()
+                else:
+                    _, loss = model(x, targets=y)
             total, count = total + loss.item(), count + 1
-        total, count = dist.sum([total, count])
-        losses[split] = total / count
+        names = sorted(raw)
+        sums = dist.sum([total, count] + [raw[n] for n in names])
+        losses[split] = sums[0] / sums[1]
+        losses.update({f"{split}_{n}": value / sums[1] for n, value in zip(names, sums[2:], strict=True)})
     model.train()
     return losses
 

@@ -30,6 +30,7 @@ class RunLog:
         self.bar = tqdm(total=cfg.max_iters, initial=start_iter, unit="step", dynamic_ncols=True,
                         disable=None if enabled else True)
         self.wandb = start_wandb(cfg, wandb_run_id) if enabled and cfg.wandb_log else None
+        self.regularizers = None  # set by train.py when regularizer terms join the loss
 
     @property
     def wandb_run_id(self) -> str | None:
@@ -49,20 +50,27 @@ class RunLog:
         tokens_per_sec = self.tokens_per_step / step_time
         mfu = self.mfu(step_time)
         mfu_text = f"{mfu:.1%}" if mfu is not None else "n/a"
+        terms = self.regularizers.latest if self.regularizers else {}
         self.print(f"iter {iter_num}/{self.cfg.max_iters}: loss {loss:.4f}, lr {lr:.2e}, "
-                   f"{step_time * 1000:,.0f} ms/step, {tokens_per_sec:,.0f} tok/s, mfu {mfu_text}")
+                   f"{step_time * 1000:,.0f} ms/step, {tokens_per_sec:,.0f} tok/s, mfu {mfu_text}"
+                   + (f" | {self.regularizers.describe(terms)}" if terms else ""))
         self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         if self.wandb:
             self.wandb.log({"iter": iter_num, "train/loss": loss, "lr": lr,
-                            "tokens_per_sec": tokens_per_sec, "mfu": mfu}, step=iter_num)
+                            "tokens_per_sec": tokens_per_sec, "mfu": mfu,
+                            **{f"train/{name}": value for name, value in terms.items()}}, step=iter_num)
         self.seconds, self.steps = 0.0, 0
 
     def evaluation(self, iter_num: int, losses: dict[str, float], note: str = "") -> None:
+        """losses: 'train' and 'val', plus 'val_<term>' raw regularizer values when there are any."""
+        terms = {key[4:]: value for key, value in losses.items() if key.startswith("val_")}
         self.print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+                   + (f", val {self.regularizers.describe(terms)}" if terms and self.regularizers else "")
                    + (f" ({note})" if note else ""))
         if self.wandb:
             self.wandb.log({"iter": iter_num, "train/loss_estimate": losses["train"],
-                            "val/loss": losses["val"]}, step=iter_num)
+                            "val/loss": losses["val"], **{f"val/{n}": v for n, v in terms.items()}},
+                           step=iter_num)
 
     def mfu(self, step_time: float) -> float | None:
         if self.peak is None:
