@@ -5,6 +5,7 @@
         --compile_both
     python bench.py config/train_shakespeare_reflow.py config/train_shakespeare_gpt2_new.py --json
     python bench.py config/train_shakespeare_reflow.py --init_from=out/shakespeare_reflow   # a checkpoint
+    python bench.py --gpu_report       # every GPU claim in one markdown table (benchmarking/gpu_report.py)
     python bench.py config/train_shakespeare_reflow.py --models=reflow,gpt2-new \
         --variants=chunked_loss,activation_checkpointing,attention=sigmoid --matmul_forms
 
@@ -17,7 +18,7 @@ Bench options: models, steps (timed steps per round), rounds, warmup, sample_tok
 sampling), compile_both (eager and compiled rows), keep_freed_memory (CPU; False to see what it
 buys), threads, json, variants (extra rows per model with config keys changed: what chunked_loss,
 activation_checkpointing or sigmoid attention cost in tokens/s and peak memory), matmul_forms (time
-both forms of every skinny product of a decoding step, models/matmul_form.py).
+both forms of every skinny product of a decoding step, models/matmul_form.py), gpu_report.
 """
 
 import dataclasses
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarking.gpu_report import format_report, gpu_report
 from benchmarking.measurements import (
     PeakMatmul,
     TrainingRun,
@@ -65,6 +67,7 @@ class BenchOptions:
     # (a bare key means key=True): "reflow+chunked_loss" beside "reflow".
     variants: str = ""
     matmul_forms: bool = False  # time x @ W.T against (W @ x.T).T for every weight a decoding step uses
+    gpu_report: bool = False  # run benchmarking/gpu_report.py's checks instead (no config file needed)
 
 
 def parse_command_line(argv: list[str]) -> tuple[list[str], BenchOptions, dict[str, str]]:
@@ -74,7 +77,7 @@ def parse_command_line(argv: list[str]) -> tuple[list[str], BenchOptions, dict[s
     flags = [f"{arg}=True" if bench_keys.get(arg[2:]) is bool else arg  # bare --json means --json=True
              for arg in argv if arg.startswith("--")]
     _, raw = parse_args(flags)
-    if not files:
+    if not files and raw.get("gpu_report") != "True":
         raise UserError("give at least one config file: python bench.py config/train_shakespeare_reflow.py")
     hints = {**typing.get_type_hints(Config), **bench_keys}
     options, overrides = {}, {}
@@ -138,6 +141,10 @@ def label(file: str, model: str, files: list[str]) -> str:
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     files, options, overrides = parse_command_line(argv)
+    if options.gpu_report:
+        device = resolve_device(overrides.get("device", "auto"))
+        print(format_report(gpu_report(device), device))
+        return
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if options.threads:
         torch.set_num_threads(options.threads)

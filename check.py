@@ -4,6 +4,11 @@
     python check.py out/shakespeare_reflow                # a checkpoint (run dir or .pt file)
     python check.py config/train_shakespeare_reflow.py out/shakespeare_reflow/ckpt.pt
     python check.py --keys                                # every config key, by group, with defaults
+    python check.py config/train_reflow_1_big.py --memory --gpu=t4 --world_size=4   # memory plan
+
+--memory plans one training step per device (core/memory_plan.py) on --gpu (t4, a100-40gb, a100-80gb,
+h100, h200, or cpu; default: cpu for a config whose device is cpu, else t4) with --world_size
+data-parallel processes (default 1).
 
 The config's model is built on the meta device (shapes, no memory), so even the 515M configs
 report in about a second.
@@ -23,6 +28,7 @@ from core.checkpoint import (
 )
 from core.config import describe_keys, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
+from core.memory_plan import GPUS, format_plan, largest_batch_that_fits, plan_memory, target_named
 from core.metrics import ACTIVE_FRACTION, active_mask, effective_rank
 from models import Transformer, build_model
 
@@ -90,11 +96,43 @@ def print_recipe_summary(model) -> None:
           f"min {singular[-1]:.4g}; effective rank {effective_rank(basis):.1f}")
 
 
+def memory_options(argv: list[str]) -> tuple[dict | None, list[str]]:
+    """Pull --memory, --gpu=NAME and --world_size=N out of argv (they are not config keys)."""
+    options, rest = {"gpu": "", "world_size": "1"}, []
+    asked = False
+    for arg in argv:
+        key, _, value = arg.removeprefix("--").partition("=")
+        if arg == "--memory":
+            asked = True
+        elif arg.startswith("--") and key in options:
+            if not value:
+                raise UserError(f"--{key} needs a value: write --{key}=VALUE")
+            options[key] = value
+        else:
+            rest.append(arg)
+    if not asked:
+        return None, argv
+    gpus = [*GPUS, "cpu"]
+    if options["gpu"] not in ["", *gpus]:
+        raise UserError(f"unknown --gpu={options['gpu']}; choose one of {', '.join(gpus)}")
+    if not options["world_size"].isdigit() or int(options["world_size"]) < 1:
+        raise UserError(f"--world_size must be a whole number >= 1, got {options['world_size']!r}")
+    return {"gpu": options["gpu"], "world_size": int(options["world_size"])}, rest
+
+
+def print_memory_plan(cfg, gpu: str, world_size: int) -> None:
+    target = target_named(gpu or ("cpu" if cfg.device == "cpu" else "t4"), cfg.dtype)
+    plan = plan_memory(cfg, target, world_size)
+    largest = None if target.is_cpu else largest_batch_that_fits(cfg, target, world_size)
+    print(format_plan(plan, largest))
+
+
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     if "--keys" in argv:
         print(describe_keys())
         return
+    memory, argv = memory_options(argv)
     paths = [a for a in argv if not a.startswith("-")]
     if not paths:
         raise UserError("usage: python check.py [CONFIG.py] [CHECKPOINT] [--key=value ...], "
@@ -103,6 +141,9 @@ def main(argv: list[str]) -> None:
     checkpoint_arg = next((p for p in paths if not p.endswith(".py")), None)
     _, overrides = parse_args([a for a in argv if a.startswith("-")])
     cfg = load_config(config_file, overrides)  # checked even when only a checkpoint is inspected
+    if memory is not None and config_file is not None:
+        print_memory_plan(cfg, **memory)
+        return
     if checkpoint_arg is None:
         with torch.device("meta"):
             model = build_model(cfg.model, cfg.model_config())

@@ -3,9 +3,15 @@
     python experiment.py config/train_shakespeare_reflow.py              # menu: type all, or 1 3 5
     python experiment.py config/train_shakespeare_reflow.py --run all    # no menu
     python experiment.py config/train_shakespeare_reflow.py --run 1 3 5 --ckpt out/other/ckpt.pt
+    python experiment.py config/train_shakespeare_gpt2_new.py --run 2 9 --posthoc=svd
+    python experiment.py config/train_shakespeare_reflow.py --run all --reference out/shakespeare_gpt2_new
+    python experiment.py --compare RUN RUN ...        # compare finished runs (see study.py --runs)
 
 The checkpoint is out_dir/ckpt.pt from the config, or --ckpt PATH. Reports go to
-audit_reports/ beside the checkpoint: NN_slug.md, NN_slug.json, NN_slug_*.png, and index.html.
+audit_reports/ beside the checkpoint: NN_slug.md, NN_slug.json, NN_slug_*.png, and index.html
+(audit_reports_posthoc_svd/ etc. for gpt2 / gpt2-new read through a post-hoc factorization).
+--reference RUN adds a trained model (its post-hoc factorization for the recipe experiments) that
+the experiments measure beside the random-init controls.
 Any other --key=value overrides a config key (probe words, prompts, ...; see core/config.py).
 """
 
@@ -17,7 +23,8 @@ from core.errors import UserError, exit_on_user_error
 from experiments.context import load_context
 from experiments.runner import check_runnable, menu, parse_selection, run_experiments
 
-USAGE = "usage: python experiment.py CONFIG [--ckpt PATH] [--run all | --run 1 3 5] [--key=value ...]"
+USAGE = ("usage: python experiment.py CONFIG [--ckpt PATH] [--reference RUN] [--run all | --run 1 3 5] "
+         "[--key=value ...], or python experiment.py --compare RUN RUN ...")
 SELECTION_WORD = re.compile(r"^(all|[\d,\-]+)$", re.IGNORECASE)
 
 
@@ -28,12 +35,15 @@ def split_args(argv: list[str]) -> tuple[list[str], str | None, str | None]:
     while i < len(argv):
         arg = argv[i]
         name, eq, value = arg.partition("=")
-        if name == "--ckpt":
+        if name in ("--ckpt", "--reference"):
             if not eq:
                 if i + 1 >= len(argv):
-                    raise UserError("--ckpt needs a path: --ckpt out/run/ckpt.pt")
+                    raise UserError(f"{name} needs a path: {name} out/run/ckpt.pt")
                 i, value = i + 1, argv[i + 1]
-            ckpt = value
+            if name == "--ckpt":
+                ckpt = value
+            else:
+                rest.append(f"--reference={value}")  # taken out again by main
         elif name == "--run":
             words = [value] if eq else []
             while not eq and i + 1 < len(argv) and SELECTION_WORD.match(argv[i + 1]):
@@ -60,18 +70,23 @@ def ask() -> str:
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--compare"]:  # compare finished runs: the study command's comparison
+        from studying.compare import compare_runs_main
+
+        return compare_runs_main(argv[1:])
     rest, ckpt, selection = split_args(argv)
     config_file, overrides = parse_args(rest)
+    reference = overrides.pop("reference", None)
     if config_file is None:
         raise UserError(USAGE)
     cfg = load_config(config_file, overrides)
     if selection is not None:  # check the numbers before the (slower) checkpoint load
         numbers, explicit = parse_selection(selection)
-        check_runnable(numbers, cfg.model, explicit)
-    ctx = load_context(cfg, ckpt)
+        check_runnable(numbers, cfg.model, explicit, cfg.posthoc)
+    ctx = load_context(cfg, ckpt, reference)
     if selection is None:
         numbers, explicit = parse_selection(ask())
-        check_runnable(numbers, ctx.model_name, explicit)
+        check_runnable(numbers, ctx.model_name, explicit, cfg.posthoc)
     try:
         run_experiments(ctx, numbers)
     except KeyboardInterrupt:  # the reports finished so far are whole, and the audit page lists them

@@ -23,13 +23,10 @@ anything is written; returns a TrainingState) -> `fit` (the loop: `validate` whe
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn as nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from core.checkpoint import (
     CHECKPOINT_NAME,
@@ -47,16 +44,11 @@ from core.hardware import autocast, keep_freed_memory, resolve_dtype
 from core.tokenizer import GPT2_VOCAB_SIZE, decode, encode
 from models import ModelConfig, Transformer, build_model
 from training.batches import Batches, seed_for
-from training.distributed import Distributed, init_distributed
-from training.optimization import (
-    estimate_loss,
-    learning_rate_at,
-    make_grad_scaler,
-    make_optimizer,
-    train_step,
-)
+from training.distributed import Distributed, collective_failures_reported, init_distributed
+from training.optimization import estimate_loss, learning_rate_at, make_grad_scaler, train_step
 from training.regularizers import Regularizers
 from training.run_log import RunLog
+from training.sharding import ShardedTraining, shard_for_training
 from training.stop_request import StopRequest
 
 EMBEDDED_DATASET = "shakespeare"  # committed as text; tokenized on first use
@@ -82,10 +74,8 @@ class TrainingState:
     dist: Distributed
     device: str
     dtype: str
-    model: Transformer  # the plain module: saved, evaluated for the record, sampled
-    fast_model: nn.Module  # compiled or not: evaluations run it
-    train_model: nn.Module  # fast_model, wrapped in DDP when data-parallel: training steps run it
-    optimizer: torch.optim.Optimizer
+    sharded: ShardedTraining  # the model and optimizer as this rank holds them: DDP, ZeRO-1 or FSDP2
+    model: Transformer  # sharded.model: its config, parameter count and FLOPs
     scaler: torch.amp.GradScaler
     regularizers: Regularizers  # penalties added to the loss (all off by default)
     batches: Batches
@@ -104,9 +94,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def train(cfg: Config) -> RunResult:
-    dist = init_distributed(cfg.device, cfg.backend)
+    dist = init_distributed(cfg.device, cfg.backend, cfg.collective_timeout_s)
     try:
-        return run(cfg, dist)
+        with collective_failures_reported(dist, cfg.collective_timeout_s):
+            return run(cfg, dist)
     finally:
         dist.close()
 
@@ -116,8 +107,10 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     state = setup(cfg, dist)
     with state.log, StopRequest(dist) as stop_request:
         result = fit(state, stop_request)
-    if dist.is_master and not result.stopped and state.cfg.max_new_tokens > 0:
-        print_sample(state.model, state.cfg, state.device, state.dtype)
+    if not result.stopped and state.cfg.max_new_tokens > 0:
+        whole = state.sharded.whole_model()  # collective under shard="full"
+        if dist.is_master:
+            print_sample(whole, state.cfg, state.device, state.dtype)
     return result
 
 
@@ -140,26 +133,24 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
     batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed)
     ensure_writable_dir(cfg.out_dir)
 
-    model.to(device)
-    optimizer = make_optimizer(model, cfg, device)
+    sharded = shard_for_training(model, cfg, dist)  # DDP, ZeRO-1 or FSDP2, per cfg.shard
+    model = sharded.model
     scaler = make_grad_scaler(device, dtype)  # loss scaling, for float16 only
     iter_num, best_val_loss = 0, math.inf
     if resume:
-        optimizer.load_state_dict(resume["optimizer"])
+        sharded.load_optimizer_state(resume["optimizer"])
         if resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         iter_num, best_val_loss = resume["iter_num"], resume["best_val_loss"]
     regularizers = Regularizers.from_config(cfg, model.config.n_layer, model.has_recipes)
-    fast_model, train_model = wrap_for_training(model, cfg, dist)
     log = start_log(cfg, dist, model, device, dtype, iter_num, resume)
     log.regularizers = regularizers
     if not resume and dist.is_master and ckpt_file.exists():
         log.print(f"note: {ckpt_file} exists and will be replaced at the first save "
                   "(--init_from=resume continues it instead)")
-    return TrainingState(cfg, dist, device, dtype, model, fast_model, train_model, optimizer, scaler,
-                         regularizers, batches, log, ckpt_file, resumed=resume is not None,
-                         iter_num=iter_num, best_val_loss=best_val_loss,
-                         saved_at=iter_num if resume else None)
+    return TrainingState(cfg, dist, device, dtype, sharded, model, scaler, regularizers, batches, log,
+                         ckpt_file, resumed=resume is not None, iter_num=iter_num,
+                         best_val_loss=best_val_loss, saved_at=iter_num if resume else None)
 
 
 def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, Config]:
@@ -180,19 +171,6 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
         raise UserError(f"block_size {cfg.block_size} is longer than the checkpoint's model was built for "
                         f"({model.config.block_size}); use --block_size={model.config.block_size} or less")
     return model, checkpoint if cfg.init_from == "resume" else None, cfg
-
-
-def wrap_for_training(model: Transformer, cfg: Config, dist: Distributed) -> tuple[nn.Module, nn.Module]:
-    """The model compiled (if cfg.compile), and that wrapped in DDP when data-parallel."""
-    fast_model = torch.compile(model) if cfg.compile else model
-    if not dist.enabled:
-        return fast_model, fast_model
-    device_ids = [dist.local_rank] if dist.device.startswith("cuda") else None
-    # The only buffers are RoPE tables, equal on every rank: no broadcast before each forward.
-    # (torch 2.13 renames the argument and warns; the old name works on every torch >= 2.5.)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
-        return fast_model, DDP(fast_model, device_ids=device_ids, broadcast_buffers=False)
 
 
 def start_log(cfg: Config, dist: Distributed, model: Transformer, device: str, dtype: str, iter_num: int,
@@ -249,7 +227,7 @@ def training_step(state: TrainingState, result: RunResult) -> None:
     start = time.perf_counter()
     micro_batches = state.batches.train_micro_batches(
         step, cfg.gradient_accumulation_steps, dist.rank, dist.world_size, state.device)
-    loss = train_step(state.train_model, state.optimizer, state.scaler, micro_batches, lr=lr,
+    loss = train_step(state.sharded.train_model, state.sharded.optimizer, state.scaler, micro_batches, lr=lr,
                       grad_clip=cfg.grad_clip, device=state.device, dtype=state.dtype, dist=dist,
                       regularizers=state.regularizers)
     if not math.isfinite(loss):
@@ -263,7 +241,7 @@ def validate(state: TrainingState, result: RunResult) -> None:
     """Train and val loss at this step, logged; a checkpoint when the val loss improved (or always,
     per always_save_checkpoint), never of a non-finite loss, step 0 or an eval_only run."""
     cfg, step = state.cfg, state.iter_num
-    losses = estimate_loss(state.fast_model, state.batches, cfg.eval_iters, device=state.device,
+    losses = estimate_loss(state.sharded.forward_model, state.batches, cfg.eval_iters, device=state.device,
                            dtype=state.dtype, dist=state.dist, regularizers=state.regularizers)
     result.evaluations[step] = losses
     note = ""
@@ -279,9 +257,10 @@ def validate(state: TrainingState, result: RunResult) -> None:
 def save(state: TrainingState, reason: str) -> str:
     """Write out_dir/ckpt.pt (rank 0 only; atomically) with everything an exact resume needs."""
     state.saved_at = state.iter_num
+    model_state, optimizer_state = state.sharded.model_state(), state.sharded.optimizer_state()  # collective
     if state.dist.is_master:
         save_checkpoint({
-            "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+            "model": model_state, "optimizer": optimizer_state,
             "model_args": model_args_of(state.cfg.model, state.model), "iter_num": state.iter_num,
             "best_val_loss": state.best_val_loss, "config": state.cfg.to_dict(),
             "scaler": state.scaler.state_dict(), "wandb_run_id": state.log.wandb_run_id,

@@ -198,6 +198,43 @@ def step_peak_memory(run: TrainingRun) -> int:
     return run.state_bytes() + (_proc_status_kib("VmHWM") - before) * 1024
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+        "keepcost")]
+
+
+def cpu_heap_in_use() -> int | None:
+    """Bytes malloc has handed out and not taken back (glibc's mallinfo2: heap plus mmapped blocks),
+    the CPU allocator's own count; None where glibc >= 2.33 is not there."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return None
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd
+
+
+def forward_saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str, dtype: str) -> int:
+    """Bytes a training forward pass leaves allocated for the backward pass (the activations autograd
+    saves, and the loss's log-softmax), by the allocator's count: torch.cuda's on GPUs, malloc's on
+    CPU. The logits are dropped first, as train_step drops them."""
+    model.train()
+    model(x, targets=y)[1].backward()  # gradients and lazily built state exist before the count
+    gc.collect()
+    synchronize(device)
+    cuda = device.startswith("cuda")
+    before = torch.cuda.memory_allocated(device) if cuda else cpu_heap_in_use()
+    with autocast(device, dtype):
+        loss = model(x, targets=y)[1]
+    synchronize(device)
+    after = torch.cuda.memory_allocated(device) if cuda else cpu_heap_in_use()
+    del loss
+    model.zero_grad(set_to_none=True)
+    return after - before
+
+
 # --- sampling -----------------------------------------------------------------------------------
 def sampling_speed(model: nn.Module, new_tokens: int, use_cache: bool, cfg: Config, device: str,
                    dtype: str) -> Timing:

@@ -36,6 +36,8 @@ from models.layers import checked
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = REPO_ROOT / "out"
+POSTHOC_CHOICES = ("none", "svd", "dictionary")  # see experiments/posthoc.py
+SHARD_MODES = ("none", "optimizer", "full")  # see training/sharding.py
 
 
 def with_model_keys(cls):
@@ -152,6 +154,15 @@ class Config:
     repulsion: float = checked(0.0, ge=0)  # STT repulsion: mean squared cosine between positions' states
     head_diversity: float = checked(0.0, ge=0)  # STT head diversity: mean cosine between heads' patterns
     regularize_layers: list = field(default_factory=list)  # layers repulsion/head_diversity read; [] = all
+
+    # --- scale (issue 17) -------------------------------------------------------------------
+    shard: Literal[SHARD_MODES] = "none"  # 'optimizer' (ZeRO-1) or 'full' (FSDP2); see training/sharding.py
+    collective_timeout_s: float = checked(600.0, gt=0)  # a rank waiting this long on the others stops
+    # --- studies and post-hoc baselines (issue 13) ----------------------------------------------
+    # gpt2 / gpt2-new have no recipes; the recipe experiments can read a factorization of their
+    # embedding cut after training instead (experiments/posthoc.py): one of POSTHOC_CHOICES.
+    posthoc: Literal[POSTHOC_CHOICES] = "none"  # a post-hoc factorization for the recipe experiments
+    posthoc_active_fraction: float = checked(0.11, gt=0, le=1)  # dictionary: nonzeros per recipe / S
 
     def model_config(self) -> ModelConfig:
         """The architecture part of this config."""
@@ -296,6 +307,12 @@ def choices_of(kind) -> tuple | None:
 def union_members(kind) -> tuple:
     is_union = typing.get_origin(kind) in (typing.Union, types.UnionType)
     return typing.get_args(kind) if is_union else (kind,)
+
+
+def from_dict(values: dict) -> Config:
+    """A config from a saved dict (a checkpoint's `config`), ignoring keys this version dropped."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in values.items() if k in names})
 
 
 def keys_by_group() -> dict[str, list[tuple[str, str, str, str]]]:

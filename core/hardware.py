@@ -2,15 +2,25 @@
 and its peak FLOP/s for MFU.
 
 MFU (model FLOPs utilization) = achieved model FLOP/s / the device's peak, as in nanoGPT and
-the PaLM paper. On GPUs the peak comes from the vendor's dense tensor-core figure for the dtype;
-on CPU there is no such figure, so it is measured on the spot with a large fp32 matmul.
+the PaLM paper. On GPUs the peak comes from the vendor's dense tensor-core figure for the dtype.
+On CPU it is the cores' theoretical fp32 rate, which no background load can lower:
+
+    peak = cores used x clock x FMA units per core (2) x fp32 lanes per vector x 2 FLOP per FMA
+
+with 16 lanes for AVX-512, 8 for AVX2 (from /proc/cpuinfo's flags), cores used = torch's threads
+bounded by the physical cores, and the clock from cpufreq's maximum or else /proc/cpuinfo's MHz
+(a VM lists its base clock; turbo can beat it, so the peak may be underestimated: MFU is then
+shown as ">=100%"). Where the flags cannot be read (not x86 Linux), a large fp32 matmul is timed
+once instead, which a busy machine slows down.
 """
 
 import contextlib
 import ctypes
 import functools
+import re
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -72,15 +82,57 @@ def autocast(device: str, dtype: str):
     return torch.autocast(device_type=device.split(":")[0], dtype=DTYPES[dtype])
 
 
+FMA_UNITS_PER_CORE = 2  # Intel server cores since Skylake-SP, AMD since Zen 2: an upper bound
+FP32_LANES = {"avx512f": 16, "avx2": 8, "sse2": 4}  # fp32 numbers in one vector register
+
+
 def peak_flops(device: str, dtype: str) -> float:
-    """Peak FLOP/s of this device at this dtype (measured on CPU, looked up on GPUs)."""
+    """Peak FLOP/s of this device at this dtype (see peak_flops_and_source)."""
+    return peak_flops_and_source(device, dtype)[0]
+
+
+def peak_flops_and_source(device: str, dtype: str) -> tuple[float, str]:
+    """Peak FLOP/s of this device at this dtype, and where it comes from, in a few words."""
     if device.startswith("cuda"):
         name = torch.cuda.get_device_name(torch.device(device))
         for fragment, peaks in GPU_PEAK_FLOPS.items():
             if fragment in name:
-                return peaks.get(dtype, peaks["float32"])
+                return peaks.get(dtype, peaks["float32"]), f"{name} data sheet"
         raise ValueError(f"no peak FLOP/s known for {name}; add it to GPU_PEAK_FLOPS")
-    return measured_cpu_matmul_flops()
+    theoretical = theoretical_cpu_flops(torch.get_num_threads())
+    if theoretical is not None:
+        return theoretical
+    return measured_cpu_matmul_flops(), "fp32 matmul measured at start-up"
+
+
+def theoretical_cpu_flops(threads: int, cpuinfo: str | None = None,
+                          max_khz: int | None = None) -> tuple[float, str] | None:
+    """The cores' theoretical fp32 FLOP/s (module docstring) and its formula; None if unknown."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+        max_khz = cpufreq_max_khz()
+    flags_line = re.search(r"^flags\s*:(.*)$", cpuinfo, re.MULTILINE)
+    flags = set(flags_line.group(1).split()) if flags_line else set()
+    lanes = next((n for flag, n in FP32_LANES.items() if flag in flags), None)
+    mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo, re.MULTILINE)]
+    cores = set(re.findall(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", cpuinfo, re.DOTALL))
+    if lanes is None or not (mhz or max_khz):
+        return None
+    ghz = max_khz / 1e6 if max_khz else max(mhz) / 1e3
+    used = min(threads, len(cores) or len(mhz))
+    flops = used * ghz * 1e9 * FMA_UNITS_PER_CORE * lanes * 2
+    return flops, (f"theoretical fp32 peak: {used} core{'s' if used > 1 else ''} x {ghz:.2f} GHz x "
+                   f"{FMA_UNITS_PER_CORE} FMA x {lanes} lanes x 2")
+
+
+def cpufreq_max_khz() -> int | None:
+    try:
+        return int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 @functools.lru_cache(maxsize=1)

@@ -3,8 +3,17 @@
 The control is the same architecture at random initialization, built from the checkpoint's
 model_args with a fixed seed: a metric that claims structure must beat it, or the structure came
 from the architecture and the metric, not from training.
+
+Two additions for comparisons (issue 13):
+  - `cfg.posthoc` ('svd' or 'dictionary') gives gpt2 / gpt2-new a post-hoc factorization of the
+    embedding; `ctx.in_signal_space()` is then the context the recipe experiments see, whose model
+    and controls answer `effective_recipe`, `basis` and `signal_activations` from it
+    (experiments/posthoc.py). `ctx.factorization` says which factorization that is.
+  - `experiment.py CONFIG --reference RUN` loads a trained reference model as `ctx.reference`
+    (with its own post-hoc factorization when it has no recipes), for experiments to measure too.
 """
 
+import copy
 import functools
 import os
 from dataclasses import dataclass
@@ -17,11 +26,36 @@ from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpo
 from core.config import Config
 from core.errors import UserError
 from core.hardware import resolve_device
-from core.tokenizer import GPT2_VOCAB_SIZE
+from core.tokenizer import GPT2_VOCAB_SIZE, encode
 from experiments.common import prompt_ids
-from models import ModelConfig, Transformer, build_model
+from experiments.posthoc import Factorization, FactorizedModel, factorize
+from models import MODELS, ModelConfig, Transformer, build_model
 
 REPORTS_DIR_NAME = "audit_reports"
+# Experiments that read tokens in recipe space where a model has it (1, 4, 5) besides the five that
+# need recipes: with a post-hoc factorization they read its recipes too.
+RECIPE_SPACE_EXPERIMENTS = (1, 4, 5)
+# Keys holding words whose recipes the experiments read (a dictionary factorization codes these rows).
+WORD_KEYS = ("probe_words", "word_groups", "analogies", "target_prompts", "positive_words", "negative_words",
+             "concept_words")
+
+
+@dataclass
+class Reference:
+    """A trained model to compare with (--reference RUN): e.g. gpt2-new trained like the audited model."""
+
+    model: Transformer
+    model_name: str
+    checkpoint: str
+    iter_num: int | None
+    factorization: Factorization | None  # native recipes, a post-hoc one, or None
+
+    @property
+    def signal_model(self):
+        """The model the recipe experiments read: itself, or its post-hoc view (None: no signals)."""
+        if self.factorization is None:
+            return None
+        return self.model if self.model.has_recipes else FactorizedModel(self.model, self.factorization)
 CONTROL_SEEDS = 3  # random-init models per control
 
 
@@ -35,6 +69,7 @@ class Context:
     iter_num: int | None
     reports_dir: Path
     wandb_run_id: str | None = None
+    reference: Reference | None = None
 
     @property
     def device(self) -> torch.device:
@@ -68,6 +103,52 @@ class Context:
     def control(self) -> Transformer:
         """The first random-init control, for figures and descriptive numbers."""
         return self.controls[0]
+
+    # --- signal space: native recipes or a post-hoc factorization (issue 13) -----------------
+    @property
+    def has_signals(self) -> bool:
+        """Whether the recipe experiments can run: native recipes, or cfg.posthoc names a factorization."""
+        return self.model.has_recipes or self.cfg.posthoc != "none"
+
+    def factorize(self, model: Transformer) -> Factorization | None:
+        """`model`'s native recipes, or the cfg.posthoc factorization of its embedding (seeded by cfg.seed;
+        a dictionary codes only the rows the experiments read, see posthoc.dictionary_factorization)."""
+        rows = self.read_rows() if self.cfg.posthoc == "dictionary" and not model.has_recipes else None
+        return factorize(model, self.cfg.posthoc, self.model_args.get("n_signals", model.config.n_embd),
+                         self.cfg.posthoc_active_fraction, self.cfg.seed, rows)
+
+    @functools.cached_property
+    def factorization(self) -> Factorization | None:
+        return self.factorize(self.model)
+
+    def in_signal_space(self) -> "Context":
+        """The context the recipe experiments see: this one for a model with recipes (or no
+        factorization); for gpt2 / gpt2-new with cfg.posthoc, a copy whose model and random-init
+        controls are each seen through their own post-hoc factorization."""
+        if self.model.has_recipes or self.cfg.posthoc == "none":
+            return self
+        if "_signal_view" not in self.__dict__:
+            self.factorization  # noqa: B018  (computed on the model itself, before the copy shares it)
+            view = copy.copy(self)  # shares the cached text, vocabulary, factorization and reference
+            view.model = FactorizedModel(self.model, self.factorization)
+            view.__dict__["controls"] = [FactorizedModel(c, self.factorize(c)) for c in self.controls]
+            self.__dict__["_signal_view"] = view
+        return self.__dict__["_signal_view"]
+
+    def read_rows(self) -> torch.Tensor | None:
+        """The token rows the experiments read: the frequent vocabulary (when the text is there) and
+        every single-token word of the config's word lists."""
+        words = []
+        for key in WORD_KEYS:
+            value = getattr(self.cfg, key)
+            items = value.values() if isinstance(value, dict) else value
+            for item in items:
+                words += item if isinstance(item, (list, tuple)) else [item]
+        ids = [i for w in words if isinstance(w, str) for i in encode(w)[:1] if i < self.vocab_size]
+        try:
+            return self.vocabulary_with(ids)
+        except UserError:  # no text to rank the vocabulary by: the words alone
+            return torch.tensor(sorted(set(ids))) if ids else None
 
     # --- validation text ---------------------------------------------------------------------
     @property
@@ -119,15 +200,36 @@ class Context:
         return torch.tensor(ids + [i for i in dict.fromkeys(extra) if i not in seen])
 
 
+def reports_dir_name(cfg: Config) -> str:
+    """audit_reports, or audit_reports_posthoc_<method> for gpt2 / gpt2-new read through a post-hoc
+    factorization, so the reports of both readings of one checkpoint live side by side."""
+    if cfg.posthoc == "none" or MODELS[cfg.model].has_recipes:
+        return REPORTS_DIR_NAME
+    return f"{REPORTS_DIR_NAME}_posthoc_{cfg.posthoc}"
+
+
 def reports_dir_for(cfg: Config, ckpt: str | None) -> Path:
     """Reports live beside the checkpoint they describe: out_dir/audit_reports, or, with --ckpt,
     in the checkpoint's own run directory."""
     run_dir = checkpoint_path(ckpt).parent if ckpt else Path(cfg.out_dir)
-    return run_dir / REPORTS_DIR_NAME
+    return run_dir / reports_dir_name(cfg)
 
 
-def load_context(cfg: Config, ckpt: str | None = None) -> Context:
-    """Load the checkpoint named by --ckpt (or the config's out_dir) into a Context."""
+def load_reference(cfg: Config, run: str, device: str, rows: torch.Tensor | None = None) -> Reference:
+    """A trained reference model from a run directory or checkpoint file, in fp32 eval mode, with its
+    factorization: native recipes, else cfg.posthoc's, else SVD (a reference is for comparing)."""
+    checkpoint = load_checkpoint(run)
+    model = model_from_checkpoint(checkpoint).to(device=device, dtype=torch.float32).eval()
+    method = cfg.posthoc if cfg.posthoc != "none" else "svd"
+    S = checkpoint["model_args"].get("n_signals", model.config.n_embd)
+    factorization = factorize(model, method, S, cfg.posthoc_active_fraction, cfg.seed, rows)
+    return Reference(model, model_name_of(checkpoint), str(checkpoint_path(run)), checkpoint.get("iter_num"),
+                     factorization)
+
+
+def load_context(cfg: Config, ckpt: str | None = None, reference: str | None = None) -> Context:
+    """Load the checkpoint named by --ckpt (or the config's out_dir) into a Context, and the trained
+    reference named by --reference, if any."""
     path = ckpt if ckpt else cfg.out_dir
     checkpoint = load_checkpoint(path)
     name = model_name_of(checkpoint)
@@ -145,9 +247,12 @@ def load_context(cfg: Config, ckpt: str | None = None) -> Context:
         raise UserError(f"cannot create {reports_dir} ({error.strerror}); pass a writable --out_dir")
     if not os.access(reports_dir, os.W_OK):
         raise UserError(f"cannot write to {reports_dir}; pass a writable --out_dir")
-    return Context(
+    ctx = Context(
         model=model, cfg=cfg, model_name=name,
         model_args={k: v for k, v in checkpoint["model_args"].items() if k != "model"},  # ModelConfig's
         checkpoint=str(checkpoint_path(path)), iter_num=checkpoint.get("iter_num"),
         reports_dir=reports_dir, wandb_run_id=checkpoint.get("wandb_run_id"),
     )
+    if reference:
+        ctx.reference = load_reference(cfg, reference, device, ctx.read_rows())
+    return ctx

@@ -11,7 +11,7 @@ from core.config import Config
 from core.errors import UserError
 from experiments.audit_page import write_audit_page
 from experiments.common import prompt_ids, token_id
-from experiments.context import Context
+from experiments.context import RECIPE_SPACE_EXPERIMENTS, Context
 from experiments.registry import EXPERIMENTS, GROUPS, Experiment
 from experiments.report import Report
 from models import MODELS
@@ -49,17 +49,19 @@ def parse_selection(text: str) -> tuple[list[int], bool]:
     return list(dict.fromkeys(numbers)), True
 
 
-def check_runnable(numbers: list[int], model_name: str, explicit: bool) -> None:
-    """Asking by number for an experiment that needs recipes, on a model without them, is an error;
-    under 'all' such experiments are skipped with their reason in the report instead."""
-    if not explicit or MODELS[model_name].has_recipes:
+def check_runnable(numbers: list[int], model_name: str, explicit: bool, posthoc: str = "none") -> None:
+    """Asking by number for an experiment that needs recipes, on a model without them (and no
+    post-hoc factorization), is an error; under 'all' such experiments are skipped with their reason
+    in the report instead."""
+    if not explicit or MODELS[model_name].has_recipes or posthoc != "none":
         return
     for n in numbers:
         e = EXPERIMENTS[n]
         if e.needs_recipes:
             others = " ".join(str(k) for k, x in EXPERIMENTS.items() if not x.needs_recipes)
             raise UserError(f"experiment {n} ({e.title}) needs recipes, but this is a {model_name} model: "
-                            f"{e.needs_recipes}; run it on a reflow checkpoint, or choose from {others}")
+                            f"{e.needs_recipes}; run it on a reflow checkpoint, give --posthoc=svd or "
+                            f"--posthoc=dictionary, or choose from {others}")
 
 
 def menu() -> str:
@@ -134,7 +136,7 @@ def run_experiments(ctx: Context, numbers: list[int]) -> list[Path]:
     """Run the numbered experiments in order; each writes its report, then the audit page is rebuilt
     (also when an experiment fails or is interrupted, for the reports already written)."""
     experiments = [EXPERIMENTS[n] for n in numbers]
-    unable = {e.number for e in experiments if e.needs_recipes and not ctx.model.has_recipes}
+    unable = {e.number for e in experiments if e.needs_recipes and not ctx.has_signals}
     check_inputs(ctx, [e for e in experiments if e.number not in unable])
     written: list[Path] = []
     try:
@@ -146,7 +148,7 @@ def run_experiments(ctx: Context, numbers: list[int]) -> list[Path]:
             if e.number in unable:
                 report.skip(f"{e.title} does not run on {ctx.model_name}: {e.needs_recipes}.")
             else:
-                e.run(ctx, report)
+                e.run(context_for(ctx, e, report), report)
             written.append(report.write())
             outcome = f"skipped ({e.needs_recipes})" if report.skipped else report.verdict()
             print(f"{e.number:2d}. {e.title} ({time.perf_counter() - start:.1f} s): {outcome}", flush=True)
@@ -156,6 +158,22 @@ def run_experiments(ctx: Context, numbers: list[int]) -> list[Path]:
     if ctx.cfg.wandb_log:
         log_to_wandb(ctx, written)
     return written
+
+
+def context_for(ctx: Context, e: Experiment, report: Report) -> Context:
+    """The context experiment e sees: recipe experiments read the post-hoc factorization of a model
+    without recipes (cfg.posthoc); the report says which factorization and reference were used."""
+    if e.needs_recipes or e.number in RECIPE_SPACE_EXPERIMENTS:
+        ctx = ctx.in_signal_space()
+        if ctx.factorization is not None and ctx.factorization.method != "native":
+            report.define("factorization", f"recipes and signals of this {ctx.model_name} model: "
+                          f"{ctx.factorization.description} Its random-init controls are factorized the "
+                          "same way.")
+    if ctx.reference is not None:
+        r = ctx.reference
+        how = f"; its recipes: {r.factorization.description}" if r.factorization else ""
+        report.define("trained reference", f"{r.model_name} from {r.checkpoint} (iter {r.iter_num}){how}")
+    return ctx
 
 
 def log_to_wandb(ctx: Context, json_paths: list[Path]) -> None:

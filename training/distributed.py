@@ -6,12 +6,15 @@ CPU. Started plainly (`python train.py ...`), the run is a world of one and noth
 communicated.
 """
 
+import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
+from core.errors import UserError
 from core.hardware import resolve_device
 
 
@@ -21,6 +24,7 @@ class Distributed:
     local_rank: int = 0
     world_size: int = 1
     device: str = "cpu"
+    lost_peers: bool = False  # a collective failed: tearing the group down could wait on them again
 
     @property
     def is_master(self) -> bool:
@@ -44,12 +48,15 @@ class Distributed:
             dist.barrier()
 
     def close(self) -> None:
-        if self.enabled and dist.is_initialized():
+        if self.enabled and dist.is_initialized() and not self.lost_peers:
             dist.destroy_process_group()
 
 
-def init_distributed(device: str, backend: str) -> Distributed:
-    """Join the process group if torchrun started us; pick this rank's device either way."""
+def init_distributed(device: str, backend: str, timeout_s: float = 600.0) -> Distributed:
+    """Join the process group if torchrun started us; pick this rank's device either way.
+
+    timeout_s bounds every collective: a rank that dies or hangs makes the others fail after at most
+    this long (gloo raises; NCCL's watchdog aborts the process) instead of waiting forever."""
     if "RANK" not in os.environ:
         return Distributed(device=resolve_device(device))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
@@ -60,5 +67,27 @@ def init_distributed(device: str, backend: str) -> Distributed:
         torch.cuda.set_device(device)
     else:
         backend = "gloo"  # NCCL needs GPUs
-    dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=timeout_s))
     return Distributed(rank, local_rank, world_size, device)
+
+
+# What the backends say when a peer is gone: gloo's timeouts and closed connections, NCCL's watchdog.
+LOST_PEER_SIGNS = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe",
+                   "peer", "nccl")
+
+
+@contextlib.contextmanager
+def collective_failures_reported(dist_info: Distributed, timeout_s: float):
+    """Turn a failed or timed-out collective into one line saying which rank gave up and why,
+    rather than a traceback per rank (or a hang, which the process group's timeout prevents)."""
+    try:
+        yield
+    except (dist.DistError, RuntimeError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        lost = isinstance(error, dist.DistError) or any(s in message.lower() for s in LOST_PEER_SIGNS)
+        if not dist_info.enabled or not lost:
+            raise
+        dist_info.lost_peers = True
+        raise UserError(f"rank {dist_info.rank}: lost the other ranks (a collective failed or waited over "
+                        f"collective_timeout_s={timeout_s:g}; did a rank die or hang?): {message[:200]}")

@@ -8,14 +8,35 @@ log line every `log_interval` steps, and a line per evaluation:
 
 ms/step and tok/s average the steps since the previous log line (evaluation time left out).
 MFU is model FLOPs per second (`Transformer.flops_per_token`) over the peak of all devices
-(`core.hardware.peak_flops`; on CPU, a measured fp32 matmul).
+(`core.hardware.peak_flops_and_source`: a GPU's data sheet; on CPU the cores' theoretical fp32 rate,
+which does not depend on what else runs). The first log line says which peak. MFU is never shown
+above 100%: a figure that high means the peak was underestimated (a CPU clock above the one it
+lists), and the line says so instead.
+
+Every evaluation is also kept in out_dir/val_history.json, {"step": {"train": ..., "val": ...}}, so
+the loss curve of a run can be read back (studies plot it); a run from scratch starts it afresh,
+a resumed run continues it.
 """
+
+import json
+import os
+from pathlib import Path
 
 from tqdm import tqdm
 
 from core.config import Config
 from core.errors import UserError
-from core.hardware import peak_flops
+from core.hardware import peak_flops_and_source
+
+VAL_HISTORY_NAME = "val_history.json"
+
+
+def read_val_history(path: Path) -> dict[str, dict[str, float]]:
+    """A run's evaluations by step ({} when it has none, or the file is unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 class RunLog:
@@ -30,6 +51,8 @@ class RunLog:
         self.bar = tqdm(total=cfg.max_iters, initial=start_iter, unit="step", dynamic_ncols=True,
                         disable=None if enabled else True)
         self.wandb = start_wandb(cfg, wandb_run_id) if enabled and cfg.wandb_log else None
+        self.history_path = Path(cfg.out_dir) / VAL_HISTORY_NAME
+        self.history = read_val_history(self.history_path) if start_iter > 0 else {}
         self.regularizers = None  # set by train.py when regularizer terms join the loss
 
     @property
@@ -49,7 +72,7 @@ class RunLog:
         step_time = self.seconds / self.steps
         tokens_per_sec = self.tokens_per_step / step_time
         mfu = self.mfu(step_time)
-        mfu_text = f"{mfu:.1%}" if mfu is not None else "n/a"
+        mfu_text = format_mfu(mfu)
         terms = self.regularizers.latest if self.regularizers else {}
         self.print(f"iter {iter_num}/{self.cfg.max_iters}: loss {loss:.4f}, lr {lr:.2e}, "
                    f"{step_time * 1000:,.0f} ms/step, {tokens_per_sec:,.0f} tok/s, mfu {mfu_text}"
@@ -57,7 +80,8 @@ class RunLog:
         self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         if self.wandb:
             self.wandb.log({"iter": iter_num, "train/loss": loss, "lr": lr,
-                            "tokens_per_sec": tokens_per_sec, "mfu": mfu,
+                            "tokens_per_sec": tokens_per_sec,
+                            "mfu": mfu if mfu is not None and mfu < 1 else None,
                             **{f"train/{name}": value for name, value in terms.items()}}, step=iter_num)
         self.seconds, self.steps = 0.0, 0
 
@@ -67,6 +91,12 @@ class RunLog:
         self.print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                    + (f", val {self.regularizers.describe(terms)}" if terms and self.regularizers else "")
                    + (f" ({note})" if note else ""))
+        if self.enabled:
+            self.history[str(iter_num)] = {k: float(v) for k, v in losses.items()}
+            # Written, then renamed: never half a file.
+            tmp = self.history_path.with_name(f".{VAL_HISTORY_NAME}.tmp")
+            tmp.write_text(json.dumps(self.history, indent=1))
+            os.replace(tmp, self.history_path)
         if self.wandb:
             self.wandb.log({"iter": iter_num, "train/loss_estimate": losses["train"],
                             "val/loss": losses["val"], **{f"val/{n}": v for n, v in terms.items()}},
@@ -75,8 +105,12 @@ class RunLog:
     def mfu(self, step_time: float) -> float | None:
         if self.peak is None:
             try:
-                self.peak = peak_flops(self.device, self.dtype) * self.world_size
-            except ValueError:  # a GPU missing from the peak table: no MFU rather than no run
+                peak, source = peak_flops_and_source(self.device, self.dtype)
+                self.peak = peak * self.world_size
+                per = f" per device x {self.world_size}" if self.world_size > 1 else ""
+                self.print(f"mfu: model FLOP/s over {peak / 1e9:,.1f} GFLOP/s{per} ({source})")
+            except ValueError as error:  # a GPU missing from the peak table: no MFU rather than no run
+                self.print(f"mfu: n/a ({error})")
                 self.peak = 0.0
         return self.flops_per_step / step_time / self.peak if self.peak else None
 
@@ -90,6 +124,13 @@ class RunLog:
         self.bar.close()
         if self.wandb:
             self.wandb.finish()
+
+
+def format_mfu(mfu: float | None) -> str:
+    """MFU as a percentage; never above 100%, which only an underestimated peak can produce."""
+    if mfu is None:
+        return "n/a"
+    return f"{mfu:.1%}" if mfu < 1 else ">=100% (peak underestimated)"
 
 
 def start_wandb(cfg: Config, run_id: str | None):

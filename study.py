@@ -1,0 +1,43 @@
+"""Run a study: train every arm at every seed, run its experiments, and compare the arms.
+
+    python study.py studies/hard_sparsity.py                    # train, evaluate, compare; resumable
+    python study.py studies/hard_sparsity.py --runs_dir=out/x   # elsewhere (default out/studies/NAME)
+    python study.py --runs RUN RUN RUN RUN ... [--out=DIR]      # compare runs that already exist
+
+Killed at any moment and started again, a study continues where it was: finished runs are not
+retrained, a half-trained run resumes from its last checkpoint, finished reports are reused. The
+comparison goes to results/NAME/ (or --results_dir): comparison.md, .json, figures, index.html.
+See studying/ for how, and studies/ for the studies.
+"""
+
+import sys
+
+from core.config import parse_args
+from core.errors import UserError, exit_on_user_error
+from studying.compare import compare_runs_main, compare_study
+from studying.runs import run_study
+from studying.spec import load_study
+
+USAGE = ("usage: python study.py STUDY_FILE [--runs_dir=DIR] [--results_dir=DIR], "
+         "or python study.py --runs RUN ...")
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--runs"]:
+        return compare_runs_main(argv[1:])
+    study_file, overrides = parse_args(argv)
+    if study_file is None:
+        raise UserError(USAGE)
+    study = load_study(study_file, overrides)
+    try:
+        run_study(study)
+    except KeyboardInterrupt:
+        print(f"\nstopped; run the same command again to continue ({study.runs_dir})", file=sys.stderr)
+        sys.exit(130)
+    page = compare_study(study, "python study.py " + " ".join(argv))
+    print(f"comparison written to {study.results_dir}; open {page}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,221 @@
+"""What each run of a study measured: its metric values, their random-init references, its loss curve.
+
+Two metrics are computed here. "crystallization depth": for each of cfg.target_prompts, the first
+layer from which the logit lens ranks the target first through the last layer, as a fraction of the
+depth (0 = already after the embedding, 1 = only after the last layer); the mean over the prompts
+whose target the model predicts at all. "val loss" is not read from training's own evaluations:
+those use eval windows
+drawn from the run's seed, so two seeds would be scored on different text. Here every run is
+scored on the same text (the first audit_tokens tokens of val.bin, in block_size windows), and the
+same measure on a random-init model of the arm is its reference. Kept in RUN/study_val_loss.json.
+
+Every other metric "N:name" is read from experiment N's report in the run's reports folder, with
+the report's control value as its random-init reference when the control is the random-init models.
+"""
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.checkpoint import architecture_of, load_checkpoint, model_from_checkpoint
+from core.config import Config
+from core.errors import UserError
+from experiments.context import reports_dir_name
+from experiments.registry import EXPERIMENTS
+from experiments.report import write_atomic
+from models import build_model
+from training.run_log import VAL_HISTORY_NAME, read_val_history
+
+VAL_LOSS = "val loss"
+VAL_LOSS_DEFINITION = (
+    "mean next-token cross-entropy (nats) of the final checkpoint on the first audit_tokens "
+    "tokens of val.bin, in block_size windows: the same text for every run and arm. "
+    "Lower is better. Reference: the same on a random-init model of the arm."
+)
+VAL_LOSS_FILE = "study_val_loss.json"
+CRYSTALLIZATION = "crystallization depth"
+CRYSTALLIZATION_DEFINITION = (
+    "for each target prompt, the first layer l from which the logit lens (final norm, "
+    "vocab matrix) ranks the target #1 through the last layer, as l / n_layer (0: "
+    "after the embedding, 1: only after the last layer); mean over the prompts whose "
+    "target the model predicts (none: not measured). Lower: predictions form earlier."
+)
+EVAL_BATCH = 8  # windows per forward
+
+
+@dataclass
+class RunOutcome:
+    """One run's numbers."""
+
+    run_dir: Path
+    values: dict[str, float] = field(default_factory=dict)  # metric -> value (missing: not measured)
+    random_init: dict[str, float] = field(default_factory=dict)  # metric -> random-init reference
+    definitions: dict[str, str] = field(default_factory=dict)
+    available: set[str] = field(default_factory=set)  # every metric name its reports hold
+    history: dict[int, float] = field(default_factory=dict)  # step -> val loss (training's evaluations)
+
+
+@torch.no_grad()
+def text_loss(model, tokens: np.ndarray, block_size: int) -> float:
+    """Mean cross-entropy of next-token prediction over `tokens`, in windows of block_size + 1."""
+    T = min(block_size, len(tokens) - 1)
+    n = (len(tokens) - 1) // T
+    x = torch.from_numpy(tokens[: n * T].astype(np.int64)).view(n, T)
+    y = torch.from_numpy(tokens[1 : n * T + 1].astype(np.int64)).view(n, T)
+    total = 0.0
+    for xb, yb in zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH), strict=True):
+        logits, _ = model(xb)
+        total += F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="sum").item()
+    return total / y.numel()
+
+
+def val_loss(run_dir: Path, cfg: Config) -> tuple[float, float]:
+    """(the run's val loss, a random-init model's) on the shared text; cached beside the checkpoint
+    for the checkpoint's step."""
+    checkpoint = load_checkpoint(run_dir)
+    cache = run_dir / VAL_LOSS_FILE
+    try:
+        saved = json.loads(cache.read_text())
+        if saved["iter_num"] == checkpoint.get("iter_num") and saved["tokens"] == cfg.audit_tokens:
+            return saved["loss"], saved["random_init"]
+    except (OSError, ValueError, KeyError):
+        pass
+    path = Path(cfg.data_dir) / cfg.dataset / "val.bin"
+    if not path.is_file():
+        raise UserError(f"no validation text at {path} for the study's val loss; prepare the dataset")
+    tokens = np.fromfile(path, dtype=np.uint16)[: cfg.audit_tokens + 1]
+    model = model_from_checkpoint(checkpoint).float().eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        random_model = build_model(*architecture_of(checkpoint)).float().eval()
+    block = model.config.block_size
+    loss, random_loss = text_loss(model, tokens, block), text_loss(random_model, tokens, block)
+    write_atomic(
+        cache,
+        json.dumps(
+            {
+                "iter_num": checkpoint.get("iter_num"),
+                "tokens": cfg.audit_tokens,
+                "loss": loss,
+                "random_init": random_loss,
+            }
+        )
+        + "\n",
+    )
+    return loss, random_loss
+
+
+@torch.no_grad()
+def crystallization_depth(run_dir: Path, cfg: Config) -> float | None:
+    """CRYSTALLIZATION_DEFINITION, on the run's checkpoint."""
+    from core.tokenizer import encode
+    from experiments.common import lens_logits
+
+    model = model_from_checkpoint(load_checkpoint(run_dir)).float().eval()
+    depths = []
+    for prompt, target in cfg.target_prompts:
+        ids, target_ids = encode(prompt), encode(target)
+        if not ids or len(target_ids) != 1:
+            continue
+        states = torch.stack([h[0, -1] for h in model.hidden_states(torch.tensor([ids]))])  # (L+1, C)
+        top = lens_logits(model, states).argmax(-1).tolist()
+        if top[-1] != target_ids[0]:
+            continue
+        first = len(top) - 1
+        while first > 0 and top[first - 1] == target_ids[0]:
+            first -= 1
+        depths.append(first / model.config.n_layer)
+    return float(np.mean(depths)) if depths else None
+
+
+BIGRAM_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # interpolation weights tried; the best one is kept
+
+
+def bigram_loss(cfg: Config) -> float | None:
+    """The floor a study's models must clear: cross-entropy on the study's val text of a bigram model
+    counted on train.bin, interpolated with add-one unigrams, p = w c(a b)/c(a) + (1 - w) p1(b), with
+    the weight w that suits this very text best (a generous floor). None without train.bin."""
+    folder = Path(cfg.data_dir) / cfg.dataset
+    if not (folder / "train.bin").is_file() or not (folder / "val.bin").is_file():
+        return None
+    train = np.fromfile(folder / "train.bin", dtype=np.uint16).astype(np.int64)
+    val = np.fromfile(folder / "val.bin", dtype=np.uint16)[: cfg.audit_tokens + 1].astype(np.int64)
+    V = int(max(train.max(), val.max())) + 1
+    unigram = (np.bincount(train, minlength=V) + 1) / (len(train) + V)
+    pairs, counts = np.unique(train[:-1] * V + train[1:], return_counts=True)
+    wanted = val[:-1] * V + val[1:]
+    at = np.clip(np.searchsorted(pairs, wanted), 0, len(pairs) - 1)
+    pair_counts = np.where(pairs[at] == wanted, counts[at], 0)
+    previous = np.bincount(train[:-1], minlength=V)[val[:-1]]
+    conditional = np.where(previous > 0, pair_counts / np.maximum(previous, 1), 0.0)
+    losses = [-np.mean(np.log(np.where(previous > 0, w * conditional + (1 - w) * unigram[val[1:]],
+                                       unigram[val[1:]]))) for w in BIGRAM_WEIGHTS]
+    return float(min(losses))
+
+
+def read_report_metrics(folder: Path, number: int) -> dict | None:
+    path = folder / f"{number:02d}_{EXPERIMENTS[number].slug}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def collect(run_dir: Path, cfg: Config, metrics: list[str]) -> RunOutcome:
+    """The outcome of one finished, evaluated run for the study's metrics."""
+    outcome = RunOutcome(run_dir)
+    outcome.history = {
+        int(step): losses["val"]
+        for step, losses in read_val_history(run_dir / VAL_HISTORY_NAME).items()
+        if "val" in losses
+    }
+    if VAL_LOSS in metrics:
+        outcome.values[VAL_LOSS], outcome.random_init[VAL_LOSS] = val_loss(run_dir, cfg)
+        outcome.definitions[VAL_LOSS] = VAL_LOSS_DEFINITION
+        outcome.available.add(VAL_LOSS)
+    if CRYSTALLIZATION in metrics:
+        outcome.available.add(CRYSTALLIZATION)
+        outcome.definitions[CRYSTALLIZATION] = CRYSTALLIZATION_DEFINITION
+        depth = crystallization_depth(run_dir, cfg)
+        if depth is not None:
+            outcome.values[CRYSTALLIZATION] = depth
+    folder = run_dir / reports_dir_name(cfg)
+    for metric in metrics:
+        if metric in (VAL_LOSS, CRYSTALLIZATION):
+            continue
+        number, _, name = metric.partition(":")
+        report = read_report_metrics(folder, int(number))
+        if report is None or report.get("skipped"):
+            continue
+        for m in report.get("metrics", []):
+            outcome.available.add(f"{int(number)}:{m['name']}")
+            if m["name"] != name.strip():
+                continue
+            value = m.get("value")
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                outcome.values[metric] = float(value)
+            control = m.get("control")
+            if isinstance(control, (int, float)) and "random-init" in (m.get("control_name") or ""):
+                outcome.random_init[metric] = float(control)
+        if name.strip() in report.get("definitions", {}):
+            outcome.definitions[metric] = report["definitions"][name.strip()]
+    return outcome
+
+
+def check_metrics_exist(metrics: list[str], outcomes: list[RunOutcome]) -> None:
+    """A metric that no run's report holds is a mistake in the study file: say so, with the names
+    there are."""
+    available = set().union(*(o.available for o in outcomes)) if outcomes else set()
+    for metric in metrics:
+        if metric not in available and any(o.available for o in outcomes):
+            number = metric.partition(":")[0]
+            names = sorted(m for m in available if m.startswith(f"{number}:"))
+            raise UserError(
+                f"metric {metric!r} is in no run's report; experiment {number} reports: "
+                f"{', '.join(names) or 'nothing (skipped or not run)'}"
+            )

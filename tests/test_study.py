@@ -1,0 +1,199 @@
+"""A tiny study end to end: two arms, two seeds, a few steps; killed mid-way and continued (issue 13 §1)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from experiment_workspace import SETTINGS
+
+import experiment
+import study as study_script
+from core.tokenizer import encode
+from studying.spec import load_study
+
+REPO = Path(__file__).resolve().parent.parent
+VOCAB = 1024
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+TRAINING = dict(
+    batch_size=4,
+    gradient_accumulation_steps=1,
+    learning_rate=3e-3,
+    warmup_iters=1,
+    max_iters=6,
+    lr_decay_iters=6,
+    min_lr=3e-4,
+    eval_interval=3,
+    eval_iters=2,
+    log_interval=1,
+    dtype="float32",
+    max_new_tokens=0,
+    compile=False,
+)
+
+
+def write_workspace(root: Path) -> Path:
+    """Shakespeare as GPT-2 ids below VOCAB (train and val), a base config of a tiny model, and a
+    study file with two arms (reflow; gpt2-new read through a post-hoc SVD) and two seeds."""
+    text = (REPO / "data" / "shakespeare" / "input.txt").read_text(encoding="utf-8")[:40000]
+    ids = np.array([i for i in encode(text) if i < VOCAB], dtype=np.uint16)
+    data = root / "data" / "toy"
+    data.mkdir(parents=True)
+    ids[: len(ids) * 3 // 4].tofile(data / "train.bin")
+    ids[len(ids) * 3 // 4 :].tofile(data / "val.bin")
+    base = {**SETTINGS, **TRAINING, "block_size": 16, "data_dir": str(root / "data"), "model": "reflow"}
+    (root / "base.py").write_text("".join(f"{k} = {v!r}\n" for k, v in base.items()))
+    study_file = root / "tiny_study.py"
+    study_file.write_text(f"""
+base_config = {str(root / "base.py")!r}
+arms = {{"reflow": {{}}, "gpt2_new_svd": {{"model": "gpt2-new", "posthoc": "svd"}}}}
+seeds = [1, 2]
+experiments = [3]
+metrics = ["val loss", "3:effective rank", "crystallization depth"]
+comparisons = [("reflow", "gpt2_new_svd")]
+runs_dir = {str(root / "runs")!r}
+results_dir = {str(root / "results")!r}
+""")
+    return study_file
+
+
+def events(root: Path) -> list[dict]:
+    path = root / "runs" / "study_log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_gone(pid: int, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} still running")
+
+
+@pytest.fixture(scope="module")
+def killed_and_finished(tmp_path_factory):
+    """Start the study, SIGKILL it once its first run is trained, then run it again to the end."""
+    root = tmp_path_factory.mktemp("study")
+    study_file = write_workspace(root)
+    command = [sys.executable, str(REPO / "study.py"), str(study_file)]
+    first = subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while not any(e["event"] == "trained" for e in events(root)):
+        assert first.poll() is None, first.stdout.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    for e in events(root):
+        if e["event"] == "child":
+            wait_gone(e["pid"])  # its child got SIGTERM when the study died, and stops
+    study = load_study(str(study_file))
+    first_run = study.run_dir("reflow", 1)
+    mtime = (first_run / "ckpt.pt").stat().st_mtime_ns
+    killed_events = len(events(root))
+    second = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    return root, study, first_run, mtime, killed_events, second.stdout
+
+
+def test_the_study_finishes_without_retraining_finished_runs(killed_and_finished):
+    root, study, first_run, mtime, killed_events, output = killed_and_finished
+    assert (first_run / "ckpt.pt").stat().st_mtime_ns == mtime
+    later = events(root)[killed_events:]
+    assert not any(e["event"] == "train" and e["run"] == study.run_name("reflow", 1) for e in later)
+    for arm, seed in study.runs():
+        run = study.run_dir(arm, seed)
+        assert json.loads((run / "val_history.json").read_text()).keys() == {"0", "3", "6"}
+    # the two gpt2-new arms' runs were read through the post-hoc SVD, in their own reports folder
+    report = json.loads(
+        (
+            study.run_dir("gpt2_new_svd", 1) / "audit_reports_posthoc_svd" / "03_basis_geometry.json"
+        ).read_text()
+    )
+    assert report["skipped"] is None and "post-hoc truncated SVD" in report["definitions"]["factorization"]
+    assert "time left" in output or "min left" in output
+
+
+def test_the_comparison_is_written_with_every_part(killed_and_finished):
+    root, study, *_ = killed_and_finished
+    results = root / "results"
+    comparison = json.loads((results / "comparison.json").read_text())
+    assert [m["name"] for m in comparison["metrics"]] == [
+        "val loss",
+        "3:effective rank",
+        "crystallization depth",
+    ]
+    for m in comparison["metrics"][:2]:
+        for arm in ("reflow", "gpt2_new_svd"):
+            assert m["arms"][arm]["n"] == 2 and len(m["arms"][arm]["values"]) == 2
+        assert m["random_init"]["reflow"] is not None
+    val = comparison["metrics"][0]
+    assert all(v < val["random_init"]["reflow"] for v in val["arms"]["reflow"]["values"])  # it trained
+    (pair,) = comparison["comparisons"]
+    assert {"val loss", "3:effective rank"} <= {r["metric"] for r in pair["results"]}
+    assert all(r["verdict"] for r in pair["results"])
+    for name in ["comparison.md", "index.html", "val_loss_curves.png", *comparison["figures"]]:
+        assert (results / name).is_file(), name
+    assert "Holm" in (results / "comparison.md").read_text()
+    assert any(note.startswith("bigram floor: ") for note in comparison["notes"])
+    assert any(note.startswith("reflow: mean val loss") for note in comparison["notes"])
+
+
+def test_a_rerun_of_a_finished_study_trains_nothing_and_compare_reads_runs_as_they_are(
+    killed_and_finished, tmp_path
+):
+    root, study, *_ = killed_and_finished
+    before = len(events(root))
+    study_script.main([str(root / "tiny_study.py")])
+    assert not any(e["event"] in ("train", "experiments") for e in events(root)[before:])
+    runs = [str(study.run_dir(arm, seed)) for arm, seed in study.runs()]
+    study_script.main(["--runs", *runs, f"--out={tmp_path / 'cmp'}"])
+    comparison = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert set(comparison["arms"]) == {"model=reflow", "model=gpt2-new"}
+    assert "3:effective rank" in [m["name"] for m in comparison["metrics"]]
+    experiment.main(["--compare", *runs, f"--out={tmp_path / 'cmp2'}"])  # the same from experiment.py
+    again = json.loads((tmp_path / "cmp2" / "comparison.json").read_text())
+    assert again["metrics"] == comparison["metrics"]
+
+
+def test_study_file_mistakes_are_one_line(tmp_path, capsys):
+    study_file = write_workspace(tmp_path)
+    text = study_file.read_text()
+    for bad, expected in [
+        ('metrics = ["val loss", "3:effective rank", "crystallization depth"]', 'metrics = ["9:x"]'),
+        ("seeds = [1, 2]", "seeds = [1]"),
+        ('"posthoc": "svd"', '"posthoc": "pca"'),
+    ]:
+        study_file.write_text(text.replace(bad, expected))
+        with pytest.raises(SystemExit) as exit_info:
+            study_script.main([str(study_file)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_runs_of_one_arm_differ_in_the_seed_and_nothing_else_that_training_reads(tmp_path):
+    """The seed sets init (torch.manual_seed(seed) in train.load_model), data order (seed_for(seed, step))
+    and dropout (seed_for(seed, 'dropout', step, rank)); the study changes only it, and where the
+    run lives."""
+    study = load_study(str(write_workspace(tmp_path)))
+    for arm in study.arms:
+        one, two = (study.run_config(arm, seed).to_dict() for seed in study.seeds)
+        assert {k for k in one if one[k] != two[k]} == {"seed", "out_dir", "wandb_run_name"}
+
+
+def test_the_shipped_studies_load_and_share_runs_between_posthoc_readings():
+    for path in sorted((REPO / "studies").glob("*.py")):
+        study = load_study(str(path))
+        assert len(study.seeds) >= 3 and study.comparisons
+    native = load_study(str(REPO / "studies" / "native_vs_posthoc.py"))
+    assert native.run_dir("gpt2_new_svd", 1) == native.run_dir("gpt2_new_dictionary", 1)
+    assert native.run_dir("reflow", 1) != native.run_dir("gpt2_new_svd", 1)
