@@ -36,6 +36,14 @@ class Factorization:
     method: str  # 'native', 'svd' or 'dictionary'
     description: str  # one sentence for the reports
 
+    @property
+    def n_signals(self) -> int:
+        return self.basis.size(0)
+
+    def signal_activations(self, h: torch.Tensor) -> torch.Tensor:
+        """A state (..., C) read along every signal: a_s = h . basis_s, shape (..., S)."""
+        return h @ self.basis.t().to(h.dtype)
+
     def relative_error(self, embedding: torch.Tensor, rows: torch.Tensor | None = None) -> float:
         """||E - R B|| / ||E|| (Frobenius), over `rows` or all rows."""
         E = embedding.double() if rows is None else embedding.double()[rows]

@@ -1,0 +1,132 @@
+"""Drive the running explorer in headless Chromium (Playwright): the browser tests and the README's
+screenshots use these same steps.
+
+Chromium is Debian's (`apt-get install chromium`), started through Playwright's `executable_path`:
+`playwright install` would download a browser build, which fails offline.
+"""
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+LOCAL_PREFIXES = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
+VIEWPORT = {"width": 1280, "height": 900}
+CALL_TIMEOUT_MS = 60_000  # one button's answer, generous for a loaded 2-core machine
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium, or None where it is not installed."""
+    return next((path for path in CHROMIUM_PATHS if Path(path).exists()), None)
+
+
+@contextlib.contextmanager
+def served(state, port: int | None = None) -> Iterator[str]:
+    """The explorer for `state`, served on 127.0.0.1 in this process; yields its URL."""
+    from explorer.app import build_app, launch
+
+    app = build_app(state)
+    _, url, _ = launch(app, port=port, block=False)
+    try:
+        yield url
+    finally:
+        app.close()
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """A headless Chromium (Playwright Browser)."""
+    from playwright.sync_api import sync_playwright
+
+    path = chromium_path()
+    if path is None:
+        raise RuntimeError("Chromium is not installed; apt-get install -y chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class ExplorerPage:
+    """One browser tab on the explorer, with the steps a user takes, and every request it made."""
+
+    def __init__(self, browser, url: str):
+        self.page = browser.new_page(viewport=VIEWPORT)
+        self.requests: list[str] = []
+        self.page.on("request", lambda request: self.requests.append(request.url))
+        self.page.goto(url)
+        self.page.get_by_role("tab", name="Generate").wait_for()
+
+    def external_requests(self) -> list[str]:
+        """Requests that left this machine (anything but 127.0.0.1 and inline data)."""
+        return [url for url in self.requests if not url.startswith(LOCAL_PREFIXES)]
+
+    # --- filling in and clicking ---------------------------------------------------------------
+    def tab(self, name: str) -> None:
+        self.page.get_by_role("tab", name=name, exact=True).click()
+
+    def type(self, element_id: str, text) -> None:
+        self.page.locator(f"#{element_id}").locator("textarea, input").first.fill(str(text))
+
+    def choose(self, element_id: str, option: str) -> None:
+        self.page.locator(f"#{element_id}").get_by_text(option, exact=True).click()
+
+    def press(self, button_id: str) -> None:
+        """Click a button and wait until every output has its answer."""
+        self.page.locator(f"#{button_id}").click()
+        self.wait_until_answered()
+
+    def wait_until_answered(self) -> None:
+        """Wait until no output shows Gradio's progress indicator."""
+        busy = "[data-testid=status-tracker]:not(.hide)"
+        with contextlib.suppress(Exception):  # a quick answer may come before we look
+            self.page.wait_for_selector(busy, timeout=2000)
+        self.page.wait_for_function(f"() => !document.querySelector('{busy}')", timeout=CALL_TIMEOUT_MS)
+
+    def text(self, element_id: str) -> str:
+        return self.page.locator(f"#{element_id}").inner_text()
+
+    def table(self, element_id: str) -> list[list[str]]:
+        """The body rows of a Dataframe output, as cell texts."""
+        rows = self.page.locator(f"#{element_id} [role=row]:has([role=gridcell])")
+        return [[cell.strip() for cell in rows.nth(i).locator("[role=gridcell]").all_inner_texts()]
+                for i in range(rows.count())]
+
+    # --- the tabs' actions ---------------------------------------------------------------------
+    def show_token(self, word: str) -> None:
+        self.tab("Token")
+        self.type("token-word", word)
+        self.press("token-button")
+
+    def show_signal(self, signal) -> None:
+        self.tab("Signal")
+        self.type("signal-id", signal)
+        self.press("signal-button")
+
+    def run_lens(self, prompt: str, target: str = "", position=-1) -> None:
+        self.tab("Lens")
+        self.type("lens-prompt", prompt)
+        self.type("lens-target", target)
+        self.type("lens-position", position)
+        self.press("lens-button")
+
+    def intervene(self, prompt: str, kind: str, signals: str = "", layer=0, alpha=1.0,
+                  direction: str | None = None, concept: str = " love", tokens=20, seed=0) -> None:
+        self.tab("Intervene")
+        self.type("intervene-prompt", prompt)
+        self.choose("intervene-kind", kind)
+        self.type("intervene-signals", signals)
+        self.type("intervene-layer", layer)
+        self.type("intervene-alpha", alpha)
+        if direction:
+            self.choose("intervene-direction", direction)
+        self.type("intervene-concept", concept)
+        self.type("intervene-tokens", tokens)
+        self.type("intervene-seed", seed)
+        self.press("intervene-button")
+
+    def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(path), full_page=True)

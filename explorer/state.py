@@ -1,0 +1,143 @@
+"""What the explorer loads once and every view reads: the model and its precomputed tables.
+
+Loaded: the checkpoint (as data), in fp32 and eval mode. Precomputed: the token table the neighbour
+and analogy searches use (recipes, or the embedding on models without recipes), normalized once; the
+searchable vocabulary (the most frequent tokens of the training text); per-signal statistics over a
+fixed validation slice; and a copy of every weight, to prove after each intervention that it left
+them alone.
+"""
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint, model_name_of
+from core.config import Config
+from core.errors import UserError
+from core.hardware import resolve_device
+from experiments.context import Context
+from experiments.posthoc import Factorization
+from explorer.factorization import factorization_of
+from explorer.signal_stats import SignalStats, signal_statistics
+from models import Transformer
+
+SEARCH_VOCAB = 8000  # neighbour and analogy searches run over this many most frequent training tokens
+STATS_TOKENS = 8192  # validation tokens behind the per-signal statistics
+
+
+@dataclass
+class ExplorerState:
+    model: Transformer
+    cfg: Config
+    model_name: str
+    checkpoint: str
+    iter_num: int | None
+    factorization: Factorization | None
+    factorization_note: str  # where the recipes come from, or why there are none
+    vocabulary: torch.Tensor  # (K,) searchable token ids, most frequent first
+    token_space: str  # "recipe space" or "embedding space"
+    token_table: torch.Tensor  # (V, D) every token's row in that space
+    vocab_matrix: torch.Tensor  # (V, C) the model's embedding / readout, computed once (steering reads rows)
+    unit_rows: torch.Tensor  # (K, D) the searchable rows, normalized: neighbours are one matmul
+    signal_stats: SignalStats | None
+    signal_stats_note: str  # what text the statistics cover, or why there are none
+    reference_weights: list[torch.Tensor]  # a copy of every parameter as loaded
+    timings: dict = field(default_factory=dict)  # seconds per start-up stage, for the benchmark
+    # Hooks live on the shared model, so two requests must not run it at once: one could see the
+    # other's intervention.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.config.vocab_size
+
+    @property
+    def n_layer(self) -> int:
+        return self.model.config.n_layer
+
+
+def weights_unchanged(state: "ExplorerState") -> bool:
+    """Whether every parameter still equals, bit for bit, its copy taken at loading. An exact
+    comparison is also the cheapest check: one pass, no arithmetic (a float64 checksum costs several)."""
+    return all(torch.equal(p, ref) for p, ref in zip(state.model.parameters(), state.reference_weights,
+                                                      strict=True))
+
+
+@torch.no_grad()
+def restore_weights(state: "ExplorerState") -> None:
+    for p, ref in zip(state.model.parameters(), state.reference_weights, strict=True):
+        p.copy_(ref)
+
+
+def load_model(cfg: Config, ckpt: str | None) -> tuple[Transformer, str, str, int | None]:
+    """The model from --ckpt (or the config's out_dir) in fp32 eval mode; (model, name, file, iter)."""
+    path = ckpt if ckpt else cfg.out_dir
+    checkpoint = load_checkpoint(path)
+    name = model_name_of(checkpoint)
+    if name != cfg.model:
+        raise UserError(f"the checkpoint at {checkpoint_path(path)} is a {name} model but the config "
+                        f"describes a {cfg.model}; pass the config it was trained with")
+    model = model_from_checkpoint(checkpoint)
+    model = model.to(device=resolve_device(cfg.device), dtype=torch.float32).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)  # nothing here trains
+    return model, name, str(checkpoint_path(path)), checkpoint.get("iter_num")
+
+
+def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
+    """Load the checkpoint and precompute every table the views reuse."""
+    timings = {}
+    start = time.perf_counter()
+    model, name, file, iter_num = load_model(cfg, ckpt)
+    timings["load checkpoint"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    # The experiments' Context knows where the text is and how to read it; the explorer writes nothing.
+    text_cfg = dataclasses.replace(cfg, audit_vocab=SEARCH_VOCAB, audit_tokens=STATS_TOKENS)
+    text = Context(model=model, cfg=text_cfg, model_name=name, model_args=vars(model.config), checkpoint=file,
+                   iter_num=iter_num, reports_dir=Path(file).parent)
+    try:
+        vocabulary = text.frequent_tokens
+    except (UserError, OSError):
+        vocabulary = torch.tensor([])
+    if len(vocabulary) == 0:  # no text to count: search every token the tokenizer can produce
+        vocabulary = torch.arange(min(model.config.vocab_size, 50257))
+    factorization, note = factorization_of(model, name, cfg, rows=vocabulary)
+    if factorization is not None:
+        space, table = "recipe space", factorization.recipes
+    else:
+        space, table = "embedding space", model.vocab_matrix().detach().float()
+    table = table.cpu()
+    with torch.no_grad():
+        vocab_matrix = model.vocab_matrix().detach()  # on reflow a (V, S) @ (S, C) product: once
+    timings["token tables"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    stats, stats_note = None, ""
+    if factorization is None:
+        stats_note = note
+    else:
+        try:
+            windows = text.text_windows()
+            stats = signal_statistics(model, factorization, windows)
+            stats_note = (f"over the first {windows.numel():,} tokens of {text.val_path} "
+                          f"({len(windows)} windows of {windows.size(1)})")
+        except UserError as error:
+            stats_note = f"no per-signal statistics: {error}"
+    timings["signal statistics"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    reference = [p.detach().clone() for p in model.parameters()]
+    timings["copy of the weights"] = time.perf_counter() - start
+    return ExplorerState(
+        model=model, cfg=cfg, model_name=name, checkpoint=file, iter_num=iter_num,
+        factorization=factorization, factorization_note=note, vocabulary=vocabulary, token_space=space,
+        token_table=table, vocab_matrix=vocab_matrix, unit_rows=F.normalize(table[vocabulary], dim=-1),
+        signal_stats=stats,
+        signal_stats_note=stats_note, reference_weights=reference, timings=timings,
+    )

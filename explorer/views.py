@@ -1,0 +1,461 @@
+"""What each explorer view computes: plain tensors and numbers, no Gradio, so tests call them directly.
+
+Every function takes the loaded `ExplorerState` and the raw values a user typed; a value that cannot
+be used raises `UserError` with one line saying what to do, which the page shows in place of a result.
+The definitions the page prints beside each number are in DEFINITIONS.
+"""
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from core.errors import UserError
+from core.tokenizer import decode, encode
+from experiments.common import lens_logits, residual_norms, steering_hook, token_id
+from explorer.model_interface import final_hook_name, hooked, recording_hook, replacing_hook, residual_hook
+from explorer.model_interface import residual_states as _residual_states
+from explorer.state import ExplorerState, restore_weights, weights_unchanged
+from models.transformer import sample_next
+
+RECIPE_SIGNALS = 16  # bars in a token's recipe chart
+NEIGHBOURS = 10
+ANALOGY_ANSWERS = 10
+CODEBOOK_TOKENS = 10  # tokens per sign in a signal's codebook
+LENS_POSITIONS = 24  # the lens heatmap shows at most the last this many positions
+FLOW_SIGNALS = 12  # signals in the flow heatmap
+FLOW_CODEBOOK = 3  # tokens named beside each signal in the flow
+TOP_NEXT = 10  # next-token candidates shown before and after an intervention
+ALPHA_LIMIT = 100.0  # |alpha| above this only saturates the residual stream
+MAX_NEW_TOKENS = 500
+MAX_TOP_K = 1000
+
+REMOVE_AT_READOUT = "remove signals at the readout"
+REMOVE_FROM_RESIDUAL = "remove signals from the residual stream"
+ADD_DIRECTION = "add a direction"
+INTERVENTIONS = [REMOVE_AT_READOUT, REMOVE_FROM_RESIDUAL, ADD_DIRECTION]
+CONCEPT = "concept word"
+SENTIMENT = "sentiment (config's positive - negative words)"
+DIRECTIONS = [CONCEPT, SENTIMENT]
+
+DEFINITIONS = {
+    "recipe weight": "r_vs, entry s of token v's row of W_recipe: how much signal s goes into the token "
+                     "(bars: the largest |r_vs|, blue positive, red negative).",
+    "cosine": "cosine similarity between two tokens' rows in the token space (recipes, or the embedding "
+              "on models without recipes); 1 = same direction.",
+    "analogy": "3CosAdd: the tokens whose unit rows are closest (cosine) to unit(a) - unit(b) + unit(c), "
+               "a, b and c themselves left out.",
+    "codebook": "the tokens with the largest (+) and most negative (-) recipe weight r_vs in signal s's "
+                "column: what the signal promotes and suppresses at the output.",
+    "activation": "a_s = ln_f(h) . basis_s: the final hidden state at a position read along signal s.",
+    "firing rate": "share of validation positions where a_s exceeds 0.5 x its peak over the slice.",
+    "selectivity": "peak of a_s / mean of max(a_s, 0) over the slice: how much stronger its best context "
+                   "is than its typical one.",
+    "logit lens": "softmax(vocab_matrix @ ln_f(h_l)) for the residual stream h_l after layer l ('embed' = "
+                  "before any layer) at each position: the cell shows the top-1 token, its colour the "
+                  "target's probability.",
+    "signal flow": "a_s = ln_f(h_l) . basis_s after each layer at the chosen position, for the signals "
+                   "strongest after the last layer.",
+    "readout removal": "logits' = logits - sum over removed s of a_s r_vs: the output as if those signals "
+                       "were zero in the final hidden state (the weights are not touched).",
+    "residual removal": "after the chosen layer, at every position, the residual stream loses its "
+                        "component in the span of the removed signals' basis rows (orthogonal projection).",
+    "added direction": "h <- h + alpha x n_l x u after the chosen layer at every position, u a unit vector "
+                       "(a concept word's vocab-matrix row, or mean positive minus mean negative word), "
+                       "n_l the mean residual-stream norm after that layer on this prompt.",
+    "probability": "next-token probability after the prompt, before and after the intervention.",
+}
+
+
+# --- reading what the user typed ----------------------------------------------------------------
+def parse_word(state: ExplorerState, word: str | None, what: str = "word") -> int:
+    """The token id of a word that must be exactly one GPT-2 token in this model's vocabulary."""
+    if not word:
+        raise UserError(f"{what}: empty; type a word, e.g. ' king' (most words take a leading space)")
+    return token_id(word, state.vocab_size, what)
+
+
+def parse_prompt(state: ExplorerState, text: str | None) -> torch.Tensor:
+    """A prompt as a (1, T) batch on the model's device; empty or too long is refused."""
+    if not text:
+        raise UserError("the prompt is empty; type some text")
+    ids = encode(text)
+    block = state.model.config.block_size
+    if len(ids) > block:
+        raise UserError(f"the prompt is {len(ids)} tokens, longer than this model's context of {block}; "
+                        "shorten it")
+    if max(ids) >= state.vocab_size:
+        raise UserError(f"the prompt holds token {max(ids)} ({decode([max(ids)])!r}), outside this model's "
+                        f"vocabulary of {state.vocab_size}; use other words")
+    return torch.tensor([ids], device=next(state.model.parameters()).device)
+
+
+def as_number(value) -> float | None:
+    """A box's value as a finite float, or None when it is empty, NaN, infinite or not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_int(value, what: str, low: int, high: int) -> int:
+    """A whole number in [low, high] from a number box (which may hold None, NaN or a float)."""
+    number = as_number(value)
+    if number is None or number != int(number) or not low <= number <= high:
+        shown = "nothing" if value is None or value == "" else f"{value!r}"
+        raise UserError(f"{what}: {shown} is not a whole number from {low} to {high}")
+    return int(number)
+
+
+def parse_signal(state: ExplorerState, value) -> int:
+    n = state.factorization.n_signals
+    try:
+        return parse_int(value, "signal", 0, n - 1)
+    except UserError:
+        if as_number(value) is None:
+            raise UserError(f"signal: {value!r} is not a signal id; give one from 0 to {n - 1}")
+        raise UserError(f"signal {as_number(value):g} does not exist; this model has signals 0 to {n - 1}")
+
+
+def parse_signals(state: ExplorerState, text: str | None) -> list[int]:
+    """Signal ids from text like '3, 17 42'."""
+    n = state.factorization.n_signals
+    words = (text or "").replace(",", " ").split()
+    if not words:
+        raise UserError(f"no signals given; type signal ids from 0 to {n - 1}, e.g. 3, 17, 42")
+    return sorted({parse_signal(state, word) for word in words})
+
+
+def parse_layer(state: ExplorerState, value) -> int:
+    L = state.n_layer
+    try:
+        return parse_int(value, "layer", 0, L - 1)
+    except UserError:
+        if as_number(value) is None:
+            raise UserError(f"layer: {value!r} is not a layer; give one from 0 to {L - 1}")
+        raise UserError(f"layer {as_number(value):g} does not exist; this model has layers 0 to {L - 1}")
+
+
+def parse_alpha(value) -> float:
+    alpha = as_number(value)
+    if alpha is None:
+        raise UserError(f"alpha must be a finite number from -{ALPHA_LIMIT:g} to {ALPHA_LIMIT:g}")
+    if abs(alpha) > ALPHA_LIMIT:
+        raise UserError(f"alpha {alpha:g} is too large; use -{ALPHA_LIMIT:g} to {ALPHA_LIMIT:g} (in units of "
+                        "the residual stream's mean norm: 1 adds a vector as long as the stream itself)")
+    return alpha
+
+
+def parse_temperature(value) -> float:
+    temperature = as_number(value)
+    if temperature is None or not 0 <= temperature <= 10:
+        raise UserError("temperature: give a number from 0 (greedy) to 10")
+    return temperature
+
+
+def needs_factorization(state: ExplorerState, view: str) -> None:
+    if state.factorization is None:
+        raise UserError(f"{view} is unavailable: {state.factorization_note}")
+
+
+# --- Token ------------------------------------------------------------------------------------
+@dataclass
+class TokenCard:
+    token: int
+    recipe: list[tuple[int, float]]  # (signal, weight), largest |weight| first; empty without recipes
+    neighbours: list[tuple[int, float]]  # (token, cosine)
+    note: str  # anything the reader should know about this token's row
+
+
+def token_card(state: ExplorerState, word: str) -> TokenCard:
+    """A word's recipe (its strongest signals, with signs) and its nearest tokens by cosine."""
+    token = parse_word(state, word)
+    recipe = []
+    if state.factorization is not None:
+        row = state.factorization.recipes[token].cpu()
+        top = row.abs().topk(min(RECIPE_SIGNALS, row.numel())).indices
+        recipe = [(s, row[s].item()) for s in top.tolist() if row[s] != 0]  # reflow-topk rows are sparse
+    note = ""
+    if token not in set(state.vocabulary.tolist()):
+        note = (f"{decode([token])!r} is not among the {len(state.vocabulary):,} most frequent tokens of the "
+                "training text: its row saw little or no training")
+    return TokenCard(token, recipe, nearest(state, state.token_table[token], exclude=[token]), note)
+
+
+def nearest(state: ExplorerState, vector: torch.Tensor, exclude: list[int],
+            count: int = NEIGHBOURS) -> list[tuple[int, float]]:
+    """The `count` searchable tokens whose rows have the largest cosine with `vector`."""
+    cosines = state.unit_rows @ F.normalize(vector.float(), dim=-1)
+    excluded = torch.isin(state.vocabulary, torch.tensor(exclude))
+    cosines = cosines.masked_fill(excluded, -float("inf"))
+    top = cosines.topk(min(count, int((~excluded).sum())))
+    return [(state.vocabulary[i].item(), c) for i, c in zip(top.indices.tolist(), top.values.tolist(),
+                                                             strict=True)]
+
+
+def analogy(state: ExplorerState, a: str, b: str, c: str) -> list[tuple[int, float]]:
+    """a - b + c (3CosAdd on unit rows): the answers ranked by cosine."""
+    ids = [parse_word(state, w, what) for w, what in ((a, "a"), (b, "b"), (c, "c"))]
+    unit = F.normalize(state.token_table[ids], dim=-1)
+    return nearest(state, unit[0] - unit[1] + unit[2], exclude=ids, count=ANALOGY_ANSWERS)
+
+
+# --- Signal -----------------------------------------------------------------------------------
+@dataclass
+class SignalCard:
+    signal: int
+    promotes: list[tuple[int, float]]  # (token, recipe weight), largest first
+    suppresses: list[tuple[int, float]]  # (token, recipe weight), most negative first
+    firing_rate: float | None
+    selectivity: float | None
+    contexts: list[tuple[float, str, str, str]]  # (activation, text before, token, text after)
+
+
+def signal_card(state: ExplorerState, value) -> SignalCard:
+    """A signal's codebook over the searchable vocabulary, and its precomputed validation statistics."""
+    needs_factorization(state, "the Signal view")
+    signal = parse_signal(state, value)
+    column = state.factorization.recipes[state.vocabulary, signal].cpu()
+    k = min(CODEBOOK_TOKENS, column.numel())
+    up, down = column.topk(k), (-column).topk(k)
+    # Only weights of the right sign: reflow-topk's recipes are >= 0 and mostly exactly 0.
+    token = lambda i: (state.vocabulary[i].item(), column[i].item())
+    promotes = [token(i) for i in up.indices.tolist() if column[i] > 0]
+    suppresses = [token(i) for i in down.indices.tolist() if column[i] < 0]
+    stats = state.signal_stats
+    if stats is None:
+        return SignalCard(signal, promotes, suppresses, None, None, [])
+    values, positions = stats.top_values[:, signal].tolist(), stats.top_positions[:, signal].tolist()
+    contexts = [(value, *stats.context(p)) for value, p in zip(values, positions, strict=True)]
+    return SignalCard(signal, promotes, suppresses, stats.firing_rate[signal].item(),
+                      stats.selectivity[signal].item(), contexts)
+
+
+# --- Lens -------------------------------------------------------------------------------------
+@dataclass
+class Lens:
+    layers: list[str]  # 'embed', 'L0', ...
+    positions: list[int]  # the prompt positions shown (the last LENS_POSITIONS)
+    tokens: list[int]  # the prompt token at each shown position
+    top_tokens: torch.Tensor  # (L+1, P) top-1 token per layer and position
+    top_probs: torch.Tensor  # (L+1, P)
+    target: int
+    target_probs: torch.Tensor  # (L+1, P)
+    target_note: str
+
+
+@dataclass
+class Flow:
+    position: int
+    token: int
+    signals: list[int]
+    activations: torch.Tensor  # (L+1, k)
+    codebooks: list[list[int]]  # per signal, the tokens it promotes in the direction of its activation
+
+
+def residual_states(state: ExplorerState, idx: torch.Tensor) -> torch.Tensor:
+    """(L+1, T, C) residual stream of a (1, T) prompt; the lock keeps other requests' hooks out."""
+    with state.lock:
+        return _residual_states(state.model, idx)[:, 0]
+
+
+@torch.no_grad()
+def logit_lens(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor,
+               target_word: str | None) -> Lens:
+    """The logit lens over the last LENS_POSITIONS positions of a prompt, whose residual states are
+    `states` (L+1, T, C); the target defaults to the model's own top prediction at the last position."""
+    typed = parse_word(state, target_word, "target") if target_word else None
+    T = idx.size(1)
+    positions = list(range(max(0, T - LENS_POSITIONS), T))
+    probs = F.softmax(lens_logits(state.model, states[:, positions]).float(), dim=-1)  # (L+1, P, V)
+    top_probs, top_tokens = probs.max(dim=-1)
+    if typed is not None:
+        target, note = typed, f"target {decode([typed])!r} (typed)"
+    else:
+        target = top_tokens[-1, -1].item()
+        note = f"no target typed: the model's own next-token prediction {decode([target])!r}"
+    names = ["embed"] + [f"L{i}" for i in range(state.n_layer)]
+    return Lens(names, positions, idx[0, positions].tolist(), top_tokens.cpu(), top_probs.cpu(), target,
+                probs[..., target].cpu(), note)
+
+
+@torch.no_grad()
+def signal_flow(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor, position_value) -> Flow:
+    """The signals strongest after the last layer at a position, read after every layer."""
+    needs_factorization(state, "the signal flow")
+    T = idx.size(1)
+    position = parse_int(position_value, "position", -T, T - 1) % T
+    fac = state.factorization
+    activations = fac.signal_activations(state.model.ln_f(states[:, position])).cpu()  # (L+1, S)
+    k = min(FLOW_SIGNALS, activations.size(-1))
+    signals = activations[-1].abs().topk(k).indices.tolist()
+    codebooks = []
+    for s in signals:
+        sign = 1.0 if activations[-1, s] >= 0 else -1.0
+        column = sign * fac.recipes[state.vocabulary, s].cpu()
+        codebooks.append(state.vocabulary[column.topk(min(FLOW_CODEBOOK, column.numel())).indices].tolist())
+    return Flow(position, idx[0, position].item(), signals, activations[:, signals], codebooks)
+
+
+# --- Intervene ----------------------------------------------------------------------------------
+@dataclass
+class Intervention:
+    hooks: dict  # hook name -> hook function, in place while the model runs
+    readout_edit: Callable | None  # (final hidden state (B, C), logits (B, V)) -> edited logits
+    description: str
+
+
+@torch.no_grad()
+def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signals_text: str | None = None,
+                       layer_value=None, direction: str = CONCEPT, concept_word: str | None = None,
+                       alpha_value=None) -> Intervention:
+    """The hooks (and readout edit) that carry out one intervention on this prompt. None of them
+    writes to a weight: they edit activations as they pass."""
+    model = state.model
+    if kind == REMOVE_AT_READOUT:
+        needs_factorization(state, "removing signals")
+        fac, signals = state.factorization, parse_signals(state, signals_text)
+        recipes = fac.recipes[:, signals]  # (V, k)
+        basis = fac.basis[signals]  # (k, C)
+
+        def remove_at_readout(h, logits):
+            return logits - (h @ basis.t()) @ recipes.t()
+
+        return Intervention({}, remove_at_readout, f"signals {signals} removed at the readout")
+    if kind == REMOVE_FROM_RESIDUAL:
+        needs_factorization(state, "removing signals")
+        signals, layer = parse_signals(state, signals_text), parse_layer(state, layer_value)
+        rows = state.factorization.basis[signals]  # (k, C)
+        projector = rows.t() @ torch.linalg.pinv(rows @ rows.t()) @ rows  # (C, C) onto their span
+        return Intervention({residual_hook(model, layer): replacing_hook(lambda h: h - h @ projector)}, None,
+                            f"signals {signals} removed from the residual stream after layer {layer}")
+    if kind == ADD_DIRECTION:
+        layer, alpha = parse_layer(state, layer_value), parse_alpha(alpha_value)
+        if direction == SENTIMENT:
+            positive = [parse_word(state, w, "positive_words") for w in state.cfg.positive_words]
+            negative = [parse_word(state, w, "negative_words") for w in state.cfg.negative_words]
+            E = state.vocab_matrix.float()  # experiment 10's direction, from the precomputed matrix
+            unit, name = F.normalize(E[positive].mean(0) - E[negative].mean(0), dim=0), "sentiment"
+        else:
+            token = parse_word(state, concept_word, "concept word")
+            unit = F.normalize(state.vocab_matrix[token].float(), dim=0)
+            name = f"concept {decode([token])!r}"
+        with state.lock:
+            norm = residual_norms(model, idx)[layer]
+        vector = alpha * norm * unit
+        return Intervention({residual_hook(model, layer): steering_hook(vector)}, None,
+                            f"{name} direction added after layer {layer} with alpha {alpha:g} "
+                            f"(|vector| = {vector.norm():.3g})")
+    raise UserError(f"unknown intervention {kind!r}; choose one of: {', '.join(INTERVENTIONS)}")
+
+
+@torch.no_grad()
+def next_token_logits(state: ExplorerState, idx: torch.Tensor,
+                      intervention: Intervention | None) -> torch.Tensor:
+    """(V,) logits for the token after a (1, T) prompt, with the intervention in place."""
+    hooks, final = dict(intervention.hooks) if intervention else {}, {}
+    if intervention and intervention.readout_edit:
+        hooks[final_hook_name()] = recording_hook(final, "h")
+    with state.lock, hooked(state.model, hooks):
+        logits = state.model(idx, last_only=True)[0][:, -1]
+    if intervention and intervention.readout_edit:
+        logits = intervention.readout_edit(final["h"][:, -1], logits)
+    return logits[0].float()
+
+
+@dataclass
+class NextTokens:
+    before: torch.Tensor  # (V,) probabilities without the intervention
+    after: torch.Tensor  # (V,) with it
+    description: str
+
+    def top(self, which: str, k: int = TOP_NEXT) -> list[tuple[int, float, float]]:
+        """(token, p before, p after) for the top k of `which` ('before' or 'after')."""
+        probs = self.before if which == "before" else self.after
+        return [(t, self.before[t].item(), self.after[t].item()) for t in probs.topk(k).indices.tolist()]
+
+
+def next_tokens(state: ExplorerState, idx: torch.Tensor, intervention: Intervention) -> NextTokens:
+    before = F.softmax(next_token_logits(state, idx, None), dim=-1)
+    after = F.softmax(next_token_logits(state, idx, intervention), dim=-1)
+    check_weights(state)
+    return NextTokens(before.cpu(), after.cpu(), intervention.description)
+
+
+class WeightsChanged(RuntimeError):
+    """The loaded weights differ from what was loaded: a bug, never the user's doing."""
+
+
+def check_weights(state: ExplorerState) -> None:
+    """After every intervention: if any weight differs from the copy taken at loading (interventions
+    must only edit activations), put the loaded weights back and say so."""
+    with state.lock:
+        if weights_unchanged(state):
+            return
+        restore_weights(state)
+    raise WeightsChanged("the weights changed during this call (a bug in the explorer); they have been "
+                         "restored to the loaded checkpoint, and this result is void")
+
+
+# --- Generate -----------------------------------------------------------------------------------
+@torch.no_grad()
+def stream_tokens(state: ExplorerState, idx: torch.Tensor, max_new_tokens: int, temperature: float,
+                  top_k: int | None, seed: int, intervention: Intervention | None = None) -> Iterator[int]:
+    """New token ids one at a time, with a key/value cache, exactly as model.generate draws them
+    (same seed, same tokens); with an intervention, its hooks and readout edit act at every step.
+    The lock is taken per step, so a long generation does not hold up the other tabs."""
+    model = state.model
+    block = model.config.block_size
+    generator = torch.Generator(device=idx.device).manual_seed(seed)
+    hooks, final = dict(intervention.hooks) if intervention else {}, {}
+    edit = intervention.readout_edit if intervention else None
+    if edit:
+        hooks[final_hook_name()] = recording_hook(final, "h")
+    caches = None
+    shared = model.shared_vocab_weights()  # once per call, as in model.generate: reflow-topk's costs a step
+    for _ in range(max_new_tokens):
+        with state.lock, hooked(model, hooks):
+            if idx.size(1) > block:  # the window slides: cached keys no longer hold, recompute
+                logits, _ = model(idx[:, -block:], last_only=True, shared_vocab_weights=shared)
+            elif caches is None:  # prefill: the whole prompt at once
+                caches = model.new_caches(1)
+                logits, _ = model(idx, caches=caches, last_only=True, shared_vocab_weights=shared)
+            else:  # decode: only the newest token
+                start = caches[0].length
+                logits, _ = model(idx[:, start:], start_pos=start, caches=caches, last_only=True,
+                                  shared_vocab_weights=shared)
+        logits = logits[:, -1]
+        if edit:
+            logits = edit(final["h"][:, -1], logits)
+        token = sample_next(logits, temperature, top_k, generator)
+        idx = torch.cat((idx, token), dim=1)
+        yield token.item()
+
+
+def generation_settings(state: ExplorerState, temperature, top_k, max_tokens, seed) -> tuple:
+    """(temperature, top_k or None, max new tokens, seed) from the Generate tab's boxes."""
+    top_k = parse_int(top_k, "top-k", 0, MAX_TOP_K)
+    return (parse_temperature(temperature), top_k or None,
+            parse_int(max_tokens, "max tokens", 1, MAX_NEW_TOKENS), parse_int(seed, "seed", 0, 2**31 - 1))
+
+
+def generate_text(state: ExplorerState, prompt: str, temperature, top_k, max_tokens, seed) -> Iterator[str]:
+    """The prompt's continuation, growing one token at a time (the Generate tab streams it)."""
+    idx = parse_prompt(state, prompt)
+    temperature, top_k, max_tokens, seed = generation_settings(state, temperature, top_k, max_tokens, seed)
+    new: list[int] = []
+    for token in stream_tokens(state, idx, max_tokens, temperature, top_k, seed):
+        new.append(token)
+        yield decode(new)
+
+
+def paired_samples(state: ExplorerState, idx: torch.Tensor, intervention: Intervention, tokens: int,
+                   seed: int, temperature: float = 1.0, top_k: int | None = 40) -> tuple[str, str]:
+    """(unsteered, steered) continuations drawn with the same seed, so only the intervention differs."""
+    plain = decode(list(stream_tokens(state, idx, tokens, temperature, top_k, seed)))
+    steered = decode(list(stream_tokens(state, idx, tokens, temperature, top_k, seed, intervention)))
+    check_weights(state)
+    return plain, steered

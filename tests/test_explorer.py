@@ -1,0 +1,364 @@
+"""The explorer's computations on a tiny checkpoint, each checked against an independent computation,
+and every bad input of issue 14 turned into one line (no browser here; see test_explorer_browser.py)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from explorer_workspace import make_state
+from train_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
+
+import explore
+from core.errors import UserError
+from core.tokenizer import encode
+from experiments.control_steering import sentiment_direction
+from experiments.related_work import selectivity_stats
+from explorer import app, views
+from explorer.model_interface import residual_states
+from explorer.state import load_state
+from models import MODELS
+
+HE, HIM, SHE, HER = 339, 683, 673, 607  # ' he', ' him', ' she', ' her': in the tiny vocabulary (1024)
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    return make_state(tmp_path_factory.mktemp("explorer"), "reflow")
+
+
+@pytest.fixture(scope="module")
+def gpt2_state(tmp_path_factory):
+    return make_state(tmp_path_factory.mktemp("explorer_gpt2"), "gpt2")
+
+
+def final_signals(state, idx):
+    """Independent: the final hidden state (after ln_f) of every position, read along every signal."""
+    h = state.model.ln_f(state.model.hidden_states(idx)[-1])
+    return h @ state.model.basis.t()
+
+
+# --- Token ------------------------------------------------------------------------------------
+def test_token_card_recipe_and_neighbours(state):
+    card = views.token_card(state, " he")
+    row = state.model.recipe[HE].detach()
+    assert card.token == HE and len(card.recipe) == views.RECIPE_SIGNALS
+    assert [s for s, _ in card.recipe] == row.abs().topk(views.RECIPE_SIGNALS).indices.tolist()
+    assert all(w == pytest.approx(row[s].item()) for s, w in card.recipe)  # signs kept
+    vocab = state.vocabulary
+    cosines = F.cosine_similarity(state.model.recipe[vocab].detach(), row[None], dim=-1)
+    cosines[vocab == HE] = -2
+    expected = cosines.topk(views.NEIGHBOURS)
+    assert [t for t, _ in card.neighbours] == vocab[expected.indices].tolist()
+    assert [c for _, c in card.neighbours] == pytest.approx(expected.values.tolist(), abs=1e-5)
+
+
+def test_analogy_finds_the_constructed_answer(tmp_path):
+    """With recipes built so that her = he - him + she exactly, a - b + c returns her first, cosine 1."""
+    state = make_state(tmp_path, "reflow")
+    with torch.no_grad():
+        recipes = state.token_table
+        recipes[[HE, HIM, SHE]] = torch.eye(3, recipes.size(1)) * 0.05
+        recipes[HER] = F.normalize(recipes[HE], dim=0) - F.normalize(recipes[HIM], dim=0) + \
+            F.normalize(recipes[SHE], dim=0)
+        state.unit_rows = F.normalize(recipes[state.vocabulary], dim=-1)
+    answers = views.analogy(state, " he", " him", " she")
+    assert answers[0][0] == HER and answers[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert not {HE, HIM, SHE} & {t for t, _ in answers}
+
+
+# --- Signal -----------------------------------------------------------------------------------
+def test_signal_card_codebook_statistics_and_contexts(state):
+    signal = 3
+    card = views.signal_card(state, signal)
+    column = state.model.recipe[state.vocabulary, signal].detach()
+    k = views.CODEBOOK_TOKENS
+    assert [t for t, _ in card.promotes] == state.vocabulary[column.topk(k).indices].tolist()
+    assert [t for t, _ in card.suppresses] == state.vocabulary[(-column).topk(k).indices].tolist()
+    # The precomputed statistics match experiment 14's definitions on an independent forward.
+    stats = state.signal_stats
+    windows = torch.from_numpy(stats.tokens.astype("int64")).view(-1, stats.window)
+    activations = final_signals(state, windows).flatten(0, 1)
+    firing, selectivity = selectivity_stats(activations)
+    assert card.firing_rate == pytest.approx(firing[signal].item())
+    assert card.selectivity == pytest.approx(selectivity[signal].item(), rel=1e-4)
+    best = activations[:, signal].topk(len(card.contexts))
+    assert [c[0] for c in card.contexts] == pytest.approx(best.values.tolist(), rel=1e-4)
+    for (_, _, token, _), position in zip(card.contexts, best.indices.tolist(), strict=True):
+        assert encode(token) == [int(stats.tokens[position])]  # the highlighted token is where it fired
+
+
+# --- Lens -------------------------------------------------------------------------------------
+def test_lens_last_layer_is_the_model_output(state):
+    idx = views.parse_prompt(state, "I think that the man said")
+    states = views.residual_states(state, idx)
+    lens = views.logit_lens(state, idx, states, " the")
+    probs = F.softmax(state.model(idx)[0][0], dim=-1)  # (T, V)
+    assert lens.layers == ["embed", "L0", "L1"] and lens.positions == list(range(idx.size(1)))
+    assert lens.top_tokens[-1].tolist() == probs.argmax(-1).tolist()
+    assert lens.target_probs[-1] == pytest.approx(probs[:, 262].tolist(), abs=1e-5)
+    own = views.logit_lens(state, idx, states, "")  # no target: the model's own prediction
+    assert own.target == probs[-1].argmax().item()
+
+
+def test_lens_shows_only_the_last_positions_of_a_long_prompt(state):
+    idx = torch.arange(100, 100 + views.LENS_POSITIONS + 5)[None]
+    lens = views.logit_lens(state, idx, views.residual_states(state, idx), " the")
+    assert lens.positions == list(range(5, views.LENS_POSITIONS + 5))
+
+
+def test_signal_flow_reads_every_layer_along_the_strongest_signals(state):
+    idx = views.parse_prompt(state, "I think that the man said")
+    states = views.residual_states(state, idx)
+    flow = views.signal_flow(state, idx, states, 2)
+    final = final_signals(state, idx)[0, 2]
+    assert flow.position == 2 and flow.token == idx[0, 2].item()
+    assert flow.signals == final.abs().topk(views.FLOW_SIGNALS).indices.tolist()
+    assert flow.activations[-1] == pytest.approx(final[flow.signals].tolist(), abs=1e-5)
+    assert views.signal_flow(state, idx, states, -1).position == idx.size(1) - 1
+
+
+# --- Intervene --------------------------------------------------------------------------------
+def test_readout_removal_is_the_readout_without_those_signals(state):
+    idx = views.parse_prompt(state, "I think that")
+    removed = [1, 4, 9]
+    intervention = views.build_intervention(state, idx, views.REMOVE_AT_READOUT, "9, 1 4")
+    result = views.next_tokens(state, idx, intervention)
+    signals = final_signals(state, idx)[0, -1]
+    signals[removed] = 0
+    expected = F.softmax(signals @ state.model.recipe.t(), dim=-1)
+    assert result.after == pytest.approx(expected.tolist(), abs=1e-6)
+    assert result.before == pytest.approx(F.softmax(state.model(idx)[0][0, -1], -1).tolist(), abs=1e-6)
+    everything = ", ".join(map(str, range(state.factorization.n_signals)))
+    remove_all = views.build_intervention(state, idx, views.REMOVE_AT_READOUT, everything)
+    flat = views.next_tokens(state, idx, remove_all)
+    assert flat.after == pytest.approx([1 / state.vocab_size] * state.vocab_size)  # no signal, no preference
+
+
+def test_residual_removal_leaves_nothing_along_the_removed_signals(state):
+    idx = views.parse_prompt(state, "I think that")
+    intervention = views.build_intervention(state, idx, views.REMOVE_FROM_RESIDUAL, "2 5", layer_value=0)
+    (name, hook), = intervention.hooks.items()
+    assert name == "blocks.0.hook_resid_post"
+    h = torch.randn(1, 4, state.model.config.n_embd)
+    edited = hook(h)
+    basis = state.model.basis[[2, 5]]
+    assert (edited @ basis.t()).abs().max() < 1e-5
+    other = torch.linalg.svd(basis, full_matrices=True).Vh[2:]  # directions orthogonal to both
+    kept = (h @ other.t()).flatten().tolist()
+    assert (edited @ other.t()).flatten().tolist() == pytest.approx(kept, abs=1e-5)
+    assert not torch.equal(views.next_tokens(state, idx, intervention).after,
+                           views.next_tokens(state, idx, intervention).before)
+
+
+def test_added_direction_is_alpha_times_the_mean_norm(state):
+    idx = views.parse_prompt(state, "I think that")
+    intervention = views.build_intervention(state, idx, views.ADD_DIRECTION, layer_value=1,
+                                            concept_word=" he", alpha_value=2.0)
+    hook = intervention.hooks["blocks.1.hook_resid_post"]
+    norm = residual_states(state.model, idx)[2].norm(dim=-1).mean()
+    unit = F.normalize(state.model.vocab_matrix()[HE], dim=0)
+    h = torch.zeros(1, 3, state.model.config.n_embd)
+    assert hook(h)[0, 0] == pytest.approx((2.0 * norm * unit).tolist(), abs=1e-5)
+    zero = views.build_intervention(state, idx, views.ADD_DIRECTION, layer_value=1, concept_word=" he",
+                                    alpha_value=0.0)
+    result = views.next_tokens(state, idx, zero)
+    assert torch.equal(result.before, result.after)
+    sentiment = views.build_intervention(state, idx, views.ADD_DIRECTION, layer_value=0,
+                                         direction=views.SENTIMENT, alpha_value=3.0)
+    ids = lambda words: [encode(w)[0] for w in words]
+    unit = sentiment_direction(state.model, ids(state.cfg.positive_words), ids(state.cfg.negative_words))
+    norm = residual_states(state.model, idx)[1].norm(dim=-1).mean()
+    added = sentiment.hooks["blocks.0.hook_resid_post"](torch.zeros(1, 1, state.model.config.n_embd))[0, 0]
+    assert added.tolist() == pytest.approx((3.0 * norm * unit).tolist(), abs=1e-5)  # experiment 10's
+
+
+def test_interventions_never_change_the_weights_and_a_change_is_caught(state):
+    idx = views.parse_prompt(state, "I think that")
+    before = [p.clone() for p in state.model.parameters()]
+    for kind, extra in ((views.REMOVE_AT_READOUT, {}), (views.REMOVE_FROM_RESIDUAL, {}),
+                        (views.ADD_DIRECTION, {"concept_word": " he", "alpha_value": 5.0})):
+        intervention = views.build_intervention(state, idx, kind, "1 2 3", layer_value=0, **extra)
+        views.next_tokens(state, idx, intervention)
+        views.paired_samples(state, idx, intervention, tokens=4, seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(state.model.parameters(), before, strict=True))
+    with torch.no_grad():
+        state.model.basis[0, 0] += 1.0  # what a buggy intervention would do
+    with pytest.raises(views.WeightsChanged, match="restored"):
+        views.check_weights(state)
+    assert all(torch.equal(p, q) for p, q in zip(state.model.parameters(), before, strict=True))
+
+
+# --- Generate ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("temperature, top_k", [(0.0, None), (1.0, 5), (0.8, None)])
+def test_streamed_tokens_are_model_generate_s(state, temperature, top_k):
+    """Same seed, same tokens as model.generate, also once the window slides past block_size (32)."""
+    idx = torch.tensor([encode("I think that the man said that he would go to the")[:12] * 2])  # 24 tokens
+    streamed = list(views.stream_tokens(state, idx, 20, temperature, top_k, seed=3))
+    generator = torch.Generator().manual_seed(3)
+    reference = state.model.generate(idx, 20, temperature=temperature, top_k=top_k, generator=generator)
+    assert streamed == reference[0, idx.size(1):].tolist()
+
+
+def test_generate_text_grows_one_token_at_a_time(state):
+    texts = list(views.generate_text(state, "I think that", 0.0, 0, 5, 0))
+    assert len(texts) == 5 and all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
+
+
+# --- bad input ------------------------------------------------------------------------------
+@pytest.mark.parametrize("call, message", [
+    (lambda s: views.token_card(s, " hello world"), "2 GPT-2 tokens"),
+    (lambda s: views.token_card(s, " love"), "outside this model's vocabulary"),
+    (lambda s: views.token_card(s, ""), "empty"),
+    (lambda s: views.parse_prompt(s, ""), "the prompt is empty"),
+    (lambda s: views.parse_prompt(s, " the" * 40), "longer than this model's context of 32"),
+    (lambda s: views.signal_card(s, 16), "signal 16 does not exist; this model has signals 0 to 15"),
+    (lambda s: views.signal_card(s, -1), "does not exist"),
+    (lambda s: views.signal_card(s, None), "signal: None is not a signal id; give one from 0 to 15"),
+    (lambda s: views.signal_card(s, 2.5), "signal 2.5 does not exist"),
+    (lambda s: views.parse_layer(s, 2), "layer 2 does not exist; this model has layers 0 to 1"),
+    (lambda s: views.parse_layer(s, 0.5), "does not exist"),
+    (lambda s: views.parse_layer(s, float("nan")), "is not a layer"),
+    (lambda s: views.parse_alpha(1e9), "too large"),
+    (lambda s: views.parse_alpha(float("nan")), "finite number"),
+    (lambda s: views.parse_signals(s, "1, x"), "'x' is not a signal id"),
+    (lambda s: views.parse_signals(s, "1 16.5"), "signal 16.5 does not exist"),
+    (lambda s: views.parse_signals(s, ""), "no signals given"),
+    (lambda s: list(views.generate_text(s, "I", 0.5, 0, 10_000, 0)), "max tokens"),
+    (lambda s: list(views.generate_text(s, "I", math.inf, 0, 5, 0)), "temperature"),
+])
+def test_bad_input_is_one_line(state, call, message):
+    with pytest.raises(UserError, match=message) as error:
+        call(state)
+    assert "\n" not in str(error.value)
+
+
+def test_handlers_show_errors_in_the_page_and_clear_results(state, monkeypatch):
+    status, codebook, contexts = app.show_signal(state, 99)
+    assert "does not exist" in status and "explorer-error" in status and codebook is None and contexts is None
+    status, *_ = app.run_lens(state, "I think that", " the", 7)
+    assert "position: 7 is not a whole number from -3 to 2" in status, status
+    *_, (status, *outputs) = app.run_intervention(state, "I think", views.ADD_DIRECTION, "", 0, 1e9,
+                                                  views.CONCEPT, " he", 5, 0)
+    assert "too large" in status and outputs == [None] * 4
+    monkeypatch.setattr(views, "token_card", lambda *_: 1 / 0)  # an unexpected failure: one line, no trace
+    status, plot, rows = app.show_token(state, " he")
+    assert "internal error (ZeroDivisionError" in status and "Traceback" not in status
+    assert plot is None and rows is None
+
+
+# --- every architecture -------------------------------------------------------------------------
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_every_architecture_answers_every_tab(tmp_path, model_name):
+    state = make_state(tmp_path, model_name)
+    has_recipes = state.model.has_recipes
+    status, plot, rows = app.show_token(state, " he")
+    assert len(rows) == views.NEIGHBOURS and (plot is not None) == has_recipes, status
+    status, *_ = app.show_signal(state, 1)
+    assert ("firing rate" in status) == has_recipes and ("unavailable" in status) != has_recipes
+    status, heatmap, flow = app.run_lens(state, "I think that", " the", -1)
+    assert "lens-grid" in heatmap and ("flow-grid" in flow) == has_recipes
+    if model_name == "reflow-topk":  # sparse, non-negative recipes: no zero bars, nothing suppressed
+        assert len(views.token_card(state, " he").recipe) == state.cfg.topk
+        card = views.signal_card(state, 1)
+        assert card.suppresses == [] and all(w > 0 for _, w in card.promotes)
+    *_, (status, before, after, plain, steered) = app.run_intervention(
+        state, "I think that", views.ADD_DIRECTION, "", 1, 2.0, views.CONCEPT, " he", 4, 0)
+    assert "weights unchanged (checked)" in status and before != after and plain != steered
+    assert "".join(views.generate_text(state, "I think", 1.0, 5, 3, 0))
+
+
+# --- models without recipes -------------------------------------------------------------------
+def test_gpt2_explains_what_is_unavailable(gpt2_state):
+    state = gpt2_state
+    assert state.factorization is None and "no recipes" in state.factorization_note
+    card = views.token_card(state, " he")  # neighbours still work, in embedding space
+    assert state.token_space == "embedding space" and card.recipe == []
+    assert len(card.neighbours) == views.NEIGHBOURS
+    status, *_ = app.show_signal(state, 0)
+    assert "Signal view is unavailable" in status and "no recipes" in status
+    status, heatmap, flow = app.run_lens(state, "I think that", " the", -1)
+    assert "signal flow unavailable" in status and "lens-grid" in heatmap and flow == ""
+    idx = views.parse_prompt(state, "I think that")
+    with pytest.raises(UserError, match="removing signals is unavailable"):
+        views.build_intervention(state, idx, views.REMOVE_AT_READOUT, "1")
+    steered = views.build_intervention(state, idx, views.ADD_DIRECTION, layer_value=0, concept_word=" he",
+                                       alpha_value=1.0)
+    result = views.next_tokens(state, idx, steered)
+    assert not torch.equal(result.before, result.after)
+
+
+def test_posthoc_svd_turns_the_recipe_views_on_for_gpt2(tmp_path):
+    """gpt2 read through a truncated SVD of its embedding (--posthoc=svd): the recipe and signal views
+    come on, and the recipes times the basis give back the embedding."""
+    state = make_state(tmp_path, "gpt2", posthoc="svd")
+    assert "truncated SVD" in state.factorization_note and state.signal_stats is not None
+    E = state.model.vocab_matrix().detach()
+    torch.testing.assert_close(state.factorization.recipes @ state.factorization.basis, E,
+                               atol=1e-4, rtol=1e-4)
+    assert len(views.token_card(state, " he").recipe) == views.RECIPE_SIGNALS
+    assert views.signal_card(state, 0).contexts
+    idx = views.parse_prompt(state, "I think that")
+    removal = views.build_intervention(state, idx, views.REMOVE_AT_READOUT, "0 1")
+    result = views.next_tokens(state, idx, removal)
+    assert not torch.equal(result.before, result.after)
+
+
+# --- the command --------------------------------------------------------------------------------
+def test_explore_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
+    from experiment_workspace import make_run
+    config_file, _ = make_run(tmp_path, "reflow")
+    _, gpt2 = make_run(tmp_path, "gpt2")
+    with pytest.raises(SystemExit) as exit_:
+        explore.main([str(config_file), "--ckpt", gpt2.out_dir])
+    assert exit_.value.code == 2
+    assert "is a gpt2 model but the config describes a reflow" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        explore.main([])
+    assert "usage: python explore.py CONFIG" in capsys.readouterr().err
+
+
+def test_missing_validation_text_is_said_not_fatal(tmp_path):
+    from experiment_workspace import make_run
+    config_file, cfg = make_run(tmp_path, "reflow")
+    (tmp_path / "data" / "toy" / "val.bin").unlink()
+    from core.config import load_config
+    state = load_state(load_config(str(config_file)))
+    assert state.signal_stats is None and "no validation text" in state.signal_stats_note
+    assert views.signal_card(state, 0).contexts == []
+
+
+def test_a_context_stays_within_the_window_the_model_saw(state):
+    stats = state.signal_stats
+    start = stats.window  # the first position of the second window
+    left, token, right = stats.context(start)
+    assert left == "" and encode(token) == [int(stats.tokens[start])]
+    left, _, _ = stats.context(start + 3)
+    assert encode(left) == stats.tokens[start:start + 3].tolist()
+
+
+def test_explore_command_serves_the_page_and_stops_on_ctrl_c(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from experiment_workspace import REPO, make_run
+    config_file, _ = make_run(tmp_path, "reflow")
+    with socket.socket() as probe:  # a port free right now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, str(REPO / "explore.py"), str(config_file), "--port", str(port)]
+    # A child of a non-interactive shell may start with Ctrl-C ignored; restore what a terminal gives.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        line = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line or process.stderr.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
+            assert response.status == 200 and b"<html" in response.read()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
