@@ -61,14 +61,28 @@ def link_if_exists(folder: Path, name: str | None, text: str) -> str:
 
 
 def tally(report: dict) -> str:
+    """The summary cell: how many judged metrics beat their control, and what each one beat."""
     if report.get("skipped"):
         return '<span class="none">skipped</span>'
     judged = [m for m in report.get("metrics", []) if m.get("beats_control") is not None]
     if not judged:
-        return '<span class="none">descriptive</span>'
-    won = sum(bool(m["beats_control"]) for m in judged)
-    kind = "yes" if won == len(judged) else "no" if won == 0 else "some"
-    return f'<span class="{kind}">{won} of {len(judged)}</span>'
+        return '<span class="none">no test (descriptive)</span>'
+    won = [m for m in judged if m["beats_control"]]
+    kind = "yes" if len(won) == len(judged) else "no" if not won else "some"
+    beaten = sorted({str(m.get("against") or m.get("control_name")) for m in won})
+    detail = f": beats {html.escape(', '.join(beaten))}" if beaten else ": beats no control"
+    return f'<span class="{kind}">{len(won)} of {len(judged)}</span>{detail}'
+
+
+def p_cell(m: dict) -> str:
+    if m.get("p_value") is None:
+        return "—"
+    return f"{m['p_value']:.3g} ({m.get('p_holm') or m['p_value']:.3g}), {m.get('test')}, n = {m.get('n')}"
+
+
+def ci_cell(m: dict) -> str:
+    ci = m.get("ci")
+    return "—" if not ci or None in ci else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
 
 
 def render_section(folder: Path, r: dict) -> str:
@@ -88,11 +102,14 @@ def render_section(folder: Path, r: dict) -> str:
         return "\n".join(parts)
     rows = "".join(
         f"<tr><td>{e(m['name'])}</td><td class='num'>{e(format_cell(m.get('value')))}</td>"
+        f"<td class='num'>{e(ci_cell(m))}</td>"
         f"<td>{e(m.get('control_name') or '—')}</td><td class='num'>{e(format_cell(m.get('control')))}</td>"
-        f"<td>{verdict_cell(m.get('beats_control'))}</td></tr>"
+        f"<td class='num'>{e(p_cell(m))}</td>"
+        f"<td>{verdict_cell(m.get('beats_control'))} {e(m.get('verdict') or '')}</td></tr>"
         for m in r.get("metrics", []))
-    parts.append("<table><tr><th>metric</th><th>value</th><th>control</th><th>control value</th>"
-                 f"<th>beats control</th></tr>{rows}</table>")
+    parts.append("<table><tr><th>metric</th><th>value</th><th>95% CI</th><th>control</th><th>control "
+                 "value</th>"
+                 f"<th>p (Holm)</th><th>verdict</th></tr>{rows}</table>")
     definitions = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in r.get("definitions", {}).items())
     if definitions:
         parts.append(f"<details><summary>Definitions</summary><ul>{definitions}</ul></details>")
@@ -122,10 +139,15 @@ def render(folder: Path, reports: list[dict], broken: list[str]) -> str:
     if not reports:
         head.append("<p>No experiment has run yet: <code>python experiment.py CONFIG --run all</code></p>")
     else:
-        head.append("<section><h2>Experiments</h2><p class='meta'>Each structural metric is shown beside a "
-                    "control (the random-init model, random signals, shuffled labels, an unrelated input); "
-                    "'beats control' says whether the structure is stronger than the control's.</p>"
-                    "<table><tr><th>#</th><th>experiment</th><th>group</th><th>beats control</th>"
+        head.append("<section><h2>Experiments</h2><p class='meta'>Each judged metric is tested against "
+                    "a null "
+                    "that can fail (rotated signal bases, shuffled labels, random word directions, random "
+                    "tokens, overlap-matched sentences, a trained reference); a metric beats it only "
+                    "when its "
+                    "Holm-corrected p-value is below 0.05. Random init is a floor, shown and never judged. "
+                    "The last column names what was beaten.</p>"
+                    "<table><tr><th>#</th><th>experiment</th><th>group</th><th>verdicts (what was "
+                    "beaten)</th>"
                     f"<th>run</th></tr>{summary_rows}</table></section>")
     if broken:
         head.append(f"<p class='skipped'>Unreadable report files left out: {e(', '.join(broken))}</p>")

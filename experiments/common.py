@@ -5,6 +5,7 @@ Everything here works on the models' common interface (`vocab_matrix`, `effectiv
 experiment reads the same on all five architectures.
 """
 
+import re
 import sys
 
 import torch
@@ -53,6 +54,15 @@ def label(token: int) -> str:
     """A token as readable text for tables and plots (leading space shown as '·')."""
     text = decode([token]).replace("\n", "\\n")
     return "·" + text[1:] if text.startswith(" ") else text
+
+
+def frequent_words(ctx, exclude) -> list[int]:
+    """The frequent tokens that are whole words like the config's (a space, then letters: ' crown'),
+    minus `exclude`: the pool of random words for nulls, so a null word is the same kind of token as
+    the words it stands in for, not punctuation or a word piece."""
+    excluded = set(exclude)
+    return [t for t in ctx.frequent_tokens.tolist()
+            if t not in excluded and re.fullmatch(r" [A-Za-z]+", decode([t]))]
 
 
 def grouped_words(ctx) -> tuple[list[int], list[str]]:
@@ -126,11 +136,6 @@ def steered_next_token_probs(model: Transformer, idx: torch.Tensor, layer: int,
     return F.softmax(logits[:, -1].float(), dim=-1)
 
 
-def random_directions(count: int, dim: int, generator: torch.Generator) -> torch.Tensor:
-    """`count` unit vectors drawn uniformly on the sphere in `dim` dimensions."""
-    return F.normalize(torch.randn(count, dim, generator=generator), dim=-1)
-
-
 @torch.no_grad()
 def next_token_probs(model: Transformer, idx: torch.Tensor, hooks: dict | None = None) -> torch.Tensor:
     """Next-token distribution (V) after a (1, T) prompt, with optional hooks in place."""
@@ -145,3 +150,37 @@ def residual_norms(model: Transformer, idx: torch.Tensor) -> torch.Tensor:
     names = [model.resid_hook(i) for i in range(model.config.n_layer)]
     _, cache = model.run_with_cache(idx, names, stop_at_layer=model.config.n_layer)  # no readout
     return torch.stack([cache[name].norm(dim=-1).mean() for name in names])
+
+
+# --- removing directions from the residual stream ----------------------------------------------
+def stream_hooks(model: Transformer) -> list[str]:
+    """The points where the residual stream is complete: after the embedding and after every layer.
+    Editing all of them edits everything any layer reads or the readout sees."""
+    return ["hook_embed"] + [model.resid_hook(i) for i in range(model.config.n_layer)]
+
+
+def projection_hook(projectors: torch.Tensor):
+    """A hook that removes from each group of batch rows its own subspace: projectors (G, C, C)
+    are orthogonal projectors, the batch (G * b, T, C) holds G groups of b rows, and row group g
+    becomes h - h P_g. G = 1 removes one subspace from the whole batch."""
+    def hook(h):
+        G = projectors.size(0)
+        grouped = h.view(G, -1, h.size(-1))  # (G, b * T, C)
+        return (grouped - grouped @ projectors.to(h.dtype)).view_as(h)
+    return hook
+
+
+def projector(directions: torch.Tensor) -> torch.Tensor:
+    """(C, C) orthogonal projector onto the span of the rows of directions (k, C)."""
+    q, _ = torch.linalg.qr(directions.double().t())  # (C, k) orthonormal columns
+    return (q @ q.t()).float()
+
+
+@torch.no_grad()
+def logits_at(model: Transformer, idx: torch.Tensor, positions: torch.Tensor,
+              hooks: dict | None = None) -> torch.Tensor:
+    """(B, P, V) logits of idx (B, T) at the given positions only, with optional hooks in place:
+    the readout, most of a forward's cost at a 50k vocabulary, runs on P positions, not T."""
+    with model.hooks({**(hooks or {}), "hook_final": lambda h: h[:, positions]}):
+        logits, _ = model(idx)
+    return logits.float()

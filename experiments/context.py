@@ -1,8 +1,8 @@
 """What every experiment is handed: the trained model, its random-init control, the config, and text.
 
-The control is the same architecture at random initialization, built from the checkpoint's
-model_args with a fixed seed: a metric that claims structure must beat it, or the structure came
-from the architecture and the metric, not from training.
+Random init (the same architecture, built from the checkpoint's model_args with fixed seeds) is a
+floor, shown beside the numbers and never judged on its few draws. Verdicts come from nulls that can
+fail (experiments/nulls.py, experiments/statistics.py) and, when given, the trained reference.
 
 Two additions for comparisons (issue 13):
   - `cfg.posthoc` ('svd' or 'dictionary') gives gpt2 / gpt2-new a post-hoc factorization of the

@@ -5,20 +5,33 @@
 9. Causal Ablation: remove the signals that carry the target's logit and watch its probability.
 """
 
+from dataclasses import dataclass
+
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 import torch
 import torch.nn.functional as F
 
-from core.tokenizer import decode
-from experiments.common import label, lens_logits, token_id
+from experiments.common import (
+    label,
+    lens_logits,
+    logits_at,
+    projection_hook,
+    projector,
+    stream_hooks,
+    token_id,
+)
 from experiments.context import Context
+from experiments.nulls import NULL_BASES, random_rotations, rotated_signals, svd_factorization
 from experiments.report import Report
+from experiments.statistics import bootstrap_ci, paired_p, percentile
 
 TOP_SIGNALS = 16  # signals shown in the flow heatmaps and counted in the energy share
-ABLATE_K = 10  # signals ablated, one at a time and cumulatively
-RANDOM_DRAWS = 20  # random signal sets averaged for the ablation control
+ABLATE_K = 10  # signals removed together (besides the single top signal)
+ABLATION_WINDOWS = 16  # validation windows: half to choose the signals, half to measure
+ABLATION_CONTEXT = 64  # tokens per window
+ABLATION_STRIDE = 2  # every other position from T/4 on is scored: 24 per window of 64, 192 per half
 CODEBOOK_TOKENS = 8
 
 
@@ -83,15 +96,24 @@ def layer_evolution(ctx: Context, report: Report) -> None:
                   "final prob (random init)"], rows, title="Summary")
     # Per model: the mean over prompts; each random-init seed is one draw of the control.
     by_seed = [[prompt_controls[i] for prompt_controls in control_results] for i in range(len(ctx.controls))]
+    final_probs = [r["prob"][-1].item() for r in results]
     mean_prob = lambda rs: float(np.mean([r["prob"][-1].item() for r in rs]))
     mean_rank = lambda rs: float(np.exp(np.mean([np.log(r["rank"][-1].item()) for r in rs])))
     top_share = lambda rs: float(np.mean([int(r["rank"][-1]) == 1 for r in rs]))
+    report.define("intervals", "95% bootstrap intervals over the target prompts.")
     report.metric("final target probability", mean_prob(results), [mean_prob(rs) for rs in by_seed],
-                  "random-init models", higher_is_structure=True)
+                  "random-init models (floor)", ci=bootstrap_ci(final_probs))
     report.metric("final target rank (geometric mean)", mean_rank(results), [mean_rank(rs) for rs in by_seed],
-                  "random-init models", higher_is_structure=False)
+                  "random-init models (floor)")
     report.metric("targets predicted first", top_share(results), [top_share(rs) for rs in by_seed],
-                  "random-init models", higher_is_structure=True)
+                  "random-init models (floor)", ci=bootstrap_ci([float(r["rank"][-1] == 1) for r in results]))
+    if ctx.reference is not None:
+        theirs = [lens(ctx.reference.model, ctx.prompt(p, "target_prompts"),
+                       token_id(w, ctx.vocab_size, "target_prompts"))["prob"][-1].item()
+                  for p, w in ctx.cfg.target_prompts]
+        report.metric("final target probability (vs reference)", mean_prob(results), float(np.mean(theirs)),
+                      "reference model", higher_is_structure=True, n=len(theirs), test="paired",
+                      p_value=paired_p(final_probs, theirs, True))
     axes[0].set(xlabel="layer", ylabel="target probability", title="Logit lens (dotted: random init)")
     axes[0].legend(fontsize=7)
     axes[1].set_yscale("log")
@@ -130,9 +152,17 @@ def signal_flow(ctx: Context, report: Report) -> None:
                   f"the {k} strongest signals. Higher: the readout is concentrated in a few signals.")
     report.define("persistence", f"overlap (Jaccard) of the {k} strongest signals after each layer with "
                   "those after the last layer, averaged over layers: how early the final signals appear.")
-    report.metric("energy share", energy_share(flow[-1, -1], k),
-                  [energy_share(f[-1, -1], k) for f in control_flows], "random-init models",
-                  higher_is_structure=True)
+    rotations = random_rotations(NULL_BASES, flow.size(-1), ctx.generator(report.number))
+    null = [energy_share(flow[-1, -1] @ q, k) for q in rotations]
+    report.define("basis null", f"the energy share of the same state read in {NULL_BASES} Haar-random "
+                  "rotations "
+                  "of signal space (a -> a Q: the same model with W_recipe Q, Q^T W_basis).")
+    report.metric("energy share", energy_share(flow[-1, -1], k), null,
+                  f"basis null ({NULL_BASES} rotated signal bases)", higher_is_structure=True)
+    report.metric("energy share: percentile in the basis null",
+                  percentile(energy_share(flow[-1, -1], k), null))
+    report.metric("energy share (random-init floor)", energy_share(flow[-1, -1], k),
+                  [energy_share(f[-1, -1], k) for f in control_flows], "random-init models")
 
     def persistence(f):
         strongest = lambda a: set(a.abs().topk(k).indices.tolist())
@@ -162,90 +192,171 @@ def signal_flow(ctx: Context, report: Report) -> None:
     report.figure(fig, "heatmaps")
 
 
+# --- 9. causal ablation in the forward pass ------------------------------------------------
+@dataclass
+class AblationText:
+    """Validation windows split in two: signals are chosen on `choose`, their removal is measured on
+    `measure`, so the choice cannot fit the positions it is judged on."""
+    choose: torch.Tensor  # (N, T) windows
+    measure: torch.Tensor  # (N, T) windows
+    positions: torch.Tensor  # (P,) positions scored in every window
+
+
+def ablation_text(ctx: Context) -> AblationText:
+    """ABLATION_WINDOWS windows of ABLATION_CONTEXT tokens (or fewer if the text is short), halved;
+    every ABLATION_STRIDE-th position from the ABLATION_CONTEXT // 4-th on is scored."""
+    tokens = ctx.all_val_tokens[: ctx.cfg.audit_tokens].astype(np.int64)
+    T = min(ABLATION_CONTEXT, ctx.model.config.block_size, len(tokens) // 2)
+    n = min(ABLATION_WINDOWS, len(tokens) // T) // 2 * 2
+    windows = torch.from_numpy(tokens[: n * T].reshape(n, T)).to(ctx.device)
+    positions = torch.arange(T // 4, T - 1, ABLATION_STRIDE, device=ctx.device)
+    return AblationText(windows[: n // 2], windows[n // 2 :], positions)
+
+
 @torch.no_grad()
-def ablated_probs(recipe: torch.Tensor, signals: torch.Tensor, removed: list[int], target: int) -> float:
-    """The target's probability when the readout skips the `removed` signals: logits =
-    (a with a_s = 0 for removed s) @ W_recipe^T. This is the unembedding with those signals gone."""
-    kept = signals.clone()
-    kept[removed] = 0
-    logits = kept @ recipe.t()
-    return F.softmax(logits.float(), dim=-1)[target].item()
+def readout_coordinates(model, windows: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
+                        directions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(n,): each direction's mean contribution to the target's logit over the scored positions.
+
+    The readout writes logits = sum_j (f . d_j) w_vj for a decomposition of the vocab matrix over
+    directions d_j (signal basis rows with recipes as weights, or any orthonormal basis u_j with
+    weights E u_j); contribution_j = (f . d_j) w_{target, j}, f the final state after ln_f."""
+    final = model.run_with_cache(windows, ["hook_final"])[1]["hook_final"][:, positions]  # (N, P, C)
+    coordinates = final @ directions.t()  # (N, P, n)
+    return (coordinates * weights[targets]).mean((0, 1))
+
+
+@torch.no_grad()
+def ablation_effect(model, windows: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
+                    subspaces: torch.Tensor, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each of G subspaces (G, k, C): the mean drop in log p(target) and the share of positions
+    whose top-1 prediction changes, when the subspace is projected out of the residual stream after
+    the embedding and after every layer. Several subspaces run in one batch, `chunk` at a time."""
+    clean = F.log_softmax(logits_at(model, windows, positions), dim=-1)
+    clean_target = clean.gather(-1, targets[..., None])[..., 0]  # (N, P)
+    clean_top = clean.argmax(-1)
+    drops, changed = [], []
+    for group in subspaces.split(chunk):
+        projectors = torch.stack([projector(d) for d in group]).to(windows.device)
+        hook = projection_hook(projectors)
+        batch = windows.repeat(len(group), 1)  # (G * N, T): group g's windows are rows g*N .. (g+1)*N
+        logp = F.log_softmax(logits_at(model, batch, positions, {name: hook for name in stream_hooks(model)}),
+                             dim=-1).view(len(group), *clean.shape)
+        target = logp.gather(-1, targets.expand(len(group), -1, -1)[..., None])[..., 0]
+        drops.append((clean_target - target).mean((1, 2)))
+        changed.append((logp.argmax(-1) != clean_top).float().mean((1, 2)))
+    return torch.cat(drops).cpu(), torch.cat(changed).cpu()
+
+
+@torch.no_grad()
+def attribute_then_ablate(model, text: AblationText, targets_of, directions: torch.Tensor,
+                          weights: torch.Tensor, counts: list[int]) -> dict:
+    """The whole procedure in one basis: choose the k directions with the largest mean contribution
+    to the target logit on text.choose, remove them on text.measure (for each k in counts)."""
+    chosen = readout_coordinates(model, text.choose, text.positions, targets_of(text.choose), directions,
+                                 weights).argsort(descending=True)
+    subspaces = [directions[chosen[:k]] for k in counts]
+    out = {"chosen": chosen[: max(counts)].tolist()}
+    for k, sub in zip(counts, subspaces, strict=True):
+        drop, changed = ablation_effect(model, text.measure, text.positions, targets_of(text.measure),
+                                        sub[None])
+        out[k] = (drop.item(), changed.item())
+    return out
+
+
+@torch.no_grad()
+def null_ablations(model, text: AblationText, targets_of, recipe: torch.Tensor, basis: torch.Tensor,
+                   rotations: torch.Tensor, k: int) -> torch.Tensor:
+    """(G, 2): attribute-then-ablate with k directions in each rotated signal basis (recipe Q,
+    Q^T basis) for the G rotations Q (G, S, S), batched: the drop in log p(target) and the top-1
+    change rate per basis. The model is the same in every basis; only which directions count as
+    "signals" changes."""
+    choose_targets, measure_targets = targets_of(text.choose), targets_of(text.measure)
+    final = model.run_with_cache(text.choose, ["hook_final"])[1]["hook_final"][:, text.positions]  # (N, P, C)
+    subspaces = []
+    for rotation in rotations:
+        weights, frame = rotated_signals(recipe[choose_targets], basis, rotation)
+        contribution = ((final @ frame.t()) * weights).mean((0, 1))
+        subspaces.append(frame[contribution.topk(k).indices])
+    drop, changed = ablation_effect(model, text.measure, text.positions, measure_targets,
+                                    torch.stack(subspaces))
+    return torch.stack([drop, changed], dim=1)
 
 
 @torch.no_grad()
 def causal_ablation(ctx: Context, report: Report) -> None:
-    """Causal Ablation: for a prompt and target ("The capital of France is" -> " Paris"), the target's
-    logit is sum_s a_s r_ts over signals; knock out the signals with the largest contributions
-    a_s r_ts from the readout, one at a time and cumulatively, and compare with knocking out
-    random signals. Each signal's codebook lists the tokens it promotes most."""
+    """Causal Ablation, in the forward pass and out of sample: on one half of the validation
+    windows, rank the signals by their mean contribution a_s r_ts to the logit of the true next
+    token t; on the other half, project the top 1 and top ABLATE_K signal directions (basis rows) out
+    of the residual stream after the embedding and after every layer, and measure how much log p(t)
+    drops and how often the top prediction changes. The same procedure in NULL_BASES random
+    orthonormal bases of the residual stream, and in the SVD basis of the model's own vocab matrix,
+    is the null: the signals are special only if removing them does more than removing the
+    directions any basis would pick."""
     model = ctx.model
-    prompt, target_word = ctx.cfg.target_prompts[0]
-    idx = ctx.prompt(prompt, "target_prompts[0]")
-    target = token_id(target_word, ctx.vocab_size, "target_prompts[0]")
-    logits, cache = model.run_with_cache(idx, ["hook_final"])
-    # Small enough for the CPU: S activations and the (V, S) recipes.
-    signals = model.signal_activations(cache["hook_final"][0, -1]).cpu()  # (S,)
-    recipe = model.effective_recipe().cpu()
-    readout = signals @ recipe.t()
-    assert torch.allclose(readout, logits[0, -1].cpu(), atol=1e-3, rtol=1e-4), "readout != model output"
-    contributions = signals * recipe[target]  # (S,): a_s r_ts, summing to the target's logit
-    # The signals that carry the target: those adding to its logit, largest first.
-    positive = int((contributions > 0).sum())
-    k = min(ABLATE_K, positive)
-    order = contributions.argsort(descending=True)[:k].tolist()
-    if k == 0:
-        report.skip(f"no signal adds to the logit of {target_word!r} after {prompt!r}; nothing to ablate")
-        return
-    clean = ablated_probs(recipe, signals, [], target)
-    single = [ablated_probs(recipe, signals, [s], target) for s in order]
-    cumulative = [ablated_probs(recipe, signals, order[: i + 1], target) for i in range(k)]
-    generator = ctx.generator(report.number)
-    random_curves = torch.tensor([
-        [ablated_probs(recipe, signals, draw[: i + 1], target) for i in range(k)]
-        for draw in (torch.randperm(signals.numel(), generator=generator)[:k].tolist()
-                     for _ in range(RANDOM_DRAWS))
-    ])  # (draws, k)
-    random_mean = random_curves.mean(0)
+    text = ablation_text(ctx)
+    next_token = lambda windows: windows[:, text.positions + 1]  # (N, P): the true next tokens
+    recipe, basis = model.effective_recipe().detach().float(), model.basis.detach().float()
+    counts = sorted({1, min(ABLATE_K, basis.size(0))})
+    signal = attribute_then_ablate(model, text, next_token, basis, recipe, counts)
+    E = model.vocab_matrix().detach().float()
+    _, svd_rows = svd_factorization(E.cpu())
+    svd_rows = svd_rows.to(ctx.device)
+    svd = attribute_then_ablate(model, text, next_token, svd_rows, E @ svd_rows.t(), counts)
+    rotations = random_rotations(NULL_BASES, basis.size(0), ctx.generator(report.number)).to(ctx.device)
+    nulls = {k: null_ablations(model, text, next_token, recipe, basis, rotations, k) for k in counts}
+    positions = text.measure.size(0) * text.positions.numel()
 
-    report.define("contribution", "c_s = a_s * r_ts: signal s's share of the target logit, with a_s the "
-                  "final hidden state (after ln_f) read along signal s and r_ts the target's recipe weight.")
-    report.define("ablation", "the readout with a_s set to 0 for the removed signals: "
-                  "logits = a' @ W_recipe^T, so every token loses what those signals gave it.")
-    report.define("probability drop", f"1 - p(target | top {k} signals removed) / p(target): 1 = the "
-                  "prediction collapsed, 0 = no effect.")
-    report.define("control", f"removing {k} random signals instead of the top-attributed ones "
-                  f"(mean over {RANDOM_DRAWS} draws).")
-    report.metric("clean target probability", clean)
-    report.metric("probability after removing the top signal", single[0], random_curves[:, 0].tolist(),
-                  "one random signal removed", higher_is_structure=False)
-    report.metric("probability drop", 1 - cumulative[-1] / clean, (1 - random_curves[:, -1] / clean).tolist(),
-                  f"{k} random signals removed", higher_is_structure=True)
-    report.define("logit share", f"sum of the top {k} contributions / sum of all positive contributions.")
-    report.metric("logit share", (contributions[order].sum() / contributions.clamp_min(0).sum()).item())
+    report.define("procedure", f"signals ranked by mean contribution c_s = a_s r_ts to the true next token's "
+                  f"logit over {text.choose.size(0) * text.positions.numel()} positions of "
+                  f"{text.choose.size(0)} validation windows (a_s = ln_f(h) . basis_s, r_ts the "
+                  f"target's recipe weight); their basis rows projected out of the residual stream after "
+                  f"the embedding and after each of the {model.config.n_layer} layers (h <- h - h P, P the "
+                  f"projector onto their span) on {positions} positions of {text.measure.size(0)} other "
+                  "windows.")
+    report.define("log-prob drop", "mean over measured positions of log p(true next token) clean minus "
+                  "ablated. Higher: the removed directions carried the prediction.")
+    report.define("top-1 changed", "share of measured positions whose top prediction changes.")
+    report.define("basis null", f"the same attribute-then-ablate procedure in {NULL_BASES} Haar-random "
+                  "orthonormal rotations of signal space (W_recipe -> W_recipe Q, W_basis -> Q^T "
+                  "W_basis: the "
+                  "same model, other directions called signals), chosen and measured on the same halves. The "
+                  "signal basis's percentile among them is shown; the orthonormal SVD basis of E (right "
+                  "singular vectors, weights E V) beside.")
+    for k in counts:
+        drop, changed = signal[k]
+        null_drop, null_changed = nulls[k][:, 0].tolist(), nulls[k][:, 1].tolist()
+        what = "the top signal" if k == 1 else f"the top {k} signals"
+        report.metric(f"log-prob drop, {what}", drop, null_drop, "basis null (rotated signal bases)",
+                      higher_is_structure=True)
+        report.metric(f"log-prob drop, {what}: percentile in the basis null", percentile(drop, null_drop))
+        report.metric(f"log-prob drop, {k} SVD direction{'s' if k > 1 else ''} of E", svd[k][0])
+        report.metric(f"top-1 changed, {what}", changed, null_changed, "basis null (rotated signal bases)",
+                      higher_is_structure=True)
+
+    reference = ctx.reference.signal_model if ctx.reference is not None else None
+    if reference is not None:  # the same procedure in the reference's own (native or post-hoc) signals
+        theirs = attribute_then_ablate(reference, text, next_token, reference.basis.detach().float(),
+                                       reference.effective_recipe().detach().float(), counts)
+        for k in counts:
+            report.metric(f"log-prob drop, top {k} signal{'s' if k > 1 else ''} of the reference",
+                          theirs[k][0], signal[k][0], "this model")
 
     vocab = ctx.frequent_tokens
     rows = []
-    for rank, s in enumerate(order):
-        sign = 1.0 if signals[s] >= 0 else -1.0
-        codebook = vocab[(sign * recipe[vocab, s]).topk(min(CODEBOOK_TOKENS, len(vocab))).indices]
-        rows.append([rank + 1, s, contributions[s].item(), single[rank], cumulative[rank],
-                     ", ".join(label(t) for t in codebook.tolist())])
-    report.table(["#", "signal", "contribution", "p(target), this one removed", "p(target), top 1..# removed",
-                  "codebook: tokens it promotes here"], rows,
-                 title=f"{prompt!r} → {label(target)} (clean p = {clean:.4g}, logit {readout[target]:.3f})")
+    for rank, s in enumerate(signal["chosen"]):
+        codebook = vocab[recipe[vocab, s].cpu().topk(min(CODEBOOK_TOKENS, len(vocab))).indices]
+        rows.append([rank + 1, s, ", ".join(label(t) for t in codebook.tolist())])
+    report.table(["#", "signal", "codebook: tokens with the largest recipe weight"], rows,
+                 title="Signals chosen on the first half (most contribution first)")
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    steps = np.arange(0, k + 1)
-    axes[0].plot(steps, [clean] + cumulative, "o-", label="top-attributed signals")
-    low, high = random_curves.quantile(0.1, dim=0), random_curves.quantile(0.9, dim=0)
-    axes[0].plot(steps, [clean] + random_mean.tolist(), "s--",
-                 label=f"random signals (mean of {RANDOM_DRAWS})")
-    axes[0].fill_between(steps[1:], low.numpy(), high.numpy(), alpha=0.2, color="C1")
-    axes[0].set(xlabel="signals removed (cumulative)", ylabel=f"p({decode([target])!r})",
-                title="Cumulative ablation")
-    axes[0].legend()
-    axes[1].bar([str(s) for s in order], single)
-    axes[1].axhline(clean, color="k", ls=":", label="clean")
-    axes[1].set(xlabel="signal (by contribution)", ylabel="target probability", title="One signal removed")
-    axes[1].legend()
-    report.figure(fig, "curves")
+    fig, axes = plt.subplots(1, len(counts), figsize=(6 * len(counts), 4), squeeze=False)
+    for ax, k in zip(axes[0], counts, strict=True):
+        ax.hist(nulls[k][:, 0].numpy(), bins=25, color="C7", alpha=0.7,
+                label=f"random orthonormal bases ({NULL_BASES})")
+        ax.axvline(signal[k][0], color="C3", lw=2, label="signal basis")
+        ax.axvline(svd[k][0], color="C0", ls="--", label="SVD basis of E")
+        ax.set(xlabel="mean drop in log p(true next token)", ylabel="bases",
+               title=f"Removing the top {k} direction{'s' if k > 1 else ''} at every layer")
+        ax.legend(fontsize=8)
+    report.figure(fig, "null")

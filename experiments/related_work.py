@@ -1,7 +1,7 @@
 """Group E, from related work: the representation-geometry and feature-dashboard views.
 
-13. Representation Geometry: effective rank and isotropy of hidden states, head similarity, active
-    fraction of MLP units, per layer; on every model.
+13. Representation Geometry: effective rank and isotropy of hidden states, head similarity, the
+    share of MLP units above their layer's RMS, per layer; on every model.
 14. Signal Selectivity: for every signal over validation text, how often it fires, how peaked it is,
     and the contexts where it fires most, like a sparse-autoencoder feature dashboard.
 """
@@ -17,13 +17,17 @@ from tqdm import tqdm
 from core.tokenizer import decode
 from experiments.common import effective_rank, label
 from experiments.context import Context
+from experiments.nulls import NULL_BASES, random_rotations
 from experiments.report import Report
+from experiments.statistics import percentile
 
 GEOMETRY_WINDOWS = 16  # validation windows for the hidden-state statistics
 ATTENTION_WINDOWS = 4  # of which this many for the attention patterns (T x T each)
 RANDOM_PAIRS = 4096  # position pairs sampled for the anisotropy
 BATCH_WINDOWS = 8  # windows per forward pass
+MLP_ABOVE_RMS = "MLP units above layer RMS"  # formerly "active fraction", which read like the paper's 11%
 FIRING_FRACTION = 0.5  # a signal fires where its activation exceeds this fraction of its peak
+NULL_POSITIONS = 4096  # positions read in each rotated basis of the selectivity null
 DASHBOARD_SIGNALS = 8
 DASHBOARD_CONTEXTS = 5
 CONTEXT_LEFT, CONTEXT_RIGHT = 12, 3  # tokens shown around an activation
@@ -41,7 +45,7 @@ def head_similarity(patterns: torch.Tensor) -> float:
 @torch.no_grad()
 def layer_geometry(model, windows: torch.Tensor, generator: torch.Generator) -> dict[str, list[float]]:
     """Per layer: effective rank and anisotropy of the residual stream, head similarity, and the
-    active fraction of MLP hidden units."""
+    share of MLP hidden units above their layer's RMS."""
     L = model.config.n_layer
     names = ["hook_embed"] + [model.resid_hook(i) for i in range(L)]
     mlp = [f"blocks.{i}.mlp.hook_post" for i in range(L)]
@@ -59,7 +63,7 @@ def layer_geometry(model, windows: torch.Tensor, generator: torch.Generator) -> 
             states.setdefault(name, []).append(value)
     # The embedding has no attention or MLP: those two start with a gap (NaN) at 'embed'.
     out = {"effective rank": [], "anisotropy": [], "head similarity": [math.nan],
-           "active fraction": [math.nan]}
+           MLP_ABOVE_RMS: [math.nan]}
     for name in names:
         H = torch.cat(states[name]).flatten(0, 1)  # (N, C)
         out["effective rank"].append(effective_rank(H - H.mean(0)))
@@ -70,15 +74,15 @@ def layer_geometry(model, windows: torch.Tensor, generator: torch.Generator) -> 
         out["head similarity"].append(head_similarity(torch.cat(states[patterns[layer]])))
         hidden = torch.cat([h.flatten(0, 1) for h in states[mlp[layer]]])
         rms = hidden.pow(2).mean().sqrt()
-        out["active fraction"].append((hidden.abs() > rms).float().mean().item())
+        out[MLP_ABOVE_RMS].append((hidden.abs() > rms).float().mean().item())
     return out
 
 
 @torch.no_grad()
 def representation_geometry(ctx: Context, report: Report) -> None:
     """Representation Geometry: per layer, the effective rank and the anisotropy of the hidden states
-    over validation text, how similar the attention heads' patterns are, and the active fraction of
-    MLP units; the random-init model is the control. Runs on every architecture."""
+    over validation text, how similar the attention heads' patterns are, and the share of MLP
+    units above their layer's RMS; random init is a floor. Runs on every architecture."""
     windows = ctx.text_windows(max_windows=GEOMETRY_WINDOWS)
     geometry = layer_geometry(ctx.model, windows, ctx.generator(report.number))
     controls = [layer_geometry(c, windows, ctx.generator(report.number)) for c in ctx.controls]
@@ -93,8 +97,11 @@ def representation_geometry(ctx: Context, report: Report) -> None:
     report.define("head similarity", "mean cosine between the attention patterns (T x T, flattened) of every "
                   f"pair of heads in a layer, over {ATTENTION_WINDOWS} windows. Lower: heads attend "
                   "differently.")
-    report.define("active fraction", "fraction of MLP hidden activations whose magnitude exceeds their "
-                  "layer's RMS.")
+    report.define(MLP_ABOVE_RMS, "fraction of MLP hidden activations (SwiGLU / GELU outputs) whose magnitude "
+                  "exceeds their layer's RMS: a shape statistic of the MLP activations (a Gaussian "
+                  "gives 0.317). "
+                  "It is not the paper's 11% 'active signals per token', which is about recipes; see "
+                  "experiment 2.")
     last = len(names) - 1
     report.metric("effective rank (last layer)", geometry["effective rank"][last],
                   [c["effective rank"][last] for c in controls], "random-init models")
@@ -103,9 +110,10 @@ def representation_geometry(ctx: Context, report: Report) -> None:
     report.metric("head similarity (mean over layers)", float(np.nanmean(geometry["head similarity"])),
                   [float(np.nanmean(c["head similarity"])) for c in controls], "random-init models",
                   higher_is_structure=False)
-    report.metric("active fraction (mean over layers)", float(np.nanmean(geometry["active fraction"])),
-                  [float(np.nanmean(c["active fraction"])) for c in controls], "random-init models")
-    report.say("Effective rank, anisotropy and active fraction describe the geometry and claim no structure "
+    report.metric(f"{MLP_ABOVE_RMS} (mean over layers)", float(np.nanmean(geometry[MLP_ABOVE_RMS])),
+                  [float(np.nanmean(c[MLP_ABOVE_RMS])) for c in controls], "random-init models")
+    report.say(f"Effective rank, anisotropy and the {MLP_ABOVE_RMS} describe the geometry and claim no "
+               "structure "
                "by themselves; heads that attend less alike than at initialization have specialized.")
     rows = []
     for key in geometry:
@@ -134,12 +142,19 @@ def final_signals(model, windows: torch.Tensor) -> torch.Tensor:
 
 
 def selectivity_stats(activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per signal: firing rate (share of positions above FIRING_FRACTION of its peak) and
-    selectivity (peak / mean of the positive part)."""
-    positive = activations.clamp_min(0)
-    peak = positive.max(0).values
-    firing = (activations > FIRING_FRACTION * peak).float().mean(0)
-    return firing, peak / positive.mean(0).clamp_min(1e-12)
+    """Per signal, on |a| (a signal's sign is arbitrary: W_recipe -> -W_recipe column, W_basis ->
+    -row leaves the model unchanged): firing rate (share of positions where |a| exceeds
+    FIRING_FRACTION of its peak |a|) and selectivity (peak |a| / mean |a|)."""
+    magnitude = activations.abs()
+    peak = magnitude.max(0).values
+    firing = (magnitude > FIRING_FRACTION * peak).float().mean(0)
+    return firing, peak / magnitude.mean(0).clamp_min(1e-12)
+
+
+def selectivity_null(activations: torch.Tensor, rotations: torch.Tensor) -> list[float]:
+    """Median selectivity of the same positions read in each rotated signal basis (a Q): the same
+    model, other directions called signals."""
+    return [selectivity_stats(activations @ q)[1].median().item() for q in rotations]
 
 
 def show_context(tokens: np.ndarray, position: int) -> str:
@@ -160,22 +175,33 @@ def signal_selectivity(ctx: Context, report: Report) -> None:
     control_firing, control_selectivity = control_stats[0]
     report.define("activation", "a_s = ln_f(h) . basis_s at every position of the validation text "
                   f"({activations.size(0)} positions).")
-    report.define("firing rate", f"share of positions where a_s exceeds {FIRING_FRACTION} x its peak "
-                  "over the text. Lower: the signal fires on rare, specific contexts.")
-    report.define("selectivity", "peak of a_s / mean of max(a_s, 0): how much stronger its best context is "
-                  "than its typical one. Higher: a more feature-like, selective signal.")
+    report.define("firing rate", f"share of positions where |a_s| exceeds {FIRING_FRACTION} x its peak |a_s| "
+                  "over the text (both signs: a signal's sign is arbitrary). Lower: rare, specific contexts.")
+    report.define("selectivity", "peak |a_s| / mean |a_s|: how much stronger its best context is than its "
+                  "typical one. Higher: a more feature-like, selective signal.")
+    order = torch.randperm(len(activations), generator=ctx.generator(report.number))
+    sample = activations[order[:NULL_POSITIONS]]
+    rotations = random_rotations(NULL_BASES, activations.size(1), ctx.generator(report.number))
+    null = selectivity_null(sample, rotations)
+    sample_selectivity = selectivity_stats(sample)[1].median().item()
+    report.define("basis null", f"the median selectivity of {len(sample)} random positions read in "
+                  "{NULL_BASES} "
+                  "Haar-random rotations of signal space (a -> a Q; the model is unchanged when W_recipe -> "
+                  "W_recipe Q, W_basis -> Q^T W_basis), against the signal basis on the same positions.")
+    report.metric("median selectivity (sampled positions)", sample_selectivity, null,
+                  f"basis null ({NULL_BASES} rotated signal bases)", higher_is_structure=True)
+    report.metric("median selectivity: percentile in the basis null", percentile(sample_selectivity, null))
     report.metric("median selectivity", selectivity.median().item(),
-                  [s.median().item() for _, s in control_stats], "random-init models",
-                  higher_is_structure=True)
+                  [s.median().item() for _, s in control_stats], "random-init models (floor)")
     report.metric("median firing rate", firing.median().item(), [f.median().item() for f, _ in control_stats],
-                  "random-init models", higher_is_structure=False)
+                  "random-init models (floor)")
 
     tokens = windows.flatten().cpu().numpy()
     recipe = ctx.model.effective_recipe().cpu()
     vocab = ctx.frequent_tokens
     for s in selectivity.topk(min(DASHBOARD_SIGNALS, selectivity.numel())).indices.tolist():
         promoted = vocab[recipe[vocab, s].topk(min(6, len(vocab))).indices].tolist()
-        top = activations[:, s].topk(DASHBOARD_CONTEXTS).indices.tolist()
+        top = activations[:, s].abs().topk(DASHBOARD_CONTEXTS).indices.tolist()
         report.table(["activation", "context ([[token]] where it fires)"],
                      [[activations[p, s].item(), show_context(tokens, p)] for p in top],
                      title=f"Signal {s}: selectivity {selectivity[s]:.1f}, firing rate {firing[s]:.2%}; "

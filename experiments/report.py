@@ -6,7 +6,14 @@ reader (or a crash, or Ctrl-C) sees the previous report or the new one, never ha
 The JSON keeps one schema, read back by the audit page and by anyone scripting over reports:
     {"experiment", "slug", "title", "group", "model", "checkpoint", "iter_num", "created",
      "definitions": {metric: text}, "metrics": [{"name", "value", "control", "control_name",
-     "beats_control"}], "figures": [file names], "report": "NN_slug.md", "skipped": null or reason}
+     "against", "beats_control", "p_value", "p_holm", "ci", "n", "test", "verdict"}], "figures": [file names],
+     "report": "NN_slug.md", "skipped": null or reason}
+
+How a verdict is reached (experiments/statistics.py): a judged metric carries a one-sided p-value
+from a stated test against its control (many null draws, or a paired test over items); the p-values
+of one report are Holm-corrected together, and `beats_control` is true only where the corrected
+p-value is below ALPHA. A control drawn fewer than MIN_NULL_DRAWS times, or a single control value
+without a test, is shown as a floor with no verdict; a missing control is no verdict, not a win.
 """
 
 import contextlib
@@ -18,8 +25,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-# A control given as several draws is beaten only by a value beyond its mean +- this many sd.
-CLEAR_BY = 2.0
+from experiments.statistics import ALPHA, MIN_NULL_DRAWS, empirical_p, holm
 
 
 @contextlib.contextmanager
@@ -52,13 +58,11 @@ def finite_or_none(value):
 
 
 def beats(value, control, higher_is_structure: bool | None, margin: float = 0.0) -> bool | None:
-    """Whether value shows more structure than control, by more than margin. None when the metric
-    is descriptive (no direction means more structure) or a number is missing; a value reached where
-    the control never was (control None, e.g. a search that found no critical strength) beats it."""
-    if higher_is_structure is None or value is None:
+    """Whether value shows more structure than control, by more than margin: a plain comparison, used
+    only where a test says so. None when the metric is descriptive (no direction means more
+    structure) or a number is missing: a missing control is no verdict, never a win."""
+    if higher_is_structure is None or value is None or control is None:
         return None
-    if control is None:
-        return True
     return value > control + margin if higher_is_structure else value < control - margin
 
 
@@ -81,26 +85,50 @@ class Report:
         self.definitions[name] = text
 
     def metric(self, name: str, value, control=None, control_name: str | None = None,
-               higher_is_structure: bool | None = None) -> None:
+               higher_is_structure: bool | None = None, *, p_value: float | None = None,
+               ci: tuple[float, float] | None = None, n: int | None = None, test: str | None = None) -> None:
         """Record a number beside its control. higher_is_structure says which way counts as
         structure (True: higher, False: lower, None: descriptive, no verdict).
 
-        `control` may be a list of values from independent draws (random-init seeds, label shuffles,
-        random directions): their mean is the control, their spread is named beside it, and the
-        value must clear the mean by CLEAR_BY standard deviations to count as beating it."""
-        margin = 0.0
+        `control` may be a list of values from independent draws of a null (random bases, label
+        shuffles, random directions, random-init seeds): their mean is shown as the control; with at
+        least MIN_NULL_DRAWS draws the one-sided empirical p-value of value among them is the test.
+        A paired or exact test computed by the experiment comes as `p_value` (with `n` items and a
+        `test` name). `ci` is a 95% interval of value (bootstrap over items). Without a test the
+        control is a floor: shown, not judged."""
+        draws, against = None, control_name
         if isinstance(control, (list, tuple)):
             draws = [d for d in (finite_or_none(c) for c in control) if d is not None]
             control = statistics.fmean(draws) if draws else None
             if len(draws) > 1:
-                spread = statistics.stdev(draws)
-                margin = CLEAR_BY * spread
-                control_name = f"{control_name} (mean of {len(draws)}, sd {spread:.3g})"
+                control_name = f"{control_name} (mean of {len(draws)}, sd {statistics.stdev(draws):.3g})"
         value, control = finite_or_none(value), finite_or_none(control)
+        if (p_value is None and draws is not None and len(draws) >= MIN_NULL_DRAWS
+                and higher_is_structure is not None and value is not None):
+            p_value, n, test = empirical_p(value, draws, higher_is_structure), len(draws), "null draws"
+        judged = higher_is_structure is not None and p_value is not None and value is not None
+        if judged and control is None and draws is None:
+            judged = False  # a missing control is no verdict
         self.metrics.append({
             "name": name, "value": value, "control": control, "control_name": control_name,
-            "beats_control": beats(value, control, higher_is_structure, margin) if control_name else None,
+            "against": against if judged else None, "beats_control": None,
+            "p_value": finite_or_none(p_value) if judged else None, "p_holm": None,
+            "ci": [finite_or_none(c) for c in ci] if ci else None, "n": n if judged else None,
+            "test": test if judged else None,
+            "verdict": None if judged or higher_is_structure is None or control_name is None or value is None
+            else f"floor only ({len(draws)} draws, no test): no verdict" if draws is not None
+            else "floor only (one value, no test): no verdict",
         })
+
+    def judge(self) -> None:
+        """Holm-correct the p-values of every judged metric, and set each one's verdict. Run once the
+        report is complete (by verdict(), to_json() and to_markdown()): the family is the whole report."""
+        judged = [m for m in self.metrics if m["p_value"] is not None]
+        for m, adjusted in zip(judged, holm([m["p_value"] for m in judged]), strict=True):
+            m["p_holm"] = adjusted
+            m["beats_control"] = adjusted < ALPHA
+            m["verdict"] = (f"beats {m['against']}" if m["beats_control"] else
+                            f"not distinguishable from {m['against']} at n = {m['n']}")
 
     def say(self, markdown: str) -> None:
         self.sections.append(markdown.strip())
@@ -126,17 +154,21 @@ class Report:
 
     # --- writing it -------------------------------------------------------------------------
     def verdict(self) -> str:
+        self.judge()
         judged = [m for m in self.metrics if m["beats_control"] is not None]
         if not judged:
-            return "No metric here claims structure; the numbers are descriptive, shown beside controls."
-        won = [m["name"] for m in judged if m["beats_control"]]
+            return "No metric here is judged by a test; the numbers are descriptive, shown beside controls."
+        won = [f"{m['name']} ({m['verdict']})" for m in judged if m["beats_control"]]
         lost = [m["name"] for m in judged if not m["beats_control"]]
-        text = f"Structure beats the control on {len(won)} of {len(judged)} metrics"
+        text = f"{len(won)} of {len(judged)} judged metrics beat their control after Holm's correction"
+        if won:
+            text += ": " + "; ".join(won)
         if lost:
-            text += f"; it does not on: {', '.join(lost)}"
+            text += f". Not distinguishable from their control: {', '.join(lost)}"
         return text + "."
 
     def to_json(self, created: str) -> dict:
+        self.judge()
         return {
             "experiment": self.number, "slug": self.slug, "title": self.title, "group": self.group,
             "model": self.model, "checkpoint": self.checkpoint, "iter_num": self.iter_num,
@@ -145,6 +177,7 @@ class Report:
         }
 
     def to_markdown(self, created: str) -> str:
+        self.judge()
         head = [f"# {self.number}. {self.title}", "",
                 f"Group {self.group} · model `{self.model}` · checkpoint `{self.checkpoint}` "
                 f"(iter {self.iter_num}) · {created}", ""]
@@ -152,15 +185,17 @@ class Report:
             return "\n".join(head + [f"**Skipped:** {self.skipped}", ""])
         out = head + [f"**Verdict:** {self.verdict()}", "", "## Definitions", ""]
         out += [f"- **{name}**: {text}" for name, text in self.definitions.items()]
-        out += ["", "## Metrics", "", "| metric | value | control | control value | beats control |",
-                "| --- | --- | --- | --- | --- |"]
+        out += ["", "## Metrics", "", "| metric | value | 95% CI | control | control value | p (Holm) | "
+                "verdict |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for m in self.metrics:
-            verdict = {True: "yes", False: "no", None: "—"}[m["beats_control"]]
-            out.append(f"| {m['name']} | {format_cell(m['value'])} | {m['control_name'] or '—'} | "
-                       f"{format_cell(m['control'])} | {verdict} |")
-        if any("(mean of" in (m["control_name"] or "") for m in self.metrics):
-            out += ["", f"A control drawn several times shows the mean of its draws; beating it means "
-                        f"clearing that mean by {CLEAR_BY:g} standard deviations of the draws."]
+            out.append(f"| {m['name']} | {format_cell(m['value'])} | {format_ci(m['ci'])} | "
+                       f"{format_cell(m['control_name'] or '—')} | {format_cell(m['control'])} | "
+                       f"{format_p(m)} | {format_cell(m['verdict'] or '—')} |")
+        out += ["", f"Verdicts: a judged metric beats its control when its one-sided p-value, Holm-corrected "
+                    f"across this report's judged metrics, is below {ALPHA:g}. Tests: 'null draws' = "
+                    f"(1 + null draws at least as extreme) / (1 + draws), needing at least {MIN_NULL_DRAWS} "
+                    "draws; 'paired' = sign-flip permutation test over items; controls with fewer draws are "
+                    "floors, shown without a verdict."]
         out += ["", "## Results", ""]
         for section in self.sections:
             out += [section, ""]
@@ -175,6 +210,16 @@ class Report:
         json_path = self.folder / f"{self.stem}.json"
         write_atomic(json_path, json.dumps(self.to_json(created), indent=2, ensure_ascii=False) + "\n")
         return json_path
+
+
+def format_ci(ci) -> str:
+    return "—" if not ci or None in ci else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
+def format_p(m: dict) -> str:
+    if m["p_value"] is None:
+        return "—"
+    return f"{m['p_value']:.3g} ({m['p_holm']:.3g}), {m['test']}, n = {m['n']}"
 
 
 def format_cell(value) -> str:

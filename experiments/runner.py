@@ -21,7 +21,8 @@ SHAPES = {"analogies": (4, "[a, b, c, d] with a - b + c = d"),
           "target_prompts": (2, "[prompt, target word]"),
           "typo_sentences": (3, "[correct, misspelled, unrelated]")}
 MINIMUM = {"word_groups": 2, "analogies": 1, "target_prompts": 1, "typo_sentences": 1, "steer_prompts": 1,
-           "positive_words": 1, "negative_words": 1, "concept_words": 1, "probe_words": 1}
+           # the sentiment lists are halved: one half defines a direction, the other measures it
+           "positive_words": 2, "negative_words": 2, "concept_words": 1, "probe_words": 1}
 
 
 def parse_selection(text: str) -> tuple[list[int], bool]:

@@ -12,21 +12,22 @@ import torch
 import torch.nn.functional as F
 from adjustText import adjust_text
 from sklearn.decomposition import PCA
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import silhouette_samples, silhouette_score
 
 from experiments.common import (
     cosine_matrix,
     grouped_words,
     js_divergence,
     label,
-    next_token_probs,
     token_ids,
     token_space,
 )
 from experiments.context import Context
 from experiments.report import Report
+from experiments.statistics import bootstrap_ci, paired_p, percentile
 
-LABEL_SHUFFLES = 20  # shuffled-label silhouettes averaged for the control
+LABEL_SHUFFLES = 200  # shuffled-label silhouettes: the null of the silhouette
+NULL_TYPOS = 50  # overlap-matched sentences per typo sentence
 
 
 @torch.no_grad()
@@ -47,9 +48,20 @@ def semantic_galaxy(ctx: Context, report: Report) -> None:
     report.define("controls", f"the same words with their group labels shuffled ({LABEL_SHUFFLES} "
                   "shuffles), and the true labels on random-init models.")
     report.metric("silhouette", silhouette, shuffled, "shuffled labels", higher_is_structure=True)
+    per_word = silhouette_samples(X, labels, metric="cosine")
+    if ctx.model.has_recipes:  # the same words in the model's own E = R B: is recipe space better?
+        own = silhouette_samples(ctx.model.vocab_matrix().detach().float().cpu()[ids].numpy(), labels,
+                                 metric="cosine")
+        report.metric("silhouette (recipe space vs own E)", silhouette, float(own.mean()),
+                      "the model's own E = R B", higher_is_structure=True, n=len(ids), test="paired",
+                      p_value=paired_p(per_word, own, True))
+    if ctx.reference is not None:
+        theirs = silhouette_samples(token_space(ctx.reference.model)[0][ids].numpy(), labels, metric="cosine")
+        report.metric("silhouette (vs reference)", silhouette, float(theirs.mean()), "reference model",
+                      higher_is_structure=True, p_value=paired_p(per_word, theirs, True), n=len(ids),
+                      test="paired")
     control_silhouettes = [silhouette_score(t[ids].numpy(), labels, metric="cosine") for t in control_tables]
-    report.metric("silhouette (vs random init)", silhouette, control_silhouettes, "random-init models",
-                  higher_is_structure=True)
+    report.metric("silhouette (random-init floor)", silhouette, control_silhouettes, "random-init models")
 
     per_group = []
     for group in dict.fromkeys(groups):
@@ -103,19 +115,33 @@ def semantic_algebra(ctx: Context, report: Report) -> None:
     only_c = analogy_ranks(table, vocab, analogies, only_c=True)
     controls = [analogy_ranks(token_space(c)[0], vocab, analogies) for c in ctx.controls]
     control = controls[0]
-    mrr = lambda results: float(np.mean([1 / rank for rank, _ in results]))
+    reciprocal = lambda results: [1 / rank for rank, _ in results]
+    mrr = lambda results: float(np.mean(reciprocal(results)))
     report.define("rank", f"position of d among {len(vocab)} candidates (the frequent training tokens "
                   f"and the analogy words, a, b, c excluded) by cosine to a - b + c in {space}; 1 is best.")
-    report.define("MRR", "mean reciprocal rank over the analogies: 1 when every answer ranks first; "
-                  f"random guessing gives about {np.log(len(vocab)) / len(vocab):.4f}.")
+    report.define("MRR", "mean reciprocal rank over the analogies, with a 95% bootstrap interval over "
+                  "analogies: 1 when every answer ranks first; random guessing gives about "
+                  f"{np.log(len(vocab)) / len(vocab):.4f}.")
     report.define("only c", "the same search with c alone as the query: the offset a - b must add "
-                  "something beyond c's own neighbourhood.")
-    report.metric("MRR", mrr(found), mrr(only_c), "only c (no offset)", higher_is_structure=True)
-    report.metric("MRR (vs random init)", mrr(found), [mrr(c) for c in controls], "random-init models",
-                  higher_is_structure=True)
+                  "something beyond c's own neighbourhood. Judged by a paired sign-flip test over analogies.")
+    n = len(analogies)
+    report.metric("MRR", mrr(found), mrr(only_c), "only c (no offset)", higher_is_structure=True,
+                  p_value=paired_p(reciprocal(found), reciprocal(only_c), True), n=n, test="paired",
+                  ci=bootstrap_ci(reciprocal(found)))
+    if ctx.model.has_recipes:  # the same measure on the model's own E = R B: is recipe space better?
+        own = analogy_ranks(ctx.model.vocab_matrix().detach().float().cpu(), vocab, analogies)
+        report.metric("MRR (recipe space vs own E)", mrr(found), mrr(own), "the model's own E = R B",
+                      higher_is_structure=True, p_value=paired_p(reciprocal(found), reciprocal(own), True),
+                      n=n, test="paired")
+    if ctx.reference is not None:
+        theirs = analogy_ranks(token_space(ctx.reference.model)[0], vocab, analogies)
+        report.metric("MRR (vs reference)", mrr(found), mrr(theirs), "reference model",
+                      higher_is_structure=True, p_value=paired_p(reciprocal(found), reciprocal(theirs), True),
+                      n=n, test="paired")
+    report.metric("MRR (random-init floor)", mrr(found), [mrr(c) for c in controls], "random-init models")
     first = lambda results: float(np.mean([rank == 1 for rank, _ in results]))
     report.metric("answers ranked first", first(found), [first(c) for c in controls], "random-init models",
-                  higher_is_structure=True)
+                  ci=bootstrap_ci([float(rank == 1) for rank, _ in found]))
     rows = []
     for quad, (rank, top), (rank_c, _), (rank_ctrl, _) in zip(analogies, found, only_c, control, strict=True):
         a, b, c, d = (label(t) for t in quad)
@@ -134,45 +160,95 @@ def semantic_algebra(ctx: Context, report: Report) -> None:
     report.figure(fig, "ranks")
 
 
+def overlap_matched(correct: list[int], misspelled: list[int], pool: torch.Tensor, count: int,
+                    generator: torch.Generator) -> torch.Tensor:
+    """(count, len(misspelled)) sentences that share exactly the misspelled sentence's common prefix
+    and suffix tokens with the correct one, with its differing middle replaced by random tokens from
+    pool: as much token overlap as the typo, and no spelling relation."""
+    prefix = 0
+    while prefix < min(len(correct), len(misspelled)) and correct[prefix] == misspelled[prefix]:
+        prefix += 1
+    suffix = 0
+    while (suffix < min(len(correct), len(misspelled)) - prefix
+           and correct[-1 - suffix] == misspelled[-1 - suffix]):
+        suffix += 1
+    middle = len(misspelled) - prefix - suffix
+    random_middle = pool[torch.randint(len(pool), (count, middle), generator=generator)]
+    head = torch.tensor(misspelled[:prefix]).expand(count, -1)
+    tail = torch.tensor(misspelled[len(misspelled) - suffix :]).expand(count, -1)
+    return torch.cat([head, random_middle, tail], dim=1)
+
+
+@torch.no_grad()
+def last_states_and_probs(model, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C) residual state after the last layer at the last position, and (B, V) next-token
+    distributions, for a batch of equal-length sentences."""
+    last = model.resid_hook(model.config.n_layer - 1)
+    logits, cache = model.run_with_cache(batch, [last])
+    return cache[last][:, -1].float(), F.softmax(logits[:, -1].float(), dim=-1)
+
+
 @torch.no_grad()
 def typo_resilience(ctx: Context, report: Report) -> None:
     """Typo Resilience: for each [correct, misspelled, unrelated] sentence, how close the hidden
-    state at the last position (per layer) and the next-token prediction of the misspelled
-    sentence stay to the correct one's, against the unrelated sentence as the control."""
+    state at the last position (after the last layer) and the next-token prediction of the
+    misspelled sentence stay to the correct one's, against NULL_TYPOS overlap-matched sentences
+    (the misspelled word's tokens replaced by random frequent tokens): staying close because most
+    tokens are shared is not resilience to spelling."""
     model = ctx.model
-    layers = ["embed"] + [f"L{i}" for i in range(model.config.n_layer)]
-    typo_cos, unrelated_cos, typo_js, unrelated_js, rows = [], [], [], [], []
-    for n, triple in enumerate(ctx.cfg.typo_sentences):
-        idx = [ctx.prompt(text, f"typo_sentences[{n}]") for text in triple]
-        states = [torch.stack([h[0, -1] for h in model.hidden_states(i)]).cpu() for i in idx]  # (L+1, C)
-        probs = [next_token_probs(model, i) for i in idx]
-        typo_cos.append(F.cosine_similarity(states[0], states[1], dim=-1))
-        unrelated_cos.append(F.cosine_similarity(states[0], states[2], dim=-1))
-        typo_js.append(js_divergence(probs[0], probs[1]).item())
-        unrelated_js.append(js_divergence(probs[0], probs[2]).item())
-        rows.append([*triple, typo_cos[-1][-1].item(), unrelated_cos[-1][-1].item(), typo_js[-1],
-                     unrelated_js[-1]])
-    typo_cos, unrelated_cos = torch.stack(typo_cos).mean(0), torch.stack(unrelated_cos).mean(0)
-    report.define("state cosine", "cosine between the hidden states at the last position of the correct "
-                  "sentence and of the other sentence, after the last layer (the state the prediction "
-                  "reads).")
+    pool = ctx.frequent_tokens
+    generator = ctx.generator(report.number)
+    typo_cos, typo_js, null_cos, null_js, unrelated_cos, rows = [], [], [], [], [], []
+    floor_cos = [[] for _ in ctx.controls]
+    for n, (correct, misspelled, unrelated) in enumerate(ctx.cfg.typo_sentences):
+        ids = [ctx.prompt(t, f"typo_sentences[{n}]")[0].cpu().tolist()
+               for t in (correct, misspelled, unrelated)]
+        matched = overlap_matched(ids[0], ids[1], pool, NULL_TYPOS, generator).to(ctx.device)
+        state_c, prob_c = last_states_and_probs(model, torch.tensor([ids[0]], device=ctx.device))
+        state_m, prob_m = last_states_and_probs(model, torch.tensor([ids[1]], device=ctx.device))
+        state_u, _ = last_states_and_probs(model, torch.tensor([ids[2]], device=ctx.device))
+        state_n, prob_n = last_states_and_probs(model, matched)
+        typo_cos.append(F.cosine_similarity(state_c, state_m).item())
+        typo_js.append(js_divergence(prob_c, prob_m).item())
+        null_cos.append(F.cosine_similarity(state_c.expand_as(state_n), state_n).cpu())
+        null_js.append(js_divergence(prob_c.expand_as(prob_n), prob_n).cpu())
+        unrelated_cos.append(F.cosine_similarity(state_c, state_u).item())
+        for i, control in enumerate(ctx.controls):
+            a, _ = last_states_and_probs(control, torch.tensor([ids[0]], device=ctx.device))
+            b, _ = last_states_and_probs(control, torch.tensor([ids[1]], device=ctx.device))
+            floor_cos[i].append(F.cosine_similarity(a, b).item())
+        rows.append([correct, misspelled, typo_cos[-1], null_cos[-1].mean().item(),
+                     percentile(typo_cos[-1], null_cos[-1].tolist()), unrelated_cos[-1], typo_js[-1],
+                     null_js[-1].mean().item()])
+    null_cos_mean = torch.stack(null_cos).mean(0).tolist()  # draw j: every sentence's j-th matched control
+    null_js_mean = torch.stack(null_js).mean(0).tolist()
+    report.define("state cosine", "cosine between the residual states at the last position, after the last "
+                  "layer, of the correct sentence and of the other one, mean over sentences (95% bootstrap "
+                  "interval over sentences).")
     report.define("prediction JS", "Jensen-Shannon divergence (nats, 0 to 0.693) between the next-token "
                   "distributions after the correct sentence and after the other one.")
-    report.define("control", "the unrelated sentence: a typo should stay closer to the correct sentence "
-                  "than a different sentence does.")
-    report.metric("state cosine (typo)", typo_cos[-1].item(), unrelated_cos[-1].item(), "unrelated sentence",
-                  higher_is_structure=True)
-    report.metric("prediction JS (typo)", float(np.mean(typo_js)), float(np.mean(unrelated_js)),
-                  "unrelated sentence", higher_is_structure=False)
-    report.table(["correct", "misspelled", "unrelated", "cos typo", "cos unrelated", "JS typo",
-                  "JS unrelated"], rows)
-    report.table(["layer"] + layers, [["cos typo"] + typo_cos.tolist(),
-                                      ["cos unrelated"] + unrelated_cos.tolist()],
-                 title="Mean state cosine by layer")
+    report.define("overlap-matched null", f"{NULL_TYPOS} sentences per typo sentence that keep its "
+                  "tokens shared "
+                  "with the correct sentence (common prefix and suffix) and replace the misspelled tokens by "
+                  "random frequent tokens; draw j averages every sentence's j-th. A model that only counts "
+                  "shared tokens is not distinguishable from it.")
+    report.metric("state cosine (typo)", float(np.mean(typo_cos)), null_cos_mean,
+                  f"overlap-matched null ({NULL_TYPOS} draws)", higher_is_structure=True,
+                  ci=bootstrap_ci(typo_cos))
+    report.metric("prediction JS (typo)", float(np.mean(typo_js)), null_js_mean,
+                  f"overlap-matched null ({NULL_TYPOS} draws)", higher_is_structure=False,
+                  ci=bootstrap_ci(typo_js))
+    report.metric("state cosine (random-init floor)", float(np.mean(typo_cos)),
+                  [float(np.mean(f)) for f in floor_cos], "random-init models")
+    report.metric("state cosine (unrelated sentence)", float(np.mean(unrelated_cos)))
+    report.table(["correct", "misspelled", "cos typo", "cos matched (mean)", "typo's percentile", "cos "
+                  "unrelated",
+                  "JS typo", "JS matched (mean)"], rows)
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(layers, typo_cos.numpy(), "o-", label="misspelled vs correct")
-    ax.plot(layers, unrelated_cos.numpy(), "s--", label="unrelated vs correct (control)")
-    ax.set(xlabel="layer", ylabel="cosine of last-position states", title="Typo resilience by layer")
-    ax.legend()
-    report.figure(fig, "by_layer")
+    for i, (cos, null) in enumerate(zip(typo_cos, null_cos, strict=True)):
+        ax.scatter(np.full(len(null), i), null.numpy(), color="C7", alpha=0.4, s=10)
+        ax.scatter([i], [cos], color="C3", s=60, zorder=3)
+    ax.set_xticks(range(len(rows)), [r[0][:20] for r in rows], fontsize=8)
+    ax.set(ylabel="cosine of last-position states", title="Typo (red) vs overlap-matched sentences (gray)")
+    report.figure(fig, "null")

@@ -35,8 +35,9 @@ metrics = [
     "4:silhouette",
     "5:answers ranked first",
     "5:MRR",
-    "2:active fraction",
-    "9:logit share",
-    "9:probability drop",
+    "2:Hoyer sparsity",
+    "2:L1-90% share",
+    "9:log-prob drop, the top signal",
+    "9:log-prob drop, the top signal: percentile in the basis null",
 ]
 comparisons = [("reflow", "reflow_topk"), ("reflow", "gpt2_new_svd")]

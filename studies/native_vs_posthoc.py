@@ -26,15 +26,15 @@ arms = {
     "gpt2_new_dictionary": {"model": "gpt2-new", "posthoc": "dictionary", "posthoc_active_fraction": 0.11},
 }
 seeds = [1, 2, 3]
-# Not yet 9 (Causal Ablation): its readout-only form asserts that the signals' readout equals the logits,
-# which holds for reflow and a full-rank SVD but only approximately for a sparse dictionary. Add 9 and
-# its metrics ("9:logit share", ...) once the ablation acts in the forward pass (issue 12).
+# Not yet 9 (Causal Ablation): the dictionary codes only the ~2,000 rows the experiments read, so a true
+# next token outside them has a zero recipe and no signal to ablate; add 9 once every target is coded.
 experiments = [1, 2, 3, 4, 5, 8, 14]
 metrics = [
     "val loss",
     "1:top-pair cosine",
     "1:group agreement",
-    "2:active fraction",
+    "2:Hoyer sparsity",
+    "2:L1-90% share",
     "2:usage Gini",
     "4:silhouette",
     "5:MRR",

@@ -1,0 +1,45 @@
+"""Soft vs hard sparsity (issue 15 §3): reflow, reflow + recipe_l1 at two strengths, reflow-topk.
+
+The reFlow author's open question is the tension between hard sparsity and semantic fidelity: Top-64
+of 1024 destroys recipe structure (top-pair cosine 0.76 -> 0.30, algebra 3/3 -> 0/3), while the dense
+model is only "naturally ~11% sparse". recipe_l1 (training/regularizers.py) asks for sparse recipes
+softly: its term is the mean over tokens of ||r||_1 / (sqrt(S) ||r||_2), about 0.80 for Gaussian rows
+and 1/sqrt(S) for one-hot rows, blind to the R -> cR, B -> B/c rescaling that leaves the model unchanged.
+
+    python study.py studies/soft_sparsity.py
+
+Strengths: 0.05 and 0.5, chosen by reasoning, not yet calibrated. The term's gradient on a Gaussian row
+is of order weight / sqrt(S) per entry, against a language-model gradient whose recipe entries move by
+~lr each step under AdamW, so 0.05 should nudge and 0.5 should visibly concentrate rows. The comparison
+reports each arm's Hoyer sparsity and L1-90% share (experiment 2), so whether one arm reaches the paper's
+~11% (the "share beyond 1.58 RMS" that Gaussian rows give at 11.4%) is read off the results; if neither
+does, raise the larger strength and rerun (trained runs of the other arms are reused).
+Size as studies/hard_sparsity.py: 4 layers x 128, S = 128, 1,200 steps, 4 arms x 3 seeds = 12 runs,
+~75-85 min on the README's 2-core machine (recipe_l1 adds one pass over the V x S recipes per step).
+"""
+
+description = (
+    "reflow vs reflow + recipe_l1 (0.05, 0.5) vs reflow-topk (k = S/16), 4 x 128, 1,200 steps, 3 seeds")
+base_config = "config/train_shakespeare_reflow.py"
+settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300}
+arms = {
+    "reflow": {},
+    "recipe_l1_0.05": {"recipe_l1": 0.05},
+    "recipe_l1_0.5": {"recipe_l1": 0.5},
+    "reflow_topk": {"model": "reflow-topk", "topk": 8},  # S/16, as the paper's 64 of 1024
+}
+seeds = [1, 2, 3]
+experiments = [1, 2, 4, 5, 9]
+metrics = [
+    "val loss",
+    "2:Hoyer sparsity",
+    "2:L1-90% share",
+    "2:share beyond 1.58 RMS",
+    "2:usage Gini",
+    "1:top-pair cosine",
+    "5:MRR",
+    "4:silhouette",
+    "9:log-prob drop, the top signal: percentile in the basis null",
+]
+comparisons = [("reflow", "recipe_l1_0.05"), ("reflow", "recipe_l1_0.5"), ("reflow", "reflow_topk"),
+               ("recipe_l1_0.5", "reflow_topk")]
