@@ -42,14 +42,13 @@ from benchmarking.measurements import (
     step_peak_memory,
     time_interleaved,
 )
-from core.checkpoint import load_checkpoint, model_from_checkpoint, model_name_of
+from core.checkpoint import load_checkpoint, model_from_checkpoint, with_architecture_of
 from core.config import Config, check_key, check_type, load_config, parse_args, parse_value, validate
 from core.errors import UserError, exit_on_user_error
 from core.hardware import keep_freed_memory, peak_flops, resolve_device, resolve_dtype
 from models import MODELS, Transformer
 from models.baselines import BASELINES
 
-CONFIG_KEYS = {f.name for f in dataclasses.fields(Config)}
 PEAK = "(peak matmul)"
 
 
@@ -124,8 +123,7 @@ def rows_to_measure(files: list[str], options: BenchOptions, overrides: dict[str
             if options.models:
                 raise UserError("--models builds fresh models; leave it out to benchmark a checkpoint")
             checkpoint = load_checkpoint(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from)
-            architecture = {k: v for k, v in checkpoint["model_args"].items() if k in CONFIG_KEYS}
-            cfg = dataclasses.replace(cfg, model=model_name_of(checkpoint), **architecture)
+            cfg = with_architecture_of(checkpoint, cfg)
             rows.append((label(file, cfg.model, files), cfg, lambda c=checkpoint: model_from_checkpoint(c)))
             continue
         for name in options.models.split(",") if options.models else [cfg.model]:

@@ -3,6 +3,7 @@
     python check.py config/train_reflow_1.py              # parameter table, then `params: 463.67M`
     python check.py out/shakespeare_reflow                # a checkpoint (run dir or .pt file)
     python check.py config/train_shakespeare_reflow.py out/shakespeare_reflow/ckpt.pt
+    python check.py --keys                                # every config key, by group, with defaults
     python check.py config/train_reflow_1_big.py --memory --gpu=t4 --world_size=4   # memory plan
 
 --memory plans one training step per device (core/memory_plan.py) on --gpu (t4, a100-40gb, a100-80gb,
@@ -25,9 +26,10 @@ from core.checkpoint import (
     model_from_checkpoint,
     model_name_of,
 )
-from core.config import load_config, parse_args
+from core.config import describe_keys, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from core.memory_plan import GPUS, format_plan, largest_batch_that_fits, plan_memory, target_named
+from core.metrics import ACTIVE_FRACTION, active_mask, effective_rank
 from models import Transformer, build_model
 
 
@@ -84,18 +86,14 @@ def print_recipe_summary(model) -> None:
     """How the vocabulary uses its signals, and the shape of the signal basis."""
     recipe, basis = model.effective_recipe().float(), model.basis.float()
     V, S = recipe.shape
-    magnitude = recipe.abs()
-    # An entry counts as active when it carries at least 10% of its row's largest weight.
-    active = (magnitude >= 0.1 * magnitude.max(dim=1, keepdim=True).values).sum(dim=1).float()
-    usage = magnitude.sum(dim=0)
+    active = active_mask(recipe).sum(dim=1).float()
+    usage = recipe.abs().sum(dim=0)
     print(f"recipes: {V} tokens x {S} signals; exact zeros {(recipe == 0).float().mean():.1%}; "
-          f"active per token (>=10% of row max) mean {active.mean():.1f} of {S}; "
+          f"active per token (>={ACTIVE_FRACTION:.0%} of row max) mean {active.mean():.1f} of {S}; "
           f"signal usage max/mean {usage.max() / usage.mean():.2f}")
     singular = torch.linalg.svdvals(basis)
-    p = singular / singular.sum()
-    effective_rank = torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
     print(f"basis: {S} signals x {basis.shape[1]} dims; singular values max {singular[0]:.4g} "
-          f"min {singular[-1]:.4g}; effective rank {effective_rank:.1f}")
+          f"min {singular[-1]:.4g}; effective rank {effective_rank(basis):.1f}")
 
 
 def memory_options(argv: list[str]) -> tuple[dict | None, list[str]]:
@@ -131,23 +129,26 @@ def print_memory_plan(cfg, gpu: str, world_size: int) -> None:
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
+    if "--keys" in argv:
+        print(describe_keys())
+        return
     memory, argv = memory_options(argv)
-    paths = [a for a in argv if not a.startswith("--")]
+    paths = [a for a in argv if not a.startswith("-")]
     if not paths:
-        raise UserError("usage: python check.py [CONFIG.py] [CHECKPOINT]")
+        raise UserError("usage: python check.py [CONFIG.py] [CHECKPOINT] [--key=value ...], "
+                        "or python check.py --keys")
     config_file = next((p for p in paths if p.endswith(".py")), None)
     checkpoint_arg = next((p for p in paths if not p.endswith(".py")), None)
-    if config_file is not None:
-        _, overrides = parse_args([a for a in argv if a.startswith("--")])
-        cfg = load_config(config_file, overrides)
-        if memory is not None:
-            print_memory_plan(cfg, **memory)
-            return
-        if checkpoint_arg is None:
-            with torch.device("meta"):
-                model = build_model(cfg.model, cfg.model_config())
-            print_model_params(model, cfg.model)
-            return
+    _, overrides = parse_args([a for a in argv if a.startswith("-")])
+    cfg = load_config(config_file, overrides)  # checked even when only a checkpoint is inspected
+    if memory is not None and config_file is not None:
+        print_memory_plan(cfg, **memory)
+        return
+    if checkpoint_arg is None:
+        with torch.device("meta"):
+            model = build_model(cfg.model, cfg.model_config())
+        print_model_params(model, cfg.model)
+        return
     checkpoint = load_checkpoint(Path(checkpoint_arg))
     if config_file is not None:
         check_same_architecture(checkpoint, cfg.model, cfg.model_config(), checkpoint_path(checkpoint_arg))

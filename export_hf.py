@@ -14,13 +14,10 @@ gpt2 loads as GPT2LMHeadModel, the other four as LlamaForCausalLM; see hf_export
 
 import sys
 
-import torch
-
 from core.checkpoint import load_checkpoint, model_from_checkpoint, model_name_of
 from core.errors import ArgumentParser, exit_on_user_error
+from core.hardware import DTYPES
 from hf_export.model import export_hf
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @exit_on_user_error

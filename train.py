@@ -3,6 +3,7 @@
     python train.py config/train_shakespeare_reflow.py     # the default: ~10 min on 2 CPU cores
     python train.py config/train_shakespeare_reflow.py --init_from=resume
     torchrun --standalone --nproc_per_node=4 train.py config/train_reflow_1.py
+    python train.py --help                                 # every key, by group, with its default
 
 init_from decides where the weights come from:
   'scratch'  a new model as the config describes it;
@@ -13,9 +14,12 @@ init_from decides where the weights come from:
 
 Checkpoints go to out_dir/ckpt.pt at each evaluation (always, or only when val loss improves, per
 always_save_checkpoint), at the end, and on Ctrl-C or SIGTERM. The run ends by printing a sample.
+
+The file reads top to bottom: `run` = `setup` (everything a user can get wrong is checked before
+anything is written; returns a TrainingState) -> `fit` (the loop: `validate` when due, then a
+`training_step`; `save` writes the checkpoint) -> a closing sample.
 """
 
-import dataclasses
 import math
 import sys
 import time
@@ -29,22 +33,23 @@ from core.checkpoint import (
     check_same_architecture,
     ensure_writable_dir,
     load_checkpoint,
+    model_args_of,
     model_from_checkpoint,
-    model_name_of,
     save_checkpoint,
+    with_architecture_of,
 )
 from core.config import Config, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from core.hardware import autocast, keep_freed_memory, resolve_dtype
-from core.tokenizer import decode, encode, get_tokenizer
+from core.tokenizer import GPT2_VOCAB_SIZE, decode, encode
 from core.wandb_login import check_wandb_ready
-from models import Transformer, build_model
+from models import ModelConfig, Transformer, build_model
 from training.batches import Batches, seed_for
 from training.distributed import Distributed, collective_failures_reported, init_distributed
 from training.optimization import estimate_loss, learning_rate_at, make_grad_scaler, train_step
 from training.regularizers import Regularizers
 from training.run_log import RunLog
-from training.sharding import shard_for_training
+from training.sharding import ShardedTraining, shard_for_training
 from training.stop_request import StopRequest
 
 EMBEDDED_DATASET = "shakespeare"  # committed as text; tokenized on first use
@@ -60,6 +65,27 @@ class RunResult:
     losses: dict[int, float] = field(default_factory=dict)  # step -> loss of that step's global batch
     evaluations: dict[int, dict[str, float]] = field(default_factory=dict)
     stopped: bool = False  # by Ctrl-C / SIGTERM
+
+
+@dataclass
+class TrainingState:
+    """Everything the loop works with: what setup builds once, and the counters a checkpoint saves."""
+
+    cfg: Config
+    dist: Distributed
+    device: str
+    dtype: str
+    sharded: ShardedTraining  # the model and optimizer as this rank holds them: DDP, ZeRO-1 or FSDP2
+    model: Transformer  # sharded.model: its config, parameter count and FLOPs
+    scaler: torch.amp.GradScaler
+    regularizers: Regularizers  # penalties added to the loss (all off by default)
+    batches: Batches
+    log: RunLog
+    ckpt_file: Path
+    evaluated_at: int | None  # the step whose evaluation is done (a resumed step's, unless a stop cut it)
+    iter_num: int = 0
+    best_val_loss: float = math.inf
+    saved_at: int | None = None  # the step of the last save, so a stop does not write it twice
 
 
 @exit_on_user_error
@@ -78,23 +104,31 @@ def train(cfg: Config) -> RunResult:
 
 
 def run(cfg: Config, dist: Distributed) -> RunResult:
-    # --- set-up: every check a user can fail comes before anything is written ------------------
+    """Set up, train to max_iters (or until told to stop), and show a sample of what was learned."""
+    state = setup(cfg, dist)
+    with state.log, StopRequest(dist) as stop_request:
+        result = fit(state, stop_request)
+    if not result.stopped and state.cfg.max_new_tokens > 0:
+        whole = state.sharded.whole_model()  # collective under shard="full"
+        if dist.is_master:
+            print_sample(whole, state.cfg, state.device, state.dtype)
+    return result
+
+
+# --- set-up: every check a user can fail comes before anything is written ----------------------
+def setup(cfg: Config, dist: Distributed) -> TrainingState:
+    """The model (new, resumed or fine-tuned), its optimizer, the data and the log, on this rank."""
     if cfg.wandb_log and dist.is_master:
-        check_wandb_ready()
-    for key in ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "eval_iters",
-                "log_interval"):
-        if getattr(cfg, key) < 1:
-            raise UserError(f"{key} must be at least 1, got {getattr(cfg, key)}")
+        check_wandb_ready()  # before any work: a missing login is one line, not a traceback an hour in
     if cfg.gradient_accumulation_steps % dist.world_size:
         raise UserError(f"gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be a "
                         f"multiple of the number of processes ({dist.world_size})")
-    if cfg.on_nonfinite not in ("stop", "skip"):
-        raise UserError(f"on_nonfinite must be 'stop' or 'skip', got {cfg.on_nonfinite!r}")
     device, dtype = dist.device, resolve_dtype(cfg.dtype, dist.device)
     if device == "cpu":
         keep_freed_memory()  # reuse the big logits buffers instead of page-faulting them back each step
     ckpt_file = Path(cfg.out_dir) / CHECKPOINT_NAME
     model, resume, cfg = load_model(cfg, ckpt_file)
+    check_closing_sample(cfg, model)
     data_folder = Path(cfg.data_dir) / cfg.dataset
     if dist.is_master:
         prepare_if_missing(data_folder, cfg.dataset)
@@ -103,8 +137,7 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     ensure_writable_dir(cfg.out_dir)
 
     sharded = shard_for_training(model, cfg, dist)  # DDP, ZeRO-1 or FSDP2, per cfg.shard
-    model, fast_model, train_model = sharded.model, sharded.forward_model, sharded.train_model
-    optimizer = sharded.optimizer
+    model = sharded.model
     scaler = make_grad_scaler(device, dtype)  # loss scaling, for float16 only
     iter_num, best_val_loss = 0, math.inf
     if resume:
@@ -113,90 +146,22 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
             scaler.load_state_dict(resume["scaler"])
         iter_num, best_val_loss = resume["iter_num"], resume["best_val_loss"]
     regularizers = Regularizers.from_config(cfg, model.config.n_layer, model.has_recipes)
-
-    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
-    log = RunLog(cfg, start_iter=iter_num, tokens_per_step=tokens_per_step,
-                 flops_per_step=model.flops_per_token(cfg.block_size) * tokens_per_step,
-                 device=device, dtype=dtype, world_size=dist.world_size, enabled=dist.is_master,
-                 wandb_run_id=resume.get("wandb_run_id") if resume else None)
+    log = start_log(cfg, dist, model, device, dtype, iter_num, resume)
     log.regularizers = regularizers
-    log.print(f"{cfg.model}: {model.num_params() / 1e6:.2f}M params | {tokens_per_step:,} tokens per step "
-              f"({cfg.gradient_accumulation_steps} x {cfg.batch_size} x {cfg.block_size}, "
-              f"{dist.world_size} process{'es' if dist.enabled else ''}) | {device} {dtype} | "
-              f"{'resuming at step ' + str(iter_num) if resume else 'init from ' + cfg.init_from}")
     if not resume and dist.is_master and ckpt_file.exists():
         log.print(f"note: {ckpt_file} exists and will be replaced at the first save "
                   "(--init_from=resume continues it instead)")
+    return TrainingState(cfg, dist, device, dtype, sharded, model, scaler, regularizers, batches, log,
+                         ckpt_file, evaluated_at=evaluated_at(resume, cfg), iter_num=iter_num,
+                         best_val_loss=best_val_loss, saved_at=iter_num if resume else None)
 
-    def save(reason: str) -> str:
-        nonlocal saved_at
-        saved_at = iter_num
-        model_state, optimizer_state = sharded.model_state(), sharded.optimizer_state()  # collective
-        if dist.is_master:
-            save_checkpoint({
-                "model": model_state, "optimizer": optimizer_state,
-                "model_args": dataclasses.asdict(model.config), "iter_num": iter_num,
-                "best_val_loss": best_val_loss, "config": cfg.to_dict(),
-                "scaler": scaler.state_dict(), "wandb_run_id": log.wandb_run_id,
-                "evaluated": evaluated_at == iter_num,  # False: a stop cut this step's evaluation short
-            }, ckpt_file)
-        return f"{reason}: saved {ckpt_file}"
 
-    # --- the loop -------------------------------------------------------------------------------
-    result = RunResult(iter_num, best_val_loss)
-    # A checkpoint is written after its step's evaluation, so a resumed run does not repeat it.
-    evaluated_at = iter_num if resume and resume.get("evaluated", True) and not cfg.eval_only else None
-    saved_at = iter_num if resume else None
-    stopping = False
-    with log, StopRequest(dist) as stop_request:
-        while True:
-            eval_due = iter_num % cfg.eval_interval == 0 or iter_num >= cfg.max_iters
-            if eval_due and iter_num != evaluated_at and not stopping:
-                losses = estimate_loss(fast_model, batches, cfg.eval_iters, device=device, dtype=dtype,
-                                       dist=dist, regularizers=regularizers,
-                                       should_stop=stop_request.agreed)
-                stopping = losses is None  # a stop request cut the evaluation short
-                if not stopping:
-                    result.evaluations[iter_num], evaluated_at = losses, iter_num
-                    note = ""
-                    if not math.isfinite(losses["val"]):
-                        what = f"val loss {losses['val']} at step {iter_num}"
-                        note = non_finite(cfg, what, ckpt_file, "not saved")
-                    elif losses["val"] < best_val_loss or cfg.always_save_checkpoint:
-                        best_val_loss = min(best_val_loss, losses["val"])
-                        if iter_num > 0 and not cfg.eval_only:
-                            note = save("best" if losses["val"] == best_val_loss else "latest")
-                    log.evaluation(iter_num, losses, note)
-            if stopping:
-                if saved_at != iter_num and not cfg.eval_only:
-                    save("stopped")
-                log.print(f"stopped at step {iter_num}: saved {ckpt_file}; "
-                          f"resume with: --init_from=resume --out_dir={cfg.out_dir}")
-                break
-            if iter_num >= cfg.max_iters or cfg.eval_only:
-                break
-
-            lr = learning_rate_at(iter_num, cfg)
-            torch.manual_seed(seed_for(cfg.seed, "dropout", iter_num, dist.rank))
-            start = time.perf_counter()
-            micro_batches = batches.train_micro_batches(
-                iter_num, cfg.gradient_accumulation_steps, dist.rank, dist.world_size, device)
-            loss = train_step(train_model, optimizer, scaler, micro_batches, lr=lr,
-                              grad_clip=cfg.grad_clip, device=device, dtype=dtype, dist=dist,
-                              regularizers=regularizers)
-            if not math.isfinite(loss):
-                log.print(non_finite(cfg, f"loss {loss} at step {iter_num}", ckpt_file, "step skipped"))
-            result.losses[iter_num] = loss
-            iter_num += 1
-            log.step(iter_num, loss, lr, time.perf_counter() - start)
-            stopping = stop_request.agreed()
-
-    result.iter_num, result.best_val_loss, result.stopped = iter_num, best_val_loss, stopping
-    if not stopping and cfg.max_new_tokens > 0:
-        whole = sharded.whole_model()  # collective under shard="full"
-        if dist.is_master:
-            print_sample(whole, cfg, device, dtype)
-    return result
+def evaluated_at(resume: dict | None, cfg: Config) -> int | None:
+    """A checkpoint is written after its step's evaluation, so a resumed run does not repeat it,
+    unless a stop request cut that evaluation short (the checkpoint says so)."""
+    if resume is None or cfg.eval_only or not resume.get("evaluated", True):
+        return None
+    return resume["iter_num"]
 
 
 def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, Config]:
@@ -206,17 +171,15 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
         return build_model(cfg.model, cfg.model_config()), None, cfg
     checkpoint = load_checkpoint(ckpt_file if cfg.init_from == "resume" else cfg.init_from)
-    checkpoint["model_args"]["dropout"] = cfg.dropout  # a training choice, not the architecture
+    for key in ("dropout", *ModelConfig.EXECUTION_KEYS):  # training choices, not the architecture
+        checkpoint["model_args"][key] = getattr(cfg, key)
     if cfg.init_from == "resume":
         if not checkpoint.get("optimizer"):  # e.g. nanoGPT's, whose optimizer state does not map to ours
             raise UserError(f"{ckpt_file} holds no optimizer state to resume; fine-tune from its weights "
                             f"with --init_from={ckpt_file} and another --out_dir")
         check_same_architecture(checkpoint, cfg.model, cfg.model_config(), ckpt_file)
     else:  # fine-tune from a checkpoint file or run directory: its architecture replaces the config's
-        config_keys = {f.name for f in dataclasses.fields(Config)}
-        architecture = {k: v for k, v in checkpoint["model_args"].items()
-                        if k in config_keys and k != "block_size"}
-        cfg = dataclasses.replace(cfg, model=model_name_of(checkpoint), **architecture)
+        cfg = with_architecture_of(checkpoint, cfg, keep=("block_size",))
     model = model_from_checkpoint(checkpoint)
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size {cfg.block_size} is longer than the checkpoint's model was built for "
@@ -224,6 +187,106 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
     return model, checkpoint if cfg.init_from == "resume" else None, cfg
 
 
+def start_log(cfg: Config, dist: Distributed, model: Transformer, device: str, dtype: str, iter_num: int,
+              resume: dict | None) -> RunLog:
+    """The run's log (console and wandb, rank 0 only), opened with a line that says what runs where."""
+    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
+    log = RunLog(cfg, start_iter=iter_num, tokens_per_step=tokens_per_step,
+                 flops_per_step=model.flops_per_token(cfg.block_size) * tokens_per_step,
+                 device=device, dtype=dtype, world_size=dist.world_size, enabled=dist.is_master,
+                 wandb_run_id=resume.get("wandb_run_id") if resume else None)
+    log.print(f"{cfg.model}: {model.num_params() / 1e6:.2f}M params | {tokens_per_step:,} tokens per step "
+              f"({cfg.gradient_accumulation_steps} x {cfg.batch_size} x {cfg.block_size}, "
+              f"{dist.world_size} process{'es' if dist.enabled else ''}) | {device} {dtype} | "
+              f"{'resuming at step ' + str(iter_num) if resume else 'init from ' + cfg.init_from}")
+    return log
+
+
+def check_closing_sample(cfg: Config, model: Transformer) -> None:
+    """The run ends with a sample; what it needs is checked now, not after hours of training."""
+    if cfg.max_new_tokens > 0 and max(encode(SAMPLE_PROMPT)) >= model.config.vocab_size:
+        raise UserError(f"the closing sample's prompt {SAMPLE_PROMPT!r} has token ids beyond this model's "
+                        f"vocabulary of {model.config.vocab_size}; set --max_new_tokens=0 to skip it")
+
+
+# --- the loop ---------------------------------------------------------------------------------
+def fit(state: TrainingState, stop_request: StopRequest) -> RunResult:
+    """Evaluate when due, then take a step, until max_iters or a stop request; a stop saves first."""
+    cfg = state.cfg
+    result = RunResult(state.iter_num, state.best_val_loss)
+    while True:
+        due = state.iter_num % cfg.eval_interval == 0 or state.iter_num >= cfg.max_iters
+        if due and state.iter_num != state.evaluated_at and not result.stopped:
+            validate(state, result, stop_request)
+        if result.stopped or state.iter_num >= cfg.max_iters or cfg.eval_only:
+            break
+        training_step(state, result)
+        result.stopped = stop_request.agreed()
+    if result.stopped:
+        if state.saved_at != state.iter_num and not cfg.eval_only:
+            save(state, "stopped")
+        state.log.print(f"stopped at step {state.iter_num}: saved {state.ckpt_file}; "
+                        f"resume with: --init_from=resume --out_dir={cfg.out_dir}")
+    result.iter_num, result.best_val_loss = state.iter_num, state.best_val_loss
+    return result
+
+
+def training_step(state: TrainingState, result: RunResult) -> None:
+    """One optimizer step over the global batch of step iter_num, logged; then iter_num + 1."""
+    cfg, dist, step = state.cfg, state.dist, state.iter_num
+    lr = learning_rate_at(step, cfg)
+    torch.manual_seed(seed_for(cfg.seed, "dropout", step, dist.rank))
+    start = time.perf_counter()
+    micro_batches = state.batches.train_micro_batches(
+        step, cfg.gradient_accumulation_steps, dist.rank, dist.world_size, state.device)
+    loss = train_step(state.sharded.train_model, state.sharded.optimizer, state.scaler, micro_batches, lr=lr,
+                      grad_clip=cfg.grad_clip, device=state.device, dtype=state.dtype, dist=dist,
+                      regularizers=state.regularizers)
+    if not math.isfinite(loss):
+        state.log.print(non_finite(cfg, f"loss {loss} at step {step}", state.ckpt_file, "step skipped"))
+    result.losses[step] = loss
+    state.iter_num += 1
+    state.log.step(state.iter_num, loss, lr, time.perf_counter() - start)
+
+
+def validate(state: TrainingState, result: RunResult, stop_request: StopRequest) -> None:
+    """Train and val loss at this step, logged; a checkpoint when the val loss improved (or always,
+    per always_save_checkpoint), never of a non-finite loss, step 0 or an eval_only run. A stop
+    request arriving during the evaluation cuts it short (result.stopped)."""
+    cfg, step = state.cfg, state.iter_num
+    losses = estimate_loss(state.sharded.forward_model, state.batches, cfg.eval_iters, device=state.device,
+                           dtype=state.dtype, dist=state.dist, regularizers=state.regularizers,
+                           should_stop=stop_request.agreed)
+    if losses is None:
+        result.stopped = True
+        return
+    result.evaluations[step], state.evaluated_at = losses, step
+    note = ""
+    if not math.isfinite(losses["val"]):
+        note = non_finite(cfg, f"val loss {losses['val']} at step {step}", state.ckpt_file, "not saved")
+    elif losses["val"] < state.best_val_loss or cfg.always_save_checkpoint:
+        state.best_val_loss = min(state.best_val_loss, losses["val"])
+        if step > 0 and not cfg.eval_only:
+            note = save(state, "best" if losses["val"] == state.best_val_loss else "latest")
+    state.log.evaluation(step, losses, note)
+
+
+def save(state: TrainingState, reason: str) -> str:
+    """Write out_dir/ckpt.pt (rank 0 only; atomically) with everything an exact resume needs."""
+    state.saved_at = state.iter_num
+    model_state, optimizer_state = state.sharded.model_state(), state.sharded.optimizer_state()  # collective
+    if state.dist.is_master:
+        save_checkpoint({
+            "model": model_state, "optimizer": optimizer_state,
+            "model_args": model_args_of(state.cfg.model, state.model), "iter_num": state.iter_num,
+            "best_val_loss": state.best_val_loss, "config": state.cfg.to_dict(),
+            "scaler": state.scaler.state_dict(), "wandb_run_id": state.log.wandb_run_id,
+            "evaluated": state.evaluated_at == state.iter_num,  # False: a stop cut this step's evaluation
+        }, state.ckpt_file)
+    return f"{reason}: saved {state.ckpt_file}"
+
+
+# --- helpers ----------------------------------------------------------------------------------
 def non_finite(cfg: Config, what: str, ckpt_file: Path, skipped: str) -> str:
     """Stop on a NaN/inf loss, or say what was skipped, per on_nonfinite."""
     if cfg.on_nonfinite == "stop":
@@ -250,7 +313,7 @@ def print_sample(model: Transformer, cfg: Config, device: str, dtype: str) -> No
     with autocast(device, dtype):
         ids = model.generate(prompt, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                              generator=generator)[0].tolist()
-    known = [i for i in ids if i < get_tokenizer().n_vocab]  # ids past GPT-2's 50257 are padding
+    known = [i for i in ids if i < GPT2_VOCAB_SIZE]  # ids past the tokenizer's are padding rows
     print(f"--- sample (temperature {cfg.temperature}, top_k {cfg.top_k}) ---\n{decode(known)}\n---")
 
 

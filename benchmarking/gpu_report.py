@@ -33,6 +33,7 @@ from benchmarking.measurements import TrainingRun, progress, sampling_speeds, st
 from core.config import Config, load_config
 from core.hardware import autocast, peak_flops_and_source, resolve_device
 from core.memory_plan import GIB, Target, plan_for_model
+from core.tokenizer import GPT2_VOCAB_SIZE
 from models import build_model
 
 SMALL = "config/train_reflow_1_small.py"
@@ -89,7 +90,7 @@ def training_row(cfg: Config, dtype: str, steps: int, device: str) -> dict:
 def sdpa_kernel_row(cfg: Config, dtype: str, device: str) -> dict:
     """The attention kernel SDPA dispatches to, read from the profiler's op names."""
     model = build_model(cfg.model, cfg.model_config()).to(device)
-    x = torch.randint(0, 50257, (cfg.batch_size, cfg.block_size), device=device)
+    x = torch.randint(0, GPT2_VOCAB_SIZE, (cfg.batch_size, cfg.block_size), device=device)
     with torch.profiler.profile() as profile, autocast(device, dtype):
         model(x, targets=x)[1].backward()
     names = {event.name for event in profile.events()}
@@ -124,7 +125,7 @@ def resume_row(cfg: Config, steps: int) -> dict:
         data.mkdir(parents=True)
         rng = np.random.default_rng(0)
         for split in ("train", "val"):
-            rng.integers(0, 50257, 200_000, dtype=np.uint16).tofile(data / f"{split}.bin")
+            rng.integers(0, GPT2_VOCAB_SIZE, 200_000, dtype=np.uint16).tofile(data / f"{split}.bin")
         common = dict(data_dir=str(Path(folder) / "data"), dataset="report", max_iters=2 * steps,
                       lr_decay_iters=2 * steps, warmup_iters=1, eval_interval=steps, eval_iters=1,
                       log_interval=10**6, max_new_tokens=0, compile=False, wandb_log=False)

@@ -40,11 +40,10 @@ import torch.nn as nn
 
 from core.config import Config
 from core.hardware import autocast
+from core.tokenizer import GPT2_VOCAB_SIZE
 from models import MODELS, build_model, matmul_form
 from models.baselines import BASELINES, ReferenceGPT2
 from training.optimization import make_grad_scaler, make_optimizer, train_step
-
-GPT2_VOCAB = 50257  # token ids are drawn below this, as real GPT-2 ids are
 
 
 def build_any(name: str, cfg: Config) -> nn.Module:
@@ -71,7 +70,7 @@ class TrainingRun:
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         generator = torch.Generator().manual_seed(seed)
         shape = (cfg.batch_size, cfg.block_size + 1)
-        vocab = min(cfg.vocab_size, GPT2_VOCAB)
+        vocab = min(cfg.vocab_size, GPT2_VOCAB_SIZE)  # drawn like real GPT-2 ids
         self.micro_batches = []
         for _ in range(cfg.gradient_accumulation_steps):
             tokens = torch.randint(0, vocab, shape, generator=generator).to(device)

@@ -1,7 +1,9 @@
 """Checkpoints: written atomically, read as data only, and turned back into models.
 
 A checkpoint is a dict with nanoGPT's keys (`model`, `optimizer`, `model_args`, `iter_num`,
-`best_val_loss`, `config`) plus whatever exact resume needs. It is loaded with
+`best_val_loss`, `config`) plus whatever exact resume needs. `model_args` holds the architecture's
+name (`model`) beside its ModelConfig fields, so a checkpoint alone says what it is; checkpoints
+written before kept the name only in `config`, and still load. A checkpoint is loaded with
 `torch.load(..., weights_only=True)`: tensors and plain Python values, never code.
 """
 
@@ -61,8 +63,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise UserError(f"checkpoint {file} is truncated or corrupt ({type(error).__name__}); "
                         "resume from an earlier one or retrain")
     missing = {"model", "model_args"} - set(checkpoint) if isinstance(checkpoint, dict) else {"model"}
-    if missing:
-        raise UserError(f"{file} is not a reflow checkpoint (missing {sorted(missing)})")
+    if missing or not isinstance(checkpoint["model_args"], dict):
+        what = f"missing {sorted(missing)}" if missing else "its model_args is not a dict"
+        raise UserError(f"{file} is not a reflow checkpoint ({what})")
     check_model_args(checkpoint, file)
     adapted = adapt_foreign_checkpoint(checkpoint, file)
     if adapted is not checkpoint:
@@ -137,23 +140,53 @@ def check_model_args(checkpoint: dict, file: Path) -> None:
     name = args.get("model") or checkpoint.get("config", {}).get("model") or checkpoint.get("model_name")
     if name in MODELS:  # the limits and cross-key rules of a config (an unknown name is refused later)
         keys = {f.name for f in dataclasses.fields(Config)}
-        architecture = {k: v for k, v in args.items() if k in keys}
+        architecture = {k: v for k, v in args.items() if k in keys and k != "model"}
         try:
             validate(dataclasses.replace(Config(), model=name, **architecture))
         except UserError as error:
             raise UserError(f"{file}: model_args: {error}")
 
 
+def model_args_of(name: str, model: Transformer) -> dict:
+    """What a checkpoint stores as `model_args`: the architecture's name (so the file alone says
+    what it holds) and every ModelConfig field."""
+    return {"model": name, **dataclasses.asdict(model.config)}
+
+
 def model_name_of(checkpoint: dict) -> str:
-    return checkpoint.get("config", {}).get("model") or checkpoint["model_name"]
+    """The architecture's name: in model_args since this version; older checkpoints kept it only
+    in their saved config."""
+    name = checkpoint["model_args"].get("model") or (checkpoint.get("config") or {}).get("model")
+    if not isinstance(name, str):
+        raise UserError("the checkpoint does not say which architecture it holds (no 'model' in its "
+                        f"model_args or config); valid models: {', '.join(MODELS)}")
+    return name
+
+
+def architecture_of(checkpoint: dict) -> tuple[str, ModelConfig]:
+    """The name and ModelConfig of the model a checkpoint was saved from."""
+    name = model_name_of(checkpoint)
+    if name not in MODELS:
+        raise UserError(f"checkpoint holds unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    args = {k: v for k, v in checkpoint["model_args"].items() if k != "model"}
+    unknown = sorted(set(args) - {f.name for f in dataclasses.fields(ModelConfig)})
+    if unknown:
+        raise UserError(f"checkpoint model_args has keys this version does not know: {', '.join(unknown)}")
+    return name, ModelConfig(**args)
+
+
+def with_architecture_of(checkpoint: dict, cfg: Config, keep: tuple[str, ...] = ()) -> Config:
+    """`cfg` with the checkpoint's model and architecture keys in place of its own (except `keep`):
+    a run that starts from a checkpoint is that checkpoint's model, whatever the config said."""
+    name, architecture = architecture_of(checkpoint)
+    replaced = {k: v for k, v in dataclasses.asdict(architecture).items() if k not in keep}
+    return dataclasses.replace(cfg, model=name, **replaced)
 
 
 def model_from_checkpoint(checkpoint: dict) -> Transformer:
     """Rebuild the model a checkpoint was saved from, with its weights."""
-    name = model_name_of(checkpoint)
-    if name not in MODELS:
-        raise UserError(f"checkpoint holds unknown model {name!r}; valid models: {', '.join(MODELS)}")
-    model = build_model(name, ModelConfig(**checkpoint["model_args"]))
+    name, architecture = architecture_of(checkpoint)
+    model = build_model(name, architecture)
     state = {k.removeprefix("_orig_mod."): v for k, v in checkpoint["model"].items()}
     try:
         model.load_state_dict(state)
@@ -167,8 +200,7 @@ def check_same_architecture(checkpoint: dict, model_name: str, config: ModelConf
 
     Left out: block_size (the length of training windows, which may shrink), dropout, and the keys
     that change how a step computes, not what (ModelConfig.EXECUTION_KEYS)."""
-    saved = ModelConfig(**checkpoint["model_args"])
-    name = model_name_of(checkpoint)
+    name, saved = architecture_of(checkpoint)
     differences = [f"model {name!r} vs {model_name!r}"] if name != model_name else []
     differences += [
         f"{key} {getattr(saved, key)} vs {getattr(config, key)}" for key in vars(saved)

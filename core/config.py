@@ -1,90 +1,119 @@
 """Configuration: plain-Python config files plus `--key=value` overrides, checked against one schema.
 
 Like nanoGPT, a config file is Python assignments (`n_layer = 6`) and runs as code, so only run
-config files you trust; unlike nanoGPT, the result is a dataclass instance (importable, testable),
-and an unknown key or a value of the wrong type is refused with a one-line `UserError`.
+config files you trust; unlike nanoGPT, the result is a dataclass instance (importable, testable).
 
 Every script reads the same `Config`, so one file can hold training, sampling and experiment keys.
+Each key is declared once, in `Config` below or, for the architecture, on `ModelConfig`
+(models/layers.py), whose fields Config takes over: with its type, its limits or choices
+(`checked(default, ge=...)`, `Literal[...]`) and a trailing comment that is its `--help` line.
+`load_config` refuses, in one line naming the key, the value and what is allowed, an unknown key,
+a wrong type, a value out of its limits, and keys that do not fit together, before a script does
+any work. `--help` on any script's command line prints every key by group.
 """
 
 import ast
 import dataclasses
 import difflib
+import inspect
+import io
+import operator
+import re
 import sys
+import textwrap
+import tokenize
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from core.errors import UserError
+from core.hardware import DEVICE_FORMS, DEVICE_PATTERN, DTYPES, device_unavailable
 from models import MODELS, ModelConfig
+from models.layers import checked
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = REPO_ROOT / "out"
 POSTHOC_CHOICES = ("none", "svd", "dictionary")  # see experiments/posthoc.py
+SHARD_MODES = ("none", "optimizer", "full")  # see training/sharding.py
+
+
+def with_model_keys(cls):
+    """Insert every field of ModelConfig (models/layers.py) into `cls` right after its `model` key,
+    with its default and declared limits: an architecture key is declared once, on ModelConfig,
+    and is a config key like any other."""
+    own = cls.__dict__["__annotations__"]
+    model_hints = typing.get_type_hints(ModelConfig)
+    annotations = {}
+    for name, kind in own.items():
+        annotations[name] = kind
+        if name == "model":
+            for f in dataclasses.fields(ModelConfig):
+                annotations[f.name] = model_hints[f.name]
+                setattr(cls, f.name, field(default=f.default, default_factory=f.default_factory,
+                                           metadata=f.metadata))
+    cls.__annotations__ = annotations
+    return cls
 
 
 @dataclass
+@with_model_keys
 class Config:
+    """Every key of every script, grouped by concern; `python train.py --help` lists them.
+
+    Each key's trailing comment is its help line, and its limits (`checked(default, ge=...)`) or
+    choices (`Literal[...]`) are enforced by load_config before any script does work.
+    """
+
     # --- I/O --------------------------------------------------------------------------------
-    out_dir: str = "out/default"
-    eval_interval: int = 2000
-    log_interval: int = 1
-    eval_iters: int = 200
-    eval_only: bool = False
-    always_save_checkpoint: bool = True
-    init_from: str = "scratch"  # 'scratch', 'resume', or a checkpoint path / run directory
-    seed: int = 1337
-    # --- logging ----------------------------------------------------------------------------
-    wandb_log: bool = False
-    wandb_project: str = "reflow"
-    wandb_run_name: str = "run"
+    out_dir: str = checked("out/default", nonempty=True)  # run directory: ckpt.pt, audit_reports/
+    init_from: str = checked("scratch", nonempty=True)  # 'scratch', 'resume', or a checkpoint / run dir
+    eval_interval: int = checked(2000, ge=1)  # steps between evaluations (each may save ckpt.pt)
+    eval_iters: int = checked(200, ge=1)  # batches per split in one evaluation
+    eval_only: bool = False  # evaluate once, save nothing, exit
+    always_save_checkpoint: bool = True  # save at every evaluation; False: only when val loss improves
+    log_interval: int = checked(1, ge=1)  # steps between log lines
+    wandb_log: bool = False  # also log to Weights & Biases
+    wandb_project: str = "reflow"  # wandb project name
+    wandb_run_name: str = "run"  # wandb run name
     # --- data -------------------------------------------------------------------------------
-    data_dir: str = "data"  # datasets live in data_dir/<dataset>/
-    dataset: str = "openwebtext"  # a folder holding train.bin and val.bin (+ optional *_mask.bin)
-    gradient_accumulation_steps: int = 40  # micro-batches per global batch, over all ranks
-    batch_size: int = 12  # sequences per micro-batch
-    block_size: int = 1024
-    # --- model ------------------------------------------------------------------------------
-    model: str = "reflow"  # gpt2, gpt2-new, reflow, reflow-topk, reflow-lite
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    n_kv_head: int | None = None  # reflow-lite: key/value heads; None means n_head
-    n_signals: int = 1024  # reflow family: S
-    topk: int = 64  # reflow-topk: entries kept per recipe row
-    vocab_size: int = 50304
-    dropout: float = 0.0
-    bias: bool = False
-    # --- optimizer --------------------------------------------------------------------------
-    learning_rate: float = 6e-4
-    max_iters: int = 600000
-    weight_decay: float = 1e-1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # 0 disables clipping
-    # --- learning-rate schedule -------------------------------------------------------------
+    data_dir: str = checked("data", nonempty=True)  # datasets live in data_dir/<dataset>/
+    dataset: str = checked("openwebtext", nonempty=True)  # folder with train.bin, val.bin (+ *_mask.bin)
+    batch_size: int = checked(12, ge=1)  # sequences per micro-batch
+    gradient_accumulation_steps: int = checked(40, ge=1)  # micro-batches per global batch, over all ranks
+    # --- model (`model`, then every field of ModelConfig in models/layers.py) --------------
+    model: Literal[tuple(MODELS)] = "reflow"  # the architecture (models/__init__.py)
+    # --- optimization -----------------------------------------------------------------------
+    learning_rate: float = checked(6e-4, gt=0)  # peak learning rate, reached after warmup
+    max_iters: int = checked(600000, ge=0)  # optimizer steps of the whole run
+    weight_decay: float = checked(1e-1, ge=0)  # AdamW weight decay (matrices only)
+    beta1: float = checked(0.9, ge=0, lt=1)  # AdamW first-moment decay
+    beta2: float = checked(0.95, ge=0, lt=1)  # AdamW second-moment decay
+    grad_clip: float = checked(1.0, ge=0)  # clip the gradient norm to this; 0 disables clipping
     decay_lr: bool = True  # warmup then cosine decay; False keeps learning_rate constant
-    warmup_iters: int = 2000
-    lr_decay_iters: int = 600000
-    min_lr: float = 6e-5
+    warmup_iters: int = checked(2000, ge=0)  # steps of linear warmup
+    lr_decay_iters: int = checked(600000, ge=0)  # step where the cosine reaches min_lr
+    min_lr: float = checked(6e-5, ge=0)  # learning rate at the end of the decay
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss: 'stop' the run, or 'skip' the step
     # --- system -----------------------------------------------------------------------------
-    backend: str = "nccl"  # DDP backend on GPUs; CPU runs always use gloo
-    device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
-    dtype: str = "auto"  # 'auto', 'float32', 'bfloat16', 'float16'
-    compile: bool = False
-    on_nonfinite: str = "stop"  # a NaN/inf loss: 'stop' the run, or 'skip' the step
-    # --- sampling (sample.py) ---------------------------------------------------------------
+    device: str = checked("auto", pattern=DEVICE_PATTERN, means=DEVICE_FORMS)  # auto: cuda, else mps, or cpu
+    dtype: Literal[("auto", *DTYPES)] = "auto"  # auto: bfloat16 if the GPU has it, else float16; CPU: float32
+    backend: Literal["nccl", "gloo", "mpi", "ucc"] = "nccl"  # DDP backend on GPUs; CPU runs always use gloo
+    compile: bool = False  # torch.compile the model
+    seed: int = checked(1337, ge=0, lt=2**63)  # every random draw is a function of (seed, step)
+    # --- sampling (sample.py, and train.py's closing sample) --------------------------------
     start: str = "\n"  # prompt, or FILE:path to read it from a file
-    num_samples: int = 3
-    max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int | None = 200
+    num_samples: int = checked(3, ge=1)  # samples per prompt, drawn as one batch
+    max_new_tokens: int = checked(200, ge=0)  # tokens per sample; 0 skips train.py's closing sample
+    temperature: float = checked(0.8, ge=0)  # softmax temperature; 0 is greedy
+    top_k: int | None = checked(200, ge=1)  # draw among the k likeliest tokens; None: all
     chat: bool = False  # chat mode: prompts are wrapped in the chat template (core/chat.py)
     use_cache: bool = True  # key/value cache; False recomputes the whole context each step
     # --- experiments (experiment.py) --------------------------------------------------------
-    probe_words: list = field(default_factory=lambda: [" king", " queen", " man", " woman"])
-    # Every word below must be one GPT-2 token; most take a leading space (" king", not "king").
+    # Every word must be one GPT-2 token; most take a leading space (" king", not "king").
+    probe_words: list = field(default_factory=lambda: [" king", " queen", " man", " woman"])  # words to probe
     word_groups: dict = field(default_factory=lambda: {  # labelled groups: galaxy, atlas
         "royalty": [" king", " queen", " prince", " princess", " lord", " lady"],
         "countries": [" France", " China", " England", " Germany", " Japan", " Italy"],
@@ -105,40 +134,35 @@ class Config:
     target_prompts: list = field(default_factory=lambda: [  # [prompt, target]: lens, flow, ablation
         ["The capital of France is", " Paris"],
     ])
-    positive_words: list = field(default_factory=lambda: [
+    positive_words: list = field(default_factory=lambda: [  # one pole of the sentiment axis: steering
         " good", " great", " happy", " love", " wonderful", " beautiful", " excellent", " best"])
-    negative_words: list = field(default_factory=lambda: [
+    negative_words: list = field(default_factory=lambda: [  # the other pole
         " bad", " terrible", " sad", " hate", " awful", " ugly", " horrible", " worst"])
-    steer_prompts: list = field(default_factory=lambda: ["I think that", "The movie was", "Today I feel"])
-    steer_alpha: float = 0.15  # steering strength, in units of the residual stream's mean norm
-    concept_words: list = field(default_factory=lambda: [" Paris", " love"])
-    concept_prompt: str = "I went to the"
-    concept_alpha_max: float = 16.0  # Concept Inception searches alpha in [0, this]
-    hijack_strength: float = 1.0  # Genetic Hijack: 0 leaves recipes, 1 replaces them outright
-    audit_tokens: int = 16384  # validation tokens read by the experiments that need text
-    audit_vocab: int = 2000  # word searches run over this many most frequent training tokens
-    audit_sample_tokens: int = 32  # length of each generated sample in the reports
-    # --- models (issues 11, 15, 17) ---
-    attention: str = "softmax"  # 'softmax', or 'sigmoid': sigmoid(q.k/sqrt(D) + b), no normalization
-    sigmoid_bias: str = "-log(T)"  # sigmoid attention's b: '-log(T)' (T = keys the query sees) or 'learned'
-    chunked_loss: bool = False  # cross-entropy in chunks of positions: the (B, T, V) logits never exist
-    loss_chunk_size: int = 1024  # positions per chunk under chunked_loss
-    activation_checkpointing: bool = False  # recompute each block in the backward: less memory, more time
+    steer_prompts: list = field(default_factory=lambda: [  # prompts the steering experiments continue
+        "I think that", "The movie was", "Today I feel"])
+    steer_alpha: float = checked(0.15, ge=0)  # steering strength, in units of the residual stream's mean norm
+    concept_words: list = field(default_factory=lambda: [" Paris", " love"])  # Concept Inception targets
+    concept_prompt: str = checked("I went to the", nonempty=True)  # Concept Inception continues this
+    concept_alpha_max: float = checked(16.0, gt=0)  # Concept Inception searches alpha in [0, this]
+    hijack_strength: float = checked(1.0, ge=0, le=1)  # Genetic Hijack: 0 keeps recipes, 1 replaces them
+    audit_tokens: int = checked(16384, ge=1)  # validation tokens read by the experiments that need text
+    audit_vocab: int = checked(2000, ge=1)  # word searches run over this many most frequent training tokens
+    audit_sample_tokens: int = checked(32, ge=1)  # length of each generated sample in the reports
 
     # --- regularizers (issue 15): all off at 0; definitions in training/regularizers.py ------
-    recipe_l1: float = 0.0  # soft recipe sparsity, mean ||r||_1 / (sqrt(S) ||r||_2) (reflow family)
-    repulsion: float = 0.0  # STT repulsion: mean squared cosine between positions' hidden states
-    head_diversity: float = 0.0  # STT head diversity: mean cosine between heads' attention patterns
+    recipe_l1: float = checked(0.0, ge=0)  # recipe sparsity: mean ||r||_1 / (sqrt(S) ||r||_2); reflow family
+    repulsion: float = checked(0.0, ge=0)  # STT repulsion: mean squared cosine between positions' states
+    head_diversity: float = checked(0.0, ge=0)  # STT head diversity: mean cosine between heads' patterns
     regularize_layers: list = field(default_factory=list)  # layers repulsion/head_diversity read; [] = all
 
     # --- scale (issue 17) -------------------------------------------------------------------
-    shard: str = "none"  # 'none', 'optimizer' (ZeRO-1) or 'full' (FSDP2); see training/sharding.py
-    collective_timeout_s: float = 600.0  # a rank waiting this long on the others stops with an error
+    shard: Literal[SHARD_MODES] = "none"  # 'optimizer' (ZeRO-1) or 'full' (FSDP2); see training/sharding.py
+    collective_timeout_s: float = checked(600.0, gt=0)  # a rank waiting this long on the others stops
     # --- studies and post-hoc baselines (issue 13) ----------------------------------------------
     # gpt2 / gpt2-new have no recipes; the recipe experiments can read a factorization of their
     # embedding cut after training instead (experiments/posthoc.py): one of POSTHOC_CHOICES.
-    posthoc: str = "none"
-    posthoc_active_fraction: float = 0.11  # dictionary: nonzeros per recipe / S (the paper's reflow: ~11%)
+    posthoc: Literal[POSTHOC_CHOICES] = "none"  # a post-hoc factorization for the recipe experiments
+    posthoc_active_fraction: float = checked(0.11, gt=0, le=1)  # dictionary: nonzeros per recipe / S
 
     def model_config(self) -> ModelConfig:
         """The architecture part of this config."""
@@ -150,7 +174,12 @@ class Config:
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, dict[str, str]]:
-    """Split `[CONFIG_FILE] [--key=value ...]` into the file (or None) and raw override strings."""
+    """Split `[CONFIG_FILE] [--key=value ...]` into the file (or None) and raw override strings;
+    `--help` (or -h) prints the script's docstring and every key, and exits."""
+    if "--help" in argv or "-h" in argv:
+        script = sys.modules["__main__"].__doc__ or ""
+        print(f"{script.strip()}\n\n{describe_keys()}")
+        raise SystemExit(0)
     config_file, overrides = None, {}
     for arg in argv:
         if arg.startswith("--"):
@@ -165,29 +194,38 @@ def parse_args(argv: list[str]) -> tuple[str | None, dict[str, str]]:
     return config_file, overrides
 
 
-def load_config(config_file: str | None = None, overrides: dict[str, str] | None = None,
-                schema: type = Config):
-    """Defaults, then the config file's assignments, then the overrides; each key checked."""
+def load_config(config_file: str | None = None, overrides: dict[str, str] | None = None) -> Config:
+    """Defaults, then the config file's assignments, then the overrides; each key checked for its
+    type, then every value for its declared limits and the keys against each other (`validate`)."""
     values = {}
     if config_file is not None:
         values.update(read_config_file(config_file))
-    hints = typing.get_type_hints(schema)
+    hints = typing.get_type_hints(Config)
     for key, value in values.items():
         check_key(key, hints, source=config_file)
         values[key] = check_type(key, value, hints[key], source=config_file)
     for key, raw in (overrides or {}).items():
         check_key(key, hints, source="the command line")
         values[key] = check_type(key, parse_value(raw), hints[key], source="the command line")
-    config = schema(**values)
-    if isinstance(config, Config):
-        validate(config)
+    config = Config(**values)
+    validate(config)
     return config
 
 
 def validate(config: Config) -> None:
-    """Checks across keys, so a bad combination fails here and not deep inside a model."""
-    if config.model not in MODELS:
-        raise UserError(f"unknown model {config.model!r}; valid models: {', '.join(MODELS)}")
+    """Every key within its declared limits, then the keys against each other and this machine, so
+    that a bad value fails here, before any work, not deep inside a model or at the end of a run."""
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        value = getattr(config, f.name)
+        if not fits(value, hints[f.name], f.metadata):
+            raise UserError(f"{f.name} must be {allowed(hints[f.name], f.metadata)}, got {value!r}")
+    check_architecture(config)
+    check_run_keys(config)
+
+
+def check_architecture(config: Config) -> None:
+    """The model keys fit together: heads divide the width, the head size suits the positions."""
     if config.n_embd % config.n_head:
         raise UserError(f"n_embd ({config.n_embd}) must be a multiple of n_head ({config.n_head})")
     kv = config.n_kv_head or config.n_head
@@ -195,24 +233,151 @@ def validate(config: Config) -> None:
         raise UserError(f"n_head ({config.n_head}) must be a multiple of n_kv_head ({kv})")
     if config.model == "reflow-lite" and kv >= config.n_head:
         raise UserError(f"reflow-lite needs n_kv_head < n_head ({config.n_head}); e.g. --n_kv_head=4")
-    if config.posthoc not in POSTHOC_CHOICES:
-        raise UserError(f"posthoc must be one of {', '.join(POSTHOC_CHOICES)}, got {config.posthoc!r}")
-    if not 0 < config.posthoc_active_fraction <= 1:
-        raise UserError(f"posthoc_active_fraction must be in (0, 1], got {config.posthoc_active_fraction}")
-    for key, valid in (("attention", ("softmax", "sigmoid")), ("sigmoid_bias", ("-log(T)", "learned"))):
-        value = getattr(config, key)
-        if value not in valid:
-            raise UserError(f"{key} must be one of {', '.join(map(repr, valid))}, got {value!r}")
-    if config.loss_chunk_size < 1:
-        raise UserError(f"loss_chunk_size must be at least 1, got {config.loss_chunk_size}")
-    if config.model == "reflow-topk" and not 0 < config.topk <= config.n_signals:
+    if config.model == "reflow-topk" and config.topk > config.n_signals:
         raise UserError(f"topk ({config.topk}) must be between 1 and n_signals ({config.n_signals})")
+    head_size = config.n_embd // config.n_head
+    if MODELS[config.model].uses_rope and head_size % 2:
+        raise UserError(f"n_embd / n_head (the head size) must be even: {config.model} rotates positions "
+                        f"in pairs of dimensions; got {config.n_embd} / {config.n_head} = {head_size}")
 
 
-def from_dict(values: dict, schema: type = Config):
+def check_run_keys(config: Config) -> None:
+    """init_from, the schedule and the device make sense, on this machine."""
+    init = config.init_from  # a word that is neither mode nor path is a misspelt mode ('resum')
+    looks_like_a_path = "/" in init or init.endswith(".pt") or Path(init).exists()
+    if init not in ("scratch", "resume") and not looks_like_a_path:
+        raise UserError(f"init_from must be 'scratch', 'resume', or a checkpoint file or run directory, "
+                        f"got {init!r} (no such path)")
+    if config.decay_lr and config.min_lr > config.learning_rate:
+        raise UserError(f"min_lr ({config.min_lr}) must not exceed learning_rate ({config.learning_rate}); "
+                        "the schedule decays from one to the other")
+    unusable = device_unavailable(config.device)
+    if unusable:
+        raise UserError(f"device must be one this machine has ({unusable}), got {config.device!r}; "
+                        "use --device=cpu or --device=auto")
+
+
+BOUNDS = {"ge": (operator.ge, "at least"), "gt": (operator.gt, "greater than"),
+          "le": (operator.le, "at most"), "lt": (operator.lt, "below")}
+
+
+def fits(value, kind, rules: Mapping) -> bool:
+    """Whether a value (of the right type: check_type saw to that) is among a key's choices
+    (Literal) and within its declared rules (see models.layers.checked)."""
+    if value is None:  # allowed exactly when the annotation says `| None`
+        return True
+    choices = choices_of(kind)
+    if choices is not None:
+        return value in choices
+    if rules.get("nonempty") and value == "":
+        return False
+    if "pattern" in rules and not re.fullmatch(rules["pattern"], value):
+        return False
+    return all(test(value, rules[name]) for name, (test, _) in BOUNDS.items() if name in rules)
+
+
+def allowed(kind, rules: Mapping) -> str:
+    """What a key allows, in words ('' when any value of its type will do)."""
+    choices = choices_of(kind)
+    if choices is not None:
+        words = " or ".join(filter(None, [", ".join(map(repr, choices[:-1])), repr(choices[-1])]))
+    elif rules.get("nonempty"):
+        words = "a non-empty string"
+    elif "pattern" in rules:
+        words = rules["means"]
+    else:
+        words = " and ".join(f"{text} {readable(rules[name])}" for name, (_, text) in BOUNDS.items()
+                             if name in rules)
+    if words and type(None) in union_members(kind):
+        words += " or None"
+    return words
+
+
+def readable(bound) -> str:
+    """2**63 rather than its 19 digits."""
+    if isinstance(bound, int) and bound > 2**20 and bound & (bound - 1) == 0:
+        return f"2**{bound.bit_length() - 1}"
+    return str(bound)
+
+
+def choices_of(kind) -> tuple | None:
+    return next((typing.get_args(k) for k in union_members(kind) if typing.get_origin(k) is Literal), None)
+
+
+def union_members(kind) -> tuple:
+    is_union = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    return typing.get_args(kind) if is_union else (kind,)
+
+
+def from_dict(values: dict) -> Config:
     """A config from a saved dict (a checkpoint's `config`), ignoring keys this version dropped."""
-    names = {f.name for f in dataclasses.fields(schema)}
-    return schema(**{k: v for k, v in values.items() if k in names})
+    names = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in values.items() if k in names})
+
+
+def keys_by_group() -> dict[str, list[tuple[str, str, str, str]]]:
+    """{group: [(key, default, allowed, comment)]}, in the order Config declares them: the groups
+    are its `# --- group ---` headers and the comments are the keys' trailing comments, read from
+    the source, so the code stays the one place where a key is documented."""
+    comments = {**trailing_comments(ModelConfig), **trailing_comments(Config)}
+    groups = headers(Config)
+    hints = typing.get_type_hints(Config)
+    listing: dict[str, list] = {}
+    group = ""
+    for f in dataclasses.fields(Config):
+        group = groups.get(f.name, group)  # ModelConfig's keys follow `model`, in its group
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        listing.setdefault(group, []).append(
+            (f.name, repr(default), allowed(hints[f.name], f.metadata), comments.get(f.name, "")))
+    return listing
+
+
+def describe_keys() -> str:
+    """The text of `--help`: every key by group, with its default, its limits and its comment."""
+    lines = ["Keys: set them in a config file (key = value) or on the command line (--key=value).", ""]
+    for group, keys in keys_by_group().items():
+        lines.append(group)
+        for name, default, limits, comment in keys:
+            default = default if len(default) <= 24 else default[:21] + "..."
+            limits = f" [{limits}]" if limits else ""
+            lines.append(f"  {name:<28} {default:<24}  {comment}{limits}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def class_source(cls) -> tuple[ast.ClassDef, list[str]]:
+    source = textwrap.dedent(inspect.getsource(cls))
+    return ast.parse(source).body[0], source.splitlines()
+
+
+def trailing_comments(cls) -> dict[str, str]:
+    """{field: the comment that ends the first line of its declaration}."""
+    node, lines = class_source(cls)
+    comments = {}
+    for statement in node.body:
+        if isinstance(statement, ast.AnnAssign):
+            line = lines[statement.lineno - 1]
+            tokens = tokenize.generate_tokens(io.StringIO(line).readline)
+            try:
+                found = [t.string for t in tokens if t.type == tokenize.COMMENT]
+            except tokenize.TokenError:  # a declaration that goes on over more lines
+                found = re.findall(r"#.*$", line)
+            if found:
+                comments[statement.target.id] = found[-1].lstrip("# ").strip()
+    return comments
+
+
+def headers(cls) -> dict[str, str]:
+    """{first field under each `# --- group ---` header: the group's name}."""
+    node, lines = class_source(cls)
+    starts, previous_end = {}, node.body[0].end_lineno
+    for statement in node.body[1:]:
+        between = lines[previous_end : statement.lineno - 1]  # the comment lines above statement
+        names = [m.group(1) for m in (re.fullmatch(r"\s*# --- (.+?) -*", line) for line in between) if m]
+        if names and isinstance(statement, ast.AnnAssign):
+            starts[statement.target.id] = names[-1]
+        previous_end = statement.end_lineno
+    return starts
 
 
 def read_config_file(path: str) -> dict:
@@ -251,16 +416,16 @@ def check_key(key: str, hints: dict, source: str | None) -> None:
         return
     where = f" on {source}" if source == "the command line" else f" in {source}" if source else ""
     close = difflib.get_close_matches(key, hints, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else "; see core/config.py for the valid keys"
+    hint = f"; did you mean {close[0]!r}?" if close else "; python train.py --help lists the valid keys"
     raise UserError(f"unknown config key {key!r}{where}{hint}")
 
 
 def check_type(key: str, value, expected, source: str | None):
-    """Return value if it fits the annotation (an int is accepted, as a float, for a float key)."""
-    is_union = typing.get_origin(expected) in (typing.Union, types.UnionType)
-    allowed = typing.get_args(expected) if is_union else (expected,)
-    for kind in allowed:
-        kind = typing.get_origin(kind) or kind
+    """Return value if it fits the annotation (an int is accepted, as a float, for a float key;
+    a Literal asks for the type of its choices, and `validate` then checks the choice)."""
+    kinds = [type(typing.get_args(k)[0]) if typing.get_origin(k) is Literal else typing.get_origin(k) or k
+             for k in union_members(expected)]
+    for kind in kinds:
         if kind is type(None) and value is None:
             return value
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -269,7 +434,7 @@ def check_type(key: str, value, expected, source: str | None):
             continue
         if kind is not type(None) and isinstance(value, kind):
             return value
-    names = " or ".join("None" if k is type(None) else getattr(k, "__name__", str(k)) for k in allowed)
+    names = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
     where = f" on {source}" if source == "the command line" else f" in {source}" if source else ""
     raise UserError(
         f"config key {key!r}{where} must be {names}, got {value!r} ({type(value).__name__})"

@@ -1,4 +1,5 @@
-"""The device a run uses, its precision, and its peak FLOP/s for MFU.
+"""The device a run uses (and whether this machine has the one a config names), its precision,
+and its peak FLOP/s for MFU.
 
 MFU (model FLOPs utilization) = achieved model FLOP/s / the device's peak, as in nanoGPT and
 the PaLM paper. On GPUs the peak comes from the vendor's dense tensor-core figure for the dtype.
@@ -35,6 +36,22 @@ GPU_PEAK_FLOPS = {
 }
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"  # the forms the `device` key takes
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
+
+
+def device_unavailable(device: str) -> str | None:
+    """Why this machine cannot run on `device`, or None if it can ('auto' always can)."""
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            return f"torch sees {count} CUDA device{'s' if count != 1 else ''}"
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return "torch sees no MPS device"
+    return None
 
 
 def resolve_device(device: str) -> str:

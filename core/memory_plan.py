@@ -60,7 +60,6 @@ FRAMEWORK_RESERVE_BYTES = 1 * GIB
 ALLOCATOR_SLACK = 0.05  # the caching allocator's fragmentation, as a share of what it hands out
 LOSS_CHUNK_POSITIONS = 1024  # positions per chunk under chunked loss, unless the model says otherwise
 MAX_BATCH_SEARCHED = 4096
-SHARD_MODES = ("none", "optimizer", "full")
 
 
 @dataclass

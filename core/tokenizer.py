@@ -13,6 +13,7 @@ from tiktoken.load import load_tiktoken_bpe
 RANKS_FILE = Path(__file__).resolve().parent.parent / "data" / "gpt2.tiktoken"
 END_OF_TEXT = "<|endoftext|>"
 END_OF_TEXT_ID = 50256
+GPT2_VOCAB_SIZE = 50257  # ids the tokenizer produces: 256 bytes, 50,000 merges, <|endoftext|>
 # GPT-2's pre-tokenizer split pattern (tiktoken's r50k_pat_str).
 GPT2_SPLIT_PATTERN = (
     r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
@@ -21,13 +22,13 @@ GPT2_SPLIT_PATTERN = (
 
 @functools.lru_cache(maxsize=1)
 def get_tokenizer() -> tiktoken.Encoding:
-    """The GPT-2 encoding (50257 ids), identical to tiktoken.get_encoding("gpt2")."""
+    """The GPT-2 encoding (GPT2_VOCAB_SIZE ids), identical to tiktoken.get_encoding("gpt2")."""
     return tiktoken.Encoding(
         name="gpt2",
         pat_str=GPT2_SPLIT_PATTERN,
         mergeable_ranks=load_tiktoken_bpe(str(RANKS_FILE)),
         special_tokens={END_OF_TEXT: END_OF_TEXT_ID},
-        explicit_n_vocab=50257,
+        explicit_n_vocab=GPT2_VOCAB_SIZE,
     )
 
 

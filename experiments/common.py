@@ -5,7 +5,6 @@ Everything here works on the models' common interface (`vocab_matrix`, `effectiv
 experiment reads the same on all five architectures.
 """
 
-import math
 import re
 import sys
 
@@ -13,13 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
+from core.metrics import ACTIVE_FRACTION, active_mask, effective_rank  # noqa: F401  (re-exported)
 from core.tokenizer import decode, encode
 from models import Transformer
-
-# An entry of a recipe counts as "relatively active" when its magnitude is at least this fraction of
-# the largest in its row. Scale-free, but Gaussian rows of 256 already score about 76%: it describes,
-# it does not show sparsity (experiment 2 tests Hoyer sparsity against rotated bases instead).
-ACTIVE_FRACTION = 0.1
 
 
 # --- words and prompts -------------------------------------------------------------------------
@@ -103,21 +98,6 @@ def gini(values: torch.Tensor) -> float:
         return 0.0
     ranks = torch.arange(1, n + 1, dtype=torch.float64)
     return (2 * (ranks * x).sum() / (n * total) - (n + 1) / n).item()
-
-
-def effective_rank(matrix: torch.Tensor) -> float:
-    """exp(entropy) of the normalized singular values (Roy and Vetterli, 2007): how many
-    directions the matrix really spans, from 1 up to min(rows, columns)."""
-    singular = torch.linalg.svdvals(matrix.double())
-    p = singular / singular.sum()
-    p = p[p > 0]
-    return math.exp(-(p * p.log()).sum().item())
-
-
-def active_mask(rows: torch.Tensor) -> torch.Tensor:
-    """Which entries reach ACTIVE_FRACTION of their row's largest magnitude."""
-    magnitude = rows.abs()
-    return magnitude >= ACTIVE_FRACTION * magnitude.max(dim=-1, keepdim=True).values
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpo
 from core.config import Config
 from core.errors import UserError
 from core.hardware import resolve_device
-from core.tokenizer import encode
+from core.tokenizer import GPT2_VOCAB_SIZE, encode
 from experiments.common import prompt_ids
 from experiments.posthoc import Factorization, FactorizedModel, factorize
 from models import MODELS, ModelConfig, Transformer, build_model
@@ -56,9 +56,10 @@ class Reference:
         if self.factorization is None:
             return None
         return self.model if self.model.has_recipes else FactorizedModel(self.model, self.factorization)
+
+
 CONTROL_SEEDS = 3  # random-init models kept in memory (figures, the costlier floors)
 FLOOR_DRAWS = 20  # random-init draws where a floor is cheap: enough for an empirical p-value
-TOKENIZER_VOCAB = 50257  # ids at or above this are padding rows that no text ever uses
 
 
 @dataclass
@@ -202,7 +203,7 @@ class Context:
         all moved alike, and would crowd every neighbour list."""
         train = self.val_path.with_name("train.bin")
         text = np.memmap(train, dtype=np.uint16, mode="r") if train.is_file() else self.all_val_tokens
-        counts = np.bincount(text, minlength=TOKENIZER_VOCAB)[: min(TOKENIZER_VOCAB, self.vocab_size)]
+        counts = np.bincount(text, minlength=GPT2_VOCAB_SIZE)[: min(GPT2_VOCAB_SIZE, self.vocab_size)]
         order = np.argsort(-counts, kind="stable")
         order = order[counts[order] > 0][: self.cfg.audit_vocab]
         return torch.from_numpy(order.astype(np.int64))
@@ -262,7 +263,8 @@ def load_context(cfg: Config, ckpt: str | None = None, reference: str | None = N
     if not os.access(reports_dir, os.W_OK):
         raise UserError(f"cannot write to {reports_dir}; pass a writable --out_dir")
     ctx = Context(
-        model=model, cfg=cfg, model_name=name, model_args=dict(checkpoint["model_args"]),
+        model=model, cfg=cfg, model_name=name,
+        model_args={k: v for k, v in checkpoint["model_args"].items() if k != "model"},  # ModelConfig's
         checkpoint=str(checkpoint_path(path)), iter_num=checkpoint.get("iter_num"),
         reports_dir=reports_dir, wandb_run_id=checkpoint.get("wandb_run_id"),
     )

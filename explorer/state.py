@@ -20,6 +20,7 @@ from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpo
 from core.config import Config
 from core.errors import UserError
 from core.hardware import resolve_device
+from core.tokenizer import GPT2_VOCAB_SIZE
 from experiments.context import Context
 from experiments.posthoc import Factorization
 from explorer.factorization import factorization_of
@@ -106,7 +107,7 @@ def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
     except (UserError, OSError):
         vocabulary = torch.tensor([])
     if len(vocabulary) == 0:  # no text to count: search every token the tokenizer can produce
-        vocabulary = torch.arange(min(model.config.vocab_size, 50257))
+        vocabulary = torch.arange(min(model.config.vocab_size, GPT2_VOCAB_SIZE))
     factorization, note = factorization_of(model, name, cfg, rows=vocabulary)
     if factorization is not None:
         space, table = "recipe space", factorization.recipes

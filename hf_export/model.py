@@ -27,12 +27,11 @@ from pathlib import Path
 import torch
 
 from core.errors import UserError
-from core.tokenizer import END_OF_TEXT_ID
+from core.tokenizer import END_OF_TEXT_ID, GPT2_VOCAB_SIZE
 from hf_export.tokenizer import tokenizer_files
 from models import Transformer
 from models.gpt2 import GPT2
 
-GPT2_VOCAB = 50257  # tokens the GPT-2 tokenizer can produce
 LAYER_NORM_EPS = 1e-5  # models/layers.py LayerNorm, and HF GPT-2's default
 
 
@@ -188,7 +187,7 @@ def export_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype = torc
     config = gpt2_config(model) if is_gpt2 else llama_config(model)
     config["torch_dtype"] = str(dtype).removeprefix("torch.")
     files = {}
-    if model.config.vocab_size >= GPT2_VOCAB:
+    if model.config.vocab_size >= GPT2_VOCAB_SIZE:
         # <|endoftext|> ends documents and, in the chat template, assistant turns: generation stops there.
         special = {"bos_token_id": END_OF_TEXT_ID, "eos_token_id": END_OF_TEXT_ID}
         config.update(special)

@@ -5,7 +5,7 @@ B = batch, T = time, C = n_embd, H = query heads, K = key/value heads, D = head 
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -13,29 +13,40 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def checked(default, **rules):
+    """A dataclass field whose valid values are declared beside it, for the config loader to enforce
+    (core/config.py): ge, gt, le, lt (bounds), nonempty (a string), pattern (a regex, with `means`
+    saying in words what it accepts). Choices are declared in the annotation, with Literal."""
+    return field(default=default, metadata=rules)
+
+
 @dataclass
 class ModelConfig:
-    """Architecture hyper-parameters. nanoGPT's names, plus what the newer models need."""
+    """Architecture hyper-parameters. nanoGPT's names, plus what the newer models need.
 
-    block_size: int = 1024
-    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for fast matmuls
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = False
-    n_kv_head: int | None = None  # grouped-query attention; None means n_head (plain MHA)
-    n_signals: int = 1024  # reflow family: S, the number of shared signals
-    topk: int = 64  # reflow-topk: non-zero entries kept per recipe row
-    rope_theta: float = 10000.0
-    swiglu_multiple_of: int = 256  # SwiGLU hidden size is rounded up to a multiple of this
+    Every field is also a key of core/config.py's Config, settable from a config file or the
+    command line; its trailing comment is its line in `python train.py --help`.
+    """
+
+    block_size: int = checked(1024, ge=1)  # longest context in tokens (the RoPE / position tables)
+    vocab_size: int = checked(50304, ge=1)  # GPT-2's 50257 padded up to a multiple of 64 for fast matmuls
+    n_layer: int = checked(12, ge=1)  # transformer blocks
+    n_head: int = checked(12, ge=1)  # attention (query) heads; n_embd / n_head is the head size
+    n_embd: int = checked(768, ge=1)  # width of the residual stream (C)
+    dropout: float = checked(0.0, ge=0, lt=1)  # dropout probability in attention, MLP and embedding
+    bias: bool = False  # biases in linear layers and LayerNorms (GPT-2 style)
+    n_kv_head: int | None = checked(None, ge=1)  # grouped-query attention: key/value heads; None = n_head
+    n_signals: int = checked(1024, ge=1)  # reflow family: S, the number of shared signals
+    topk: int = checked(64, ge=1)  # reflow-topk: non-zero entries kept per recipe row
+    rope_theta: float = checked(10000.0, gt=0)  # base of the rotary position frequencies
+    swiglu_multiple_of: int = checked(256, ge=1)  # SwiGLU hidden size is rounded up to a multiple of this
     # Attention weights: softmax over the visible keys, or sigmoid(q.k/sqrt(D) + b) with no
     # normalization over keys (Ramapuram et al., 2024). See CausalSelfAttention for b.
-    attention: Literal["softmax", "sigmoid"] = "softmax"
-    sigmoid_bias: Literal["-log(T)", "learned"] = "-log(T)"
+    attention: Literal["softmax", "sigmoid"] = "softmax"  # how scores become attention weights
+    sigmoid_bias: Literal["-log(T)", "learned"] = "-log(T)"  # b of sigmoid attention
     # How a training step computes, not what: these may differ between a checkpoint and its resume.
     chunked_loss: bool = False  # cross-entropy loss_chunk_size positions at a time (models/chunked_loss.py)
-    loss_chunk_size: int = 1024  # positions per chunk: one chunk's (chunk, V) logits exist at once
+    loss_chunk_size: int = checked(1024, ge=1)  # positions per chunk: one chunk's (chunk, V) logits at once
     activation_checkpointing: bool = False  # keep only each block's input; recompute it in the backward
 
     EXECUTION_KEYS = ("chunked_loss", "loss_chunk_size", "activation_checkpointing")

@@ -12,7 +12,7 @@ from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpo
 from core.config import Config
 from core.errors import UserError
 from core.hardware import autocast, resolve_device, resolve_dtype
-from core.tokenizer import END_OF_TEXT_ID, decode, encode
+from core.tokenizer import END_OF_TEXT_ID, GPT2_VOCAB_SIZE, decode, encode
 from models import Transformer
 
 FILE_PREFIX = "FILE:"  # --start=FILE:path reads the prompt from a file, as in nanoGPT
@@ -47,15 +47,11 @@ def crop_to_context(ids: list[int], block_size: int) -> list[int]:
 
 
 def check_sampling_keys(cfg: Config) -> None:
-    """Refuse sampling settings that would fail deep inside generation, in one line each."""
-    if cfg.num_samples < 1:
-        raise UserError(f"num_samples must be at least 1, got {cfg.num_samples}")
+    """What sample.py needs beyond the limits core/config.py declares for train.py and sample.py
+    alike (num_samples, temperature, top_k): new tokens to generate, which train.py's closing
+    sample may skip with max_new_tokens = 0."""
     if cfg.max_new_tokens < 1:
-        raise UserError(f"max_new_tokens must be at least 1, got {cfg.max_new_tokens}")
-    if cfg.temperature < 0:
-        raise UserError(f"temperature must be >= 0 (0 means greedy), got {cfg.temperature}")
-    if cfg.top_k is not None and cfg.top_k < 1:
-        raise UserError(f"top_k must be at least 1 or None, got {cfg.top_k}")
+        raise UserError(f"max_new_tokens must be at least 1 to sample, got {cfg.max_new_tokens}")
 
 
 def load_for_sampling(cfg: Config, block_size_given: bool) -> tuple[Transformer, str, str]:
@@ -74,15 +70,9 @@ def load_for_sampling(cfg: Config, block_size_given: bool) -> tuple[Transformer,
             raise UserError(f"block_size {cfg.block_size} is larger than the {trained} this model "
                             f"({checkpoint_path(cfg.out_dir)}) was trained with; use "
                             f"--block_size={trained} or less")
-        if cfg.block_size < 1:
-            raise UserError(f"block_size must be at least 1, got {cfg.block_size}")
         model.config.block_size = cfg.block_size  # a shorter window over the same position tables
-    device = resolve_device(cfg.device)
-    try:
-        model = model.to(device)
-    except (RuntimeError, AssertionError) as error:  # e.g. --device=cuda on a machine without one
-        raise UserError(f"device {device!r} is not usable here ({str(error).splitlines()[0]}); "
-                        "try --device=cpu or --device=auto")
+    device = resolve_device(cfg.device)  # load_config has checked that this machine has it
+    model = model.to(device)
     return model.eval(), device, resolve_dtype(cfg.dtype, device)
 
 
@@ -92,7 +82,7 @@ def generate_ids(model: Transformer, prompts: list[list[int]], cfg: Config, devi
     vocab = model.config.vocab_size
     if max(max(p) for p in prompts) >= vocab:
         raise UserError(f"the prompt has token ids the model's vocabulary of {vocab} does not hold; "
-                        "sample from a model with GPT-2's vocabulary (vocab_size >= 50257)")
+                        f"sample from a model with GPT-2's vocabulary (vocab_size >= {GPT2_VOCAB_SIZE})")
     idx = torch.tensor(prompts, dtype=torch.long, device=device)
     with autocast(device, dtype):
         out = model.generate(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,

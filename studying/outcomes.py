@@ -22,13 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.checkpoint import load_checkpoint, model_from_checkpoint
+from core.checkpoint import architecture_of, load_checkpoint, model_from_checkpoint
 from core.config import Config
 from core.errors import UserError
 from experiments.context import reports_dir_name
 from experiments.registry import EXPERIMENTS
 from experiments.report import write_atomic
-from models import ModelConfig, build_model
+from models import build_model
 from training.run_log import VAL_HISTORY_NAME, read_val_history
 
 VAL_LOSS = "val loss"
@@ -92,7 +92,7 @@ def val_loss(run_dir: Path, cfg: Config) -> tuple[float, float]:
     model = model_from_checkpoint(checkpoint).float().eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        random_model = build_model(cfg.model, ModelConfig(**checkpoint["model_args"])).float().eval()
+        random_model = build_model(*architecture_of(checkpoint)).float().eval()
     block = model.config.block_size
     loss, random_loss = text_loss(model, tokens, block), text_loss(random_model, tokens, block)
     write_atomic(

@@ -147,7 +147,7 @@ def test_variants_add_a_row_per_model_with_the_config_changed():
         "reflow", "reflow+chunked_loss", "reflow+attention=sigmoid", "gpt2-reference"]
     assert rows[1][1].chunked_loss and not rows[0][1].chunked_loss
     assert rows[2][1].attention == "sigmoid" and rows[2][2]().config.attention == "sigmoid"
-    with pytest.raises(UserError, match="attention must be one of"):
+    with pytest.raises(UserError, match="attention must be 'softmax' or 'sigmoid', got 'cosine'"):
         cosine = dataclasses.replace(options, variants="attention=cosine")
         bench_script.rows_to_measure(files, cosine, overrides)
 

@@ -128,9 +128,9 @@ def test_bad_inputs_get_one_line_and_exit_2(run_dir, tmp_path, capsys):
         "is truncated or corrupt": [f"--out_dir={tmp_path / 'cut.pt'}"],
         "truncated or corrupt": [f"--out_dir={tmp_path / 'junk.pt'}"],
         "is larger than the 32 this model": [*ok, "--block_size=64"],
-        "temperature must be >= 0": [*ok, "--temperature=-1"],
+        "temperature must be at least 0": [*ok, "--temperature=-1"],
         "did you mean 'max_new_tokens'": [*ok, "--max_new_token=3"],
-        "device 'tpu9' is not usable here": [*ok, "--device=tpu9"],
+        "device must be auto, cpu, cuda, cuda:N or mps, got 'tpu9'": [*ok, "--device=tpu9"],
     }
     for expected, args in cases.items():
         code, out, err = run_main(capsys, *args)

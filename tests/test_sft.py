@@ -197,7 +197,8 @@ def test_a_short_fine_tune_lowers_the_loss_on_assistant_tokens(sft_dir, tmp_path
     assert result.returncode == 0, result.stderr[-2000:]
 
     finetuned_ckpt = load_checkpoint(tmp_path / "finetuned")
-    assert finetuned_ckpt["model_args"] == dataclasses.asdict(cfg.model_config())  # the checkpoint's
+    # the pretrained checkpoint's architecture, and (new checkpoints) its name
+    assert finetuned_ckpt["model_args"] == {"model": cfg.model, **dataclasses.asdict(cfg.model_config())}
     assert finetuned_ckpt["iter_num"] <= max_iters  # counted from 0, not resumed from 5000
     finetuned = model_from_checkpoint(finetuned_ckpt).eval()
     pretrained = model_from_checkpoint(load_checkpoint(pretrained_ckpt)).eval()

@@ -67,4 +67,4 @@ def test_unknown_shard_mode_is_one_line(tmp_path, capsys):
         train.main(run_args(tmp_path, shard="zero"))
     err = capsys.readouterr().err
     assert exit.value.code == 2 and err.count("\n") == 1
-    assert "shard must be one of 'none', 'optimizer', 'full'" in err
+    assert "shard must be 'none', 'optimizer' or 'full', got 'zero'" in err

@@ -82,7 +82,7 @@ def test_export_refuses_sigmoid_attention(tmp_path):
 
 
 def test_config_refuses_an_unknown_attention():
-    with pytest.raises(UserError, match="attention must be one of 'softmax', 'sigmoid'"):
+    with pytest.raises(UserError, match="attention must be 'softmax' or 'sigmoid', got 'linear'"):
         load_config(None, {"attention": "linear"})
     assert load_config(None, {"attention": "sigmoid"}).model_config().attention == "sigmoid"
 

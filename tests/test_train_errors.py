@@ -99,3 +99,11 @@ def test_values_out_of_range(tmp_path, capsys):
     assert err == "error: on_nonfinite must be 'stop' or 'skip', got 'ignore'"
     err = fails(capsys, run_args(tmp_path, eval_interval=0))
     assert err == "error: eval_interval must be at least 1, got 0"
+
+
+def test_what_the_closing_sample_needs_is_checked_before_training(tmp_path, capsys):
+    # The closing sample's prompt ("\n", GPT-2 id 198) does not fit a 128-token vocabulary: say so
+    # now, not after the whole run.
+    err = fails(capsys, run_args(tmp_path, vocab_size=128, max_new_tokens=5))
+    assert "closing sample" in err and "--max_new_tokens=0" in err
+    assert not (tmp_path / "run").exists()
