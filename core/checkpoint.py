@@ -163,6 +163,18 @@ def model_name_of(checkpoint: dict) -> str:
     return name
 
 
+def load_checkpoint_of(cfg: Config, ckpt: str | None) -> tuple[dict, str, Path]:
+    """The checkpoint a script analyses: --ckpt, else the config's out_dir; refused in one line unless
+    it holds the model the config describes. Returns (checkpoint, model name, file)."""
+    path = ckpt if ckpt else cfg.out_dir
+    checkpoint = load_checkpoint(path)
+    name = model_name_of(checkpoint)
+    if name != cfg.model:
+        raise UserError(f"the checkpoint at {checkpoint_path(path)} is a {name} model but the config "
+                        f"describes a {cfg.model}; pass the config it was trained with")
+    return checkpoint, name, checkpoint_path(path)
+
+
 def architecture_of(checkpoint: dict) -> tuple[str, ModelConfig]:
     """The name and ModelConfig of the model a checkpoint was saved from."""
     name = model_name_of(checkpoint)

@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint, model_name_of
+from core.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    load_checkpoint_of,
+    model_from_checkpoint,
+    model_name_of,
+)
 from core.config import Config
 from core.errors import UserError
 from core.hardware import resolve_device
@@ -245,12 +251,7 @@ def load_reference(cfg: Config, run: str, device: str, rows: torch.Tensor | None
 def load_context(cfg: Config, ckpt: str | None = None, reference: str | None = None) -> Context:
     """Load the checkpoint named by --ckpt (or the config's out_dir) into a Context, and the trained
     reference named by --reference, if any."""
-    path = ckpt if ckpt else cfg.out_dir
-    checkpoint = load_checkpoint(path)
-    name = model_name_of(checkpoint)
-    if name != cfg.model:
-        raise UserError(f"the checkpoint at {checkpoint_path(path)} is a {name} model but the config "
-                        f"describes a {cfg.model}; pass the config it was trained with")
+    checkpoint, name, file = load_checkpoint_of(cfg, ckpt)
     model = model_from_checkpoint(checkpoint)
     device = resolve_device(cfg.device)
     # Analysis in fp32 whatever the training dtype: ranks and tiny probabilities must be exact.
@@ -265,7 +266,7 @@ def load_context(cfg: Config, ckpt: str | None = None, reference: str | None = N
     ctx = Context(
         model=model, cfg=cfg, model_name=name,
         model_args={k: v for k, v in checkpoint["model_args"].items() if k != "model"},  # ModelConfig's
-        checkpoint=str(checkpoint_path(path)), iter_num=checkpoint.get("iter_num"),
+        checkpoint=str(file), iter_num=checkpoint.get("iter_num"),
         reports_dir=reports_dir, wandb_run_id=checkpoint.get("wandb_run_id"),
     )
     if reference:

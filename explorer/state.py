@@ -16,7 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint, model_name_of
+from core.checkpoint import (
+    load_checkpoint_of,
+    model_from_checkpoint,
+)
 from core.config import Config
 from core.errors import UserError
 from core.hardware import resolve_device
@@ -77,17 +80,12 @@ def restore_weights(state: "ExplorerState") -> None:
 
 def load_model(cfg: Config, ckpt: str | None) -> tuple[Transformer, str, str, int | None]:
     """The model from --ckpt (or the config's out_dir) in fp32 eval mode; (model, name, file, iter)."""
-    path = ckpt if ckpt else cfg.out_dir
-    checkpoint = load_checkpoint(path)
-    name = model_name_of(checkpoint)
-    if name != cfg.model:
-        raise UserError(f"the checkpoint at {checkpoint_path(path)} is a {name} model but the config "
-                        f"describes a {cfg.model}; pass the config it was trained with")
+    checkpoint, name, file = load_checkpoint_of(cfg, ckpt)
     model = model_from_checkpoint(checkpoint)
     model = model.to(device=resolve_device(cfg.device), dtype=torch.float32).eval()
     for p in model.parameters():
         p.requires_grad_(False)  # nothing here trains
-    return model, name, str(checkpoint_path(path)), checkpoint.get("iter_num")
+    return model, name, str(file), checkpoint.get("iter_num")
 
 
 def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
