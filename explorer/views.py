@@ -110,14 +110,19 @@ def parse_int(value, what: str, low: int, high: int) -> int:
     return int(number)
 
 
-def parse_signal(state: ExplorerState, value) -> int:
-    n = state.factorization.n_signals
+def parse_index(value, noun: str, what_it_is: str, count: int) -> int:
+    """One of `count` numbered things (signals, layers), or a line saying what exists."""
     try:
-        return parse_int(value, "signal", 0, n - 1)
+        return parse_int(value, noun, 0, count - 1)
     except UserError:
         if as_number(value) is None:
-            raise UserError(f"signal: {value!r} is not a signal id; give one from 0 to {n - 1}")
-        raise UserError(f"signal {as_number(value):g} does not exist; this model has signals 0 to {n - 1}")
+            raise UserError(f"{noun}: {value!r} is not {what_it_is}; give one from 0 to {count - 1}")
+        raise UserError(f"{noun} {as_number(value):g} does not exist; "
+                        f"this model has {noun}s 0 to {count - 1}")
+
+
+def parse_signal(state: ExplorerState, value) -> int:
+    return parse_index(value, "signal", "a signal id", state.factorization.n_signals)
 
 
 def parse_signals(state: ExplorerState, text: str | None) -> list[int]:
@@ -130,13 +135,7 @@ def parse_signals(state: ExplorerState, text: str | None) -> list[int]:
 
 
 def parse_layer(state: ExplorerState, value) -> int:
-    L = state.n_layer
-    try:
-        return parse_int(value, "layer", 0, L - 1)
-    except UserError:
-        if as_number(value) is None:
-            raise UserError(f"layer: {value!r} is not a layer; give one from 0 to {L - 1}")
-        raise UserError(f"layer {as_number(value):g} does not exist; this model has layers 0 to {L - 1}")
+    return parse_index(value, "layer", "a layer", state.n_layer)
 
 
 def parse_alpha(value) -> float:
