@@ -20,6 +20,9 @@ lr_decay_iters) before reading the comparison.
 """
 
 description = "reflow vs reflow-topk (k = S/16) vs gpt2-new + post-hoc SVD, 4 x 128, 1,200 steps, 3 seeds"
+# The five studies share one size and settings, so they share their runs: an arm trained by one study
+# (reflow at seed 1, say) is reused by every other study that names it, not trained again.
+runs_dir = "out/studies/shakespeare_4x128"
 base_config = "config/train_shakespeare_reflow.py"
 settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300}
 arms = {

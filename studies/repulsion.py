@@ -13,6 +13,9 @@ Size as studies/hard_sparsity.py: 3 arms x 3 seeds = 9 runs, ~60 min on the READ
 """
 
 description = "reflow vs reflow + repulsion (0.5, 2.0 at every layer), 4 x 128, 1,200 steps, 3 seeds"
+# The five studies share one size and settings, so they share their runs: an arm trained by one study
+# (reflow at seed 1, say) is reused by every other study that names it, not trained again.
+runs_dir = "out/studies/shakespeare_4x128"
 base_config = "config/train_shakespeare_reflow.py"
 settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300}
 arms = {

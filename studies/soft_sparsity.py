@@ -20,6 +20,9 @@ Size as studies/hard_sparsity.py: 4 layers x 128, S = 128, 1,200 steps, 4 arms x
 
 description = (
     "reflow vs reflow + recipe_l1 (0.05, 0.5) vs reflow-topk (k = S/16), 4 x 128, 1,200 steps, 3 seeds")
+# The five studies share one size and settings, so they share their runs: an arm trained by one study
+# (reflow at seed 1, say) is reused by every other study that names it, not trained again.
+runs_dir = "out/studies/shakespeare_4x128"
 base_config = "config/train_shakespeare_reflow.py"
 settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300}
 arms = {
