@@ -65,7 +65,7 @@ class Reference:
 
 
 CONTROL_SEEDS = 3  # random-init models kept in memory (figures, the costlier floors)
-FLOOR_DRAWS = 20  # random-init draws where a floor is cheap: enough for an empirical p-value
+FLOOR_DRAWS = 20  # random-init draws of the floors that run the model (6, 7, 8); cfg.floor_draws for the table
 
 
 @dataclass
@@ -109,6 +109,10 @@ class Context:
             torch.manual_seed(self.cfg.seed + draw)
             model = build_model(self.model_name, ModelConfig(**self.model_args))
         return model.to(self.device).eval()
+
+    def table_floor(self):
+        """The random-init floor of the experiments that read only the token table: cfg.floor_draws draws."""
+        return self.floor_models(self.cfg.floor_draws)
 
     def floor_models(self, count: int = FLOOR_DRAWS):
         """The random-init floor as `count` draws, yielded one at a time (the first CONTROL_SEEDS are

@@ -430,6 +430,17 @@ def reading_gaps(ctx: Context, positive: list[int], negative: list[int], model=N
     return np.mean(gaps, axis=0)
 
 
+def with_rows_pulled(table: torch.Tensor, rows: list[int], toward: list[int], strength: float, measure):
+    """measure() with table's `rows` pulled toward the mean of its `toward` rows,
+    row <- (1 - strength) row + strength mean; the rows are restored after, also on error."""
+    original = table.data[rows].clone()
+    try:
+        table.data[rows] = (1 - strength) * original + strength * table.data[toward].mean(0)
+        return measure()
+    finally:
+        table.data[rows] = original
+
+
 @torch.no_grad()
 def genetic_hijack(ctx: Context, report: Report) -> None:
     """Genetic Hijack: edit W_recipe globally, pulling each held-out negative word's recipe toward the
@@ -445,14 +456,7 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     strength = cfg.hijack_strength
 
-    def edited(toward: list[int], measure):
-        """measure() with the held-out negative rows pulled toward the mean of `toward`; restored after."""
-        original = table.data[held_neg].clone()
-        try:
-            table.data[held_neg] = (1 - strength) * original + strength * table.data[toward].mean(0)
-            return measure()
-        finally:
-            table.data[held_neg] = original
+    edited = lambda toward, measure: with_rows_pulled(table, held_neg, toward, strength, measure)
 
     pool = frequent_words(ctx, positive + negative)
     generator = ctx.generator(report.number)
@@ -504,14 +508,10 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
                    f"({np.mean([reduction(g) for g in null_gaps]):+.3f} on average).")
     if ctx.reference is not None:  # the same edit of the same rows in the reference's own table
         def pair_reductions(m):
-            rows = m.token_table()
             before_pairs = reading_gaps(ctx, held_pos, held_neg, m)
-            original = rows.data[held_neg].clone()
-            try:
-                rows.data[held_neg] = (1 - strength) * original + strength * rows.data[define_pos].mean(0)
-                return 1 - reading_gaps(ctx, held_pos, held_neg, m) / before_pairs
-            finally:
-                rows.data[held_neg] = original
+            after_pairs = with_rows_pulled(m.token_table(), held_neg, define_pos, strength,
+                                           lambda: reading_gaps(ctx, held_pos, held_neg, m))
+            return 1 - after_pairs / before_pairs
         ours, theirs = pair_reductions(model), pair_reductions(ctx.reference.model)
         report.define("gap reduction (vs reference)", "per held-out (positive, negative) pair, the gap "
                       "reduction of the edit in this model and of the same edit in the trained reference's "

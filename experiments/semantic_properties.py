@@ -60,7 +60,7 @@ def semantic_galaxy(ctx: Context, report: Report) -> None:
                       higher_is_structure=True, p_value=paired_p(per_word, theirs, True), n=len(ids),
                       test="paired")
     control_silhouettes = [silhouette_score(token_space(c)[0][ids].numpy(), labels, metric="cosine")
-                           for c in ctx.floor_models()]
+                           for c in ctx.table_floor()]
     report.metric("silhouette (random-init floor)", silhouette, control_silhouettes, "random-init models",
                   higher_is_structure=True)
 
@@ -114,7 +114,7 @@ def semantic_algebra(ctx: Context, report: Report) -> None:
     vocab = ctx.vocabulary_with([t for quad in analogies for t in quad])
     found = analogy_ranks(table, vocab, analogies)
     only_c = analogy_ranks(table, vocab, analogies, only_c=True)
-    controls = [analogy_ranks(token_space(c)[0], vocab, analogies) for c in ctx.floor_models()]
+    controls = [analogy_ranks(token_space(c)[0], vocab, analogies) for c in ctx.table_floor()]
     control = controls[0]
     reciprocal = lambda results: [1 / rank for rank, _ in results]
     mrr = lambda results: float(np.mean(reciprocal(results)))

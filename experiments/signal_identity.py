@@ -63,7 +63,7 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
     labelled word groups. On gpt2 and gpt2-new the same is done with embedding rows."""
     cfg = ctx.cfg
     table, space = token_space(ctx.model)
-    control_table = token_space(ctx.control)[0]  # for the figure; the floor below draws FLOOR_DRAWS models
+    control_table = token_space(ctx.control)[0]  # for the figure; the floor below draws cfg.floor_draws
     probes = token_ids(cfg.probe_words, ctx.vocab_size, "probe_words")
     vocab = ctx.vocabulary_with(probes)
     rows_of = "the effective W_recipe (V x S)" if ctx.model.has_recipes else "the embedding (V x C)"
@@ -82,8 +82,12 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
 
     pool = ctx.frequent_tokens[:PAIR_POOL]
     pairs, values = top_pairs(table[pool], TOP_PAIRS)
-    control_values = [top_pairs(token_space(c)[0][pool], TOP_PAIRS)[1].mean().item()
-                      for c in ctx.floor_models()]
+    ids, groups = grouped_words(ctx)
+    control_values, control_agreements = [], []
+    for c in ctx.table_floor():  # one pass: each draw is built once for both floors
+        floor_table = token_space(c)[0]
+        control_values.append(top_pairs(floor_table[pool], TOP_PAIRS)[1].mean().item())
+        control_agreements.append(group_agreement(floor_table[ids], groups))
     report.table(["token", "token", "cosine"],
                  [[label(pool[i].item()), label(pool[j].item()), v.item()]
                   for (i, j), v in zip(pairs, values, strict=True)],
@@ -92,7 +96,6 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
                   f"{len(pool)} most frequent tokens. Higher: the space groups some tokens tightly.")
     report.metric("top-pair cosine", values.mean().item(), control_values, "random-init models (floor)")
 
-    ids, groups = grouped_words(ctx)
     chance = sum((groups.count(g) - 1) / (len(groups) - 1) for g in groups) / len(groups)
     report.define("group agreement", "fraction of word-group words whose nearest other group word "
                   f"(cosine) is in its own group. Chance, for labels with no relation to the vectors, "
@@ -112,7 +115,7 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
                       "reference model", higher_is_structure=True, p_value=paired_p(ours, theirs, True),
                       n=len(ours), test="paired")
     report.metric("group agreement (random-init floor)", group_agreement(table[ids], groups),
-                  [group_agreement(token_space(c)[0][ids], groups) for c in ctx.floor_models()],
+                  control_agreements,
                   "random-init models", higher_is_structure=True)
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
@@ -186,7 +189,7 @@ def sparsity_profile(ctx: Context, report: Report) -> None:
     the SVD basis of its vocab matrix; and how evenly the S signals are used (Gini)."""
     vocab = ctx.frequent_tokens
     recipe = ctx.model.effective_recipe().float().cpu()[vocab]
-    controls = [c.effective_recipe().detach().float().cpu()[vocab] for c in ctx.floor_models()]
+    controls = [c.effective_recipe().detach().float().cpu()[vocab] for c in ctx.table_floor()]
     control = controls[0]
     S = recipe.size(1)
     generator = ctx.generator(report.number)

@@ -24,7 +24,9 @@ description = "reflow vs reflow-topk (k = S/16) vs gpt2-new + post-hoc SVD, 4 x 
 # (reflow at seed 1, say) is reused by every other study that names it, not trained again.
 runs_dir = "out/studies/shakespeare_4x128"
 base_config = "config/train_shakespeare_reflow.py"
-settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300}
+# floor_draws: the random-init floor is a reference column here, never what the arms are compared on.
+settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300,
+            "floor_draws": 20}
 arms = {
     "reflow": {},
     "reflow_topk": {"model": "reflow-topk", "topk": 8},  # S/16, as the paper's 64 of 1024

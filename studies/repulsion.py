@@ -17,7 +17,9 @@ description = "reflow vs reflow + repulsion (0.5, 2.0 at every layer), 4 x 128, 
 # (reflow at seed 1, say) is reused by every other study that names it, not trained again.
 runs_dir = "out/studies/shakespeare_4x128"
 base_config = "config/train_shakespeare_reflow.py"
-settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300}
+# floor_draws: the random-init floor is a reference column here, never what the arms are compared on.
+settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300,
+            "floor_draws": 20}
 arms = {
     "reflow": {},
     "repulsion_0.5": {"repulsion": 0.5},

@@ -24,7 +24,9 @@ description = (
 # (reflow at seed 1, say) is reused by every other study that names it, not trained again.
 runs_dir = "out/studies/shakespeare_4x128"
 base_config = "config/train_shakespeare_reflow.py"
-settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300}
+# floor_draws: the random-init floor is a reference column here, never what the arms are compared on.
+settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300,
+            "floor_draws": 20}
 arms = {
     "reflow": {},
     "recipe_l1_0.05": {"recipe_l1": 0.05},

@@ -29,7 +29,7 @@ from experiments.registry import EXPERIMENTS
 ARM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 STUDY_METRICS = ("val loss", "crystallization depth")  # computed by the study (studying/outcomes.py)
 # Keys that only the experiments read: arms differing only in these share their trained runs.
-EVALUATION_KEYS = ("posthoc", "posthoc_active_fraction")
+EVALUATION_KEYS = ("posthoc", "posthoc_active_fraction", "floor_draws")
 # Every study run saves at each evaluation: the checkpoint is the run's last state (equal steps for every
 # arm), and a killed run resumes from its last evaluation.
 STUDY_TRAINING = {"always_save_checkpoint": True, "wandb_log": False}
