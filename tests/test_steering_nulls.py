@@ -4,7 +4,7 @@ it must not, at about the nominal rate over many seeds.
 
 The absent cases use the experiments' own null constructions with a readout simple enough to run
 hundreds of times (a bag-of-tokens state for 6, a linear readout for 10, cached critical strengths of
-one random-init model for 11); the planted cases of 11 and 12 run the experiments themselves.
+one random-init model for 11, precomputed edits of one random-init model for 12); the planted cases of 11 and 12 run the experiments themselves.
 """
 
 import json
@@ -20,11 +20,15 @@ from experiments.context import load_context
 from experiments.control_steering import (
     critical_alphas,
     easier_than_null,
+    reading_gap,
     sentiment_direction,
+    sentiment_ids,
     smallest,
     split_held_out,
+    with_rows_pulled,
     word_difference_directions,
 )
+from experiments.common import frequent_words
 from experiments.runner import run_experiments
 from experiments.semantic_properties import overlap_matched
 from experiments.statistics import ALPHA, empirical_p
@@ -128,8 +132,6 @@ def test_genetic_hijack_wins_when_the_target_is_what_the_held_out_positive_word_
     """Planted: the held-out positive word's recipe is the mean of the defining positive words', so
     the edit makes the held-out negative word read exactly like it; no random target can."""
     ctx = reflow_ctx
-    from experiments.control_steering import sentiment_ids
-
     positive, _ = sentiment_ids(ctx)
     define_pos, held_pos = split_held_out(positive)
     with torch.no_grad():
@@ -138,3 +140,28 @@ def test_genetic_hijack_wins_when_the_target_is_what_the_held_out_positive_word_
     report = json.loads((ctx.reports_dir / "12_genetic_hijack.json").read_text())
     metric = next(m for m in report["metrics"] if m["name"] == "gap reduction (held-out words)")
     assert metric["value"] == pytest.approx(1.0, abs=1e-5) and metric["beats_control"]
+
+
+@torch.no_grad()
+def test_hijack_null_holds_its_rate_when_the_target_words_are_like_the_null_words(reflow_ctx):
+    """Absent: the 'defining positive' words are a random set drawn from the null's own pool, so no
+    target can be special; pulling the held-out negative rows toward it must beat the random-target null
+    at about the nominal rate. The reductions of 60 candidate sets are computed once with the
+    experiment's own edit and gap, then dealt out 300 times (one target, 50 null sets)."""
+    ctx = reflow_ctx
+    positive, negative = sentiment_ids(ctx)
+    (_, held_pos), (_, held_neg) = split_held_out(positive), split_held_out(negative)
+    table, size = ctx.model.token_table(), len(split_held_out(positive)[0])
+    pool = frequent_words(ctx, positive + negative)
+    g = torch.Generator().manual_seed(0)
+    candidates = [[pool[i] for i in torch.randperm(len(pool), generator=g)[:size].tolist()] for _ in range(60)]
+    before = reading_gap(ctx, held_pos, held_neg)
+    gap = lambda: reading_gap(ctx, held_pos, held_neg)
+    reductions = [1 - with_rows_pulled(table, held_neg, rows, 1.0, gap) / before for rows in candidates]
+    assert len(set(reductions)) > 50  # the edits do move the gap, differently per target set
+    rng = np.random.default_rng(0)
+    rejected = []
+    for _ in range(SEEDS):
+        pick = rng.permutation(len(candidates))
+        rejected.append(empirical_p(reductions[pick[0]], [reductions[i] for i in pick[1:51]], True) < ALPHA)
+    assert 0.01 < np.mean(rejected) < 0.09
