@@ -65,7 +65,7 @@ class Reference:
 
 
 CONTROL_SEEDS = 3  # random-init models kept in memory (figures, the costlier floors)
-FLOOR_DRAWS = 20  # random-init draws of the floors that run the model (6, 7, 8); cfg.floor_draws for the table
+FLOOR_DRAWS = 20  # random-init draws of the floors that run the model (6, 7, 8); table-only: cfg.floor_draws
 
 
 @dataclass

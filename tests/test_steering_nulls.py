@@ -4,7 +4,8 @@ it must not, at about the nominal rate over many seeds.
 
 The absent cases use the experiments' own null constructions with a readout simple enough to run
 hundreds of times (a bag-of-tokens state for 6, a linear readout for 10, cached critical strengths of
-one random-init model for 11, precomputed edits of one random-init model for 12); the planted cases of 11 and 12 run the experiments themselves.
+one random-init model for 11, cached edits of one random-init model for 12); the planted cases of 11
+and 12 run the experiments themselves.
 """
 
 import json
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from experiment_workspace import make_run
 
 from core.config import load_config
+from experiments.common import frequent_words
 from experiments.context import load_context
 from experiments.control_steering import (
     critical_alphas,
@@ -28,7 +30,6 @@ from experiments.control_steering import (
     with_rows_pulled,
     word_difference_directions,
 )
-from experiments.common import frequent_words
 from experiments.runner import run_experiments
 from experiments.semantic_properties import overlap_matched
 from experiments.statistics import ALPHA, empirical_p
