@@ -155,7 +155,8 @@ def test_hijack_null_holds_its_rate_when_the_target_words_are_like_the_null_word
     table, size = ctx.model.token_table(), len(split_held_out(positive)[0])
     pool = frequent_words(ctx, positive + negative)
     g = torch.Generator().manual_seed(0)
-    candidates = [[pool[i] for i in torch.randperm(len(pool), generator=g)[:size].tolist()] for _ in range(60)]
+    candidates = [[pool[i] for i in torch.randperm(len(pool), generator=g)[:size].tolist()]
+                  for _ in range(60)]
     before = reading_gap(ctx, held_pos, held_neg)
     gap = lambda: reading_gap(ctx, held_pos, held_neg)
     reductions = [1 - with_rows_pulled(table, held_neg, rows, 1.0, gap) / before for rows in candidates]
