@@ -28,7 +28,9 @@ settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters"
 arms = {
     "reflow": {},
     "gpt2_new_svd": {"model": "gpt2-new", "posthoc": "svd"},
-    "gpt2_new_dictionary": {"model": "gpt2-new", "posthoc": "dictionary", "posthoc_active_fraction": 0.11},
+    # Each random-init floor draw of this arm is a dictionary fit of its own: 3 (the kept controls) not 20.
+    "gpt2_new_dictionary": {"model": "gpt2-new", "posthoc": "dictionary", "posthoc_active_fraction": 0.11,
+                            "floor_draws": 3},
 }
 seeds = [1, 2, 3]
 # Not yet 9 (Causal Ablation): the dictionary codes only the ~2,000 rows the experiments read, so a true
