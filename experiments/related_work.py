@@ -189,7 +189,7 @@ def signal_selectivity(ctx: Context, report: Report) -> None:
     null = selectivity_null(sample, rotations)
     sample_selectivity = selectivity_stats(sample)[1].median().item()
     report.define("basis null", f"the median selectivity of {len(sample)} random positions read in "
-                  "{NULL_BASES} "
+                  f"{NULL_BASES} "
                   "Haar-random rotations of signal space (a -> a Q; the model is unchanged when W_recipe -> "
                   "W_recipe Q, W_basis -> Q^T W_basis), against the signal basis on the same positions.")
     report.metric("median selectivity (sampled positions)", sample_selectivity, null,
