@@ -145,10 +145,9 @@ class Config:
     concept_prompt: str = checked("I went to the", nonempty=True)  # Concept Inception continues this
     concept_alpha_max: float = checked(16.0, gt=0)  # Concept Inception searches alpha in [0, this]
     hijack_strength: float = checked(1.0, ge=0, le=1)  # Genetic Hijack: 0 keeps recipes, 1 replaces them
-    # Random-init draws in the floors that read only the token table (experiments 1, 2, 4, 5): with n draws
-    # the smallest empirical p is 1 / (n + 1), so 20 cannot survive Holm's correction and 200 can. Each
-    # draw builds a model (and, read post hoc, factorizes it): lower it where only the floor's mean matters.
-    floor_draws: int = checked(200, ge=1)
+    # With n draws the smallest empirical p is 1 / (n + 1): at 20 it cannot survive Holm next to a smaller
+    # p, at 200 it can. Each draw builds a model (and, read post hoc, factorizes it).
+    floor_draws: int = checked(200, ge=1)  # random-init draws, token-table floors of experiments 1, 2, 4, 5
     audit_tokens: int = checked(16384, ge=1)  # validation tokens read by the experiments that need text
     audit_vocab: int = checked(2000, ge=1)  # word searches run over this many most frequent training tokens
     audit_sample_tokens: int = checked(32, ge=1)  # length of each generated sample in the reports
