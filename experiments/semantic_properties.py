@@ -176,8 +176,9 @@ def overlap_matched(correct: list[int], misspelled: list[int], pool: torch.Tenso
         suffix += 1
     middle = len(misspelled) - prefix - suffix
     random_middle = pool[torch.randint(len(pool), (count, middle), generator=generator)]
-    head = torch.tensor(misspelled[:prefix]).expand(count, -1)
-    tail = torch.tensor(misspelled[len(misspelled) - suffix :]).expand(count, -1)
+    # dtype given: an empty prefix or suffix (a typo in the first or last word) would be float otherwise
+    head = torch.tensor(misspelled[:prefix], dtype=torch.long).expand(count, -1)
+    tail = torch.tensor(misspelled[len(misspelled) - suffix :], dtype=torch.long).expand(count, -1)
     return torch.cat([head, random_middle, tail], dim=1)
 
 

@@ -167,3 +167,15 @@ def test_hijack_null_holds_its_rate_when_the_target_words_are_like_the_null_word
         pick = rng.permutation(len(candidates))
         rejected.append(empirical_p(reductions[pick[0]], [reductions[i] for i in pick[1:51]], True) < ALPHA)
     assert 0.01 < np.mean(rejected) < 0.09
+
+
+def test_overlap_matched_sentences_are_token_ids_when_the_typo_is_in_the_first_or_last_word():
+    """A typo in the first word leaves no common prefix (and in the last, no suffix): the matched
+    sentences must still be integer token ids, the typo's length, with the shared part kept."""
+    g = torch.Generator().manual_seed(0)
+    pool = torch.arange(100, 200)
+    first = overlap_matched([1, 2, 3, 4], [9, 2, 3, 4], pool, 5, g)
+    last = overlap_matched([1, 2, 3, 4], [1, 2, 3, 8, 8], pool, 5, g)
+    assert first.dtype == last.dtype == torch.long
+    assert first.shape == (5, 4) and (first[:, 1:] == torch.tensor([2, 3, 4])).all()
+    assert last.shape == (5, 5) and (last[:, :3] == torch.tensor([1, 2, 3])).all()
