@@ -20,6 +20,7 @@ VOCAB = 1024
 SETTINGS = dict(
     n_layer=2, n_head=4, n_embd=32, block_size=32, vocab_size=VOCAB, n_signals=16, topk=4,
     dataset="toy", device="cpu", seed=7, audit_tokens=512, audit_vocab=200, audit_sample_tokens=6,
+    floor_draws=20,  # the tests of the floor set their own; 200 would only slow the others
     probe_words=[" he", " she", " man", " him"],
     word_groups={"pronouns": [" he", " she", " they", " we"], "prepositions": [" of", " to", " in", " on"],
                  "verbs": [" have", " make", " get", " know"]},
