@@ -184,6 +184,16 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
     report.metric("unsteered held-out log odds", steered_log_odds(
         model, prompts, [residual_norms(model, i) for i in prompts], 0, torch.zeros_like(direction)[None],
         held_pos, held_neg).item())
+    # Where in depth steering still moves the prediction (the depth study's question; the paper: L0-L12
+    # of 36 work, beyond L18 inert). After the last layer a direction reaches the readout directly.
+    steerable = [L for L in layers if plus[L] > null[L].quantile(0.95)]
+    report.define("steerable layers", "the layers L after which +alpha steering shifts the held-out log odds "
+                  "more than the 95th percentile of the word-difference null at that same layer; as a "
+                  "fraction of depth: their count / n_layer. Best steering layer: (L + 1) / n_layer of the "
+                  "layer with the largest held-out shift (1: after the last layer, at the readout). Not "
+                  "judged: they describe where, not whether.")
+    report.metric("steerable layers (fraction of depth)", len(steerable) / model.config.n_layer)
+    report.metric("best steering layer (fraction of depth)", (best + 1) / model.config.n_layer)
     report.table(["layer", "held-out shift (+alpha)", "held-out shift (-alpha)", "in-sample shift (+alpha)",
                   "null 95th percentile (+alpha)"],
                  [[f"L{L}", plus[L].item(), minus[L].item(), in_sample[L, 0, 0].item(),

@@ -1,6 +1,7 @@
-"""Depth (issue 13 §4.3): reflow at 2, 4 and 8 layers of one width (128): val loss by depth, and where
+"""Depth (issue 13 §4.3): reflow at 2, 4 and 8 layers of one width (128): val loss by depth, where
 predictions crystallize (the first layer, as a fraction of depth, from which the logit lens ranks
-the target of each target prompt first).
+the target of each target prompt first), and where steering still moves the prediction (experiment
+10's layers whose held-out shift beats the word-difference null there, as a fraction of depth).
 
 The paper: interventions work at L0-L12 of 36 layers and are inert beyond L18.
 
@@ -33,11 +34,13 @@ arms = {
     "layers_8": {"n_layer": 8},
 }
 seeds = [1, 2, 3]
-experiments = [7]
+experiments = [7, 10]
 metrics = [
     "val loss",
     "crystallization depth",
     "7:targets predicted first",
     "7:final target rank (geometric mean)",
+    "10:steerable layers (fraction of depth)",
+    "10:best steering layer (fraction of depth)",
 ]
 comparisons = [("layers_2", "layers_4"), ("layers_4", "layers_8"), ("layers_2", "layers_8")]

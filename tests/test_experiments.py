@@ -236,6 +236,9 @@ def test_emotion_surgery_at_alpha_zero_shifts_nothing(tmp_path):
     metrics = load_reports(ctx.reports_dir)[10]["metrics"]
     shifts = [m["value"] for m in metrics if m["name"].startswith("shift")]
     assert shifts == [pytest.approx(0.0, abs=1e-6)] * 2
+    # No shift beats a null that shifts nothing either: no layer counts as steerable.
+    named = {m["name"]: m["value"] for m in metrics}
+    assert named["steerable layers (fraction of depth)"] == 0.0
 
 
 def test_genetic_hijack_restores_weights_bit_for_bit(reflow_ctx):
