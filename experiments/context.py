@@ -161,8 +161,9 @@ class Context:
         return self.__dict__["_signal_view"]
 
     def read_rows(self) -> torch.Tensor | None:
-        """The token rows the experiments read: the frequent vocabulary (when the text is there) and
-        every single-token word of the config's word lists."""
+        """The token rows the experiments read: the frequent vocabulary and every token of the
+        validation text they run on (when the text is there: causal ablation reads the recipe of each
+        true next token), and every single-token word of the config's word lists."""
         words = []
         for key in WORD_KEYS:
             value = getattr(self.cfg, key)
@@ -171,7 +172,8 @@ class Context:
                 words += item if isinstance(item, (list, tuple)) else [item]
         ids = [i for w in words if isinstance(w, str) for i in encode(w)[:1] if i < self.vocab_size]
         try:
-            return self.vocabulary_with(ids)
+            text = np.unique(self.all_val_tokens[: self.cfg.audit_tokens]).tolist()
+            return self.vocabulary_with(ids + text)
         except UserError:  # no text to rank the vocabulary by: the words alone
             return torch.tensor(sorted(set(ids))) if ids else None
 

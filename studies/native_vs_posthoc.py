@@ -13,8 +13,9 @@ the bigram floor (4.87). The comparison says whether each arm clears it; if the 
 does not (a slower schedule, other data), raise max_iters (and lr_decay_iters) before reading it.
 The two gpt2-new arms differ only in how the trained embedding is read (`posthoc`), so they share
 their runs: 2 trainings x 3 seeds = 6 runs (~36 min), then every recipe experiment on 9 (arm, seed)
-readings; the dictionary is fitted on the ~2,000 rows the experiments read, for the model and each of
-its 3 random-init controls. About 50-60 min in all on the README's machine.
+readings. The dictionary is fitted on the ~3,500 rows the experiments read (the 2,000 most frequent
+tokens, every token of the val text they run on, the word lists), for the model and each of its 3
+random-init controls. About 50-60 min in all on the README's machine.
 """
 
 description = "reflow vs gpt2-new + post-hoc SVD and + post-hoc sparse dictionary, 4 x 128, 3 seeds"
@@ -33,9 +34,7 @@ arms = {
                             "floor_draws": 3},
 }
 seeds = [1, 2, 3]
-# Not yet 9 (Causal Ablation): the dictionary codes only the ~2,000 rows the experiments read, so a true
-# next token outside them has a zero recipe and no signal to ablate; add 9 once every target is coded.
-experiments = [1, 2, 3, 4, 5, 8, 14]
+experiments = [1, 2, 3, 4, 5, 8, 9, 14]
 metrics = [
     "val loss",
     "1:top-pair cosine",
@@ -46,6 +45,7 @@ metrics = [
     "4:silhouette",
     "5:MRR",
     "8:energy share",
+    "9:log-prob drop, the top signal: percentile in the basis null",
     "14:median selectivity",
 ]
 comparisons = [("reflow", "gpt2_new_svd"), ("reflow", "gpt2_new_dictionary")]

@@ -114,3 +114,21 @@ def test_a_trained_reference_joins_the_context_with_its_factorization(tmp_path):
     experiment.main([str(config_file), "--run", "3", "--reference", reference_cfg.out_dir])
     report = json.loads((tmp_path / "reflow" / "audit_reports" / "03_basis_geometry.json").read_text())
     assert "gpt2-new" in report["definitions"]["trained reference"]
+
+
+def test_a_dictionary_reading_codes_every_token_of_the_validation_text(tmp_path):
+    """Causal ablation reads the recipe of each true next token: a dictionary that left one uncoded
+    would give it a zero recipe and nothing to ablate."""
+    from experiment_workspace import make_run
+
+    from core.config import load_config
+    from experiments.context import load_context
+
+    config_file, cfg = make_run(tmp_path, "gpt2-new")
+    ctx = load_context(load_config(str(config_file), {"posthoc": "dictionary"}))
+    recipes = ctx.factorization.recipes
+    text = torch.from_numpy(ctx.all_val_tokens[: cfg.audit_tokens].astype("int64")).unique()
+    assert (recipes[text].abs().sum(-1) > 0).all()
+    uncoded = torch.ones(len(recipes), dtype=torch.bool)
+    uncoded[ctx.read_rows()] = False
+    assert uncoded.any() and (recipes[uncoded] == 0).all()  # only the rows read are coded
