@@ -20,20 +20,14 @@ At width 128 the readout dominates a step, so 2 / 4 / 8 layers cost ~0.9x / 1x /
 (experiment 7) and val loss per run: ~60 min in all on the README's machine.
 """
 
+from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
+
 description = "reflow at 2, 4, 8 layers (width 128, S = 128), 1,200 steps each, 3 seeds"
-# The five studies share one size and settings, so they share their runs: an arm trained by one study
-# (reflow at seed 1, say) is reused by every other study that names it, not trained again.
-runs_dir = "out/studies/shakespeare_4x128"
-base_config = "config/train_shakespeare_reflow.py"
-# floor_draws: the random-init floor is a reference column here, never what the arms are compared on.
-settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300,
-            "floor_draws": 20}
 arms = {
     "layers_2": {"n_layer": 2},
     "layers_4": {},  # the base config has 4 layers: the run other studies call reflow
     "layers_8": {"n_layer": 8},
 }
-seeds = [1, 2, 3]
 experiments = [7, 10]
 metrics = [
     "val loss",

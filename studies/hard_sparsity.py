@@ -19,20 +19,14 @@ does not (a slower schedule, other data), raise max_iters (and lr_decay_iters) b
 ~65 min in all on the README's machine.
 """
 
+from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
+
 description = "reflow vs reflow-topk (k = S/16) vs gpt2-new + post-hoc SVD, 4 x 128, 1,200 steps, 3 seeds"
-# The five studies share one size and settings, so they share their runs: an arm trained by one study
-# (reflow at seed 1, say) is reused by every other study that names it, not trained again.
-runs_dir = "out/studies/shakespeare_4x128"
-base_config = "config/train_shakespeare_reflow.py"
-# floor_draws: the random-init floor is a reference column here, never what the arms are compared on.
-settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300,
-            "floor_draws": 20}
 arms = {
     "reflow": {},
     "reflow_topk": {"model": "reflow-topk", "topk": 8},  # S/16, as the paper's 64 of 1024
     "gpt2_new_svd": {"model": "gpt2-new", "posthoc": "svd"},
 }
-seeds = [1, 2, 3]
 experiments = [1, 2, 4, 5, 9]
 metrics = [
     "val loss",

@@ -18,14 +18,9 @@ tokens, every token of the val text they run on, the word lists), for the model 
 random-init controls. About 50-60 min in all on the README's machine.
 """
 
+from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
+
 description = "reflow vs gpt2-new + post-hoc SVD and + post-hoc sparse dictionary, 4 x 128, 3 seeds"
-# The five studies share one size and settings, so they share their runs: an arm trained by one study
-# (reflow at seed 1, say) is reused by every other study that names it, not trained again.
-runs_dir = "out/studies/shakespeare_4x128"
-base_config = "config/train_shakespeare_reflow.py"
-# floor_draws: the random-init floor is a reference column here, never what the arms are compared on.
-settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300,
-            "floor_draws": 20}
 arms = {
     "reflow": {},
     "gpt2_new_svd": {"model": "gpt2-new", "posthoc": "svd"},
@@ -33,7 +28,6 @@ arms = {
     "gpt2_new_dictionary": {"model": "gpt2-new", "posthoc": "dictionary", "posthoc_active_fraction": 0.11,
                             "floor_draws": 3},
 }
-seeds = [1, 2, 3]
 experiments = [1, 2, 3, 4, 5, 8, 9, 14]
 metrics = [
     "val loss",

@@ -14,19 +14,13 @@ studies/hard_sparsity.py: 2 arms x 3 seeds = 6 runs, of which the reflow arm is 
 studies: ~25 min of new training on the README's 2-core machine.
 """
 
+from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
+
 description = "reflow vs reflow + repulsion (2.0 at every layer), 4 x 128, 1,200 steps, 3 seeds"
-# The five studies share one size and settings, so they share their runs: an arm trained by one study
-# (reflow at seed 1, say) is reused by every other study that names it, not trained again.
-runs_dir = "out/studies/shakespeare_4x128"
-base_config = "config/train_shakespeare_reflow.py"
-# floor_draws: the random-init floor is a reference column here, never what the arms are compared on.
-settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300,
-            "floor_draws": 20}
 arms = {
     "reflow": {},
     "repulsion_2": {"repulsion": 2.0},
 }
-seeds = [1, 2, 3]
 experiments = [13]
 metrics = [
     "val loss",

@@ -20,15 +20,10 @@ Size as studies/hard_sparsity.py: 4 layers x 128, S = 128, 1,200 steps, 5 arms x
 README, to fit it).
 """
 
+from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
+
 description = (
     "reflow vs reflow + recipe_l1 (0.5, 5, 50) vs reflow-topk (k = S/16), 4 x 128, 1,200 steps, 3 seeds")
-# The five studies share one size and settings, so they share their runs: an arm trained by one study
-# (reflow at seed 1, say) is reused by every other study that names it, not trained again.
-runs_dir = "out/studies/shakespeare_4x128"
-base_config = "config/train_shakespeare_reflow.py"
-# floor_draws: the random-init floor is a reference column here, never what the arms are compared on.
-settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters": 1200, "eval_interval": 300,
-            "floor_draws": 20}
 arms = {
     "reflow": {},
     "recipe_l1_0.5": {"recipe_l1": 0.5},
@@ -36,7 +31,6 @@ arms = {
     "recipe_l1_50": {"recipe_l1": 50.0},
     "reflow_topk": {"model": "reflow-topk", "topk": 8},  # S/16, as the paper's 64 of 1024
 }
-seeds = [1, 2, 3]
 experiments = [1, 2, 4, 5, 9]
 metrics = [
     "val loss",
