@@ -189,9 +189,9 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
     steerable = [L for L in layers if plus[L] > null[L].quantile(0.95)]
     report.define("steerable layers", "the layers L after which +alpha steering shifts the held-out log odds "
                   "more than the 95th percentile of the word-difference null at that same layer; as a "
-                  "fraction of depth: their count / n_layer. Best steering layer: (L + 1) / n_layer of the "
-                  "layer with the largest held-out shift (1: after the last layer, at the readout). Not "
-                  "judged: they describe where, not whether.")
+                  "fraction of depth: their count / n_layer. Not judged: it says where, not whether.")
+    report.define("best steering layer", "(L + 1) / n_layer of the layer L with the largest held-out shift "
+                  "at +alpha (1: after the last layer, where the direction reaches the readout directly).")
     report.metric("steerable layers (fraction of depth)", len(steerable) / model.config.n_layer)
     report.metric("best steering layer (fraction of depth)", (best + 1) / model.config.n_layer)
     report.table(["layer", "held-out shift (+alpha)", "held-out shift (-alpha)", "in-sample shift (+alpha)",

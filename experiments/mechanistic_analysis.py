@@ -100,6 +100,10 @@ def layer_evolution(ctx: Context, report: Report) -> None:
     mean_rank = lambda rs: float(np.exp(np.mean([np.log(r["rank"][-1].item()) for r in rs])))
     top_share = lambda rs: float(np.mean([int(r["rank"][-1]) == 1 for r in rs]))
     report.define("intervals", "95% bootstrap intervals over the target prompts.")
+    report.define("final target rank", "the target's rank among all tokens in the model's own prediction "
+                  "(after the last layer; 1 = predicted), as a geometric mean over the target prompts.")
+    report.define("targets predicted first", "the fraction of target prompts whose target the model "
+                  "ranks first after the last layer.")
     report.metric("final target probability", mean_prob(results), [mean_prob(rs) for rs in by_seed],
                   "random-init models", higher_is_structure=True, ci=bootstrap_ci(final_probs))
     report.metric("final target rank (geometric mean)", mean_rank(results), [mean_rank(rs) for rs in by_seed],

@@ -142,6 +142,7 @@ def semantic_algebra(ctx: Context, report: Report) -> None:
     report.metric("MRR (random-init floor)", mrr(found), [mrr(c) for c in controls], "random-init models",
                   higher_is_structure=True)
     first = lambda results: float(np.mean([rank == 1 for rank, _ in results]))
+    report.define("answers ranked first", "the fraction of analogies whose answer d has rank 1.")
     report.metric("answers ranked first", first(found), [first(c) for c in controls], "random-init models",
                   ci=bootstrap_ci([float(rank == 1) for rank, _ in found]))
     rows = []

@@ -16,6 +16,7 @@ the report's control value as its random-init reference when the control is the 
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,9 +222,19 @@ def collect(run_dir: Path, cfg: Config, metrics: list[str]) -> RunOutcome:
             control = m.get("control")
             if isinstance(control, (int, float)) and "random-init" in (m.get("control_name") or ""):
                 outcome.random_init[metric] = float(control)
-        if name.strip() in report.get("definitions", {}):
-            outcome.definitions[metric] = report["definitions"][name.strip()]
+        outcome.definitions[metric] = metric_definition(name.strip(), report.get("definitions", {}))
     return outcome
+
+
+def metric_definition(name: str, definitions: dict[str, str]) -> str:
+    """A report defines concepts ("log-prob drop", "basis null"), and its metric names combine them
+    ("log-prob drop, the top signal: percentile in the basis null"): the metric's definition is every
+    defined concept its name contains as whole words, longest first, each once."""
+    if name in definitions:
+        return definitions[name]
+    found = [key for key in sorted(definitions, key=len, reverse=True)
+             if re.search(rf"(?<!\w){re.escape(key)}(?!\w)", name, flags=re.IGNORECASE)]
+    return " ".join(f"{key}: {definitions[key]}" for key in found)
 
 
 def check_metrics_exist(metrics: list[str], outcomes: list[RunOutcome]) -> None:

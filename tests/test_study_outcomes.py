@@ -1,4 +1,5 @@
-"""The study's val text and its bigram floor (studying/outcomes.py), on constructed corpora."""
+"""What a study reads from each run (studying/outcomes.py): its val text, the bigram floor, and
+the definitions of its metrics."""
 
 import math
 
@@ -51,3 +52,14 @@ def test_text_loss_of_a_uniform_model_is_log_v(tmp_path):
 
     cfg = workspace(tmp_path, np.arange(10), np.arange(500) % 50, block_size=8, audit_tokens=80)
     assert math.isclose(text_loss(Uniform(), val_windows(cfg)), math.log(50), rel_tol=1e-6)
+
+
+def test_a_metric_is_defined_by_every_concept_its_name_contains():
+    from studying.outcomes import metric_definition
+
+    definitions = {"log-prob drop": "clean minus ablated.", "basis null": "rotated bases.",
+                   "rank": "1 is best."}
+    assert metric_definition("rank", definitions) == "1 is best."  # an exact name is its own definition
+    assert metric_definition("log-prob drop, the top signal: percentile in the basis null", definitions) == (
+        "log-prob drop: clean minus ablated. basis null: rotated bases.")
+    assert metric_definition("answers ranked first", definitions) == ""  # whole words only: not "rank"
