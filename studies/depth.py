@@ -15,9 +15,10 @@ steps ~6 min per run. Measured on the 2-core Xeon:
 0.37 s a step alone, 7.6 min a run; dense reflow scores 4.73 nats on the study's val text, past
 the bigram floor (4.87). The comparison says whether each arm clears it; if the dense reflow arm
 does not (a slower schedule, other data), raise max_iters (and lr_decay_iters) before reading it.
-At width 128 the readout dominates a step, so 2 / 4 / 8 layers cost ~0.9x / 1x / 1.15x of the
-4-layer step: ~18 min per seed for the three depths, 3 seeds ~55 min, plus the logit lens
-(experiment 7) and val loss per run: ~60 min in all on the README's machine.
+At width 128 the readout dominates a step, so 2 / 4 / 8 layers were reasoned at ~0.9x / 1x / 1.15x
+of the 4-layer step; measured (two runs side by side, one thread each) 0.84x / 1x / 1.12x: about
+6.2 / 7.4 / 8.4 min a run alone, 22 min per seed, 66 min for 3 seeds, plus under half a minute of
+experiments 7 and 10 and val loss per run: ~70 min in all from nothing on the README's machine.
 """
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds

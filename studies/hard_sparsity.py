@@ -15,8 +15,8 @@ steps ~6 min per run. Measured on the 2-core Xeon:
 0.37 s a step alone, 7.6 min a run; dense reflow scores 4.73 nats on the study's val text, past
 the bigram floor (4.87). The comparison says whether each arm clears it; if the dense reflow arm
 does not (a slower schedule, other data), raise max_iters (and lr_decay_iters) before reading it.
-3 arms x 3 seeds = 9 runs, ~55 min of training, plus ~1 min of experiments and val loss per run:
-~65 min in all on the README's machine.
+3 arms x 3 seeds = 9 runs, ~67 min of training at the measured 7.4 min a run, plus under a minute
+of experiments and val loss per run: ~75 min in all on the README's machine.
 """
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
