@@ -186,7 +186,8 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
         held_pos, held_neg).item())
     # Where in depth steering still moves the prediction (the depth study's question; the paper: L0-L12
     # of 36 work, beyond L18 inert). After the last layer a direction reaches the readout directly.
-    steerable = [L for L in layers if plus[L] > null[L].quantile(0.95)]
+    null_q95 = null.quantile(0.95, dim=1)  # (L,): the null's 95th percentile at each layer
+    steerable = [L for L in layers if plus[L] > null_q95[L]]
     report.define("steerable layers", "the layers L after which +alpha steering shifts the held-out log odds "
                   "more than the 95th percentile of the word-difference null at that same layer; as a "
                   "fraction of depth: their count / n_layer. Not judged: it says where, not whether.")
@@ -197,7 +198,7 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
     report.table(["layer", "held-out shift (+alpha)", "held-out shift (-alpha)", "in-sample shift (+alpha)",
                   "null 95th percentile (+alpha)"],
                  [[f"L{L}", plus[L].item(), minus[L].item(), in_sample[L, 0, 0].item(),
-                   null[L].quantile(0.95).item()] for L in layers],
+                   null_q95[L].item()] for L in layers],
                  title=f"Sweep over layers at alpha = {alpha}")
     curve = shifts[best, :, 0]
     band = shifts[best, :, 2:]
