@@ -4,8 +4,14 @@ Sharing them means sharing runs: an arm trained by one study (reflow at seed 1, 
 every other study that names it, not trained again. A study file takes these with
 `from studies._shakespeare_4x128 import *` and may still override any of them.
 
-Size: 4 layers x 128 wide, S = 128, 1,200 steps of 4 x 256 tokens. Measured on the 2-core Xeon
-(AVX-512): 0.37 s a step alone, 7.6 min a run.
+Size (reasoned first, then measured): 4 layers x 128 wide, S = 128, 1,200 steps of 4 x 256 tokens. At
+the Shakespeare default (4 x 256, S = 256) the README measures ~2,000 tokens/s on 2 cores, 700 steps in
+~6.5 min; per token that model does ~16M multiply-adds, ~13M of them in the V x S readout. At width
+128 it does ~7.5M, so a step was reasoned at roughly half (0.55x: small matmuls run less efficiently),
+~6 min a run. Measured on the 2-core Xeon (AVX-512): 0.37-0.38 s a step alone, 7.4-7.6 min a run.
+A smaller model trained longer: dense reflow scores 4.73 nats on the study's val text, past the
+bigram floor (4.87). Every comparison says whether each arm clears it; if the dense reflow arm does
+not (a slower schedule, other data), raise max_iters (and lr_decay_iters) before reading it.
 """
 
 runs_dir = "out/studies/shakespeare_4x128"

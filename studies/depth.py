@@ -7,14 +7,7 @@ The paper: interventions work at L0-L12 of 36 layers and are inert beyond L18.
 
     python study.py studies/depth.py
 
-Size (reasoned first, then measured): 4 layers x 128 wide, S = 128, 1,200 steps of 4 x 256 tokens. At the
-Shakespeare default (4 x 256, S = 256) the README measures ~2,000 tokens/s on 2 cores, 700 steps in
-~6.5 min; per token that model does ~16M multiply-adds, ~13M of them in the V x S readout. At width 128
-it does ~7.5M, so a step costs roughly half (say 0.55x, small matmuls run less efficiently): 1,200
-steps ~6 min per run. Measured on the 2-core Xeon:
-0.37 s a step alone, 7.6 min a run; dense reflow scores 4.73 nats on the study's val text, past
-the bigram floor (4.87). The comparison says whether each arm clears it; if the dense reflow arm
-does not (a slower schedule, other data), raise max_iters (and lr_decay_iters) before reading it.
+Size and run time: studies/_shakespeare_4x128.py (4 x 128, 1,200 steps, ~7.4 min a run).
 At width 128 the readout dominates a step, so 2 / 4 / 8 layers were reasoned at ~0.9x / 1x / 1.15x
 of the 4-layer step; measured (two runs side by side, one thread each) 0.84x / 1x / 1.12x: about
 6.2 / 7.4 / 8.4 min a run alone, 22 min per seed, 66 min for 3 seeds, plus under half a minute of

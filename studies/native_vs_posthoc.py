@@ -3,14 +3,7 @@ measures, than a standard model's embedding factorized after training (truncated
 
     python study.py studies/native_vs_posthoc.py
 
-Size (reasoned first, then measured): 4 layers x 128 wide, S = 128, 1,200 steps of 4 x 256 tokens. At the
-Shakespeare default (4 x 256, S = 256) the README measures ~2,000 tokens/s on 2 cores, 700 steps in
-~6.5 min; per token that model does ~16M multiply-adds, ~13M of them in the V x S readout. At width 128
-it does ~7.5M, so a step costs roughly half (say 0.55x, small matmuls run less efficiently): 1,200
-steps ~6 min per run. Measured on the 2-core Xeon:
-0.37 s a step alone, 7.6 min a run; dense reflow scores 4.73 nats on the study's val text, past
-the bigram floor (4.87). The comparison says whether each arm clears it; if the dense reflow arm
-does not (a slower schedule, other data), raise max_iters (and lr_decay_iters) before reading it.
+Size and run time: studies/_shakespeare_4x128.py (4 x 128, 1,200 steps, ~7.4 min a run).
 The two gpt2-new arms differ only in how the trained embedding is read (`posthoc`), so they share
 their runs: 2 trainings x 3 seeds = 6 runs (~36 min), then every recipe experiment on 9 (arm, seed)
 readings. The dictionary is fitted on the ~3,500 rows the experiments read (the 2,000 most frequent

@@ -10,7 +10,7 @@ hidden states; the comparison gives the arms' differences with Welch intervals a
     python study.py studies/repulsion.py
 
 One strength, STT's own weight 2.0 (a second, 0.5, is one line away: add the arm). Size as
-studies/hard_sparsity.py: 2 arms x 3 seeds = 6 runs, of which the reflow arm is shared with the other
+studies/_shakespeare_4x128.py: 2 arms x 3 seeds = 6 runs, of which the reflow arm is shared with the other
 studies: ~25 min of new training on the README's 2-core machine.
 """
 

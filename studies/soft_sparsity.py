@@ -14,7 +14,7 @@ weak arm became 5: the study's comparison reports each arm's Hoyer sparsity and 
 2), and whether one reaches the paper's ~11% is read off it. Neither did (L1-90% share 0.64 and 0.51),
 so a third arm, 50, was added after the first two had run. (By "share beyond 1.58 RMS", the only
 reading under which Gaussian rows give the paper's number, every dense arm sits at ~11% already.)
-Size as studies/hard_sparsity.py: 4 layers x 128, S = 128, 1,200 steps, 5 arms x 3 seeds = 15 runs.
+Size as studies/_shakespeare_4x128.py: 4 layers x 128, S = 128, 1,200 steps, 5 arms x 3 seeds = 15 runs.
 recipe_l1 adds one pass over the V x S recipes per step, which measured within noise of plain
 reflow (two runs side by side, one thread each). At ~7.4 min a run alone plus under a minute of
 experiments, that is about 2 h from nothing on the README's 2-core machine, over the issue's 90
