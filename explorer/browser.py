@@ -85,14 +85,25 @@ class ExplorerPage:
             self.page.wait_for_selector(busy, timeout=2000)
         self.page.wait_for_function(f"() => !document.querySelector('{busy}')", timeout=CALL_TIMEOUT_MS)
 
-    def text(self, element_id: str) -> str:
-        return self.page.locator(f"#{element_id}").inner_text()
+    def locator(self, element_id: str):
+        return self.page.locator(f"#{element_id}")
 
-    def table(self, element_id: str) -> list[list[str]]:
-        """The body rows of a Dataframe output, as cell texts."""
-        rows = self.page.locator(f"#{element_id} [role=row]:has([role=gridcell])")
-        return [[cell.strip() for cell in rows.nth(i).locator("[role=gridcell]").all_inner_texts()]
-                for i in range(rows.count())]
+    def text(self, element_id: str) -> str:
+        return self.locator(element_id).inner_text()
+
+    def table(self, element_id: str, rows: int) -> list[list[str]]:
+        """The body rows of a Dataframe output as cell texts, once it shows `rows` rows: a table
+        can be drawn a little after Gradio reports the answer."""
+        from playwright.sync_api import expect
+
+        body = self.locator(element_id).locator("[role=row]:has([role=gridcell])")
+        expect(body).to_have_count(rows, timeout=CALL_TIMEOUT_MS)
+        return [[cell.strip() for cell in body.nth(i).locator("[role=gridcell]").all_inner_texts()]
+                for i in range(rows)]
+
+    def wait_for_drawn(self, selector: str) -> None:
+        """Wait until an answer's chart or table is in the page (before a screenshot)."""
+        self.page.locator(selector).first.wait_for(timeout=CALL_TIMEOUT_MS)
 
     # --- the tabs' actions ---------------------------------------------------------------------
     def show_token(self, word: str) -> None:

@@ -21,7 +21,7 @@ def factorization_of(model: Transformer, name: str, cfg: Config,
     factorization = factorize(model, cfg.posthoc, model.config.n_embd, cfg.posthoc_active_fraction,
                               cfg.seed, rows)
     if factorization is not None:
-        return factorization, factorization.description
+        return factorization, factorization.description.rstrip(".")  # a clause: the page punctuates it
     return None, (f"this {name} model has no recipes (its embedding is one V x C table), so recipe and "
                   "signal views are off; start with --posthoc=svd or --posthoc=dictionary to read it "
                   "through a post-hoc factorization of its embedding")

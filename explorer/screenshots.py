@@ -40,10 +40,13 @@ def main(argv: list[str]) -> None:
         page.type("analogy-b", b)
         page.type("analogy-c", c)
         page.press("analogy-button")
+        page.wait_for_drawn("#token-recipe canvas, #token-recipe svg")
+        page.wait_for_drawn("#analogy-answers [role=gridcell]")
         page.screenshot(out / "explorer_token.png")
         page.intervene(cfg.target_prompts[0][0], views.ADD_DIRECTION, layer=state.n_layer // 2,
                        alpha=CONCEPT_ALPHA, direction=views.CONCEPT, concept=cfg.concept_words[0],
                        tokens=SAMPLE_TOKENS, seed=0)
+        page.wait_for_drawn("#intervene-after [role=gridcell]")
         page.screenshot(out / "explorer_intervene.png")
         if page.external_requests():
             raise UserError(f"the page made requests outside this machine: {page.external_requests()}")

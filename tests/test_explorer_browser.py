@@ -1,6 +1,12 @@
 """The explorer in a real headless Chromium: one app on a tiny reflow checkpoint, shared by the tests,
-driven with the same steps (explorer/browser.py) that take the README's screenshots."""
+driven with the same steps (explorer/browser.py) that take the README's screenshots.
 
+What an answer draws can land a little after Gradio hides its progress indicator (charts and HTML
+render asynchronously, later still on a loaded machine), so every check of the page is Playwright's
+`expect`, which retries until it holds or times out, never a one-off count.
+"""
+
+import re
 import socket
 
 import pytest
@@ -12,6 +18,9 @@ from explorer import views
 from explorer.browser import ExplorerPage, chromium, chromium_path, served
 
 pytest.importorskip("playwright", reason="pip install playwright (the dev extra) to drive Chromium")
+from playwright.sync_api import expect  # noqa: E402
+
+expect.set_options(timeout=30_000)  # generous for a loaded 2-core machine; a pass returns at once
 if chromium_path() is None:
     pytest.skip("Chromium is not installed (/usr/bin/chromium); apt-get install -y chromium",
                 allow_module_level=True)
@@ -51,30 +60,29 @@ def page(explorer):
 def test_token_shows_its_recipe_and_neighbours(explorer, page):
     state = explorer[0]
     page.show_token(" he")
-    rows = page.table("token-neighbours")
     expected = views.token_card(state, " he").neighbours
-    assert len(rows) == views.NEIGHBOURS
+    rows = page.table("token-neighbours", views.NEIGHBOURS)
     assert [row[1] for row in rows] == [label(t) for t, _ in expected]
     assert float(rows[0][2]) == pytest.approx(expected[0][1], abs=1e-4)
-    assert page.page.locator("#token-recipe canvas, #token-recipe svg").count() > 0  # the bar chart drew
+    expect(page.page.locator("#token-recipe canvas, #token-recipe svg").first).to_be_attached()  # the bars
 
 
 def test_signal_shows_its_top_contexts_highlighted(explorer, page):
     state = explorer[0]
     page.show_signal(3)
     card = views.signal_card(state, 3)
-    assert "firing rate" in page.text("signal-status")
-    marks = page.page.locator("#signal-contexts mark").all_inner_texts()
-    assert marks == [token for _, _, token, _ in card.contexts]
-    assert len(page.table("signal-codebook")) == views.CODEBOOK_TOKENS
+    expect(page.locator("signal-status")).to_contain_text("firing rate")
+    highlighted = [token for _, _, token, _ in card.contexts]
+    expect(page.page.locator("#signal-contexts mark")).to_have_text(highlighted)
+    page.table("signal-codebook", views.CODEBOOK_TOKENS)
 
 
 def test_lens_draws_a_layer_by_position_heatmap(page):
     page.run_lens("I think that the man", " the")
     grid = page.page.locator("#lens-grid tr")
-    assert grid.count() == 1 + 3  # header, embed, L0, L1
-    assert grid.nth(1).locator("td").count() == 5  # one cell per prompt token
-    assert page.page.locator("#flow-grid tr").count() == 1 + 3
+    expect(grid).to_have_count(1 + 3)  # header, embed, L0, L1
+    expect(grid.nth(1).locator("td")).to_have_count(5)  # one cell per prompt token
+    expect(page.page.locator("#flow-grid tr")).to_have_count(1 + 3)
 
 
 def test_intervention_changes_the_top_10(explorer, page):
@@ -82,24 +90,25 @@ def test_intervention_changes_the_top_10(explorer, page):
     idx = views.parse_prompt(state, "I think that")
     strongest = views.signal_flow(state, idx, views.residual_states(state, idx), -1).signals[:4]
     page.intervene("I think that", views.REMOVE_AT_READOUT, signals=" ".join(map(str, strongest)), tokens=8)
-    before, after = page.table("intervene-before"), page.table("intervene-after")
-    assert len(before) == len(after) == views.TOP_NEXT
+    expect(page.locator("intervene-status")).to_contain_text("weights unchanged (checked)")
+    before = page.table("intervene-before", views.TOP_NEXT)
+    page.table("intervene-after", views.TOP_NEXT)
     assert [row[2] for row in before] != [row[3] for row in before]  # p before vs p after differ
-    assert "weights unchanged (checked)" in page.text("intervene-status")
-    assert page.page.locator("#intervene-steered textarea").input_value()
+    expect(page.page.locator("#intervene-steered textarea")).not_to_have_value("")
 
 
 def test_bad_input_shows_a_message_and_the_server_keeps_serving(page):
     page.show_signal(99)
-    assert "signal 99 does not exist; this model has signals 0 to 15" in page.text("signal-status")
-    assert page.page.locator("#signal-contexts mark").count() == 0
+    expect(page.locator("signal-status")).to_contain_text(
+        "signal 99 does not exist; this model has signals 0 to 15")
+    expect(page.page.locator("#signal-contexts mark")).to_have_count(0)
     page.run_lens(" the" * 40)
-    assert "longer than this model's context of 32" in page.text("lens-status")
+    expect(page.locator("lens-status")).to_contain_text("longer than this model's context of 32")
     page.intervene("I think", views.ADD_DIRECTION, layer=0, alpha=1e9)
-    assert "too large" in page.text("intervene-status")
+    expect(page.locator("intervene-status")).to_contain_text("too large")
     assert "Traceback" not in page.page.content()
     page.show_signal(2)  # still serving
-    assert "firing rate" in page.text("signal-status")
+    expect(page.locator("signal-status")).to_contain_text("firing rate")
 
 
 def test_two_tabs_at_once(explorer):
@@ -112,8 +121,9 @@ def test_two_tabs_at_once(explorer):
     first.page.locator("#generate-button").click()  # both running at once
     second.press("generate-button")
     first.wait_until_answered()
-    for tab in (first, second):
-        assert len(tab.page.locator("#generate-output textarea").input_value()) > len("I think that")
+    for tab in (first, second):  # each tab has its prompt continued
+        continued = re.compile(r"^I think that.+", re.S)
+        expect(tab.page.locator("#generate-output textarea")).to_have_value(continued)
     first.page.close()
     second.page.close()
 
