@@ -13,6 +13,13 @@ CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 LOCAL_PREFIXES = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
 VIEWPORT = {"width": 1280, "height": 900}
 CALL_TIMEOUT_MS = 60_000  # one button's answer, generous for a loaded 2-core machine
+CLICK_REACHES_SERVER_MS = 10_000  # a click's request leaves at once; this long without one, it was lost
+CLICK_ATTEMPTS = 3
+
+
+def is_event_call(request) -> bool:
+    """A button's call to the app: /run/ (unqueued events) or /queue/join (queued ones)."""
+    return "/gradio_api/run/" in request.url or "/gradio_api/queue/join" in request.url
 
 
 def chromium_path() -> str | None:
@@ -74,8 +81,21 @@ class ExplorerPage:
         self.page.locator(f"#{element_id}").get_by_text(option, exact=True).click()
 
     def press(self, button_id: str) -> None:
-        """Click a button and wait until every output has its answer."""
-        self.page.locator(f"#{button_id}").click()
+        """Click a button, check that the click reached the server, and wait until every output has
+        its answer. A click that sent nothing (a tab's first visit can take one before its listeners
+        are attached) is tried again rather than waited on in silence."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        for _ in range(CLICK_ATTEMPTS):
+            try:
+                with self.page.expect_request(is_event_call, timeout=CLICK_REACHES_SERVER_MS):
+                    self.page.locator(f"#{button_id}").click()
+                break
+            except PlaywrightTimeout:
+                continue
+        else:
+            raise RuntimeError(f"clicking #{button_id} sent no request to the server, "
+                               f"{CLICK_ATTEMPTS} times")
         self.wait_until_answered()
 
     def wait_until_answered(self) -> None:

@@ -79,6 +79,7 @@ def test_signal_shows_its_top_contexts_highlighted(explorer, page):
 
 def test_lens_draws_a_layer_by_position_heatmap(page):
     page.run_lens("I think that the man", " the")
+    expect(page.locator("lens-status")).to_have_text("")  # else the failure shows what the page said
     grid = page.page.locator("#lens-grid tr")
     expect(grid).to_have_count(1 + 3)  # header, embed, L0, L1
     expect(grid.nth(1).locator("td")).to_have_count(5)  # one cell per prompt token
