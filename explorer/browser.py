@@ -81,22 +81,23 @@ class ExplorerPage:
         self.page.locator(f"#{element_id}").get_by_text(option, exact=True).click()
 
     def press(self, button_id: str) -> None:
-        """Click a button, check that the click reached the server, and wait until every output has
-        its answer. A click that sent nothing (a tab's first visit can take one before its listeners
-        are attached) is tried again rather than waited on in silence."""
+        """Click a button and wait until every output has its answer."""
+        self.click(button_id)
+        self.wait_until_answered()
+
+    def click(self, button_id: str) -> None:
+        """Click a button and check that the click reached the server. A click that sent nothing (a
+        layout still settling can take one) is tried again rather than waited on in silence."""
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
         for _ in range(CLICK_ATTEMPTS):
             try:
                 with self.page.expect_request(is_event_call, timeout=CLICK_REACHES_SERVER_MS):
                     self.page.locator(f"#{button_id}").click()
-                break
+                return
             except PlaywrightTimeout:
                 continue
-        else:
-            raise RuntimeError(f"clicking #{button_id} sent no request to the server, "
-                               f"{CLICK_ATTEMPTS} times")
-        self.wait_until_answered()
+        raise RuntimeError(f"clicking #{button_id} sent no request to the server, {CLICK_ATTEMPTS} times")
 
     def wait_until_answered(self) -> None:
         """Wait until no output shows Gradio's progress indicator."""

@@ -119,7 +119,7 @@ def test_two_tabs_at_once(explorer):
         tab.tab("Generate")
         tab.type("generate-prompt", "I think that")
         tab.type("generate-max-tokens", 40)
-    first.page.locator("#generate-button").click()  # both running at once
+    first.click("generate-button")  # both running at once
     second.press("generate-button")
     first.wait_until_answered()
     for tab in (first, second):  # each tab has its prompt continued
