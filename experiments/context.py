@@ -172,7 +172,7 @@ class Context:
                 words += item if isinstance(item, (list, tuple)) else [item]
         ids = [i for w in words if isinstance(w, str) for i in encode(w)[:1] if i < self.vocab_size]
         try:
-            text = np.unique(self.all_val_tokens[: self.cfg.audit_tokens]).tolist()
+            text = np.unique(self.audit_text).tolist()
             return self.vocabulary_with(ids + text)
         except UserError:  # no text to rank the vocabulary by: the words alone
             return torch.tensor(sorted(set(ids))) if ids else None
@@ -197,10 +197,15 @@ class Context:
                             f"{self.vocab_size}; it was prepared for another model")
         return tokens
 
+    @property
+    def audit_text(self) -> np.ndarray:
+        """The validation text the experiments run on: its first cfg.audit_tokens tokens."""
+        return self.all_val_tokens[: self.cfg.audit_tokens]
+
     def text_windows(self, max_windows: int | None = None) -> torch.Tensor:
         """The first cfg.audit_tokens validation tokens as (N, T) windows, T = the model's block size
         (fewer tokens than one window gives one shorter window)."""
-        tokens = self.all_val_tokens[: self.cfg.audit_tokens].astype(np.int64)
+        tokens = self.audit_text.astype(np.int64)
         T = min(self.model.config.block_size, len(tokens))
         n = len(tokens) // T
         if max_windows is not None:

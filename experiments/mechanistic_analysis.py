@@ -220,7 +220,7 @@ class AblationText:
 def ablation_text(ctx: Context) -> AblationText:
     """ABLATION_WINDOWS windows of ABLATION_CONTEXT tokens (or fewer if the text is short), halved;
     every ABLATION_STRIDE-th position from the ABLATION_CONTEXT // 4-th on is scored."""
-    tokens = ctx.all_val_tokens[: ctx.cfg.audit_tokens].astype(np.int64)
+    tokens = ctx.audit_text.astype(np.int64)
     T = min(ABLATION_CONTEXT, ctx.model.config.block_size, len(tokens) // 2)
     n = min(ABLATION_WINDOWS, len(tokens) // T) // 2 * 2
     windows = torch.from_numpy(tokens[: n * T].reshape(n, T)).to(ctx.device)
