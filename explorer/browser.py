@@ -71,14 +71,17 @@ class ExplorerPage:
         return [url for url in self.requests if not url.startswith(LOCAL_PREFIXES)]
 
     # --- filling in and clicking ---------------------------------------------------------------
+    def locator(self, element_id: str):
+        return self.page.locator(f"#{element_id}")
+
     def tab(self, name: str) -> None:
         self.page.get_by_role("tab", name=name, exact=True).click()
 
     def type(self, element_id: str, text) -> None:
-        self.page.locator(f"#{element_id}").locator("textarea, input").first.fill(str(text))
+        self.locator(element_id).locator("textarea, input").first.fill(str(text))
 
     def choose(self, element_id: str, option: str) -> None:
-        self.page.locator(f"#{element_id}").get_by_text(option, exact=True).click()
+        self.locator(element_id).get_by_text(option, exact=True).click()
 
     def press(self, button_id: str) -> None:
         """Click a button and wait until every output has its answer."""
@@ -93,7 +96,7 @@ class ExplorerPage:
         for _ in range(CLICK_ATTEMPTS):
             try:
                 with self.page.expect_request(is_event_call, timeout=CLICK_REACHES_SERVER_MS):
-                    self.page.locator(f"#{button_id}").click()
+                    self.locator(button_id).click()
                 return
             except PlaywrightTimeout:
                 continue
@@ -105,9 +108,6 @@ class ExplorerPage:
         with contextlib.suppress(Exception):  # a quick answer may come before we look
             self.page.wait_for_selector(busy, timeout=2000)
         self.page.wait_for_function(f"() => !document.querySelector('{busy}')", timeout=CALL_TIMEOUT_MS)
-
-    def locator(self, element_id: str):
-        return self.page.locator(f"#{element_id}")
 
     def text(self, element_id: str) -> str:
         return self.locator(element_id).inner_text()
