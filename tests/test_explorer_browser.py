@@ -2,8 +2,9 @@
 driven with the same steps (explorer/browser.py) that take the README's screenshots.
 
 What an answer draws can land a little after Gradio hides its progress indicator (charts and HTML
-render asynchronously, later still on a loaded machine), so every check of the page is Playwright's
-`expect`, which retries until it holds or times out, never a one-off count.
+render asynchronously, later still on a loaded machine), so the tests wait for what they check:
+Playwright's `expect`, which retries until it holds or times out, or ExplorerPage.table, which waits
+for its rows; never a one-off count.
 """
 
 import re
