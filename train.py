@@ -46,6 +46,7 @@ from core.wandb_login import check_wandb_ready
 from models import ModelConfig, Transformer, build_model
 from training.batches import Batches, seed_for
 from training.distributed import Distributed, collective_failures_reported, init_distributed
+from training.memory_check import check_memory_plan
 from training.optimization import estimate_loss, learning_rate_at, make_grad_scaler, train_step
 from training.regularizers import Regularizers
 from training.run_log import RunLog
@@ -128,6 +129,7 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
         keep_freed_memory()  # reuse the big logits buffers instead of page-faulting them back each step
     ckpt_file = Path(cfg.out_dir) / CHECKPOINT_NAME
     model, resume, cfg = load_model(cfg, ckpt_file)
+    check_memory_plan(cfg, device, dtype, dist.world_size)  # CUDA: before the model goes to the GPU
     check_closing_sample(cfg, model)
     data_folder = Path(cfg.data_dir) / cfg.dataset
     if dist.is_master:

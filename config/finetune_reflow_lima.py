@@ -5,6 +5,8 @@
 #   python data/sft-lima/prepare.py          # or --input=train.jsonl offline (LIMA is gated on the hub)
 #   torchrun --standalone --nproc_per_node=4 train.py config/finetune_reflow_lima.py
 #   python sample.py --out_dir=out/reflow_1_lima --chat=True
+# Planned for 4 x t4: 9.84 GiB per GPU of 15.00: the settings of config/train_reflow_1.py.
+#   python check.py config/finetune_reflow_lima.py --memory --gpu=t4 --world_size=4
 from config.train_reflow_1 import *  # noqa: F403  (the architecture of init_from's run: 463.67M)
 
 init_from = "out/reflow_1"  # a run dir or ckpt.pt: its weights and architecture, fresh optimizer, iter 0

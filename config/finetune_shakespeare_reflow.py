@@ -5,6 +5,7 @@
 #   python data/sft-lima/prepare.py                      # or --input=train.jsonl offline
 #   python train.py config/finetune_shakespeare_reflow.py
 #   python sample.py --out_dir=out/shakespeare_reflow_lima --chat=True
+# Planned for 1 x cpu: 0.92 GiB per process (python check.py config/finetune_shakespeare_reflow.py --memory).
 from config.shakespeare_common import *  # noqa: F403  (CPU settings; the architecture comes from init_from)
 
 init_from = "out/shakespeare_reflow"  # a run dir or ckpt.pt: its weights and architecture, fresh optimizer, iter 0

@@ -102,6 +102,7 @@ class Config:
     dtype: Literal[("auto", *DTYPES)] = "auto"  # auto: bfloat16 if the GPU has it, else float16; CPU: float32
     backend: Literal["nccl", "gloo", "mpi", "ucc"] = "nccl"  # DDP backend on GPUs; CPU runs always use gloo
     compile: bool = False  # torch.compile the model
+    memory_check: bool = True  # CUDA: refuse a run whose memory plan exceeds the GPU; False runs anyway
     seed: int = checked(1337, ge=0, lt=2**63)  # every random draw is a function of (seed, step)
     # --- sampling (sample.py, and train.py's closing sample) --------------------------------
     start: str = "\n"  # prompt, or FILE:path to read it from a file

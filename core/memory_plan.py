@@ -37,6 +37,7 @@ Half-precision tensors count 2 bytes under autocast, fp32 ones 4. The estimate i
 torch.compile fuses elementwise ops and usually saves less.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -184,10 +185,12 @@ def plan_for_model(cfg, model, target: Target, world_size: int, batch_size: int 
     act = element_bytes(target.dtype) if not target.is_cpu else 4
     params = model.num_params()
     shard = getattr(cfg, "shard", "none")
-    checkpointing = bool(getattr(mcfg, "activation_checkpointing", getattr(cfg, "activation_checkpointing",
-                                                                           False)))
-    chunked = bool(getattr(mcfg, "chunked_loss", getattr(cfg, "chunked_loss", False)))
-    chunk = getattr(mcfg, "loss_chunk_size", LOSS_CHUNK_POSITIONS)
+    # The execution keys come from cfg (the model's own only where cfg lacks them), so that
+    # settings_that_fit can try them on one meta model.
+    checkpointing = bool(getattr(cfg, "activation_checkpointing", getattr(mcfg, "activation_checkpointing",
+                                                                          False)))
+    chunked = bool(getattr(cfg, "chunked_loss", getattr(mcfg, "chunked_loss", False)))
+    chunk = getattr(cfg, "loss_chunk_size", getattr(mcfg, "loss_chunk_size", LOSS_CHUNK_POSITIONS))
     plan = MemoryPlan(target, cfg.model, B, T, world_size, shard, checkpointing, chunked)
 
     sharded_state = world_size if shard in ("optimizer", "full") else 1
@@ -251,6 +254,41 @@ def largest_batch_that_fits(cfg, target: Target, world_size: int = 1) -> int:
         middle = (low + high) // 2
         low, high = (middle, high) if fits(middle) else (low, middle)
     return low
+
+
+# What train.py may suggest when a step does not fit, cheapest first: chunked loss costs little, ZeRO-1 a
+# broadcast of the weights per step, activation checkpointing a second forward pass per block.
+MEMORY_SAVINGS = (
+    {},
+    {"chunked_loss": True},
+    {"shard": "optimizer"},
+    {"shard": "optimizer", "chunked_loss": True},
+    {"activation_checkpointing": True, "chunked_loss": True},
+    {"shard": "optimizer", "activation_checkpointing": True, "chunked_loss": True},
+)
+
+
+def settings_that_fit(cfg, target: Target, world_size: int = 1) -> tuple[dict, MemoryPlan] | None:
+    """The cheapest changes to cfg whose step fits target, at the same tokens per step, and their plan;
+    None if none does. The micro-batch is kept if anything in MEMORY_SAVINGS makes it fit, else
+    halved and so on (its divisors, largest first), gradient_accumulation_steps growing to match.
+    Savings cfg already uses stay on; shard is tried only with several processes (one has nothing
+    to shard)."""
+    if target.capacity_bytes is None:
+        raise ValueError("the CPU has no fixed capacity to fit")
+    with torch.device("meta"):
+        model = build_model(cfg.model, cfg.model_config())
+    savings = [s for s in MEMORY_SAVINGS if world_size > 1 or "shard" not in s]
+    for batch in [b for b in range(cfg.batch_size, 0, -1) if cfg.batch_size % b == 0]:
+        accumulation = cfg.gradient_accumulation_steps * cfg.batch_size // batch
+        for saving in savings:
+            changes = {key: value for key, value in saving.items() if getattr(cfg, key) in (False, "none")}
+            if batch != cfg.batch_size:
+                changes |= {"batch_size": batch, "gradient_accumulation_steps": accumulation}
+            plan = plan_for_model(dataclasses.replace(cfg, **changes), model, target, world_size, batch)
+            if plan.fits:
+                return changes, plan
+    return None
 
 
 def gib(n: int) -> str:
