@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarking.gpu_report import format_report, gpu_report
+from benchmarking.gpu_report import device_label, format_report, gpu_report
 from benchmarking.measurements import (
     PeakMatmul,
     TrainingRun,
@@ -152,7 +152,7 @@ def main(argv: list[str]) -> None:
     files, options, overrides = parse_command_line(argv)
     if options.gpu_report:
         device = resolve_device(overrides.get("device", "auto"))
-        print(format_report(gpu_report(device), device))
+        print(format_report(gpu_report(device), device_label(device)))
         return
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if options.threads:

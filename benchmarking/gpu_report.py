@@ -8,8 +8,11 @@ On one GPU it takes a few minutes (under 8 on an A100/H100) and measures:
 - sampling speed with and without the key/value cache;
 - exact resume: N + N steps through a checkpoint against 2N straight, weights compared;
 - peak memory of a step against core/memory_plan's estimate, for the small config, and for
-  config/train_reflow_1_big.py at batch_size 1 in fp16 with the process capped to 16 GB
-  (torch.cuda.set_per_process_memory_fraction), as on a Tesla T4.
+  config/train_reflow_1_big.py at its shipped micro-batch in fp16 with the process capped to 16 GB
+  (torch.cuda.set_per_process_memory_fraction), as on a Tesla T4;
+- the T4 rehearsal: T4_REHEARSAL_STEPS steps of config/train_reflow_1_small.py as shipped (micro-batch
+  16 x 1024, chunked loss) in fp16 + GradScaler, capped to 16 GB, with the planner's total against
+  torch.cuda.max_memory_allocated over the whole run, skipped steps, the loss and tokens/s.
 
 On CPU it runs too, on a shrunken model (CPU_SIZE) and a few steps, in fp32: the rows that need a
 GPU say why they were skipped. A training step here is one micro-batch (gradient_accumulation_steps=1)
@@ -22,8 +25,10 @@ import contextlib
 import dataclasses
 import gc
 import io
+import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +46,8 @@ BIG = "config/train_reflow_1_big.py"
 T4_BYTES = 16 * 10**9  # a Tesla T4's 16 GB
 CPU_SIZE = dict(n_layer=2, n_head=2, n_embd=64, n_signals=32, block_size=64, batch_size=2)
 RESUME_TOLERANCE = 1e-5  # max |weight difference| allowed between N + N and 2N steps
+PLAN_TOLERANCE = 0.15  # the plan may be this far (as a share) from the measured peak
+T4_REHEARSAL_STEPS = 300  # a few minutes on a T4: long enough for GradScaler to settle and the loss to fall
 # Untimed steps first: torch.compile compiles, and GradScaler backs off from its initial 2^16 to a
 # scale the gradients fit in (those first skips are expected; later ones are not).
 WARMUP_STEPS = {"cuda": 10, "cpu": 1}
@@ -63,6 +70,23 @@ def training_row(cfg: Config, dtype: str, steps: int, device: str) -> dict:
               f"{', compile' if cfg.compile else ''}, batch {cfg.batch_size} x {cfg.block_size}"
     torch.manual_seed(0)
     run = TrainingRun(build_model(cfg.model, cfg.model_config()), cfg, device, dtype)
+    losses, skips, step_s = run_steps(run, steps)
+    tokens_per_s = run.tokens_per_step / step_s
+    peak, source = peak_flops_and_source(device, dtype)
+    mfu = run.model.flops_per_token(cfg.block_size) * tokens_per_s / peak
+    falls = losses[-1] < losses[0]
+    verdict = ("loss falls" if falls else "LOSS DID NOT FALL") + \
+              (f", {skips} skipped steps after warm-up" if dtype == "float16" else "")
+    ok = falls and skips == 0
+    return {"check": "training", "setting": setting, "ok": ok,
+            "result": f"{tokens_per_s:,.0f} tok/s, MFU {mfu:.1%} ({source})",
+            "verdict": f"{verdict}: {losses[0]:.3f} -> {losses[-1]:.3f}"}
+
+
+def run_steps(run: TrainingRun, steps: int) -> tuple[list[float], int, float]:
+    """Warm-up steps, then `steps` timed ones: every step's loss, the steps GradScaler skipped after
+    warm-up, and seconds per timed step."""
+    device = run.device
     losses, skips = [], 0
     warmup = WARMUP_STEPS["cuda" if device.startswith("cuda") else "cpu"]
     for step in range(warmup + steps):
@@ -74,17 +98,7 @@ def training_row(cfg: Config, dtype: str, steps: int, device: str) -> dict:
         if scale is not None and run.scaler.get_scale() < scale and step >= warmup:
             skips += 1  # the scaler backs off only when it found inf/NaN gradients and skipped the step
     synchronize(device)
-    step_s = (time.perf_counter() - start) / steps
-    tokens_per_s = run.tokens_per_step / step_s
-    peak, source = peak_flops_and_source(device, dtype)
-    mfu = run.model.flops_per_token(cfg.block_size) * tokens_per_s / peak
-    falls = losses[-1] < losses[0]
-    verdict = ("loss falls" if falls else "LOSS DID NOT FALL") + \
-              (f", {skips} skipped steps after warm-up" if dtype == "float16" else "")
-    ok = falls and skips == 0
-    return {"check": "training", "setting": setting, "ok": ok,
-            "result": f"{tokens_per_s:,.0f} tok/s, MFU {mfu:.1%} ({source})",
-            "verdict": f"{verdict}: {losses[0]:.3f} -> {losses[-1]:.3f}"}
+    return losses, skips, (time.perf_counter() - start) / steps
 
 
 def sdpa_kernel_row(cfg: Config, dtype: str, device: str) -> dict:
@@ -163,31 +177,107 @@ def memory_row(cfg: Config, dtype: str, device: str, cap_bytes: int | None = Non
     planned = plan.total_bytes - plan.items.get("framework reserve", 0)
     if cap_bytes:
         setting += f", capped to {cap_bytes / 1e9:.0f} GB"
+    with memory_capped(device, cap_bytes):
+        try:
+            torch.manual_seed(0)
+            run = TrainingRun(build_model(cfg.model, cfg.model_config()), cfg, device, dtype)
+            run.step()  # the optimizer state exists from the first step on
+            measured = step_peak_memory(run)
+        except torch.OutOfMemoryError:
+            measured = None
+        run = None  # freed before the cache is emptied
+    ok, result, verdict = plan_verdict(planned, measured, plan.fits)
+    return {"check": "peak memory", "setting": setting, "ok": ok, "result": result, "verdict": verdict}
+
+
+@contextlib.contextmanager
+def memory_capped(device: str, cap_bytes: int | None):
+    """Inside, this process may allocate at most cap_bytes of the GPU (torch's allocator raises
+    OutOfMemoryError beyond), as if it ran on a smaller one; on the way out, the cap is lifted and
+    the cache emptied. cap_bytes None: no cap."""
+    if cap_bytes:
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(cap_bytes / total)
+        torch.cuda.set_per_process_memory_fraction(cap_bytes / total, device)
     try:
-        torch.manual_seed(0)
-        run = TrainingRun(build_model(cfg.model, cfg.model_config()), cfg, device, dtype)
-        run.step()  # the optimizer state exists from the first step on
-        measured = step_peak_memory(run)
-    except torch.OutOfMemoryError:
-        measured = None
+        yield
     finally:
         if cap_bytes:
-            torch.cuda.set_per_process_memory_fraction(1.0)
-        run = None
+            torch.cuda.set_per_process_memory_fraction(1.0, device)
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
-    planner_says = "fits" if plan.fits else "does not fit"
+
+
+def plan_verdict(planned: int, measured: int | None, plan_fits: bool | None) -> tuple[bool, str, str]:
+    """(ok, result, verdict) for the planner's allocations against a measured peak (None: the run
+    ran out of memory). ok: within PLAN_TOLERANCE of the measurement, or out of memory where the
+    planner said it would not fit. plan_fits None: no capacity to fit (CPU)."""
+    says = "" if plan_fits is None else "fits" if plan_fits else "does not fit"
     if measured is None:
-        return {"check": "peak memory", "setting": setting, "ok": not plan.fits,
-                "result": f"out of memory; planned {planned / GIB:.2f} GiB",
-                "verdict": f"planner: {planner_says} ({'agrees' if not plan.fits else 'WRONG'})"}
+        return (plan_fits is False, f"out of memory; planned {planned / GIB:.2f} GiB",
+                f"planner: {says} ({'agrees' if plan_fits is False else 'WRONG'})")
     error = planned / measured - 1
-    return {"check": "peak memory", "setting": setting, "ok": abs(error) <= 0.15,
-            "result": f"measured {measured / GIB:.2f} GiB, planned {planned / GIB:.2f} GiB",
-            "verdict": f"plan {error:+.0%} off the measurement" + (f"; planner: {planner_says}"
-                                                                   if capacity else "")}
+    verdict = f"plan {error:+.0%} off the measurement" + (f"; planner: {says}" if says else "")
+    result = f"measured {measured / GIB:.2f} GiB, planned {planned / GIB:.2f} GiB"
+    return abs(error) <= PLAN_TOLERANCE, result, verdict
+
+
+@dataclass
+class Rehearsal:
+    """What the capped fp16 run of the small config measured (measure_t4_rehearsal)."""
+
+    steps: int
+    cap_bytes: int
+    planned_bytes: int  # the plan less its framework reserve (which torch does not count)
+    plan_fits: bool  # the plan's total, reserve included, within the cap
+    peak_allocated: int | None  # torch.cuda.max_memory_allocated over the run; None: out of memory
+    skipped_steps: int  # steps GradScaler skipped (inf/NaN gradients) after warm-up
+    first_loss: float
+    last_loss: float
+    tokens_per_s: float
+
+
+def measure_t4_rehearsal(device: str, steps: int = T4_REHEARSAL_STEPS) -> Rehearsal:
+    """config/train_reflow_1_small.py as shipped, one micro-batch a step, fp16 + GradScaler, with this
+    process capped to a T4's 16 GB; the planner's estimate taken for the same run first."""
+    cfg = report_config(SMALL, device)
+    with torch.device("meta"):
+        meta = build_model(cfg.model, cfg.model_config())
+    plan = plan_for_model(cfg, meta, Target("t4-cap", "16 GB cap", T4_BYTES, "float16"), 1, cfg.batch_size)
+    planned = plan.total_bytes - plan.items["framework reserve"]
+    losses, skips, step_s, peak = [math.nan], 0, math.inf, None
+    with memory_capped(device, T4_BYTES):
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            torch.manual_seed(0)
+            run = TrainingRun(build_model(cfg.model, cfg.model_config()), cfg, device, "float16")
+            losses, skips, step_s = run_steps(run, steps)
+            peak = torch.cuda.max_memory_allocated(device)
+        except torch.OutOfMemoryError:
+            pass
+        run = None  # freed before the cache is emptied
+    tokens = cfg.batch_size * cfg.block_size
+    return Rehearsal(steps, T4_BYTES, planned, bool(plan.fits), peak, skips, losses[0], losses[-1],
+                     tokens / step_s)
+
+
+def rehearsal_row(measured: Rehearsal) -> dict:
+    """The T4 rehearsal as one report row: it passes when the run fit the cap, the plan is within
+    PLAN_TOLERANCE of the peak, no step was skipped after warm-up and the loss fell."""
+    setting = (f"train_reflow_1_small.py as shipped, float16 + GradScaler, {measured.steps} steps, "
+               f"capped to {measured.cap_bytes / 1e9:.0f} GB")
+    plan_ok, result, verdict = plan_verdict(measured.planned_bytes, measured.peak_allocated,
+                                            measured.plan_fits)
+    if measured.peak_allocated is None:
+        return {"check": "T4 rehearsal", "setting": setting, "ok": False, "result": result,
+                "verdict": verdict}
+    falls = measured.last_loss < measured.first_loss
+    ok = plan_ok and falls and measured.skipped_steps == 0
+    return {"check": "T4 rehearsal", "setting": setting, "ok": ok,
+            "result": f"max_memory_allocated {measured.peak_allocated / GIB:.2f} GiB, planned "
+                      f"{measured.planned_bytes / GIB:.2f} GiB; {measured.tokens_per_s:,.0f} tok/s",
+            "verdict": f"{verdict}; {measured.skipped_steps} skipped steps after warm-up; loss "
+                       f"{measured.first_loss:.3f} -> {measured.last_loss:.3f}"
+                       f"{'' if falls else ' (DID NOT FALL)'}"}
 
 
 def gpu_report(device: str = "auto", steps: int | None = None) -> list[dict]:
@@ -224,9 +314,13 @@ def gpu_report(device: str = "auto", steps: int | None = None) -> list[dict]:
     release_memory(device)  # compiled graphs and earlier runs hold memory the capped row needs
     rows.append(memory_row(small, main_dtype, device))
     if cuda:
-        rows.append(memory_row(report_config(BIG, device, batch_size=1), "float16", device, T4_BYTES))
+        rows.append(memory_row(report_config(BIG, device), "float16", device, T4_BYTES))
+        release_memory(device)
+        progress(f"gpu report: T4 rehearsal, {T4_REHEARSAL_STEPS} steps")
+        rows.append(rehearsal_row(measure_t4_rehearsal(device)))
     else:
-        rows.append(skipped("peak memory", "reflow_1_big, batch 1, capped to 16 GB", need_gpu))
+        rows.append(skipped("peak memory", "reflow_1_big, shipped micro-batch, capped to 16 GB", need_gpu))
+        rows.append(skipped("T4 rehearsal", "train_reflow_1_small.py, float16, capped to 16 GB", need_gpu))
     return rows
 
 
@@ -237,10 +331,15 @@ def release_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def format_report(rows: list[dict], device: str) -> str:
-    """The rows as a markdown table, under a line naming the device and the date."""
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU (shrunken model)"
-    lines = [f"GPU report on {name}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", "",
+def device_label(device: str) -> str:
+    """The GPU's name for the report's heading, or what the CPU run is."""
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU (shrunken model)"
+
+
+def format_report(rows: list[dict], device_name: str, date: str | None = None) -> str:
+    """The rows as one markdown table, under a line naming the device, torch and the date (today)."""
+    date = date or time.strftime("%Y-%m-%d")
+    lines = [f"GPU report on {device_name}, torch {torch.__version__}, {date}", "",
              "| check | setting | result | verdict |", "| --- | --- | --- | --- |"]
     for row in rows:
         mark = "" if row.get("ok", True) else " ✗"
