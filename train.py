@@ -12,6 +12,10 @@ init_from decides where the weights come from:
   a path     a checkpoint file or run directory to fine-tune: its weights and architecture, a
              fresh optimizer, step 0.
 
+On CUDA, the memory plan of a step (core/memory_plan.py) is checked against the GPU before the model
+reaches it: a plan that does not fit is refused in one line naming settings that do
+(training/memory_check.py; --memory_check=False runs anyway).
+
 Checkpoints go to out_dir/ckpt.pt at each evaluation (always, or only when val loss improves, per
 always_save_checkpoint), at the end, and on Ctrl-C or SIGTERM. The run ends by printing a sample.
 
