@@ -1,7 +1,9 @@
 """A tiny study end to end: two arms, two seeds, a few steps; killed mid-way and continued (issue 13 §1)."""
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +58,7 @@ seeds = [1, 2]
 experiments = [3]
 metrics = ["val loss", "3:effective rank", "crystallization depth"]
 comparisons = [("reflow", "gpt2_new_svd")]
+primary = {{"val loss": "differs"}}
 runs_dir = {str(root / "runs")!r}
 results_dir = {str(root / "results")!r}
 """)
@@ -138,13 +141,22 @@ def test_the_comparison_is_written_with_every_part(killed_and_finished):
     val = comparison["metrics"][0]
     assert all(v < val["random_init"]["reflow"] for v in val["arms"]["reflow"]["values"])  # it trained
     (pair,) = comparison["comparisons"]
-    assert {"val loss", "3:effective rank"} <= {r["metric"] for r in pair["results"]}
-    assert all(r["verdict"] for r in pair["results"])
+    assert pair["paired"] and comparison["seeds"] == {"reflow": [1, 2], "gpt2_new_svd": [1, 2]}
+    assert comparison["primary"] == {"val loss": {"reflow vs gpt2_new_svd": "differs"}}
+    rows = {r["metric"]: r for r in pair["results"]}
+    assert rows["val loss"]["role"] == "primary" and rows["val loss"]["test"] == "paired t"
+    assert rows["val loss"]["verdict"].startswith(("holds", "no detectable difference (smallest detectable"))
+    assert rows["3:effective rank"]["role"] == "exploratory"
+    assert rows["3:effective rank"]["verdict"] == "exploratory: no verdict"
     for name in ["comparison.md", "index.html", "val_loss_curves.png", *comparison["figures"]]:
         assert (results / name).is_file(), name
-    assert "Holm" in (results / "comparison.md").read_text()
-    assert any(note.startswith("bigram floor: ") for note in comparison["notes"])
-    assert any(note.startswith("reflow: mean val loss") for note in comparison["notes"])
+    markdown = (results / "comparison.md").read_text()
+    assert "Primary metrics: one Holm family" in markdown and "Floors" in markdown
+    floors = comparison["floors"]
+    assert set(floors["floors"]) == {"unigram", "bigram", "trigram"}
+    assert all(0 < value < math.log(VOCAB) for value in floors["floors"].values())
+    reflow = floors["arms"]["reflow"]
+    assert math.isclose(reflow["margins"]["trigram"], floors["floors"]["trigram"] - reflow["val loss"])
 
 
 def test_a_rerun_of_a_finished_study_trains_nothing_and_compare_reads_runs_as_they_are(
@@ -162,22 +174,94 @@ def test_a_rerun_of_a_finished_study_trains_nothing_and_compare_reads_runs_as_th
     experiment.main(["--compare", *runs, f"--out={tmp_path / 'cmp2'}"])  # the same from experiment.py
     again = json.loads((tmp_path / "cmp2" / "comparison.json").read_text())
     assert again["metrics"] == comparison["metrics"]
+    assert all(r["role"] == "exploratory" for c in again["comparisons"] for r in c["results"])
 
 
-def test_study_file_mistakes_are_one_line(tmp_path, capsys):
+def test_a_run_given_twice_is_refused(killed_and_finished, tmp_path, capsys):
+    """Issue 25, class 7: the same run twice (by another path, or copied to another folder) would be
+    a second seed with no spread; compare refuses it, and an --out that cannot be written."""
+    root, study, *_ = killed_and_finished
+    runs = [str(study.run_dir(arm, seed)) for arm, seed in study.runs()]
+    first = study.run_dir("reflow", 1)
+    (tmp_path / "link").symlink_to(first.resolve())
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    (tmp_path / "a_file").write_text("")
+    for argv, says in [
+        ([*runs, runs[0], f"--out={tmp_path / 'o'}"], "are the same run"),
+        ([*runs, str(tmp_path / "link"), f"--out={tmp_path / 'o'}"], "are the same run"),
+        ([*runs, str(copy), f"--out={tmp_path / 'o'}"], "hold the same checkpoint"),
+        ([*runs, "--out="], "--out= is empty"),
+        ([*runs, f"--out={tmp_path / 'a_file'}"], "is a file, not a folder"),
+    ]:
+        assert says in refused(["--runs", *argv], capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def refused(argv: list[str], capsys) -> str:
+    """Run study.py's main, expect exit 2 with one line on stderr, and return that line."""
+    with pytest.raises(SystemExit) as exit_info:
+        study_script.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+METRICS_LINE = 'metrics = ["val loss", "3:effective rank", "crystallization depth"]'
+ARMS_LINE = 'arms = {"reflow": {}, "gpt2_new_svd": {"model": "gpt2-new", "posthoc": "svd"}}'
+PRIMARY_LINE = 'primary = {"val loss": "differs"}'
+
+
+@pytest.mark.parametrize("bad, instead, says", [
+    (METRICS_LINE, 'metrics = ["9:x"]', "'N:metric name' with N one of the study's experiments"),
+    ("seeds = [1, 2]", "seeds = [1]", "at least 2 distinct integers"),
+    ('"posthoc": "svd"', '"posthoc": "pca"', "posthoc"),
+    # issue 25, class 5: wrong types and unknown metrics, refused at load, before anything trains
+    ("seeds = [1, 2]", "seeds = 3", "seeds must be a list of integers"),
+    ("seeds = [1, 2]", "seeds = [1, True]", "seeds must be a list of integers"),
+    (METRICS_LINE, 'metrics = ["val loss", 3]', "metrics must be a list of metric names"),
+    (ARMS_LINE, 'arms = {1: {}, "gpt2_new_svd": {"model": "gpt2-new"}}', "arm name 1 must be a string"),
+    (ARMS_LINE, 'arms = {"reflow": "gpt2"}', "arm 'reflow' must be a dict"),
+    (f"experiments = [3]\n{METRICS_LINE}", 'experiments = [3, 5]\nmetrics = ["val loss", "5:MRRR"]',
+     "experiment 5 reports no metric 'MRRR'; it reports MRR;"),
+    ("experiments = [3]", "experiments = ['3']", "experiments must be a list of experiment numbers"),
+    ('comparisons = [("reflow", "gpt2_new_svd")]', 'comparisons = [("reflow",)]', "comparisons must be"),
+    (ARMS_LINE, 'arms = {"reflow": {"max_iters": 0}, "gpt2_new_svd": {"model": "gpt2-new"}}',
+     "needs at least 1"),
+    # pre-registration: 1 to 5 primaries, each a metric, each with a direction
+    (PRIMARY_LINE, "primary = {}", "primary must name 1 to 5"),
+    (PRIMARY_LINE, 'primary = {"val loss": "better"}', "must be one of higher, lower, differs"),
+    (PRIMARY_LINE, 'primary = {"1:top-pair cosine": "lower"}', "is not one of the metrics"),
+    (PRIMARY_LINE, 'primary = {"val loss": {("reflow", "x"): "lower"}}', "a direction for each comparison"),
+    # issue 25, class 10: arm values name folders, so they cannot climb out of runs_dir
+    (ARMS_LINE, 'arms = {"reflow": {}, "gpt2_new_svd": {"wandb_project": "a/../../b"}}', "may not hold '/'"),
+    (ARMS_LINE, 'arms = {"reflow": {}, "gpt2_new_svd": {"wandb_project": ".."}}', "start with '..'"),
+    (ARMS_LINE, 'arms = {"reflow": {}, "gpt2_new_svd": {"wandb_project": "x" * 300}}', "the limit is 255"),
+])
+def test_study_file_mistakes_are_one_line_before_anything_trains(tmp_path, capsys, bad, instead, says):
     study_file = write_workspace(tmp_path)
     text = study_file.read_text()
-    for bad, expected in [
-        ('metrics = ["val loss", "3:effective rank", "crystallization depth"]', 'metrics = ["9:x"]'),
-        ("seeds = [1, 2]", "seeds = [1]"),
-        ('"posthoc": "svd"', '"posthoc": "pca"'),
+    assert bad in text
+    study_file.write_text(text.replace(bad, instead))
+    assert says in refused([str(study_file)], capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_output_folders_are_checked_before_anything_trains(tmp_path, capsys):
+    """Issue 25, class 6: a results_dir that is a file or cannot be made, and an empty --results_dir=,
+    are refused at load, not after every run trained."""
+    study_file = write_workspace(tmp_path)
+    (tmp_path / "a_file").write_text("keep me")
+    for option, says in [
+        (f"--results_dir={tmp_path / 'a_file'}", "is a file, not a folder"),
+        (f"--results_dir={tmp_path / 'a_file' / 'below'}", "cannot be made"),
+        (f"--runs_dir={tmp_path / 'a_file'}", "runs_dir"),
+        ("--results_dir=", "--results_dir= is empty"),
     ]:
-        study_file.write_text(text.replace(bad, expected))
-        with pytest.raises(SystemExit) as exit_info:
-            study_script.main([str(study_file)])
-        assert exit_info.value.code == 2
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        assert says in refused([str(study_file), option], capsys)
+    assert (tmp_path / "a_file").read_text() == "keep me"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_runs_of_one_arm_differ_in_the_seed_and_nothing_else_that_training_reads(tmp_path):
@@ -193,7 +277,7 @@ def test_runs_of_one_arm_differ_in_the_seed_and_nothing_else_that_training_reads
 def test_the_shipped_studies_load_and_share_runs_between_posthoc_readings():
     for path in sorted((REPO / "studies").glob("[!_]*.py")):  # _*.py: settings the studies share
         study = load_study(str(path))
-        assert len(study.seeds) >= 3 and study.comparisons
+        assert len(study.seeds) == 6 and study.comparisons and 1 <= len(study.primary) <= 5
     native = load_study(str(REPO / "studies" / "native_vs_posthoc.py"))
     assert native.run_dir("gpt2_new_svd", 1) == native.run_dir("gpt2_new_dictionary", 1)
     assert native.run_dir("reflow", 1) != native.run_dir("gpt2_new_svd", 1)
