@@ -218,8 +218,8 @@ def check_study(study: Study, path: str) -> None:
     check_primary(study, path)
     for arm in study.arms:
         check_run_name(study, arm, path)
-    for arm in study.arms:  # the full config of each arm must load (values in range, models known)
-        steps = study.run_config(arm, study.seeds[0]).max_iters
+    for arm, seed in study.runs():  # every run's full config must load (values in range, models known)
+        steps = study.run_config(arm, seed).max_iters
         if steps < 1:
             raise UserError(f"{path}: arm {arm!r} trains max_iters={steps} steps; a study needs at least 1")
     check_writable_folder(study.runs_dir, "runs_dir")

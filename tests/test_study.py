@@ -220,6 +220,8 @@ PRIMARY_LINE = 'primary = {"val loss": "differs"}'
     # issue 25, class 5: wrong types and unknown metrics, refused at load, before anything trains
     ("seeds = [1, 2]", "seeds = 3", "seeds must be a list of integers"),
     ("seeds = [1, 2]", "seeds = [1, True]", "seeds must be a list of integers"),
+    ("seeds = [1, 2]", "seeds = [1, 2**70]", "seed must be at least 0 and below 2**63"),  # every seed checked
+    ("seeds = [1, 2]", "seeds = [1.0, 2.0]", "seeds must be a list of integers"),
     (METRICS_LINE, 'metrics = ["val loss", 3]', "metrics must be a list of metric names"),
     (ARMS_LINE, 'arms = {1: {}, "gpt2_new_svd": {"model": "gpt2-new"}}', "arm name 1 must be a string"),
     (ARMS_LINE, 'arms = {"reflow": "gpt2"}', "arm 'reflow' must be a dict"),
