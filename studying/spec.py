@@ -204,6 +204,8 @@ def check_study(study: Study, path: str) -> None:
             f"{path}: seeds must be at least 2 distinct integers (the shipped studies use 6), "
             f"got {study.seeds}"
         )
+    if len(set(study.experiments)) != len(study.experiments):
+        raise UserError(f"{path}: experiments lists one twice: {study.experiments}")
     for n in study.experiments:
         if n not in EXPERIMENTS:
             raise UserError(
@@ -213,6 +215,8 @@ def check_study(study: Study, path: str) -> None:
     for pair in study.comparisons:
         if any(a not in study.arms for a in pair) or pair[0] == pair[1]:
             raise UserError(f"{path}: comparison {pair!r} must name two different arms of {list(study.arms)}")
+    if not study.comparisons:
+        raise UserError(f"{path}: comparisons is empty; name at least one pair of arms to compare")
     if len(set(study.comparisons)) != len(study.comparisons):
         raise UserError(f"{path}: a comparison is listed twice in {study.comparisons}")
     check_primary(study, path)

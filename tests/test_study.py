@@ -229,6 +229,9 @@ PRIMARY_LINE = 'primary = {"val loss": "differs"}'
      "experiment 5 reports no metric 'MRRR'; it reports MRR;"),
     ("experiments = [3]", "experiments = ['3']", "experiments must be a list of experiment numbers"),
     ('comparisons = [("reflow", "gpt2_new_svd")]', 'comparisons = [("reflow",)]', "comparisons must be"),
+    ('comparisons = [("reflow", "gpt2_new_svd")]', "comparisons = []", "comparisons is empty"),
+    ("experiments = [3]", "experiments = [3, 3]", "experiments lists one twice"),
+    ("seeds = [1, 2]", "seeds = [1, 2]\nname = '../up'", "name '../up' may use only"),
     (ARMS_LINE, 'arms = {"reflow": {"max_iters": 0}, "gpt2_new_svd": {"model": "gpt2-new"}}',
      "needs at least 1"),
     # pre-registration: 1 to 5 primaries, each a metric, each with a direction
