@@ -13,10 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from experiment_workspace import SETTINGS
+from statsmodels.stats.multitest import multipletests
 
 import experiment
 import study as study_script
+from core.config import Config
 from core.tokenizer import encode
+from studying.compare import rotation_baselines
+from studying.comparison import ComparisonInput, write_comparison
+from studying.floors import Floors
+from studying.outcomes import RunOutcome
 from studying.spec import load_study
 
 REPO = Path(__file__).resolve().parent.parent
@@ -286,3 +292,44 @@ def test_the_shipped_studies_load_and_share_runs_between_posthoc_readings():
     native = load_study(str(REPO / "studies" / "native_vs_posthoc.py"))
     assert native.run_dir("gpt2_new_svd", 1) == native.run_dir("gpt2_new_dictionary", 1)
     assert native.run_dir("reflow", 1) != native.run_dir("gpt2_new_svd", 1)
+
+
+def test_a_comparison_of_constructed_runs_records_its_design(tmp_path):
+    """comparison.json from constructed outcomes: the pre-registered primaries, one Holm family over
+    every comparison's primaries, exploratory cells without verdicts, floors with each arm's margin,
+    and the SVD arm named as the raw embedding on a cosine metric."""
+    rng = np.random.default_rng(0)
+    block = rng.normal(0, 1, 6)  # what a seed does to every arm
+
+    def arm(name, shift, sd=0.05):
+        loss = 4.7 + shift + 0.1 * block + rng.normal(0, sd, 6)
+        values = [{"val loss": loss[s - 1], "1:top-pair cosine": 0.7 + shift} for s in range(1, 7)]
+        return [RunOutcome(Path(f"{name}_seed{s}"), s, v) for s, v in enumerate(values, start=1)]
+
+    arms = {"reflow": arm("reflow", 0.0), "topk": arm("topk", 0.4), "svd": arm("svd", 0.0, sd=0.2)}
+    pairs = [("reflow", "topk"), ("reflow", "svd")]
+    primary = {"val loss": {("reflow", "topk"): "lower", ("reflow", "svd"): "differs"}}
+    configs = {"svd": Config(model="gpt2-new", posthoc="svd", n_embd=64, n_signals=64),
+               "reflow": Config(n_embd=64, n_signals=64)}
+    baselines = rotation_baselines(configs, ["val loss", "1:top-pair cosine"])
+    floors = Floors(6.0, 5.0, 4.9, [0.2, 0.8], [0.2, 0.5, 0.3])
+    data = ComparisonInput("constructed", arms, dict.fromkeys(arms, ""), ["val loss", "1:top-pair cosine"],
+                           pairs, [], primary, floors, baselines)
+    write_comparison(data, tmp_path)
+    result = json.loads((tmp_path / "comparison.json").read_text())
+    assert result["primary"] == {"val loss": {"reflow vs topk": "lower", "reflow vs svd": "differs"}}
+    assert result["seeds"]["topk"] == [1, 2, 3, 4, 5, 6]
+    (topk_loss, topk_cosine), (svd_loss, svd_cosine) = (c["results"] for c in result["comparisons"])
+    assert topk_loss["verdict"] == "opposite direction detected" and topk_loss["test"] == "paired t"
+    assert svd_loss["verdict"].startswith("no detectable difference (smallest detectable effect ")
+    _, family, _, _ = multipletests([topk_loss["p"], svd_loss["p"]], method="holm")
+    assert np.allclose([topk_loss["p_holm"], svd_loss["p_holm"]], family)  # one family over both pairs
+    assert topk_cosine["role"] == "exploratory" and topk_cosine["verdict"] == "exploratory: no verdict"
+    assert math.isclose(topk_cosine["difference"], 0.4) and topk_cosine["p_holm"] is None
+    assert "svd is gpt2-new's own embedding" in svd_cosine["baseline"] and not svd_loss["baseline"]
+    margins = result["floors"]["arms"]["topk"]["margins"]
+    topk_mean = np.mean([r.values["val loss"] for r in arms["topk"]])
+    assert math.isclose(margins["trigram"], 4.9 - topk_mean)
+    assert math.isclose(margins["unigram"], 6.0 - topk_mean)
+    assert "Primary metrics: one Holm family" in (tmp_path / "comparison.md").read_text()
+    assert "opposite direction detected" in (tmp_path / "index.html").read_text()
