@@ -218,13 +218,20 @@ def category(d: Difference) -> str:
     return d.verdict.split(" (")[0]
 
 
+def testable(cell: Cell) -> bool:
+    """Enough values for the cell's test: 2 shared seeds (paired), or 2 per arm (Welch)."""
+    if cell.paired:
+        return len(set(cell.values_a) & set(cell.values_b)) >= 2
+    return len(cell.values_a) >= 2 and len(cell.values_b) >= 2
+
+
 def judge_family(cells: list[Cell], alpha: float = ALPHA) -> list[Difference]:
     """Test every cell (paired or Welch, by its design), Holm-correct the primary cells together and
     give each its verdict. Exploratory cells are tested at alpha, unadjusted, with no verdict."""
-    m = sum(c.direction is not None for c in cells)
+    m = sum(c.direction is not None and testable(c) for c in cells)  # the Holm family's size
     results = []
     for cell in cells:
-        level = alpha / m if cell.direction is not None else alpha
+        level = alpha / max(m, 1) if cell.direction is not None else alpha
         d = (paired_test if cell.paired else welch_test)(cell, level)
         d.direction = cell.direction
         results.append(d)
