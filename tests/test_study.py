@@ -333,3 +333,29 @@ def test_a_comparison_of_constructed_runs_records_its_design(tmp_path):
     assert math.isclose(margins["unigram"], 6.0 - topk_mean)
     assert "Primary metrics: one Holm family" in (tmp_path / "comparison.md").read_text()
     assert "opposite direction detected" in (tmp_path / "index.html").read_text()
+
+
+def test_every_metric_an_experiment_can_report_is_known_to_the_study_loader():
+    """studying/metric_names.py reads each experiment's metric names from its function and the
+    functions of its module it calls. Every report.metric(...) in experiments/ must be reached that
+    way, or a study naming a real metric would be refused at load."""
+    import ast
+
+    from experiments.registry import EXPERIMENTS
+    from studying.metric_names import EXPERIMENTS_DIR, metric_patterns, name_pattern
+
+    modules = {e.code.rsplit(".", 1)[0] for e in EXPERIMENTS.values()}
+    for path in sorted(EXPERIMENTS_DIR.glob("*.py")):
+        calls = [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                 and node.func.attr == "metric" and node.args]
+        if not calls:
+            continue
+        assert path.stem in modules, f"{path.name} reports metrics outside any experiment's module"
+        known = set().union(*(metric_patterns(n) or () for n, e in EXPERIMENTS.items()
+                              if e.code.startswith(f"{path.stem}.")))
+        open_names = any(metric_patterns(n) is None for n, e in EXPERIMENTS.items()
+                         if e.code.startswith(f"{path.stem}."))
+        for call in calls:
+            pattern = name_pattern(call.args[0])
+            assert (pattern is None and open_names) or pattern in known, (path.name, call.lineno)
