@@ -7,7 +7,8 @@
 Killed at any moment and started again, a study continues where it was: finished runs are not
 retrained, a half-trained run resumes from its last checkpoint, finished reports are reused. The
 comparison goes to results/NAME/ (or --results_dir): comparison.md, .json, figures, index.html.
-See studying/ for how, and studies/ for the studies.
+How it decides (pre-registered primary metrics, paired tests, one Holm family, the verdicts, the
+floors): docs/studies.md. See studying/ for the code, and studies/ for the studies.
 """
 
 import sys

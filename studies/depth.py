@@ -10,8 +10,8 @@ The paper: interventions work at L0-L12 of 36 layers and are inert beyond L18.
 Size and run time: studies/_shakespeare_4x128.py (4 x 128, 1,200 steps, ~7.4 min a run).
 At width 128 the readout dominates a step, so 2 / 4 / 8 layers were reasoned at ~0.9x / 1x / 1.15x
 of the 4-layer step; measured (two runs side by side, one thread each) 0.84x / 1x / 1.12x: about
-6.2 / 7.4 / 8.4 min a run alone, 22 min per seed, 66 min for 3 seeds, plus under half a minute of
-experiments 7 and 10 and val loss per run: ~70 min in all from nothing on the README's machine.
+6.2 / 7.4 / 8.4 min a run alone, 22 min per seed, 132 min for 6 seeds, plus under half a minute of
+experiments 7 and 10 and val loss per run: ~140 min in all from nothing on the README's machine.
 """
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
@@ -32,3 +32,6 @@ metrics = [
     "10:best steering layer (fraction of depth)",
 ]
 comparisons = [("layers_2", "layers_4"), ("layers_4", "layers_8"), ("layers_2", "layers_8")]
+# Pre-registered: deeper is better. Where predictions crystallize and where steering acts are described
+# (exploratory): the paper's layer ranges (36 layers) have no counterpart to test at 2-8 layers.
+primary = {"val loss": "lower", "7:targets predicted first": "higher"}

@@ -5,36 +5,47 @@
 
 Runs given by hand are grouped into arms by their configs: runs whose training configs differ only
 in the seed (and out_dir, run name) are seeds of one arm, named by the keys that set it apart. The
-metrics are val loss and every number their audit reports hold; every pair of arms is compared.
+metrics are val loss and every number their audit reports hold; every pair of arms is compared. No
+metric was named before these runs trained, so every one is exploratory: no verdicts.
+
+A run counts once: the same folder (by resolved path), the same checkpoint (by its bytes) or two runs
+of one arm at one seed are refused, since a copy would count as a second seed with no spread.
 """
 
+import hashlib
 import itertools
 from pathlib import Path
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from core.config import Config, from_dict, parse_args
 from core.errors import UserError
 from experiments.context import reports_dir_name
 from studying.comparison import ComparisonInput, write_comparison
-from studying.outcomes import VAL_LOSS, bigram_loss, check_metrics_exist, collect, read_report_metrics
-from studying.spec import SEED_KEYS, Study
+from studying.floors import floors_of
+from studying.outcomes import VAL_LOSS, check_metrics_exist, collect, read_report_metrics, val_windows
+from studying.spec import GAIN, SEED_KEYS, Study, check_writable_folder
 
 RUN_KEYS = set(SEED_KEYS) | {"always_save_checkpoint", "wandb_log", "wandb_project", "eval_only"}
+# Metrics that read the recipes only through cosines (nearest neighbours, cosine silhouette, 3CosAdd):
+# the same for any rotation of signal space. A full-rank SVD's recipes U diag(sigma) = E V are such a
+# rotation of the embedding E, so on these an SVD arm is its model's own embedding, not a factorization.
+ROTATION_INVARIANT = (
+    "1:top-pair cosine", "1:group agreement", "4:silhouette", "5:MRR", "5:answers ranked first"
+)
 
 
 def compare_study(study: Study, command: str) -> Path:
     """Collect every run of a finished study and write its comparison to study.results_dir."""
-    arms, descriptions = {}, {}
+    arms, descriptions, configs = {}, {}, {}
     for arm in study.arms:
         runs = []
         for seed in study.seeds:
             cfg = study.run_config(arm, seed)
             runs.append(collect(study.run_dir(arm, seed), cfg, study.metrics))
-        arms[arm] = runs
+        check_distinct_runs([r.run_dir for r in runs], arm)
+        arms[arm], configs[arm] = runs, study.run_config(arm, study.seeds[0])
         overrides = study.arms[arm]
-        descriptions[arm] = (
-            ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "the base config"
-        ) + f"; seeds {study.seeds}"
+        descriptions[arm] = ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "the base config"
     check_metrics_exist(study.metrics, [r for runs in arms.values() for r in runs])
     shared = ", ".join(f"{k}={v!r}" for k, v in study.settings.items())
     notes = [
@@ -42,27 +53,63 @@ def compare_study(study: Study, command: str) -> Path:
         f"base config: {study.base_config}" + (f" with {shared}" if shared else ""),
         f"runs in {study.runs_dir}",
     ] + ([study.description] if study.description else [])
-    notes += floor_notes(study.run_config(next(iter(study.arms)), study.seeds[0]), arms)
+    primary = {m: {pair: study.direction(m, pair) for pair in study.comparisons} for m in study.primary}
+    first = configs[next(iter(study.arms))]
     data = ComparisonInput(
-        f"Study: {study.name}", arms, descriptions, study.metrics, study.comparisons, notes
+        f"Study: {study.name}", arms, descriptions, study.metrics, study.comparisons, notes, primary,
+        floors_of(first, val_windows(first)), rotation_baselines(configs, study.metrics),
     )
     return write_comparison(data, Path(study.results_dir))
 
 
-def floor_notes(cfg: Config, arms: dict) -> list[str]:
-    """Whether each arm learned more than a bigram model: an arm that did not has little to compare."""
-    floor = bigram_loss(cfg)
-    if floor is None:
-        return []
-    lines = [f"bigram floor: {floor:.4g} nats on the same val text (train.bin counts, interpolated with "
-             "unigrams at the weight that suits the text best)"]
-    for arm, runs in arms.items():
-        losses = [r.values[VAL_LOSS] for r in runs if VAL_LOSS in r.values]
-        if losses:
-            mean = sum(losses) / len(losses)
-            verdict = "clears it" if mean < floor else "does NOT clear it: its other metrics say little"
-            lines.append(f"{arm}: mean val loss {mean:.4g}, {verdict}")
-    return lines
+def rotation_baselines(configs: dict[str, Config], metrics: list[str]) -> dict[tuple[str, str], str]:
+    """(arm, metric) -> what the arm's cell is, for full-rank SVD arms on ROTATION_INVARIANT metrics."""
+    notes = {}
+    for arm, cfg in configs.items():
+        if cfg.posthoc == "svd" and cfg.n_signals >= cfg.n_embd:
+            for metric in metrics:
+                if metric.removesuffix(GAIN) in ROTATION_INVARIANT:
+                    notes[(arm, metric)] = (
+                        f"{arm} is {cfg.model}'s own embedding on this cosine metric (a full-rank SVD "
+                        "rotates it)"
+                    )
+    return notes
+
+
+def checkpoint_digest(run_dir: Path) -> str:
+    with open(run_dir / CHECKPOINT_NAME, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_distinct_runs(run_dirs: list[Path], arm: str | None = None) -> None:
+    """Refuse a run given twice, as one folder by two names or one checkpoint in two folders: a copy
+    would count as another seed."""
+    where = f" (arm {arm})" if arm else ""
+    seen_paths, seen_digests = {}, {}
+    for run_dir in run_dirs:
+        path = run_dir.resolve()
+        if path in seen_paths:
+            raise UserError(f"{run_dir} and {seen_paths[path]} are the same run{where}; give each run once")
+        seen_paths[path] = run_dir
+        digest = checkpoint_digest(run_dir)
+        if digest in seen_digests:
+            raise UserError(
+                f"{run_dir} and {seen_digests[digest]} hold the same checkpoint{where}; a copy is not "
+                "another seed: give each run once"
+            )
+        seen_digests[digest] = run_dir
+
+
+def check_one_run_per_seed(runs: list[tuple[Path, int]], arm: str) -> None:
+    """Two runs of one arm at one seed would be one seed counted twice (or a pair broken)."""
+    seen = {}
+    for run_dir, seed in runs:
+        if seed in seen:
+            raise UserError(
+                f"{run_dir} and {seen[seed]} of arm {arm} were both trained at seed {seed}; a seed counts "
+                "once in an arm"
+            )
+        seen[seed] = run_dir
 
 
 def run_config(run_dir: Path) -> Config:
@@ -109,9 +156,13 @@ def report_metrics(run_dir: Path, cfg: Config) -> list[str]:
 
 def compare_runs(run_dirs: list[Path], out: Path, command: str) -> Path:
     for d in run_dirs:
-        if not d.is_dir():
-            raise UserError(f"{d} is not a run directory")
+        if not (d / CHECKPOINT_NAME).is_file():
+            raise UserError(f"{d} is not a run directory (no {CHECKPOINT_NAME} in it)")
+    check_writable_folder(str(out), "out")
+    check_distinct_runs(run_dirs)
     arms = group_runs(run_dirs)
+    for arm, runs in arms.items():
+        check_one_run_per_seed([(d, cfg.seed) for d, cfg in runs], arm)
     if len(arms) < 2:
         raise UserError(
             f"the {len(run_dirs)} runs share one config (one arm); give runs of at least two arms"
@@ -127,8 +178,12 @@ def compare_runs(run_dirs: list[Path], out: Path, command: str) -> Path:
     }
     names = list(arms)
     pairs = list(itertools.combinations(names, 2)) if len(names) <= 4 else [(names[0], n) for n in names[1:]]
+    first = next(iter(arms.values()))[0][1]
+    configs = {arm: runs[0][1] for arm, runs in arms.items()}
+    notes = [f"command: {command}", "no metric was named before these runs trained: every one is exploratory"]
     data = ComparisonInput(
-        "Comparison of runs", outcomes, descriptions, metrics, pairs, [f"command: {command}"]
+        "Comparison of runs", outcomes, descriptions, metrics, pairs, notes, {},
+        floors_of(first, val_windows(first)), rotation_baselines(configs, metrics),
     )
     return write_comparison(data, out)
 
@@ -142,6 +197,8 @@ def compare_runs_main(argv: list[str]) -> None:
     for key in overrides:
         if key != "out":
             raise UserError(f"unknown option --{key}; compare takes RUN RUN ... and --out=DIR")
+    if not overrides.get("out", "x").strip():
+        raise UserError("--out= is empty; give a folder, e.g. --out=out/my_comparison")
     out = Path(overrides.get("out", out))
     if len(runs) < 4:
         raise UserError("give at least 4 runs (2 arms x 2 seeds): --runs RUN RUN RUN RUN ...")

@@ -3,9 +3,11 @@
 Like the audit reports, every file goes to a temporary name and is renamed over the target
 (experiments/report.py), so a reader sees the previous comparison or the new one, never half.
 
-The table: rows = metrics (with their definitions), columns = arms, each cell mean ± sd over the
-seeds (n), and the random-init reference of each arm. Then, per named pair of arms, the difference
-of means, its 95% interval and the Holm-corrected Welch test (studying/statistics.py).
+What it holds: the arms and their seeds; the floors (unigram, bigram, trigram) and by how much each
+arm's val loss clears each; one row per metric (its definition, each arm's mean ± sd over the seeds,
+the random-init reference); the study's pre-registered primary metrics with the direction it expects;
+then one Holm family over every primary cell of every comparison, each with its 95% interval, test,
+verdict and leave-one-seed-out robustness; and every other cell as exploratory (studying/statistics.py).
 """
 
 import html
@@ -13,17 +15,23 @@ import json
 import math
 import platform
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from experiments.audit_page import CSS
 from experiments.report import atomic_path, write_atomic
-from studying.outcomes import RunOutcome
-from studying.statistics import RULE, Summary, compare_arms
+from studying.floors import Floors
+from studying.outcomes import VAL_LOSS, RunOutcome
+from studying.statistics import RULE, Cell, Summary, decide
 
 JSON_NAME, MARKDOWN_NAME, PAGE_NAME = "comparison.json", "comparison.md", "index.html"
 CURVES_NAME = "val_loss_curves.png"
+FLOOR_DEFINITION = (
+    "count-based models of train.bin scored on the same val text as the runs (studying/floors.py): add-one "
+    "unigram; bigram and trigram interpolated with it, weights tuned on held-out windows of train.bin. "
+    "Margin = floor minus the arm's mean val loss (positive: the arm clears the floor by that much)."
+)
 
 
 @dataclass
@@ -34,6 +42,10 @@ class ComparisonInput:
     metrics: list[str]
     pairs: list[tuple[str, str]]
     notes: list[str]  # lines for the header: the command, the machine, ...
+    # metric -> {pair: expected direction of pair[1] against pair[0]}: the pre-registered primaries
+    primary: dict[str, dict[tuple[str, str], str]] = field(default_factory=dict)
+    floors: Floors | None = None
+    baselines: dict[tuple[str, str], str] = field(default_factory=dict)  # (arm, metric) -> what it equals
 
 
 def fmt(x: float) -> str:
@@ -44,18 +56,23 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
 
 
-def build(data: ComparisonInput) -> dict:
-    """Every number of the comparison, as the JSON holds it."""
+def pair_name(a: str, b: str) -> str:
+    return f"{a} vs {b}"
+
+
+def metric_rows(data: ComparisonInput) -> list[dict]:
+    """Per metric: its definition, each arm's values by seed and summary, the random-init references."""
     metrics = []
     for metric in data.metrics:
         per_arm, references, definition = {}, {}, ""
         for arm, runs in data.arms.items():
-            values = [r.values[metric] for r in runs if metric in r.values]
-            s = Summary(values)
+            measured = [r for r in runs if metric in r.values]
+            s = Summary([r.values[metric] for r in measured])
             low, high = s.interval()
             per_arm[arm] = {
-                "values": values,
-                "runs": [str(r.run_dir) for r in runs if metric in r.values],
+                "values": s.values,
+                "seeds": [r.seed for r in measured],
+                "runs": [str(r.run_dir) for r in measured],
                 "mean": s.mean,
                 "sd": s.sd,
                 "n": s.n,
@@ -66,31 +83,66 @@ def build(data: ComparisonInput) -> dict:
             definition = definition or next(
                 (r.definitions[metric] for r in runs if metric in r.definitions), ""
             )
-        metrics.append({"name": metric, "definition": definition, "arms": per_arm, "random_init": references})
+        role = "primary" if metric in data.primary else "exploratory"
+        metrics.append({"name": metric, "role": role, "definition": definition, "arms": per_arm,
+                        "random_init": references})
+    return metrics
+
+
+def floor_margins(data: ComparisonInput) -> dict | None:
+    """Each floor, and each arm's mean val loss with its margin to each floor (floor - loss)."""
+    if data.floors is None:
+        return None
+    floors = data.floors.as_dict()
+    arms = {}
+    for arm, runs in data.arms.items():
+        losses = [r.values[VAL_LOSS] for r in runs if VAL_LOSS in r.values]
+        if losses:
+            mean = sum(losses) / len(losses)
+            arms[arm] = {"val loss": mean, "margins": {name: value - mean for name, value in floors.items()},
+                         "worst seed margins": {name: value - max(losses) for name, value in floors.items()}}
+    return {"definition": FLOOR_DEFINITION, "floors": floors,
+            "weights": {"bigram": data.floors.bigram_weights, "trigram": data.floors.trigram_weights},
+            "arms": arms}
+
+
+def build(data: ComparisonInput) -> dict:
+    """Every number of the comparison, as the JSON holds it."""
+    seeds = {arm: sorted(r.seed for r in runs) for arm, runs in data.arms.items()}
+    cells = []
+    for a, b in data.pairs:
+        paired = seeds[a] == seeds[b]
+        for metric in data.metrics:
+            values_a = {r.seed: r.values[metric] for r in data.arms[a] if metric in r.values}
+            values_b = {r.seed: r.values[metric] for r in data.arms[b] if metric in r.values}
+            direction = data.primary.get(metric, {}).get((a, b))
+            cells.append(Cell(a, b, metric, values_a, values_b, paired, direction))
+    results = iter(decide(cells))
     comparisons = []
     for a, b in data.pairs:
-        values_a = {m["name"]: m["arms"][a]["values"] for m in metrics}
-        values_b = {m["name"]: m["arms"][b]["values"] for m in metrics}
-        results = compare_arms(values_a, values_b)
-        comparisons.append(
-            {
-                "a": a,
-                "b": b,
-                "results": [
-                    {
-                        "metric": d.metric,
-                        "difference": d.difference,
-                        "ci95": [d.low, d.high],
-                        "p": d.p,
-                        "p_holm": d.p_holm,
-                        "detected": d.detected,
-                        "n": [d.n_a, d.n_b],
-                        "verdict": d.verdict(a, b),
-                    }
-                    for d in results
-                ],
-            }
-        )
+        rows = []
+        for metric in data.metrics:
+            d = next(results)
+            baseline = " ".join(data.baselines.get((arm, metric), "") for arm in (a, b)).strip()
+            rows.append({
+                "metric": d.metric,
+                "role": "primary" if d.primary else "exploratory",
+                "expected": d.direction,
+                "test": d.test,
+                "n": list(d.n),
+                "difference": d.difference,
+                "ci95": [d.low, d.high],
+                "p": d.p,
+                "p_sign_flip": d.p_permutation,
+                "p_holm": d.p_holm,
+                "smallest_detectable": d.smallest_detectable,
+                "detected": d.detected,
+                "verdict": d.verdict,
+                "fragile": d.fragile,
+                "fragile_because": d.fragile_because,
+                "baseline": baseline,
+            })
+        comparisons.append({"a": a, "b": b, "paired": seeds[a] == seeds[b], "results": rows})
     return {
         "title": data.title,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -98,7 +150,13 @@ def build(data: ComparisonInput) -> dict:
         "notes": data.notes,
         "rule": RULE,
         "arms": data.arm_descriptions,
-        "metrics": metrics,
+        "seeds": seeds,
+        "primary": {
+            m: {pair_name(*pair): d for pair, d in by_pair.items()} for m, by_pair in data.primary.items()
+        },
+        "floors": floor_margins(data),
+        "baselines": [f"{arm} on {metric}: {text}" for (arm, metric), text in data.baselines.items()],
+        "metrics": metric_rows(data),
         "comparisons": comparisons,
         "figures": figure_names(data),
     }
@@ -131,57 +189,86 @@ def cell(summary: dict) -> str:
     return f"{summary['mean']:.4g}{sd} (n = {summary['n']})"
 
 
-def markdown(result: dict) -> str:
-    arms = list(result["arms"])
-    out = [f"# {result['title']}", "", f"Written {result['created']} · machine: {result['machine']}", ""]
-    out += [f"- {note}" for note in result["notes"]] + [""]
-    out += ["## Arms", ""] + [f"- **{arm}**: {text}" for arm, text in result["arms"].items()] + [""]
-    out += [
-        "## Metrics (mean ± sd over training seeds)",
-        "",
-        "| metric | " + " | ".join(arms) + " | random init |",
-        "|" + " --- |" * (len(arms) + 2),
-    ]
-    for m in result["metrics"]:
-        refs = ", ".join(f"{arm} {fmt(v)}" for arm, v in m["random_init"].items() if v is not None) or "—"
-        out.append(f"| {m['name']} | " + " | ".join(cell(m["arms"][a]) for a in arms) + f" | {refs} |")
-    out += ["", "## Definitions", ""] + [
-        f"- **{m['name']}**: {m['definition'] or '(see the report)'}" for m in result["metrics"]
-    ]
-    out += ["", "## Comparisons", "", f"**Rule.** {result['rule']}", ""]
-    for c in result["comparisons"]:
-        out += [
-            f"### {c['a']} vs {c['b']}",
-            "",
-            "| metric | difference (b - a) | 95% CI | p (Welch) | p (Holm) | verdict |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in c["results"]:
-            out.append(
-                f"| {r['metric']} | {fmt(r['difference'])} | [{fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}] | "
-                f"{fmt(r['p'])} | {fmt(r['p_holm'])} | {r['verdict']} |"
-            )
-        out.append("")
-    out += ["## Figures", ""] + [f"![{f}]({f})" for f in result["figures"]] + [""]
-    return "\n".join(out)
-
-
 def random_init_text(metric: dict) -> str:
     return ", ".join(f"{arm} {fmt(v)}" for arm, v in metric["random_init"].items() if v is not None) or "—"
+
+
+def interval(r: dict) -> str:
+    return f"{fmt(r['difference'])} [{fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}]"
+
+
+def test_text(r: dict) -> str:
+    if not r["test"]:
+        return "—"
+    if r["test"] == "paired t":
+        return f"paired t, n = {r['n'][0]} seeds"
+    return f"{r['test']}, n = {r['n'][0]} vs {r['n'][1]}"
+
+
+def robustness(r: dict) -> str:
+    if r["fragile"]:
+        return "fragile: " + "; ".join(r["fragile_because"])
+    return "robust to leaving out any one seed"
+
+
+def tables(result: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The comparison's tables as (title, header, rows) of text: the markdown and the page draw the same."""
+    arms = list(result["arms"])
+    out = [("Metrics (mean ± sd over training seeds)", ["metric", "role", *arms, "random init"],
+            [[m["name"], m["role"], *(cell(m["arms"][a]) for a in arms), random_init_text(m)]
+             for m in result["metrics"]])]
+    if result["floors"]:
+        f = result["floors"]
+        names = list(f["floors"])
+        out.append(("Floors (nats on the val text) and each arm's margin (floor − mean val loss)",
+                    ["", *names],
+                    [["floor", *(fmt(f["floors"][n]) for n in names)]]
+                    + [[f"{arm} (val loss {fmt(v['val loss'])})", *(f"{v['margins'][n]:+.3g}" for n in names)]
+                       for arm, v in f["arms"].items()]))
+    primaries = [(c, r) for c in result["comparisons"] for r in c["results"] if r["role"] == "primary"]
+    out.append(("Primary metrics: one Holm family",
+                ["comparison", "metric", "expected (b vs a)", "difference b − a [95% CI]", "test", "p",
+                 "p (sign-flip)", "p (Holm)", "verdict", "robustness"],
+                [[pair_name(c["a"], c["b"]), r["metric"], r["expected"], interval(r), test_text(r),
+                  fmt(r["p"]), fmt(r["p_sign_flip"]), fmt(r["p_holm"]),
+                  r["verdict"] + (f" ({r['baseline']})" if r["baseline"] else ""), robustness(r)]
+                 for c, r in primaries]))
+    for c in result["comparisons"]:
+        rows = [[r["metric"], interval(r), test_text(r), fmt(r["p"]), fmt(r["smallest_detectable"]),
+                 r["baseline"] or ""] for r in c["results"] if r["role"] == "exploratory"]
+        if rows:
+            out.append((f"Exploratory: {pair_name(c['a'], c['b'])} (unadjusted, no verdict)",
+                        ["metric", "difference b − a [95% CI]", "test", "p (unadjusted)",
+                         "smallest detectable (alpha 0.05)", "baseline"], rows))
+    return out
+
+
+def markdown(result: dict) -> str:
+    out = [f"# {result['title']}", "", f"Written {result['created']} · machine: {result['machine']}", ""]
+    out += [f"- {note}" for note in result["notes"]] + [""]
+    out += ["## Arms", ""] + [
+        f"- **{arm}**: {text} (seeds {result['seeds'][arm]})" for arm, text in result["arms"].items()
+    ] + [""]
+    out += ["## Primary metrics (named in the study file before it ran)", ""] + [
+        f"- **{m}**: " + ", ".join(f"{pair} {d}" for pair, d in by_pair.items())
+        for m, by_pair in result["primary"].items()
+    ] + ["", f"**Rule.** {result['rule']}", ""]
+    if result["floors"]:
+        out += [f"**Floors.** {result['floors']['definition']}", ""]
+    out += [f"- {line}" for line in result["baselines"]] + ([""] if result["baselines"] else [])
+    for title, header, rows in tables(result):
+        out += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        out += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    out += ["## Definitions", ""] + [
+        f"- **{m['name']}**: {m['definition'] or '(see the report)'}" for m in result["metrics"]
+    ]
+    out += ["", "## Figures", ""] + [f"![{f}]({f})" for f in result["figures"]] + [""]
+    return "\n".join(out)
 
 
 def page(result: dict) -> str:
     """The comparison as one self-contained page in the audit page's style."""
     e = html.escape
-    arms = list(result["arms"])
-    head = "".join(f"<th>{e(a)}</th>" for a in arms)
-    rows = "".join(
-        f"<tr><td><b>{e(m['name'])}</b><div class='meta'>{e(m['definition'])}</div></td>"
-        + "".join(f"<td class='num'>{e(cell(m['arms'][a]))}</td>" for a in arms)
-        + f"<td class='num'>{e(random_init_text(m))}"
-        "</td></tr>"
-        for m in result["metrics"]
-    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -192,30 +279,27 @@ def page(result: dict) -> str:
         + "<br>".join(e(n) for n in result["notes"])
         + "</div>",
         "<section><h2>Arms</h2><ul>"
-        + "".join(f"<li><b>{e(a)}</b>: {e(t)}</li>" for a, t in result["arms"].items())
+        + "".join(f"<li><b>{e(a)}</b>: {e(t)} (seeds {e(str(result['seeds'][a]))})</li>"
+                  for a, t in result["arms"].items())
         + "</ul></section>",
-        "<section><h2>Metrics</h2><p class='meta'>mean ± sd over training seeds (n)</p>"
-        f"<table><tr><th>metric</th>{head}<th>random init</th></tr>{rows}</table></section>",
-        f"<section><h2>Comparisons</h2><p class='meta'>{e(result['rule'])}</p>",
+        "<section><h2>Primary metrics</h2><ul>"
+        + "".join(f"<li><b>{e(m)}</b>: {e(', '.join(f'{p} {d}' for p, d in by_pair.items()))}</li>"
+                  for m, by_pair in result["primary"].items())
+        + f"</ul><p class='meta'>{e(result['rule'])}</p>"
+        + (f"<p class='meta'>{e(result['floors']['definition'])}</p>" if result["floors"] else "")
+        + "".join(f"<p class='meta'>{e(line)}</p>" for line in result["baselines"])
+        + "</section>",
     ]
-    for c in result["comparisons"]:
-        body = "".join(
-            f"<tr><td>{e(r['metric'])}</td><td class='num'>{fmt(r['difference'])}</td>"
-            f"<td class='num'>[{fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}]</td>"
-            f"<td class='num'>{fmt(r['p'])}</td>"
-            f"<td class='num'>{fmt(r['p_holm'])}</td>"
-            f"<td class='{'yes' if r['detected'] else 'none'}'>{e(r['verdict'])}</td></tr>"
-            for r in c["results"]
-        )
-        parts.append(
-            f"<h3>{e(c['a'])} vs {e(c['b'])}</h3><table><tr><th>metric</th><th>difference (b - a)</th>"
-            f"<th>95% CI</th><th>p (Welch)</th><th>p (Holm)</th><th>verdict</th></tr>{body}</table>"
-        )
+    for title, header, rows in tables(result):
+        head = "".join(f"<th>{e(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+        parts.append(f"<section><h2>{e(title)}</h2><table><tr>{head}</tr>{body}</table></section>")
+    definitions = "".join(f"<li><b>{e(m['name'])}</b>: {e(m['definition'])}</li>" for m in result["metrics"])
     images = "".join(
         f'<a href="{e(f)}"><img src="{e(f)}" alt="{e(f)}" loading="lazy"></a>' for f in result["figures"]
     )
     parts += [
-        "</section>",
+        f"<section><h2>Definitions</h2><ul>{definitions}</ul></section>",
         f"<section class='figures'><h2>Figures</h2>{images}</section>",
         f"<p class='meta'><a href='{MARKDOWN_NAME}'>markdown</a> · "
         f"<a href='{JSON_NAME}'>numbers (JSON)</a></p>",

@@ -11,7 +11,9 @@ split), and the same measure on a random-init model of the arm is its reference.
 RUN/study_val_loss.json.
 
 Every other metric "N:name" is read from experiment N's report in the run's reports folder, with
-the report's control value as its random-init reference when the control is the random-init models.
+the report's control value as its random-init reference when the control is the random-init models;
+"N:name (gain over control)" is that value minus the report's control, per run (analogy MRR over the
+no-offset baseline, selectivity over random init). The floors are in studying/floors.py.
 """
 
 import json
@@ -31,6 +33,7 @@ from experiments.context import reports_dir_name
 from experiments.registry import EXPERIMENTS
 from experiments.report import write_atomic
 from models import build_model
+from studying.spec import GAIN
 from training.run_log import VAL_HISTORY_NAME, read_val_history
 
 VAL_LOSS = "val loss"
@@ -55,6 +58,7 @@ class RunOutcome:
     """One run's numbers."""
 
     run_dir: Path
+    seed: int  # the training seed: runs of two arms at one seed are a pair
     values: dict[str, float] = field(default_factory=dict)  # metric -> value (missing: not measured)
     random_init: dict[str, float] = field(default_factory=dict)  # metric -> random-init reference
     definitions: dict[str, str] = field(default_factory=dict)
@@ -151,33 +155,6 @@ def crystallization_depth(run_dir: Path, cfg: Config) -> float | None:
     return float(np.mean(depths)) if depths else None
 
 
-BIGRAM_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # interpolation weights tried; the best one is kept
-
-
-def bigram_loss(cfg: Config) -> float | None:
-    """The floor a study's models must clear: cross-entropy on the study's val text of a bigram model
-    counted on train.bin, interpolated with add-one unigrams, p = w c(a b)/c(a) + (1 - w) p1(b), with
-    the weight w that suits this very text best (a generous floor). Scored on the pairs the models are
-    scored on: within val_windows. None without train.bin."""
-    folder = Path(cfg.data_dir) / cfg.dataset
-    if not (folder / "train.bin").is_file() or not (folder / "val.bin").is_file():
-        return None
-    train = np.fromfile(folder / "train.bin", dtype=np.uint16).astype(np.int64)
-    windows = val_windows(cfg)
-    before, after = windows[:, :-1].ravel(), windows[:, 1:].ravel()
-    V = int(max(train.max(), windows.max())) + 1
-    unigram = (np.bincount(train, minlength=V) + 1) / (len(train) + V)
-    pairs, counts = np.unique(train[:-1] * V + train[1:], return_counts=True)
-    wanted = before * V + after
-    at = np.clip(np.searchsorted(pairs, wanted), 0, len(pairs) - 1)
-    pair_counts = np.where(pairs[at] == wanted, counts[at], 0)
-    previous = np.bincount(train[:-1], minlength=V)[before]
-    conditional = np.where(previous > 0, pair_counts / np.maximum(previous, 1), 0.0)
-    losses = [-np.mean(np.log(np.where(previous > 0, w * conditional + (1 - w) * unigram[after],
-                                       unigram[after]))) for w in BIGRAM_WEIGHTS]
-    return float(min(losses))
-
-
 def read_report_metrics(folder: Path, number: int) -> dict | None:
     path = folder / f"{number:02d}_{EXPERIMENTS[number].slug}.json"
     try:
@@ -188,7 +165,7 @@ def read_report_metrics(folder: Path, number: int) -> dict | None:
 
 def collect(run_dir: Path, cfg: Config, metrics: list[str]) -> RunOutcome:
     """The outcome of one finished, evaluated run for the study's metrics."""
-    outcome = RunOutcome(run_dir)
+    outcome = RunOutcome(run_dir, cfg.seed)
     outcome.history = {
         int(step): losses["val"]
         for step, losses in read_val_history(run_dir / VAL_HISTORY_NAME).items()
@@ -208,22 +185,41 @@ def collect(run_dir: Path, cfg: Config, metrics: list[str]) -> RunOutcome:
     for metric in metrics:
         if metric in (VAL_LOSS, CRYSTALLIZATION):
             continue
-        number, _, name = metric.partition(":")
+        gain = metric.endswith(GAIN)
+        number, _, name = metric.removesuffix(GAIN).partition(":")
         report = read_report_metrics(folder, int(number))
         if report is None or report.get("skipped"):
             continue
         for m in report.get("metrics", []):
             outcome.available.add(f"{int(number)}:{m['name']}")
+            if isinstance(m.get("control"), (int, float)):
+                outcome.available.add(f"{int(number)}:{m['name']}{GAIN}")
             if m["name"] != name.strip():
                 continue
-            value = m.get("value")
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                outcome.values[metric] = float(value)
-            control = m.get("control")
-            if isinstance(control, (int, float)) and "random-init" in (m.get("control_name") or ""):
-                outcome.random_init[metric] = float(control)
-        outcome.definitions[metric] = metric_definition(name.strip(), report.get("definitions", {}))
+            value, control = finite(m.get("value")), finite(m.get("control"))
+            if gain:  # the gain over the report's own baseline: no offset, random init, ...
+                if value is not None and control is not None:
+                    outcome.values[metric] = value - control
+                continue
+            if value is not None:
+                outcome.values[metric] = value
+            if control is not None and "random-init" in (m.get("control_name") or ""):
+                outcome.random_init[metric] = control
+        definition = metric_definition(name.strip(), report.get("definitions", {}))
+        if gain:
+            named = [m for m in report.get("metrics", []) if m["name"] == name.strip()]
+            baseline = named[0].get("control_name") if named else None
+            definition = (f"{name.strip()} minus its control in the same report ({baseline or 'none'}), "
+                          f"per run: the gain over that baseline. {definition}").strip()
+        outcome.definitions[metric] = definition
     return outcome
+
+
+def finite(value) -> float | None:
+    """A report's number as a float, or None when it is missing, not a number or not finite."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def metric_definition(name: str, definitions: dict[str, str]) -> str:

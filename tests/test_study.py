@@ -1,7 +1,9 @@
 """A tiny study end to end: two arms, two seeds, a few steps; killed mid-way and continued (issue 13 §1)."""
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,10 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from experiment_workspace import SETTINGS
+from statsmodels.stats.multitest import multipletests
 
 import experiment
 import study as study_script
+from core.config import Config
 from core.tokenizer import encode
+from studying.compare import rotation_baselines
+from studying.comparison import ComparisonInput, write_comparison
+from studying.floors import Floors
+from studying.outcomes import RunOutcome
 from studying.spec import load_study
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,6 +64,7 @@ seeds = [1, 2]
 experiments = [3]
 metrics = ["val loss", "3:effective rank", "crystallization depth"]
 comparisons = [("reflow", "gpt2_new_svd")]
+primary = {{"val loss": "differs"}}
 runs_dir = {str(root / "runs")!r}
 results_dir = {str(root / "results")!r}
 """)
@@ -138,13 +147,22 @@ def test_the_comparison_is_written_with_every_part(killed_and_finished):
     val = comparison["metrics"][0]
     assert all(v < val["random_init"]["reflow"] for v in val["arms"]["reflow"]["values"])  # it trained
     (pair,) = comparison["comparisons"]
-    assert {"val loss", "3:effective rank"} <= {r["metric"] for r in pair["results"]}
-    assert all(r["verdict"] for r in pair["results"])
+    assert pair["paired"] and comparison["seeds"] == {"reflow": [1, 2], "gpt2_new_svd": [1, 2]}
+    assert comparison["primary"] == {"val loss": {"reflow vs gpt2_new_svd": "differs"}}
+    rows = {r["metric"]: r for r in pair["results"]}
+    assert rows["val loss"]["role"] == "primary" and rows["val loss"]["test"] == "paired t"
+    assert rows["val loss"]["verdict"].startswith(("holds", "no detectable difference (smallest detectable"))
+    assert rows["3:effective rank"]["role"] == "exploratory"
+    assert rows["3:effective rank"]["verdict"] == "exploratory: no verdict"
     for name in ["comparison.md", "index.html", "val_loss_curves.png", *comparison["figures"]]:
         assert (results / name).is_file(), name
-    assert "Holm" in (results / "comparison.md").read_text()
-    assert any(note.startswith("bigram floor: ") for note in comparison["notes"])
-    assert any(note.startswith("reflow: mean val loss") for note in comparison["notes"])
+    markdown = (results / "comparison.md").read_text()
+    assert "Primary metrics: one Holm family" in markdown and "Floors" in markdown
+    floors = comparison["floors"]
+    assert set(floors["floors"]) == {"unigram", "bigram", "trigram"}
+    assert all(0 < value < math.log(VOCAB) for value in floors["floors"].values())
+    reflow = floors["arms"]["reflow"]
+    assert math.isclose(reflow["margins"]["trigram"], floors["floors"]["trigram"] - reflow["val loss"])
 
 
 def test_a_rerun_of_a_finished_study_trains_nothing_and_compare_reads_runs_as_they_are(
@@ -162,22 +180,99 @@ def test_a_rerun_of_a_finished_study_trains_nothing_and_compare_reads_runs_as_th
     experiment.main(["--compare", *runs, f"--out={tmp_path / 'cmp2'}"])  # the same from experiment.py
     again = json.loads((tmp_path / "cmp2" / "comparison.json").read_text())
     assert again["metrics"] == comparison["metrics"]
+    assert all(r["role"] == "exploratory" for c in again["comparisons"] for r in c["results"])
 
 
-def test_study_file_mistakes_are_one_line(tmp_path, capsys):
+def test_a_run_given_twice_is_refused(killed_and_finished, tmp_path, capsys):
+    """Issue 25, class 7: the same run twice (by another path, or copied to another folder) would be
+    a second seed with no spread; compare refuses it, and an --out that cannot be written."""
+    root, study, *_ = killed_and_finished
+    runs = [str(study.run_dir(arm, seed)) for arm, seed in study.runs()]
+    first = study.run_dir("reflow", 1)
+    (tmp_path / "link").symlink_to(first.resolve())
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    (tmp_path / "a_file").write_text("")
+    for argv, says in [
+        ([*runs, runs[0], f"--out={tmp_path / 'o'}"], "are the same run"),
+        ([*runs, str(tmp_path / "link"), f"--out={tmp_path / 'o'}"], "are the same run"),
+        ([*runs, str(copy), f"--out={tmp_path / 'o'}"], "hold the same checkpoint"),
+        ([*runs, "--out="], "--out= is empty"),
+        ([*runs, f"--out={tmp_path / 'a_file'}"], "is a file, not a folder"),
+    ]:
+        assert says in refused(["--runs", *argv], capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def refused(argv: list[str], capsys) -> str:
+    """Run study.py's main, expect exit 2 with one line on stderr, and return that line."""
+    with pytest.raises(SystemExit) as exit_info:
+        study_script.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+METRICS_LINE = 'metrics = ["val loss", "3:effective rank", "crystallization depth"]'
+ARMS_LINE = 'arms = {"reflow": {}, "gpt2_new_svd": {"model": "gpt2-new", "posthoc": "svd"}}'
+PRIMARY_LINE = 'primary = {"val loss": "differs"}'
+
+
+@pytest.mark.parametrize("bad, instead, says", [
+    (METRICS_LINE, 'metrics = ["9:x"]', "'N:metric name' with N one of the study's experiments"),
+    ("seeds = [1, 2]", "seeds = [1]", "at least 2 distinct integers"),
+    ('"posthoc": "svd"', '"posthoc": "pca"', "posthoc"),
+    # issue 25, class 5: wrong types and unknown metrics, refused at load, before anything trains
+    ("seeds = [1, 2]", "seeds = 3", "seeds must be a list of integers"),
+    ("seeds = [1, 2]", "seeds = [1, True]", "seeds must be a list of integers"),
+    ("seeds = [1, 2]", "seeds = [1, 2**70]", "seed must be at least 0 and below 2**63"),  # every seed checked
+    ("seeds = [1, 2]", "seeds = [1.0, 2.0]", "seeds must be a list of integers"),
+    (METRICS_LINE, 'metrics = ["val loss", 3]', "metrics must be a list of metric names"),
+    (ARMS_LINE, 'arms = {1: {}, "gpt2_new_svd": {"model": "gpt2-new"}}', "arm name 1 must be a string"),
+    (ARMS_LINE, 'arms = {"reflow": "gpt2"}', "arm 'reflow' must be a dict"),
+    (f"experiments = [3]\n{METRICS_LINE}", 'experiments = [3, 5]\nmetrics = ["val loss", "5:MRRR"]',
+     "experiment 5 reports no metric 'MRRR'; it reports MRR;"),
+    ("experiments = [3]", "experiments = ['3']", "experiments must be a list of experiment numbers"),
+    ('comparisons = [("reflow", "gpt2_new_svd")]', 'comparisons = [("reflow",)]', "comparisons must be"),
+    ('comparisons = [("reflow", "gpt2_new_svd")]', "comparisons = []", "comparisons is empty"),
+    ("experiments = [3]", "experiments = [3, 3]", "experiments lists one twice"),
+    ("seeds = [1, 2]", "seeds = [1, 2]\nname = '../up'", "name '../up' may use only"),
+    (ARMS_LINE, 'arms = {"reflow": {"max_iters": 0}, "gpt2_new_svd": {"model": "gpt2-new"}}',
+     "needs at least 1"),
+    # pre-registration: 1 to 5 primaries, each a metric, each with a direction
+    (PRIMARY_LINE, "primary = {}", "primary must name 1 to 5"),
+    (PRIMARY_LINE, 'primary = {"val loss": "better"}', "must be one of higher, lower, differs"),
+    (PRIMARY_LINE, 'primary = {"1:top-pair cosine": "lower"}', "is not one of the metrics"),
+    (PRIMARY_LINE, 'primary = {"val loss": {("reflow", "x"): "lower"}}', "a direction for each comparison"),
+    # issue 25, class 10: arm values name folders, so they cannot climb out of runs_dir
+    (ARMS_LINE, 'arms = {"reflow": {}, "gpt2_new_svd": {"wandb_project": "a/../../b"}}', "may not hold '/'"),
+    (ARMS_LINE, 'arms = {"reflow": {}, "gpt2_new_svd": {"wandb_project": ".."}}', "start with '..'"),
+    (ARMS_LINE, 'arms = {"reflow": {}, "gpt2_new_svd": {"wandb_project": "x" * 300}}', "the limit is 255"),
+])
+def test_study_file_mistakes_are_one_line_before_anything_trains(tmp_path, capsys, bad, instead, says):
     study_file = write_workspace(tmp_path)
     text = study_file.read_text()
-    for bad, expected in [
-        ('metrics = ["val loss", "3:effective rank", "crystallization depth"]', 'metrics = ["9:x"]'),
-        ("seeds = [1, 2]", "seeds = [1]"),
-        ('"posthoc": "svd"', '"posthoc": "pca"'),
+    assert bad in text
+    study_file.write_text(text.replace(bad, instead))
+    assert says in refused([str(study_file)], capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_output_folders_are_checked_before_anything_trains(tmp_path, capsys):
+    """Issue 25, class 6: a results_dir that is a file or cannot be made, and an empty --results_dir=,
+    are refused at load, not after every run trained."""
+    study_file = write_workspace(tmp_path)
+    (tmp_path / "a_file").write_text("keep me")
+    for option, says in [
+        (f"--results_dir={tmp_path / 'a_file'}", "is a file, not a folder"),
+        (f"--results_dir={tmp_path / 'a_file' / 'below'}", "cannot be made"),
+        (f"--runs_dir={tmp_path / 'a_file'}", "runs_dir"),
+        ("--results_dir=", "--results_dir= is empty"),
     ]:
-        study_file.write_text(text.replace(bad, expected))
-        with pytest.raises(SystemExit) as exit_info:
-            study_script.main([str(study_file)])
-        assert exit_info.value.code == 2
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        assert says in refused([str(study_file), option], capsys)
+    assert (tmp_path / "a_file").read_text() == "keep me"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_runs_of_one_arm_differ_in_the_seed_and_nothing_else_that_training_reads(tmp_path):
@@ -193,7 +288,74 @@ def test_runs_of_one_arm_differ_in_the_seed_and_nothing_else_that_training_reads
 def test_the_shipped_studies_load_and_share_runs_between_posthoc_readings():
     for path in sorted((REPO / "studies").glob("[!_]*.py")):  # _*.py: settings the studies share
         study = load_study(str(path))
-        assert len(study.seeds) >= 3 and study.comparisons
+        assert len(study.seeds) == 6 and study.comparisons and 1 <= len(study.primary) <= 5
     native = load_study(str(REPO / "studies" / "native_vs_posthoc.py"))
     assert native.run_dir("gpt2_new_svd", 1) == native.run_dir("gpt2_new_dictionary", 1)
     assert native.run_dir("reflow", 1) != native.run_dir("gpt2_new_svd", 1)
+
+
+def test_a_comparison_of_constructed_runs_records_its_design(tmp_path):
+    """comparison.json from constructed outcomes: the pre-registered primaries, one Holm family over
+    every comparison's primaries, exploratory cells without verdicts, floors with each arm's margin,
+    and the SVD arm named as the raw embedding on a cosine metric."""
+    rng = np.random.default_rng(0)
+    block = rng.normal(0, 1, 6)  # what a seed does to every arm
+
+    def arm(name, shift, sd=0.05):
+        loss = 4.7 + shift + 0.1 * block + rng.normal(0, sd, 6)
+        values = [{"val loss": loss[s - 1], "1:top-pair cosine": 0.7 + shift} for s in range(1, 7)]
+        return [RunOutcome(Path(f"{name}_seed{s}"), s, v) for s, v in enumerate(values, start=1)]
+
+    arms = {"reflow": arm("reflow", 0.0), "topk": arm("topk", 0.4), "svd": arm("svd", 0.0, sd=0.2)}
+    pairs = [("reflow", "topk"), ("reflow", "svd")]
+    primary = {"val loss": {("reflow", "topk"): "lower", ("reflow", "svd"): "differs"}}
+    configs = {"svd": Config(model="gpt2-new", posthoc="svd", n_embd=64, n_signals=64),
+               "reflow": Config(n_embd=64, n_signals=64)}
+    baselines = rotation_baselines(configs, ["val loss", "1:top-pair cosine"])
+    floors = Floors(6.0, 5.0, 4.9, [0.2, 0.8], [0.2, 0.5, 0.3])
+    data = ComparisonInput("constructed", arms, dict.fromkeys(arms, ""), ["val loss", "1:top-pair cosine"],
+                           pairs, [], primary, floors, baselines)
+    write_comparison(data, tmp_path)
+    result = json.loads((tmp_path / "comparison.json").read_text())
+    assert result["primary"] == {"val loss": {"reflow vs topk": "lower", "reflow vs svd": "differs"}}
+    assert result["seeds"]["topk"] == [1, 2, 3, 4, 5, 6]
+    (topk_loss, topk_cosine), (svd_loss, svd_cosine) = (c["results"] for c in result["comparisons"])
+    assert topk_loss["verdict"] == "opposite direction detected" and topk_loss["test"] == "paired t"
+    assert svd_loss["verdict"].startswith("no detectable difference (smallest detectable effect ")
+    _, family, _, _ = multipletests([topk_loss["p"], svd_loss["p"]], method="holm")
+    assert np.allclose([topk_loss["p_holm"], svd_loss["p_holm"]], family)  # one family over both pairs
+    assert topk_cosine["role"] == "exploratory" and topk_cosine["verdict"] == "exploratory: no verdict"
+    assert math.isclose(topk_cosine["difference"], 0.4) and topk_cosine["p_holm"] is None
+    assert "svd is gpt2-new's own embedding" in svd_cosine["baseline"] and not svd_loss["baseline"]
+    margins = result["floors"]["arms"]["topk"]["margins"]
+    topk_mean = np.mean([r.values["val loss"] for r in arms["topk"]])
+    assert math.isclose(margins["trigram"], 4.9 - topk_mean)
+    assert math.isclose(margins["unigram"], 6.0 - topk_mean)
+    assert "Primary metrics: one Holm family" in (tmp_path / "comparison.md").read_text()
+    assert "opposite direction detected" in (tmp_path / "index.html").read_text()
+
+
+def test_every_metric_an_experiment_can_report_is_known_to_the_study_loader():
+    """studying/metric_names.py reads each experiment's metric names from its function and the
+    functions of its module it calls. Every report.metric(...) in experiments/ must be reached that
+    way, or a study naming a real metric would be refused at load."""
+    import ast
+
+    from experiments.registry import EXPERIMENTS
+    from studying.metric_names import EXPERIMENTS_DIR, metric_patterns, name_pattern
+
+    modules = {e.code.rsplit(".", 1)[0] for e in EXPERIMENTS.values()}
+    for path in sorted(EXPERIMENTS_DIR.glob("*.py")):
+        calls = [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                 and node.func.attr == "metric" and node.args]
+        if not calls:
+            continue
+        assert path.stem in modules, f"{path.name} reports metrics outside any experiment's module"
+        known = set().union(*(metric_patterns(n) or () for n, e in EXPERIMENTS.items()
+                              if e.code.startswith(f"{path.stem}.")))
+        open_names = any(metric_patterns(n) is None for n, e in EXPERIMENTS.items()
+                         if e.code.startswith(f"{path.stem}."))
+        for call in calls:
+            pattern = name_pattern(call.args[0])
+            assert (pattern is None and open_names) or pattern in known, (path.name, call.lineno)
