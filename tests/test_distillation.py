@@ -80,6 +80,18 @@ def test_frozen_recipes_stay_as_initialized(tmp_path):
     assert not torch.equal(trained["basis"], initial.basis)
 
 
+def test_rotated_basis_control_keeps_the_signals_geometry_not_their_directions(tmp_path):
+    """rotate_basis_seed: basis @ Q with Q orthogonal, so B B^T (lengths and angles among signals)
+    is the teacher's while the rows point elsewhere."""
+    teacher = train_teacher(tmp_path)
+    train.train(run_config(tmp_path, "control", max_iters=2, init_basis_from=teacher, rotate_basis_seed=0,
+                           freeze_basis=True))
+    ours, theirs = (load_checkpoint(run)["model"]["basis"] for run in (tmp_path / "control", teacher))
+    gram = theirs @ theirs.t()
+    torch.testing.assert_close(ours @ ours.t(), gram, **summation_tolerance(gram, 2 * theirs.size(1)))
+    assert (ours - theirs).abs().max() > 0.1 * theirs.abs().max()
+
+
 def test_a_basis_of_another_size_is_refused_in_one_line(tmp_path):
     teacher = train_teacher(tmp_path)
     args = run_args(tmp_path, "student", n_signals=8, init_basis_from=teacher)
@@ -113,6 +125,8 @@ def test_resuming_with_other_frozen_weights_is_refused(tmp_path):
         train.train(run_config(tmp_path, init_from="resume", freeze_basis=True))
 
 
-def test_distillation_with_chunked_loss_is_refused(tmp_path):
+def test_keys_that_do_not_fit_together_are_refused_by_the_config(tmp_path):
     with pytest.raises(UserError, match="set --chunked_loss=False"):
         run_config(tmp_path, distill_from="out/teacher", chunked_loss=True)
+    with pytest.raises(UserError, match="set --init_basis_from=RUN or drop it"):
+        run_config(tmp_path, rotate_basis_seed=3)

@@ -10,6 +10,9 @@ Config keys (core/config.py, group "distillation"):
 - `init_basis_from=RUN`: the student starts from that run's W_basis (S x C), so both read and write
   the same signals; S and C must match. Applied when a run starts, not when it resumes (the
   checkpoint holds the basis by then).
+- `rotate_basis_seed=N` (with init_basis_from): the copied basis times a random orthogonal C x C
+  matrix drawn from N, a control that keeps the signals' lengths and angles among themselves (B B^T)
+  but points them at other directions of the residual stream than the teacher's.
 - `freeze_basis`, `freeze_recipes`: W_basis / W_recipe get no gradient and are left out of the
   optimizer, so they stay bit-identical through training (reflow family only).
 """
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from core.checkpoint import architecture_of, load_checkpoint, model_from_checkpoint
 from core.config import Config
 from core.errors import UserError
+from experiments.nulls import random_rotations
 from models import Transformer
 from models.chunked_loss import IGNORE_INDEX
 
@@ -90,8 +94,12 @@ def share_and_freeze(model: Transformer, cfg: Config, resume: dict | None) -> No
         raise UserError(f"{', '.join(wanted)} need a model with W_basis and W_recipe (the reflow family), "
                         f"not {cfg.model!r}")
     if cfg.init_basis_from and resume is None:
+        basis = basis_of(cfg.init_basis_from, model)
+        if cfg.rotate_basis_seed is not None:
+            generator = torch.Generator().manual_seed(cfg.rotate_basis_seed)
+            basis = basis @ random_rotations(1, basis.size(1), generator)[0].to(basis.dtype)  # Haar-random
         with torch.no_grad():
-            model.basis.copy_(basis_of(cfg.init_basis_from, model))
+            model.basis.copy_(basis)
     model.basis.requires_grad_(not cfg.freeze_basis)
     model.recipe.requires_grad_(not cfg.freeze_recipes)
 
@@ -110,3 +118,4 @@ def basis_of(run: str, model: Transformer) -> torch.Tensor:
         raise UserError(f"init_basis_from={run} has a basis of S x C = {S} x {C}, this model "
                         f"{ours[0]} x {ours[1]}; set --n_signals={S} --n_embd={C}")
     return weights["basis"]
+
