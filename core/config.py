@@ -171,6 +171,7 @@ class Config:
     distill_temperature: float = checked(2.0, gt=0)  # T: the KL compares softmax(logits / T)
     distill_weight: float = checked(0.5, ge=0, le=1)  # objective: (1 - w) * LM loss + w * T^2 * KL
     init_basis_from: str = ""  # start W_basis from this run's (same S and C); reflow family
+    init_recipes_from: str = ""  # start W_recipe from this run's (same V and S); reflow family
     rotate_basis_seed: int | None = checked(None, ge=0)  # control: init_basis_from's basis, randomly rotated
     freeze_basis: bool = False  # W_basis is not trained; reflow family
     freeze_recipes: bool = False  # W_recipe is not trained; reflow family

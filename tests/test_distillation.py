@@ -80,6 +80,14 @@ def test_frozen_recipes_stay_as_initialized(tmp_path):
     assert not torch.equal(trained["basis"], initial.basis)
 
 
+def test_the_teachers_recipes_and_basis_frozen_together(tmp_path):
+    teacher = train_teacher(tmp_path)
+    train.train(run_config(tmp_path, "student", max_iters=2, n_layer=1, init_basis_from=teacher,
+                           init_recipes_from=teacher, freeze_basis=True, freeze_recipes=True))
+    ours, theirs = (load_checkpoint(run)["model"] for run in (tmp_path / "student", teacher))
+    assert torch.equal(ours["basis"], theirs["basis"]) and torch.equal(ours["recipe"], theirs["recipe"])
+
+
 def test_rotated_basis_control_keeps_the_signals_geometry_not_their_directions(tmp_path):
     """rotate_basis_seed: basis @ Q with Q orthogonal, so B B^T (lengths and angles among signals)
     is the teacher's while the rows point elsewhere."""

@@ -13,6 +13,7 @@ Config keys (core/config.py, group "distillation"):
 - `rotate_basis_seed=N` (with init_basis_from): the copied basis times a random orthogonal C x C
   matrix drawn from N, a control that keeps the signals' lengths and angles among themselves (B B^T)
   but points them at other directions of the residual stream than the teacher's.
+- `init_recipes_from=RUN`: the same for W_recipe (V x S), e.g. to freeze both at the teacher's.
 - `freeze_basis`, `freeze_recipes`: W_basis / W_recipe get no gradient and are left out of the
   optimizer, so they stay bit-identical through training (reflow family only).
 """
@@ -77,45 +78,54 @@ FREEZE_KEYS = ("freeze_basis", "freeze_recipes")
 
 
 def share_and_freeze(model: Transformer, cfg: Config, resume: dict | None) -> None:
-    """Apply init_basis_from (when starting, not when resuming `resume`), freeze_basis and
-    freeze_recipes to `model`, before its optimizer is built. Refused in one line for a model without
-    recipes, a basis whose S or C differ from the model's, or a resume that changes what is frozen
-    (the optimizer state holds exactly the trained parameters)."""
+    """Apply init_basis_from and init_recipes_from (when starting, not when resuming `resume`),
+    freeze_basis and freeze_recipes to `model`, before its optimizer is built. Refused in one line for
+    a model without recipes, weights whose shape differs from the model's, or a resume that changes
+    what is frozen (the optimizer state holds exactly the trained parameters)."""
     if resume is not None:
         saved = resume.get("config") or {}
         for key in FREEZE_KEYS:
             if bool(saved.get(key, False)) != getattr(cfg, key):
                 raise UserError(f"the checkpoint was trained with {key}={saved.get(key, False)}; resume with "
                                 f"--{key}={saved.get(key, False)}")
-    wanted = [key for key in ("init_basis_from", *FREEZE_KEYS) if getattr(cfg, key)]
+    wanted = [key for key in ("init_basis_from", "init_recipes_from", *FREEZE_KEYS) if getattr(cfg, key)]
     if not wanted:
         return
     if not model.has_recipes:
         raise UserError(f"{', '.join(wanted)} need a model with W_basis and W_recipe (the reflow family), "
                         f"not {cfg.model!r}")
     if cfg.init_basis_from and resume is None:
-        basis = basis_of(cfg.init_basis_from, model)
+        basis = weight_of(cfg.init_basis_from, "basis", model)
         if cfg.rotate_basis_seed is not None:
             generator = torch.Generator().manual_seed(cfg.rotate_basis_seed)
             basis = basis @ random_rotations(1, basis.size(1), generator)[0].to(basis.dtype)  # Haar-random
         with torch.no_grad():
             model.basis.copy_(basis)
+    if cfg.init_recipes_from and resume is None:
+        with torch.no_grad():
+            model.recipe.copy_(weight_of(cfg.init_recipes_from, "recipe", model))
     model.basis.requires_grad_(not cfg.freeze_basis)
     model.recipe.requires_grad_(not cfg.freeze_recipes)
 
 
-def basis_of(run: str, model: Transformer) -> torch.Tensor:
-    """W_basis of the checkpoint at `run`, refused in one line unless it has one of `model`'s S x C."""
-    checkpoint = load_checkpoint(run)
-    name, teacher = architecture_of(checkpoint)
-    weights = {key.removeprefix("_orig_mod."): value for key, value in checkpoint["model"].items()}
-    if "basis" not in weights:
-        raise UserError(f"init_basis_from={run} holds a {name} model, which has no W_basis; give a "
-                        "reflow-family run")
-    ours = (model.config.n_signals, model.config.n_embd)
-    if tuple(weights["basis"].shape) != ours:
-        S, C = teacher.n_signals, teacher.n_embd
-        raise UserError(f"init_basis_from={run} has a basis of S x C = {S} x {C}, this model "
-                        f"{ours[0]} x {ours[1]}; set --n_signals={S} --n_embd={C}")
-    return weights["basis"]
+SHAPES = {"basis": ("W_basis", "S x C", ("n_signals", "n_embd")),
+          "recipe": ("W_recipe", "V x S", ("vocab_size", "n_signals"))}
 
+
+def weight_of(run: str, name: str, model: Transformer) -> torch.Tensor:
+    """The `name` weight ("basis" or "recipe") of the checkpoint at `run`, refused in one line unless
+    it has `model`'s shape."""
+    matrix, dims, keys = SHAPES[name]
+    checkpoint = load_checkpoint(run)
+    architecture, teacher = architecture_of(checkpoint)
+    weights = {key.removeprefix("_orig_mod."): value for key, value in checkpoint["model"].items()}
+    if name not in weights:
+        raise UserError(f"init_{name}_from={run} holds a {architecture} model, which has no {matrix}; give a "
+                        "reflow-family run")
+    theirs = [getattr(teacher, key) for key in keys]
+    ours = [getattr(model.config, key) for key in keys]
+    if theirs != ours:
+        fix = " ".join(f"--{key}={value}" for key, value in zip(keys, theirs, strict=True))
+        raise UserError(f"init_{name}_from={run} has a {matrix} of {dims} = {theirs[0]} x {theirs[1]}, "
+                        f"this model {ours[0]} x {ours[1]}; set {fix}")
+    return weights[name]
