@@ -2,6 +2,7 @@
 with a teacher and a frozen shared basis, and the refusals."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,3 +139,20 @@ def test_keys_that_do_not_fit_together_are_refused_by_the_config(tmp_path):
         run_config(tmp_path, distill_from="out/teacher", chunked_loss=True)
     with pytest.raises(UserError, match="set --init_basis_from=RUN or drop it"):
         run_config(tmp_path, rotate_basis_seed=3)
+
+
+def test_the_distillation_study_reads_the_teacher_its_first_arm_trains():
+    """Each arm's runs are distinct folders directly in the study's runs folder (a path value is
+    named by its last part and a digest), and the students' teacher is the teacher arm's seed-1 run,
+    which is the depth study's 8-layer run."""
+    from studying.spec import load_study
+
+    study = load_study("studies/distillation.py")
+    folders = {study.run_dir(arm, seed) for arm, seed in study.runs()}
+    assert len(folders) == len(study.runs()) and {f.parent for f in folders} == {Path(study.runs_dir)}
+    teacher = study.run_dir("teacher_8_layers", study.seeds[0])
+    assert list(study.arms)[0] == "teacher_8_layers"  # trained first at seed 1, before its students
+    for arm in study.arms:
+        cfg = study.run_config(arm, study.seeds[-1])
+        assert cfg.distill_from in ("", str(teacher))
+    assert teacher == load_study("studies/depth.py").run_dir("layers_8", 1)
