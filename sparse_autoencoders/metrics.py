@@ -54,14 +54,21 @@ def ce_loss_recovered(clean: float, spliced: float, ablated: float) -> float:
     return (ablated - spliced) / (ablated - clean)
 
 
+BATCH_WINDOWS = 16  # windows per forward: a batch's (B, T, V) logits at once, not the whole text's
+
+
 @torch.no_grad()
 def next_token_loss(model: Transformer, windows: torch.Tensor,
                     replace: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> float:
     """Mean next-token cross-entropy over windows (n, T + 1), with `replace` {hook name: function of
     the activation} spliced in through our hook points."""
+    total = 0.0
     with model.hooks(replace or {}):
-        logits, _ = model(windows[:, :-1])
-    return F.cross_entropy(logits.flatten(0, 1).double(), windows[:, 1:].flatten()).item()
+        for batch in windows.split(BATCH_WINDOWS):
+            logits, _ = model(batch[:, :-1])
+            targets = batch[:, 1:].flatten()
+            total += F.cross_entropy(logits.flatten(0, 1).double(), targets, reduction="sum").item()
+    return total / windows[:, 1:].numel()
 
 
 @torch.no_grad()

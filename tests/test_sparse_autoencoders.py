@@ -13,7 +13,7 @@ from sparse_autoencoders import (
     latent_density,
     sae_metrics,
 )
-from sparse_autoencoders.metrics import DENSE_DENSITY
+from sparse_autoencoders.metrics import BATCH_WINDOWS, DENSE_DENSITY
 
 NO_SAE_LENS = 'SAELens is an optional extra: pip install -e ".[sae]"'
 
@@ -110,8 +110,8 @@ def test_planted_sparse_code_is_recovered_by_a_sae_lens_topk_sae():
 
 
 def test_spliced_losses_match_sae_lens_through_the_transformer_lens_export():
-    """Our CE losses (clean, SAE spliced in at our hook point, zero-ablated) equal SAELens'
-    get_recons_loss on the exported HookedTransformer with the same SAE."""
+    """Our CE losses (clean, SAE spliced in at our hook point, zero-ablated; over two batches of
+    windows) equal SAELens' get_recons_loss on the exported HookedTransformer with the same SAE."""
     pytest.importorskip("sae_lens", reason=NO_SAE_LENS)
     from sae_lens.evals import get_recons_loss
     from sae_lens.training.activation_scaler import ActivationScaler
@@ -120,7 +120,7 @@ def test_spliced_losses_match_sae_lens_through_the_transformer_lens_export():
     from tl_export import hooked_transformer
 
     model = scrambled("gpt2-new")
-    windows = torch.randint(0, model.config.vocab_size, (4, model.config.block_size))
+    windows = torch.randint(0, model.config.vocab_size, (BATCH_WINDOWS + 4, model.config.block_size))
     hook = model.resid_hook(0)
     sae = train_topk_sae(collect_activations(model, hook, windows), width=64, k=4, steps=20, seed=0,
                          batch_size=32)
