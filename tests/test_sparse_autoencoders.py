@@ -134,3 +134,34 @@ def test_spliced_losses_match_sae_lens_through_the_transformer_lens_export():
         their_loss = theirs[their_name].double().mean()
         torch.testing.assert_close(torch.tensor(ours[our_name], dtype=torch.double), their_loss,
                                    **summation_tolerance(their_loss.float(), model.config.swiglu_hidden))
+
+
+def test_sae_lens_own_runner_trains_on_the_export(tmp_path):
+    """SAELens' LanguageModelSAETrainingRunner takes the exported HookedTransformer and a tokenized
+    dataset, reads at our hook point's name the activations ours give, and trains a TopK SAE."""
+    pytest.importorskip("sae_lens", reason=NO_SAE_LENS)
+    import datasets
+    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, TopKTrainingSAEConfig
+    from sae_lens.config import LoggingConfig
+
+    from sparse_autoencoders import collect_activations
+    from tl_export import export_tl, load_exported
+
+    model = scrambled("reflow")
+    export_tl(model, tmp_path / "tl")
+    T, hook = model.config.block_size, model.resid_hook(1)
+    windows = torch.randint(0, model.config.vocab_size, (64, T))
+    cfg = LanguageModelSAERunnerConfig(
+        sae=TopKTrainingSAEConfig(d_in=model.config.n_embd, d_sae=64, k=4), model_name="reflow-tiny",
+        hook_name=hook, dataset_path="", is_dataset_tokenized=True, streaming=False, context_size=T,
+        prepend_bos=False, training_tokens=8 * 256, train_batch_size_tokens=256, store_batch_size_prompts=8,
+        n_batches_in_buffer=16, n_batches_for_norm_estimate=2, device="cpu", checkpoint_path=None,
+        output_path=str(tmp_path / "sae"), logger=LoggingConfig(log_to_wandb=False))
+    runner = LanguageModelSAETrainingRunner(cfg, override_model=load_exported(tmp_path / "tl"),
+                                            override_dataset=datasets.Dataset.from_dict(
+                                                {"input_ids": windows.tolist()}))
+    theirs = runner.activations_store.get_activations(windows[:4]).flatten(0, -2)
+    ours = collect_activations(model, hook, windows[:4])
+    torch.testing.assert_close(theirs, ours, **summation_tolerance(ours, 2 * model.config.swiglu_hidden))
+    sae = runner.run()
+    assert sae.cfg.metadata.l0 == 4.0 and sae.W_dec.shape == (64, model.config.n_embd)
