@@ -49,6 +49,7 @@ from core.tokenizer import GPT2_VOCAB_SIZE, decode, encode
 from core.wandb_login import check_wandb_ready
 from models import ModelConfig, Transformer, build_model
 from training.batches import Batches, seed_for
+from training.distillation import Distillation, share_and_freeze
 from training.distributed import Distributed, collective_failures_reported, init_distributed
 from training.memory_check import check_memory_plan
 from training.optimization import estimate_loss, learning_rate_at, make_grad_scaler, train_step
@@ -91,6 +92,7 @@ class TrainingState:
     iter_num: int = 0
     best_val_loss: float = math.inf
     saved_at: int | None = None  # the step of the last save, so a stop does not write it twice
+    distillation: Distillation | None = None  # the teacher whose logits the student learns (distill_from)
 
 
 @exit_on_user_error
@@ -133,7 +135,9 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
         keep_freed_memory()  # reuse the big logits buffers instead of page-faulting them back each step
     ckpt_file = Path(cfg.out_dir) / CHECKPOINT_NAME
     model, resume, cfg = load_model(cfg, ckpt_file)
+    share_and_freeze(model, cfg, resume)  # init_basis_from, freeze_basis/recipes: before the optimizer
     check_memory_plan(cfg, device, dtype, dist.world_size)  # CUDA: before the model goes to the GPU
+    distillation = Distillation.from_config(cfg, model, device)  # the teacher, if distill_from
     check_closing_sample(cfg, model)
     data_folder = Path(cfg.data_dir) / cfg.dataset
     if dist.is_master:
@@ -159,7 +163,8 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
                   "(--init_from=resume continues it instead)")
     return TrainingState(cfg, dist, device, dtype, sharded, model, scaler, regularizers, batches, log,
                          ckpt_file, evaluated_at=evaluated_at(resume, cfg), iter_num=iter_num,
-                         best_val_loss=best_val_loss, saved_at=iter_num if resume else None)
+                         best_val_loss=best_val_loss, saved_at=iter_num if resume else None,
+                         distillation=distillation)
 
 
 def evaluated_at(resume: dict | None, cfg: Config) -> int | None:
@@ -247,7 +252,7 @@ def training_step(state: TrainingState, result: RunResult) -> None:
         step, cfg.gradient_accumulation_steps, dist.rank, dist.world_size, state.device)
     loss = train_step(state.sharded.train_model, state.sharded.optimizer, state.scaler, micro_batches, lr=lr,
                       grad_clip=cfg.grad_clip, device=state.device, dtype=state.dtype, dist=dist,
-                      regularizers=state.regularizers)
+                      regularizers=state.regularizers, distillation=state.distillation)
     if not math.isfinite(loss):
         state.log.print(non_finite(cfg, f"loss {loss} at step {step}", state.ckpt_file, "step skipped"))
     result.losses[step] = loss

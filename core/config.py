@@ -167,6 +167,15 @@ class Config:
     # embedding cut after training instead (experiments/posthoc.py): one of POSTHOC_CHOICES.
     posthoc: Literal[POSTHOC_CHOICES] = "none"  # a post-hoc factorization for the recipe experiments
     posthoc_active_fraction: float = checked(0.11, gt=0, le=1)  # dictionary: nonzeros per recipe / S
+    # --- distillation (issue 23): definitions in training/distillation.py -------------------
+    distill_from: str = ""  # teacher run dir or checkpoint whose logits the student learns; '' = none
+    distill_temperature: float = checked(2.0, gt=0)  # T: the KL compares softmax(logits / T)
+    distill_weight: float = checked(0.5, ge=0, le=1)  # objective: (1 - w) * LM loss + w * T^2 * KL
+    init_basis_from: str = ""  # start W_basis from this run's (same S and C); reflow family
+    init_recipes_from: str = ""  # start W_recipe from this run's (same V and S); reflow family
+    rotate_basis_seed: int | None = checked(None, ge=0)  # control: init_basis_from's basis, randomly rotated
+    freeze_basis: bool = False  # W_basis is not trained; reflow family
+    freeze_recipes: bool = False  # W_recipe is not trained; reflow family
 
     def model_config(self) -> ModelConfig:
         """The architecture part of this config."""
@@ -255,6 +264,12 @@ def check_run_keys(config: Config) -> None:
     if config.decay_lr and config.min_lr > config.learning_rate:
         raise UserError(f"min_lr ({config.min_lr}) must not exceed learning_rate ({config.learning_rate}); "
                         "the schedule decays from one to the other")
+    if config.rotate_basis_seed is not None and not config.init_basis_from:
+        raise UserError("rotate_basis_seed rotates the basis init_basis_from copies; set "
+                        "--init_basis_from=RUN or drop it")
+    if config.distill_from and config.chunked_loss:
+        raise UserError("distill_from needs the student's logits, which chunked_loss never forms; "
+                        "set --chunked_loss=False")
     unusable = device_unavailable(config.device)
     if unusable:
         raise UserError(f"device must be one this machine has ({unusable}), got {config.device!r}; "

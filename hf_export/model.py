@@ -168,17 +168,7 @@ def export_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype = torc
         raise UserError(f"{model.config.attention} attention has no transformers equivalent (GPT-2 and "
                         "Llama use softmax attention); only softmax-attention models can be exported")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir} is a file; choose a new directory")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(f"{out_dir} already exists and is not empty; choose a new directory")
-    in_the_way = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
-    if in_the_way is not None:  # e.g. README.md/model
-        raise UserError(f"cannot export to {out_dir}: {in_the_way} is a file, not a directory")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create {out_dir} ({error.strerror or error}); choose another directory")
+    check_new_directory(out_dir)
 
     is_gpt2 = isinstance(model, GPT2)
     tensors = gpt2_tensors(model) if is_gpt2 else llama_tensors(model)
@@ -200,6 +190,22 @@ def export_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype = torc
     files["model.safetensors"] = safetensors_bytes(tensors, metadata={"format": "pt"})
     write_directory(files, out_dir)
     return sorted(out_dir.iterdir())
+
+
+def check_new_directory(out_dir: Path) -> None:
+    """Refuse, in one line, an export directory that is a file, is not empty, or cannot be made;
+    create its parent, so that write_directory can stage beside it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file; choose a new directory")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"{out_dir} already exists and is not empty; choose a new directory")
+    in_the_way = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:  # e.g. README.md/model
+        raise UserError(f"cannot export to {out_dir}: {in_the_way} is a file, not a directory")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create {out_dir} ({error.strerror or error}); choose another directory")
 
 
 def write_directory(files: dict[str, str | bytes], out_dir: Path) -> None:

@@ -24,6 +24,7 @@ their reports.
 """
 
 import dataclasses
+import hashlib
 import os
 import re
 import typing
@@ -72,9 +73,11 @@ class Study:
 
     def run_name(self, arm: str, seed: int) -> str:
         """A run's directory name: the arm's own training keys and the seed, e.g.
-        'model=reflow-topk,topk=16_seed1' ('base_seed1' for the base config itself)."""
+        'model=reflow-topk,topk=16_seed1' ('base_seed1' for the base config itself). A path value
+        (distill_from=out/...) is written as its last part and a digest of the whole, so the run stays
+        one folder, its name short, and two paths with one last part still two runs."""
         own = {k: v for k, v in self.arms[arm].items() if k not in EVALUATION_KEYS}
-        keys = ",".join(f"{k}={v}" for k, v in sorted(own.items())) or "base"
+        keys = ",".join(f"{k}={path_label(v)}" for k, v in sorted(own.items())) or "base"
         return f"{keys}_seed{seed}"
 
     def run_dir(self, arm: str, seed: int) -> Path:
@@ -112,6 +115,14 @@ class Study:
     def runs(self) -> list[tuple[str, int]]:
         """Every (arm, seed), seed-major, so an interrupted study has every arm at the first seeds."""
         return [(arm, seed) for seed in self.seeds for arm in self.arms]
+
+
+def path_label(value) -> str:
+    """`value` as it stands in a run's name: a path as 'last_part#digest', anything else as str()."""
+    text = str(value)
+    if "/" not in text:
+        return text
+    return f"{Path(text).name}#{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
 REQUIRED = ("base_config", "arms", "seeds", "experiments", "metrics", "comparisons", "primary")

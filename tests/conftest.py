@@ -23,6 +23,16 @@ def tiny_model(name: str, **overrides):
     return build_model(name, tiny_config(**overrides))
 
 
+def scrambled(name: str, **overrides):
+    """A tiny model with large random weights (norm gains and biases too). GPT-2's N(0, 0.02) init
+    makes attention nearly uniform and logits tiny, which would hide a wrong layout under 1e-4."""
+    model = tiny_model(name, **overrides).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn_like(param) * 0.3 + (1.0 if param.dim() == 1 else 0.0))
+    return model
+
+
 def summation_tolerance(reference: torch.Tensor, terms: int) -> dict:
     """rtol/atol for a float result that computed the same sums as `reference` in another order
     (chunking, recomputation, another CPU's SIMD width: Intel AVX-512 and AMD AVX2 differ). Reordering

@@ -190,6 +190,7 @@ SCRIPTS = {
     "study.py": study_script,
     "explore.py": explore_script,
     "export_hf.py": argparse_script("export_hf"),
+    "export_tl.py": argparse_script("export_tl"),
     "data/openwebtext/prepare.py": openwebtext_prepare,
     "data/sft-lima/prepare.py": argparse_script("sft_lima_prepare", REPO_ROOT / "data/sft-lima/prepare.py"),
     "data/shakespeare/prepare.py": no_arguments,

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import scrambled, tiny_model
 
 from core.checkpoint import save_checkpoint
 from core.errors import UserError
@@ -24,16 +24,6 @@ CASES = [  # (architecture, overrides, transformers class it must load as)
     ("reflow-topk", {}, "LlamaForCausalLM"),
     ("reflow-lite", {}, "LlamaForCausalLM"),
 ]
-
-
-def scrambled(name: str, **overrides):
-    """A tiny model with large random weights (norm gains and biases too). GPT-2's N(0, 0.02) init
-    makes attention nearly uniform and logits tiny, which would hide a wrong layout under 1e-4."""
-    model = tiny_model(name, **overrides).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn_like(param) * 0.3 + (1.0 if param.dim() == 1 else 0.0))
-    return model
 
 
 def max_logit_difference(model, hf_dir, idx) -> float:

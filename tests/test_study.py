@@ -246,7 +246,7 @@ PRIMARY_LINE = 'primary = {"val loss": "differs"}'
     (PRIMARY_LINE, 'primary = {"1:top-pair cosine": "lower"}', "is not one of the metrics"),
     (PRIMARY_LINE, 'primary = {"val loss": {("reflow", "x"): "lower"}}', "a direction for each comparison"),
     # issue 25, class 10: arm values name folders, so they cannot climb out of runs_dir
-    (ARMS_LINE, 'arms = {"reflow": {}, "gpt2_new_svd": {"wandb_project": "a/../../b"}}', "may not hold '/'"),
+    (ARMS_LINE, 'arms = {"reflow": {}, "gpt2_new_svd": {"wandb_project": "..\\\\b"}}', "may not hold '/'"),
     (ARMS_LINE, 'arms = {"reflow": {}, "gpt2_new_svd": {"wandb_project": ".."}}', "start with '..'"),
     (ARMS_LINE, 'arms = {"reflow": {}, "gpt2_new_svd": {"wandb_project": "x" * 300}}', "the limit is 255"),
 ])

@@ -10,6 +10,7 @@ import torch.nn as nn
 from core.config import Config
 from core.hardware import autocast
 from training.batches import Batches
+from training.distillation import Distillation
 from training.distributed import Distributed
 from training.regularizers import Regularizers
 
@@ -48,7 +49,7 @@ def learning_rate_at(iter_num: int, cfg: Config) -> float:
 
 def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip: float,
                device: str, dtype: str, dist: Distributed | None = None,
-               regularizers: Regularizers | None = None) -> float:
+               regularizers: Regularizers | None = None, distillation: Distillation | None = None) -> float:
     """One optimizer step over the given (x, y) micro-batches; returns the mean loss.
 
     Under DDP (and FSDP), gradients are reduced only on the last micro-batch, and the
@@ -57,6 +58,8 @@ def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip:
     A non-finite loss is returned without touching the weights: the step is not taken.
     With active `regularizers`, their weighted terms join the objective; the returned loss stays the
     language-model loss, and the terms' raw global-batch means go to `regularizers.latest`.
+    With `distillation`, the objective mixes the language-model loss with the teacher's term
+    (training/distillation.py); the returned loss is still the language-model loss.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -68,9 +71,9 @@ def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip:
         last = i == steps - 1
         with contextlib.nullcontext() if last else gradients_kept_local(model):
             with autocast(device, dtype):
-                if regularized:
-                    loss, values = regularized_loss(model, x, y, regularizers)
-                    objective = loss + regularizers.weighted_sum(values)
+                if regularized or distillation is not None:
+                    active = regularizers if regularized else None
+                    loss, objective, values = step_objective(model, x, y, active, distillation)
                     for name, value in values.items():
                         raw_totals[name] = raw_totals.get(name, 0.0) + value.detach().float()
                 else:
@@ -112,6 +115,19 @@ def gradients_kept_local(model):
             model.set_requires_gradient_sync(True)
     else:
         yield
+
+
+def step_objective(model, x, y, regularizers: Regularizers | None,
+                   distillation: Distillation | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """One micro-batch's language-model loss, the objective its backward takes (the loss, mixed with
+    the distillation term, plus the weighted regularizer terms), and the regularizers' raw terms."""
+    with regularizers.capture(model) if regularizers else contextlib.nullcontext({}) as captured:
+        logits, loss = model(x, targets=y)
+    objective = loss if distillation is None else distillation.objective(loss, logits, x, y)
+    values = regularizers.terms(model, captured) if regularizers else {}
+    if values:
+        objective = objective + regularizers.weighted_sum(values)
+    return loss, objective, values
 
 
 def regularized_loss(model, x, y, regularizers: Regularizers) -> tuple[torch.Tensor, dict]:

@@ -1,0 +1,65 @@
+"""Signal distillation (issue 23 §4): can a 2-layer reflow learn from an 8-layer teacher, and does sharing
+the teacher's signals (its W_basis, then its recipes too, frozen) help it beyond the teacher's logits?
+
+The reFlow author asks whether a teacher and a student sharing W_basis can pass knowledge through the
+signals. The arms (training/distillation.py defines each key):
+- teacher_8_layers: the 8-layer reflow (the depth study's layers_8 run: shared, trained once);
+- scratch: the 2-layer reflow on the LM loss alone (the depth study's layers_2 run);
+- distilled: + the teacher's logits, (1 - 0.5) * LM + 0.5 * T^2 * KL at T = 2 (the keys' defaults);
+- distilled_basis_frozen: + the teacher's W_basis, frozen;
+- distilled_basis_recipes_frozen: + the teacher's W_recipe too, frozen: the student keeps the teacher's
+  whole vocabulary matrix and learns only its blocks;
+- distilled_rotated_basis_frozen: the control for the shared basis: the teacher's basis turned by a
+  random rotation (rotate_basis_seed), so the signals keep their lengths and angles but not the
+  directions the teacher's residual stream gave them.
+
+Every student arm at seed s uses the teacher trained at seed 1 (one teacher, as in practice); the
+students' seeds are shared between arms, so their comparisons are paired.
+
+Primary metric: val loss (the study's held-out text; the student's own LM loss, never the mixed
+objective). Exploratory: the students' native signals, median selectivity (14) and the causal ablation
+percentile (9). Not computed yet, though the issue asks for them: agreement with the teacher (KL on the
+val text, per-signal activation correlation between student and teacher, top-context overlap, ablation
+agreement) needs an experiment that reads the teacher, which no numbered experiment does yet.
+
+    python study.py studies/distillation.py
+
+Size as studies/_shakespeare_4x128.py (width 128, S = 128, 1,200 steps). With the depth study's runs
+already trained, this trains the 4 distilled arms x 6 seeds = 24 runs of 2 layers, each ~6.2 min alone
+plus the teacher's forward (8 layers without a backward: about a third of the teacher's own step, ~2.8
+min; reasoned from the depth study's 8.4 min a run, not measured): ~220 min. From nothing, add the
+depth study's 2- and 8-layer runs (~88 min at 6 seeds).
+"""
+
+from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
+from studies._shakespeare_4x128 import runs_dir
+
+_TEACHER = f"{runs_dir}/n_layer=8_seed1"  # the run of the teacher_8_layers arm at seed 1
+_DISTILLED = {"n_layer": 2, "distill_from": _TEACHER}
+_BASIS = {**_DISTILLED, "init_basis_from": _TEACHER, "freeze_basis": True}
+
+description = ("2-layer reflow: scratch vs distilled from an 8-layer teacher, + its basis frozen, + its "
+               "recipes frozen, + a rotated-basis control; width 128, S = 128, 1,200 steps, 6 seeds")
+arms = {  # the teacher first: at seed 1 it is trained before the students that read it
+    "teacher_8_layers": {"n_layer": 8},
+    "scratch": {"n_layer": 2},
+    "distilled": _DISTILLED,
+    "distilled_basis_frozen": _BASIS,
+    "distilled_basis_recipes_frozen": {**_BASIS, "init_recipes_from": _TEACHER, "freeze_recipes": True},
+    "distilled_rotated_basis_frozen": {**_BASIS, "rotate_basis_seed": 0},
+}
+experiments = [9, 14]
+metrics = [
+    "val loss",
+    "14:median selectivity",
+    "9:log-prob drop, the top signal: percentile in the basis null",
+]
+# Pre-registered: in each comparison the second arm is expected to reach the lower student val loss.
+primary = {"val loss": "lower"}
+comparisons = [
+    ("scratch", "distilled"),
+    ("distilled", "distilled_basis_frozen"),
+    ("distilled_basis_frozen", "distilled_basis_recipes_frozen"),
+    ("distilled_rotated_basis_frozen", "distilled_basis_frozen"),
+    ("distilled", "teacher_8_layers"),
+]

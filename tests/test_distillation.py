@@ -1,0 +1,158 @@
+"""Signal distillation (training/distillation.py): the KL term against a direct computation, exact resume
+with a teacher and a frozen shared basis, and the refusals."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import summation_tolerance
+from train_fixtures import (  # noqa: F401  (one_thread: an autouse fixture)
+    ONE_THREAD_ENV,
+    one_thread,
+    run_args,
+    run_config,
+    train_command,
+    write_dataset,
+)
+
+import train
+from core.checkpoint import load_checkpoint
+from core.errors import UserError
+from models import build_model
+from training.distillation import distillation_loss
+
+
+def test_distillation_loss_is_the_tempered_kl_over_counted_positions():
+    """T^2 * mean over positions with a target of sum_v p_v (log p_v - log q_v), p and q the teacher's
+    and student's softmax at temperature T, written out in float64."""
+    student, teacher = torch.randn(2, 5, 11) * 3, torch.randn(2, 5, 11) * 3
+    targets = torch.randint(0, 11, (2, 5))
+    targets[0, 1] = targets[1, 4] = -1  # ignored positions (padding, prompt tokens) do not count
+    T = 2.5
+    total, counted = torch.zeros((), dtype=torch.float64), 0
+    for b in range(2):
+        for t in range(5):
+            if targets[b, t] == -1:
+                continue
+            p = torch.softmax(teacher[b, t].double() / T, -1)
+            q = torch.softmax(student[b, t].double() / T, -1)
+            total += (p * (p.log() - q.log())).sum()
+            counted += 1
+    expected = T**2 * total / counted
+    got = distillation_loss(student, teacher, targets, T)
+    torch.testing.assert_close(got.double(), expected, **summation_tolerance(expected.float(), 11))
+    assert distillation_loss(teacher, teacher, targets, T).abs() < 1e-6  # zero against itself
+
+
+def train_teacher(tmp_path, **overrides):
+    write_dataset(tmp_path / "data")
+    train.train(run_config(tmp_path, "teacher", max_iters=4, **overrides))
+    return str(tmp_path / "teacher")
+
+
+def test_distilled_student_with_the_teachers_frozen_basis_resumes_exactly(tmp_path):
+    """8 steps straight == 4, stop, resume 4, with a teacher's logits and its basis shared and frozen:
+    same losses and weights bit for bit; the basis is still the teacher's, bit for bit; the teacher's
+    term changes the trajectory, and at distill_weight=0 it changes nothing."""
+    teacher = train_teacher(tmp_path)
+    student = dict(n_layer=1, distill_from=teacher, init_basis_from=teacher, freeze_basis=True)
+    straight = train.train(run_config(tmp_path, "straight", **student))
+    first = train.train(run_config(tmp_path, "split", max_iters=4, **student))
+    resumed = train.train(run_config(tmp_path, "split", init_from="resume", **student))
+    assert {**first.losses, **resumed.losses} == straight.losses  # floats compared exactly
+    a, b = (load_checkpoint(tmp_path / run)["model"] for run in ("straight", "split"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(a["basis"], load_checkpoint(teacher)["model"]["basis"])
+
+    undistilled = train.train(run_config(tmp_path, "plain", **{**student, "distill_from": ""}))
+    weightless = train.train(run_config(tmp_path, "weightless", **student, distill_weight=0.0))
+    assert weightless.losses == undistilled.losses != straight.losses
+
+
+def test_frozen_recipes_stay_as_initialized(tmp_path):
+    write_dataset(tmp_path / "data")
+    cfg = run_config(tmp_path, freeze_recipes=True)
+    train.train(cfg)
+    torch.manual_seed(cfg.seed)  # as train.py builds a model from scratch
+    initial = build_model(cfg.model, cfg.model_config())
+    trained = load_checkpoint(tmp_path / "run")["model"]
+    assert torch.equal(trained["recipe"], initial.recipe)
+    assert not torch.equal(trained["basis"], initial.basis)
+
+
+def test_the_teachers_recipes_and_basis_frozen_together(tmp_path):
+    teacher = train_teacher(tmp_path)
+    train.train(run_config(tmp_path, "student", max_iters=2, n_layer=1, init_basis_from=teacher,
+                           init_recipes_from=teacher, freeze_basis=True, freeze_recipes=True))
+    ours, theirs = (load_checkpoint(run)["model"] for run in (tmp_path / "student", teacher))
+    assert torch.equal(ours["basis"], theirs["basis"]) and torch.equal(ours["recipe"], theirs["recipe"])
+
+
+def test_rotated_basis_control_keeps_the_signals_geometry_not_their_directions(tmp_path):
+    """rotate_basis_seed: basis @ Q with Q orthogonal, so B B^T (lengths and angles among signals)
+    is the teacher's while the rows point elsewhere."""
+    teacher = train_teacher(tmp_path)
+    train.train(run_config(tmp_path, "control", max_iters=2, init_basis_from=teacher, rotate_basis_seed=0,
+                           freeze_basis=True))
+    ours, theirs = (load_checkpoint(run)["model"]["basis"] for run in (tmp_path / "control", teacher))
+    gram = theirs @ theirs.t()
+    torch.testing.assert_close(ours @ ours.t(), gram, **summation_tolerance(gram, 2 * theirs.size(1)))
+    assert (ours - theirs).abs().max() > 0.1 * theirs.abs().max()
+
+
+def test_a_basis_of_another_size_is_refused_in_one_line(tmp_path):
+    teacher = train_teacher(tmp_path)
+    args = run_args(tmp_path, "student", n_signals=8, init_basis_from=teacher)
+    result = subprocess.run(train_command(*args), capture_output=True, text=True, env=ONE_THREAD_ENV)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and "S x C = 16 x 32, this model 8 x 32" in result.stderr
+    assert not (tmp_path / "student").exists()
+
+
+@pytest.mark.parametrize("overrides,teacher_overrides,message", [
+    (dict(model="gpt2-new", freeze_basis=True), None, "freeze_basis need a model with W_basis"),
+    (dict(model="gpt2-new", init_basis_from="TEACHER"), {}, "init_basis_from need a model with W_basis"),
+    (dict(distill_from="TEACHER"), dict(vocab_size=300), "has vocab_size 300 and the student 256"),
+    (dict(distill_from="TEACHER"), dict(block_size=8), "reads at most 8 tokens; use --block_size=8"),
+])
+def test_distillation_keys_that_do_not_fit_the_model_are_refused(tmp_path, overrides, teacher_overrides,
+                                                                  message):
+    write_dataset(tmp_path / "data")
+    if teacher_overrides is not None:
+        teacher = train_teacher(tmp_path, **teacher_overrides)
+        overrides = {k: teacher if v == "TEACHER" else v for k, v in overrides.items()}
+    with pytest.raises(UserError, match=message):
+        train.train(run_config(tmp_path, "student", **overrides))
+    assert not (tmp_path / "student").exists()
+
+
+def test_resuming_with_other_frozen_weights_is_refused(tmp_path):
+    write_dataset(tmp_path / "data")
+    train.train(run_config(tmp_path, max_iters=4))
+    with pytest.raises(UserError, match="trained with freeze_basis=False; resume with --freeze_basis=False"):
+        train.train(run_config(tmp_path, init_from="resume", freeze_basis=True))
+
+
+def test_keys_that_do_not_fit_together_are_refused_by_the_config(tmp_path):
+    with pytest.raises(UserError, match="set --chunked_loss=False"):
+        run_config(tmp_path, distill_from="out/teacher", chunked_loss=True)
+    with pytest.raises(UserError, match="set --init_basis_from=RUN or drop it"):
+        run_config(tmp_path, rotate_basis_seed=3)
+
+
+def test_the_distillation_study_reads_the_teacher_its_first_arm_trains():
+    """Each arm's runs are distinct folders directly in the study's runs folder (a path value is
+    named by its last part and a digest), and the students' teacher is the teacher arm's seed-1 run,
+    which is the depth study's 8-layer run."""
+    from studying.spec import load_study
+
+    study = load_study("studies/distillation.py")
+    folders = {study.run_dir(arm, seed) for arm, seed in study.runs()}
+    assert len(folders) == len(study.runs()) and {f.parent for f in folders} == {Path(study.runs_dir)}
+    teacher = study.run_dir("teacher_8_layers", study.seeds[0])
+    assert list(study.arms)[0] == "teacher_8_layers"  # trained first at seed 1, before its students
+    for arm in study.arms:
+        cfg = study.run_config(arm, study.seeds[-1])
+        assert cfg.distill_from in ("", str(teacher))
+    assert teacher == load_study("studies/depth.py").run_dir("layers_8", 1)
