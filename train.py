@@ -23,7 +23,7 @@ anything is written; returns a TrainingState) -> `fit` (the loop: `validate` whe
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -36,15 +36,17 @@ from core.checkpoint import (
     model_args_of,
     model_from_checkpoint,
     save_checkpoint,
+    tokenizer_of,
+    vocab_entry,
     with_architecture_of,
 )
 from core.config import Config, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from core.hardware import autocast, keep_freed_memory, resolve_dtype
-from core.tokenizer import GPT2_VOCAB_SIZE, decode, encode
+from core.tokenizer import Tokenizer
 from core.wandb_login import check_wandb_ready
 from models import ModelConfig, Transformer, build_model
-from training.batches import Batches, seed_for
+from training.batches import Batches, corpus_token_ids, seed_for
 from training.distributed import Distributed, collective_failures_reported, init_distributed
 from training.optimization import estimate_loss, learning_rate_at, make_grad_scaler, train_step
 from training.regularizers import Regularizers
@@ -54,6 +56,7 @@ from training.stop_request import StopRequest
 
 EMBEDDED_DATASET = "shakespeare"  # committed as text; tokenized on first use
 SAMPLE_PROMPT = "\n"
+VOCAB_MULTIPLE = 64  # vocab='corpus' pads its rows to a multiple of this, as GPT-2's 50257 -> 50304
 
 
 @dataclass
@@ -77,6 +80,7 @@ class TrainingState:
     dtype: str
     sharded: ShardedTraining  # the model and optimizer as this rank holds them: DDP, ZeRO-1 or FSDP2
     model: Transformer  # sharded.model: its config, parameter count and FLOPs
+    tokenizer: Tokenizer  # the model's token ids <-> GPT-2's (vocab='corpus' remaps them)
     scaler: torch.amp.GradScaler
     regularizers: Regularizers  # penalties added to the loss (all off by default)
     batches: Batches
@@ -111,7 +115,7 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     if not result.stopped and state.cfg.max_new_tokens > 0:
         whole = state.sharded.whole_model()  # collective under shard="full"
         if dist.is_master:
-            print_sample(whole, state.cfg, state.device, state.dtype)
+            print_sample(whole, state.tokenizer, state.cfg, state.device, state.dtype)
     return result
 
 
@@ -127,13 +131,13 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
     if device == "cpu":
         keep_freed_memory()  # reuse the big logits buffers instead of page-faulting them back each step
     ckpt_file = Path(cfg.out_dir) / CHECKPOINT_NAME
-    model, resume, cfg = load_model(cfg, ckpt_file)
-    check_closing_sample(cfg, model)
     data_folder = Path(cfg.data_dir) / cfg.dataset
     if dist.is_master:
         prepare_if_missing(data_folder, cfg.dataset)
     dist.barrier()
-    batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed, model.config.vocab_size)
+    model, resume, cfg, tokenizer = load_model(cfg, ckpt_file, data_folder)
+    check_closing_sample(cfg, tokenizer)
+    batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed, tokenizer)
     ensure_writable_dir(cfg.out_dir)
 
     sharded = shard_for_training(model, cfg, dist)  # DDP, ZeRO-1 or FSDP2, per cfg.shard
@@ -151,8 +155,8 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
     if not resume and dist.is_master and ckpt_file.exists():
         log.print(f"note: {ckpt_file} exists and will be replaced at the first save "
                   "(--init_from=resume continues it instead)")
-    return TrainingState(cfg, dist, device, dtype, sharded, model, scaler, regularizers, batches, log,
-                         ckpt_file, evaluated_at=evaluated_at(resume, cfg), iter_num=iter_num,
+    return TrainingState(cfg, dist, device, dtype, sharded, model, tokenizer, scaler, regularizers, batches,
+                         log, ckpt_file, evaluated_at=evaluated_at(resume, cfg), iter_num=iter_num,
                          best_val_loss=best_val_loss, saved_at=iter_num if resume else None)
 
 
@@ -164,15 +168,28 @@ def evaluated_at(resume: dict | None, cfg: Config) -> int | None:
     return resume["iter_num"]
 
 
-def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, Config]:
-    """The model to train, the checkpoint to resume from (None unless resuming), and the config,
-    whose architecture keys a fine-tune takes from its checkpoint."""
+def load_model(cfg: Config, ckpt_file: Path, data_folder: Path
+               ) -> tuple[Transformer, dict | None, Config, Tokenizer]:
+    """The model to train, the checkpoint to resume from (None unless resuming), the config, whose
+    architecture keys (and vocab) a fine-tune takes from its checkpoint, and the model's tokenizer."""
     if cfg.init_from == "scratch":
+        tokenizer = Tokenizer(cfg.vocab_size)
+        if cfg.vocab == "corpus":
+            kept = corpus_token_ids(data_folder)
+            cfg = replace(cfg, vocab_size=-(-len(kept) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE)
+            tokenizer = Tokenizer(cfg.vocab_size, kept)
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
-        return build_model(cfg.model, cfg.model_config()), None, cfg
+        return build_model(cfg.model, cfg.model_config()), None, cfg, tokenizer
     checkpoint = load_checkpoint(ckpt_file if cfg.init_from == "resume" else cfg.init_from)
     for key in ("dropout", *ModelConfig.EXECUTION_KEYS):  # training choices, not the architecture
         checkpoint["model_args"][key] = getattr(cfg, key)
+    tokenizer = tokenizer_of(checkpoint)
+    vocab = "corpus" if tokenizer.remapped else "gpt2"
+    if cfg.init_from == "resume" and cfg.vocab != vocab:
+        raise UserError(f"{ckpt_file} was trained with vocab={vocab!r}, the config says {cfg.vocab!r}; "
+                        "resume with the config it was trained with")
+    if vocab == "corpus":  # its size is the checkpoint's, whatever the corpus holds now
+        cfg = replace(cfg, vocab="corpus", vocab_size=tokenizer.vocab_size)
     if cfg.init_from == "resume":
         if not checkpoint.get("optimizer"):  # e.g. nanoGPT's, whose optimizer state does not map to ours
             raise UserError(f"{ckpt_file} holds no optimizer state to resume; fine-tune from its weights "
@@ -184,7 +201,7 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size {cfg.block_size} is longer than the checkpoint's model was built for "
                         f"({model.config.block_size}); use --block_size={model.config.block_size} or less")
-    return model, checkpoint if cfg.init_from == "resume" else None, cfg
+    return model, checkpoint if cfg.init_from == "resume" else None, cfg, tokenizer
 
 
 def start_log(cfg: Config, dist: Distributed, model: Transformer, device: str, dtype: str, iter_num: int,
@@ -202,11 +219,14 @@ def start_log(cfg: Config, dist: Distributed, model: Transformer, device: str, d
     return log
 
 
-def check_closing_sample(cfg: Config, model: Transformer) -> None:
+def check_closing_sample(cfg: Config, tokenizer: Tokenizer) -> None:
     """The run ends with a sample; what it needs is checked now, not after hours of training."""
-    if cfg.max_new_tokens > 0 and max(encode(SAMPLE_PROMPT)) >= model.config.vocab_size:
-        raise UserError(f"the closing sample's prompt {SAMPLE_PROMPT!r} has token ids beyond this model's "
-                        f"vocabulary of {model.config.vocab_size}; set --max_new_tokens=0 to skip it")
+    if cfg.max_new_tokens > 0:
+        try:
+            tokenizer.encode(SAMPLE_PROMPT)
+        except UserError:
+            raise UserError(f"the closing sample's prompt {SAMPLE_PROMPT!r} has tokens outside this model's "
+                            f"vocabulary ({tokenizer.describe()}); set --max_new_tokens=0 to skip it")
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -278,7 +298,8 @@ def save(state: TrainingState, reason: str) -> str:
     if state.dist.is_master:
         save_checkpoint({
             "model": model_state, "optimizer": optimizer_state,
-            "model_args": model_args_of(state.cfg.model, state.model), "iter_num": state.iter_num,
+            "model_args": model_args_of(state.cfg.model, state.model), **vocab_entry(state.tokenizer),
+            "iter_num": state.iter_num,
             "best_val_loss": state.best_val_loss, "config": state.cfg.to_dict(),
             "scaler": state.scaler.state_dict(), "wandb_run_id": state.log.wandb_run_id,
             "evaluated": state.evaluated_at == state.iter_num,  # False: a stop cut this step's evaluation
@@ -305,16 +326,15 @@ def prepare_if_missing(folder: Path, dataset: str) -> None:
 
 
 @torch.no_grad()
-def print_sample(model: Transformer, cfg: Config, device: str, dtype: str) -> None:
+def print_sample(model: Transformer, tokenizer: Tokenizer, cfg: Config, device: str, dtype: str) -> None:
     """A sample from the trained model, generated with the key/value cache."""
     model.eval()
-    prompt = torch.tensor([encode(SAMPLE_PROMPT)], device=device)
+    prompt = torch.tensor([tokenizer.encode(SAMPLE_PROMPT)], device=device)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     with autocast(device, dtype):
         ids = model.generate(prompt, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                              generator=generator)[0].tolist()
-    known = [i for i in ids if i < GPT2_VOCAB_SIZE]  # ids past the tokenizer's are padding rows
-    print(f"--- sample (temperature {cfg.temperature}, top_k {cfg.top_k}) ---\n{decode(known)}\n---")
+    print(f"--- sample (temperature {cfg.temperature}, top_k {cfg.top_k}) ---\n{tokenizer.decode(ids)}\n---")
 
 
 if __name__ == "__main__":
