@@ -78,14 +78,17 @@ class Tokenizer:
         self.model_id_of = np.full(GPT2_VOCAB_SIZE, -1, dtype=np.int64)
         self.model_id_of[self.gpt2_ids] = np.arange(self.n_vocab)
 
-    def from_gpt2(self, gpt2_ids, what: str = "the text") -> np.ndarray:
-        """Model ids for GPT-2 ids; a GPT-2 id the model lacks is a UserError naming the token."""
+    def from_gpt2(self, gpt2_ids, what: str = "the text", fix: str = "use other words") -> np.ndarray:
+        """Model ids for GPT-2 ids; a GPT-2 id the model lacks is a UserError naming the token, where
+        it came from (`what`) and what to do (`fix`)."""
         gpt2_ids = np.asarray(gpt2_ids, dtype=np.int64)
-        ids = self.model_id_of[gpt2_ids]
+        is_gpt2 = (gpt2_ids >= 0) & (gpt2_ids < GPT2_VOCAB_SIZE)
+        ids = np.where(is_gpt2, self.model_id_of[np.where(is_gpt2, gpt2_ids, 0)], -1)
         if (ids < 0).any():
             missing = int(gpt2_ids[np.argmax(ids < 0)])
-            raise UserError(f"{what}: {decode([missing])!r} is GPT-2 token {missing}, outside this model's "
-                            f"vocabulary ({self.describe()}); use other words")
+            token = f"{decode([missing])!r} is GPT-2 token {missing}" if missing < GPT2_VOCAB_SIZE else \
+                f"token {missing} is no GPT-2 token"
+            raise UserError(f"{what}: {token}, outside this model's vocabulary ({self.describe()}); {fix}")
         return ids
 
     def to_gpt2(self, ids) -> np.ndarray:
