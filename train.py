@@ -40,7 +40,7 @@ from core.checkpoint import (
     vocab_entry,
     with_architecture_of,
 )
-from core.config import Config, load_config, parse_args
+from core.config import DEFAULT_VOCAB_SIZE, Config, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from core.hardware import autocast, keep_freed_memory, resolve_dtype
 from core.tokenizer import Tokenizer
@@ -171,15 +171,18 @@ def evaluated_at(resume: dict | None, cfg: Config) -> int | None:
 def load_model(cfg: Config, ckpt_file: Path, data_folder: Path
                ) -> tuple[Transformer, dict | None, Config, Tokenizer]:
     """The model to train, the checkpoint to resume from (None unless resuming), the config, whose
-    architecture keys (and vocab) a fine-tune takes from its checkpoint, and the model's tokenizer."""
+    architecture keys (and vocab) a fine-tune takes from its checkpoint, and the model's tokenizer.
+
+    Under vocab='corpus' the model's vocab_size is the corpus's; the config keeps its own unset
+    value, so a saved config reads as the user wrote it and compares equal to the next run's."""
     if cfg.init_from == "scratch":
-        tokenizer = Tokenizer(cfg.vocab_size)
+        architecture, tokenizer = cfg.model_config(), Tokenizer(cfg.vocab_size)
         if cfg.vocab == "corpus":
             kept = corpus_token_ids(data_folder)
-            cfg = replace(cfg, vocab_size=-(-len(kept) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE)
-            tokenizer = Tokenizer(cfg.vocab_size, kept)
+            architecture.vocab_size = -(-len(kept) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+            tokenizer = Tokenizer(architecture.vocab_size, kept)
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
-        return build_model(cfg.model, cfg.model_config()), None, cfg, tokenizer
+        return build_model(cfg.model, architecture), None, cfg, tokenizer
     checkpoint = load_checkpoint(ckpt_file if cfg.init_from == "resume" else cfg.init_from)
     for key in ("dropout", *ModelConfig.EXECUTION_KEYS):  # training choices, not the architecture
         checkpoint["model_args"][key] = getattr(cfg, key)
@@ -188,15 +191,19 @@ def load_model(cfg: Config, ckpt_file: Path, data_folder: Path
     if cfg.init_from == "resume" and cfg.vocab != vocab:
         raise UserError(f"{ckpt_file} was trained with vocab={vocab!r}, the config says {cfg.vocab!r}; "
                         "resume with the config it was trained with")
-    if vocab == "corpus":  # its size is the checkpoint's, whatever the corpus holds now
-        cfg = replace(cfg, vocab="corpus", vocab_size=tokenizer.vocab_size)
     if cfg.init_from == "resume":
         if not checkpoint.get("optimizer"):  # e.g. nanoGPT's, whose optimizer state does not map to ours
             raise UserError(f"{ckpt_file} holds no optimizer state to resume; fine-tune from its weights "
                             f"with --init_from={ckpt_file} and another --out_dir")
-        check_same_architecture(checkpoint, cfg.model, cfg.model_config(), ckpt_file)
+        architecture = cfg.model_config()
+        if vocab == "corpus":  # its size is the checkpoint's, whatever the corpus holds now
+            architecture.vocab_size = tokenizer.vocab_size
+        check_same_architecture(checkpoint, cfg.model, architecture, ckpt_file)
     else:  # fine-tune from a checkpoint file or run directory: its architecture replaces the config's
         cfg = with_architecture_of(checkpoint, cfg, keep=("block_size",))
+        cfg = replace(cfg, vocab=vocab)
+        if vocab == "corpus":  # the config's vocab_size stays unset, as from scratch
+            cfg = replace(cfg, vocab_size=DEFAULT_VOCAB_SIZE)
     model = model_from_checkpoint(checkpoint)
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size {cfg.block_size} is longer than the checkpoint's model was built for "

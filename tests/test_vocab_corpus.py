@@ -130,6 +130,8 @@ def test_a_run_trains_on_the_dense_ids_and_its_checkpoint_says_which_they_are(co
     kept = corpus_token_ids(folder)
     assert checkpoint["vocab_gpt2_ids"].tolist() == kept.tolist()
     assert checkpoint["model_args"]["vocab_size"] == -(-len(kept) // 64) * 64 < GPT2_VOCAB_SIZE
+    # The saved config is the one given (vocab_size unset), so the next run's config compares equal to it.
+    assert checkpoint["config"]["vocab"] == "corpus" and checkpoint["config"]["vocab_size"] == 50304
     tokenizer = tokenizer_of(checkpoint)
     x, y = Batches(folder, 32, 2, seed=0, tokenizer=tokenizer).eval_batch("val", 0, "cpu")
     val = np.fromfile(folder / "val.bin", dtype=np.uint16)
@@ -161,6 +163,12 @@ def test_resuming_continues_a_corpus_run_and_refuses_another_vocab(corpus, train
         train.main(mismatch + ["--vocab_size=4096"])
     assert stopped.value.code == 2
     assert "trained with vocab='corpus', the config says 'gpt2'" in capsys.readouterr().err
+
+    # A fine-tune takes the vocabulary from its checkpoint, whatever the config says.
+    tuned = tmp_path / "tuned"
+    args = [a for a in corpus_run_args(folder, tuned, init_from=str(trained)) if a != "--vocab=corpus"]
+    train.main(args)
+    assert torch.equal(load_checkpoint(tuned)["vocab_gpt2_ids"], load_checkpoint(trained)["vocab_gpt2_ids"])
 
 
 def test_sampling_and_an_experiment_read_the_model_through_its_map(corpus, trained, tmp_path):
