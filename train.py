@@ -46,7 +46,7 @@ from core.hardware import autocast, keep_freed_memory, resolve_dtype
 from core.tokenizer import Tokenizer
 from core.wandb_login import check_wandb_ready
 from models import ModelConfig, Transformer, build_model
-from training.batches import Batches, corpus_token_ids, seed_for
+from training.batches import Batches, corpus_tokenizer, seed_for
 from training.distributed import Distributed, collective_failures_reported, init_distributed
 from training.optimization import estimate_loss, learning_rate_at, make_grad_scaler, train_step
 from training.regularizers import Regularizers
@@ -56,7 +56,6 @@ from training.stop_request import StopRequest
 
 EMBEDDED_DATASET = "shakespeare"  # committed as text; tokenized on first use
 SAMPLE_PROMPT = "\n"
-VOCAB_MULTIPLE = 64  # vocab='corpus' pads its rows to a multiple of this, as GPT-2's 50257 -> 50304
 
 
 @dataclass
@@ -178,9 +177,8 @@ def load_model(cfg: Config, ckpt_file: Path, data_folder: Path
     if cfg.init_from == "scratch":
         architecture, tokenizer = cfg.model_config(), Tokenizer(cfg.vocab_size)
         if cfg.vocab == "corpus":
-            kept = corpus_token_ids(data_folder)
-            architecture.vocab_size = -(-len(kept) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
-            tokenizer = Tokenizer(architecture.vocab_size, kept)
+            tokenizer = corpus_tokenizer(data_folder)
+            architecture.vocab_size = tokenizer.vocab_size
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
         return build_model(cfg.model, architecture), None, cfg, tokenizer
     checkpoint = load_checkpoint(ckpt_file if cfg.init_from == "resume" else cfg.init_from)

@@ -198,3 +198,11 @@ def test_sampling_and_an_experiment_read_the_model_through_its_map(corpus, train
         run_experiments(dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, probe_words=[" Beijing"])),
                         [1])
     assert decode([11618]) == " Beijing"
+
+
+def test_bench_times_the_model_train_py_would_build(corpus, trained):
+    folder, _, _ = corpus
+    from benchmarking.measurements import build_any
+
+    cfg = load_config(*parse_args(corpus_run_args(folder, trained)))
+    assert build_any("reflow", cfg).config.vocab_size == load_checkpoint(trained)["model_args"]["vocab_size"]

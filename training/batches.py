@@ -28,6 +28,7 @@ from core.tokenizer import END_OF_TEXT_ID, GPT2_VOCAB_SIZE, Tokenizer
 MAX_REDRAWS = 100
 TOKEN_BYTES = np.dtype(np.uint16).itemsize
 SCAN_CHUNK = 1 << 24  # tokens per read when a file is checked once at start-up (32 MB of uint16)
+VOCAB_MULTIPLE = 64  # vocab='corpus' pads its rows to a multiple of this, as GPT-2's 50257 -> 50304
 
 
 def seed_for(*parts) -> int:
@@ -158,6 +159,13 @@ def corpus_token_ids(folder: Path) -> np.ndarray:
                                 f"needs GPT-2 ids: prepare it with: {prepare_command(folder.name)}")
             seen |= counts > 0
     return np.flatnonzero(seen)
+
+
+def corpus_tokenizer(folder: Path) -> Tokenizer:
+    """The Tokenizer of a model trained from scratch with vocab='corpus' on the dataset in `folder`:
+    the corpus's GPT-2 ids, its row count padded up to a multiple of VOCAB_MULTIPLE."""
+    kept = corpus_token_ids(folder)
+    return Tokenizer(-(-len(kept) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE, kept)
 
 
 class Batches:
