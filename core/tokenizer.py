@@ -99,10 +99,6 @@ class Tokenizer:
         """Model ids of `text`, encoded like the module's `encode`."""
         return self.from_gpt2(encode(text), what).tolist()
 
-    def encode_ordinary(self, text: str, what: str = "the text") -> list[int]:
-        """Model ids of user content, encoded like the module's `encode_ordinary`."""
-        return self.from_gpt2(encode_ordinary(text), what).tolist()
-
     def decode(self, ids) -> str:
         """The text of model ids; padding ids (n_vocab and up) stand for no text and are left out."""
         real = [i for i in (int(i) for i in ids) if i < self.n_vocab]

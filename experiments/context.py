@@ -92,10 +92,6 @@ class Context:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @property
-    def vocab_size(self) -> int:
-        return self.model.config.vocab_size
-
     def prompt(self, text: str, key: str) -> torch.Tensor:
         """A config prompt as a (1, T) batch on the model's device."""
         return prompt_ids(text, self.model.config.block_size, self.tokenizer, key).to(self.device)
