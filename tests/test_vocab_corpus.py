@@ -206,3 +206,13 @@ def test_bench_times_the_model_train_py_would_build(corpus, trained):
 
     cfg = load_config(*parse_args(corpus_run_args(folder, trained)))
     assert build_any("reflow", cfg).config.vocab_size == load_checkpoint(trained)["model_args"]["vocab_size"]
+
+
+def test_export_refuses_a_remapped_model_in_one_line(trained, tmp_path, capsys):
+    import export_hf
+
+    with pytest.raises(SystemExit) as stopped:
+        export_hf.main([str(trained), str(tmp_path / "hf")])
+    assert stopped.value.code == 2 and not (tmp_path / "hf").exists()
+    err = capsys.readouterr().err
+    assert "vocab='corpus'" in err and "--vocab=gpt2" in err and err.count("\n") == 1
