@@ -25,6 +25,7 @@ from core.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
     model_name_of,
+    tokenizer_of,
 )
 from core.config import describe_keys, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
@@ -73,6 +74,7 @@ def print_checkpoint(checkpoint: dict) -> None:
         print(f"  {key:<40} {str(tuple(tensor.shape)):<16} {str(tensor.dtype):<15} norm {norm:.4g}")
     print(f"model: {model_name_of(checkpoint)}")
     print(f"model_args: {checkpoint['model_args']}")
+    print(f"vocabulary: {tokenizer_of(checkpoint).describe()}")  # vocab='corpus' remaps (docs/vocab.md)
     print(f"iter_num: {checkpoint.get('iter_num')}")
     print(f"best_val_loss: {checkpoint.get('best_val_loss')}")
     model = model_from_checkpoint(checkpoint)

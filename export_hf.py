@@ -14,8 +14,8 @@ gpt2 loads as GPT2LMHeadModel, the other four as LlamaForCausalLM; see hf_export
 
 import sys
 
-from core.checkpoint import load_checkpoint, model_from_checkpoint, model_name_of
-from core.errors import ArgumentParser, exit_on_user_error
+from core.checkpoint import load_checkpoint, model_from_checkpoint, model_name_of, tokenizer_of
+from core.errors import ArgumentParser, UserError, exit_on_user_error
 from core.hardware import DTYPES
 from hf_export.model import export_hf
 
@@ -28,6 +28,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of the saved weights")
     args = parser.parse_args(argv)
     checkpoint = load_checkpoint(args.checkpoint)
+    if tokenizer_of(checkpoint).remapped:
+        # Its ids are not GPT-2's, and a transformers model has no output bias to give the unseen GPT-2
+        # ids a -inf logit in a scattered 50,304-row table: exporting would change its distribution.
+        raise UserError(f"{args.checkpoint} was trained with vocab='corpus' (its token ids are not GPT-2's); "
+                        "only vocab='gpt2' models can be exported: retrain with --vocab=gpt2")
     model = model_from_checkpoint(checkpoint)
     files = export_hf(model, args.out_dir, DTYPES[args.dtype])
     name = model_name_of(checkpoint)

@@ -30,22 +30,22 @@ def main(argv: list[str]) -> None:
     cfg = load_config(config_file, overrides)
     given = set(overrides) | (set(read_config_file(config_file)) if config_file else set())
     check_sampling_keys(cfg)
-    model, device, dtype = load_for_sampling(cfg, block_size_given="block_size" in given)
+    model, tokenizer, device, dtype = load_for_sampling(cfg, block_size_given="block_size" in given)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
 
     if not cfg.chat:
-        for text in sample_text(model, cfg, device, dtype, generator):
+        for text in sample_text(model, tokenizer, cfg, device, dtype, generator):
             print(text)
             print(SEPARATOR, flush=True)
     elif "start" in overrides:  # --start on the command line: one chat turn, it is the message
-        for reply in chat_reply(model, [], read_prompt(cfg.start), cfg, device, dtype, generator):
+        for reply in chat_reply(model, tokenizer, [], read_prompt(cfg.start), cfg, device, dtype, generator):
             print(reply)
             print(SEPARATOR, flush=True)
     else:
-        chat_loop(model, dataclasses.replace(cfg, num_samples=1), device, dtype, generator)
+        chat_loop(model, tokenizer, dataclasses.replace(cfg, num_samples=1), device, dtype, generator)
 
 
-def chat_loop(model, cfg, device, dtype, generator) -> None:
+def chat_loop(model, tokenizer, cfg, device, dtype, generator) -> None:
     """Read a message per line from stdin, answer it with the conversation so far as context;
     end of input (Ctrl-D) or Ctrl-C ends the chat."""
     print(f"chatting with {cfg.out_dir}; end with Ctrl-D", file=sys.stderr)
@@ -59,7 +59,7 @@ def chat_loop(model, cfg, device, dtype, generator) -> None:
             return
         if not message:
             continue
-        reply = chat_reply(model, history, message, cfg, device, dtype, generator)[0]
+        reply = chat_reply(model, tokenizer, history, message, cfg, device, dtype, generator)[0]
         print(f"assistant> {reply}", flush=True)
         history += [message, reply]
 

@@ -27,7 +27,7 @@ anything is written; returns a TrainingState) -> `fit` (the loop: `validate` whe
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -40,15 +40,17 @@ from core.checkpoint import (
     model_args_of,
     model_from_checkpoint,
     save_checkpoint,
+    tokenizer_of,
+    vocab_entry,
     with_architecture_of,
 )
-from core.config import Config, load_config, parse_args
+from core.config import DEFAULT_VOCAB_SIZE, Config, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from core.hardware import autocast, keep_freed_memory, resolve_dtype
-from core.tokenizer import GPT2_VOCAB_SIZE, decode, encode
+from core.tokenizer import Tokenizer
 from core.wandb_login import check_wandb_ready
 from models import ModelConfig, Transformer, build_model
-from training.batches import Batches, seed_for
+from training.batches import Batches, corpus_tokenizer, seed_for
 from training.distillation import Distillation, share_and_freeze
 from training.distributed import Distributed, collective_failures_reported, init_distributed
 from training.memory_check import check_memory_plan
@@ -83,6 +85,7 @@ class TrainingState:
     dtype: str
     sharded: ShardedTraining  # the model and optimizer as this rank holds them: DDP, ZeRO-1 or FSDP2
     model: Transformer  # sharded.model: its config, parameter count and FLOPs
+    tokenizer: Tokenizer  # the model's token ids <-> GPT-2's (vocab='corpus' remaps them)
     scaler: torch.amp.GradScaler
     regularizers: Regularizers  # penalties added to the loss (all off by default)
     batches: Batches
@@ -118,7 +121,7 @@ def run(cfg: Config, dist: Distributed) -> RunResult:
     if not result.stopped and state.cfg.max_new_tokens > 0:
         whole = state.sharded.whole_model()  # collective under shard="full"
         if dist.is_master:
-            print_sample(whole, state.cfg, state.device, state.dtype)
+            print_sample(whole, state.tokenizer, state.cfg, state.device, state.dtype)
     return result
 
 
@@ -134,16 +137,16 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
     if device == "cpu":
         keep_freed_memory()  # reuse the big logits buffers instead of page-faulting them back each step
     ckpt_file = Path(cfg.out_dir) / CHECKPOINT_NAME
-    model, resume, cfg = load_model(cfg, ckpt_file)
-    share_and_freeze(model, cfg, resume)  # init_basis_from, freeze_basis/recipes: before the optimizer
-    check_memory_plan(cfg, device, dtype, dist.world_size)  # CUDA: before the model goes to the GPU
-    distillation = Distillation.from_config(cfg, model, device)  # the teacher, if distill_from
-    check_closing_sample(cfg, model)
     data_folder = Path(cfg.data_dir) / cfg.dataset
     if dist.is_master:
         prepare_if_missing(data_folder, cfg.dataset)
     dist.barrier()
-    batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed, model.config.vocab_size)
+    model, resume, cfg, tokenizer = load_model(cfg, ckpt_file, data_folder)
+    share_and_freeze(model, cfg, resume)  # init_basis_from, freeze_basis/recipes: before the optimizer
+    check_memory_plan(cfg, device, dtype, dist.world_size)  # CUDA: before the model goes to the GPU
+    distillation = Distillation.from_config(cfg, model, device)  # the teacher, if distill_from
+    check_closing_sample(cfg, tokenizer)
+    batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed, tokenizer)
     ensure_writable_dir(cfg.out_dir)
 
     sharded = shard_for_training(model, cfg, dist)  # DDP, ZeRO-1 or FSDP2, per cfg.shard
@@ -161,8 +164,8 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
     if not resume and dist.is_master and ckpt_file.exists():
         log.print(f"note: {ckpt_file} exists and will be replaced at the first save "
                   "(--init_from=resume continues it instead)")
-    return TrainingState(cfg, dist, device, dtype, sharded, model, scaler, regularizers, batches, log,
-                         ckpt_file, evaluated_at=evaluated_at(resume, cfg), iter_num=iter_num,
+    return TrainingState(cfg, dist, device, dtype, sharded, model, tokenizer, scaler, regularizers, batches,
+                         log, ckpt_file, evaluated_at=evaluated_at(resume, cfg), iter_num=iter_num,
                          best_val_loss=best_val_loss, saved_at=iter_num if resume else None,
                          distillation=distillation)
 
@@ -175,27 +178,46 @@ def evaluated_at(resume: dict | None, cfg: Config) -> int | None:
     return resume["iter_num"]
 
 
-def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, Config]:
-    """The model to train, the checkpoint to resume from (None unless resuming), and the config,
-    whose architecture keys a fine-tune takes from its checkpoint."""
+def load_model(cfg: Config, ckpt_file: Path, data_folder: Path
+               ) -> tuple[Transformer, dict | None, Config, Tokenizer]:
+    """The model to train, the checkpoint to resume from (None unless resuming), the config, whose
+    architecture keys (and vocab) a fine-tune takes from its checkpoint, and the model's tokenizer.
+
+    Under vocab='corpus' the model's vocab_size is the corpus's; the config keeps its own unset
+    value, so a saved config reads as the user wrote it and compares equal to the next run's."""
     if cfg.init_from == "scratch":
+        architecture, tokenizer = cfg.model_config(), Tokenizer(cfg.vocab_size)
+        if cfg.vocab == "corpus":
+            tokenizer = corpus_tokenizer(data_folder)
+            architecture.vocab_size = tokenizer.vocab_size
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
-        return build_model(cfg.model, cfg.model_config()), None, cfg
+        return build_model(cfg.model, architecture), None, cfg, tokenizer
     checkpoint = load_checkpoint(ckpt_file if cfg.init_from == "resume" else cfg.init_from)
     for key in ("dropout", *ModelConfig.EXECUTION_KEYS):  # training choices, not the architecture
         checkpoint["model_args"][key] = getattr(cfg, key)
+    tokenizer = tokenizer_of(checkpoint)
+    vocab = "corpus" if tokenizer.remapped else "gpt2"
+    if cfg.init_from == "resume" and cfg.vocab != vocab:
+        raise UserError(f"{ckpt_file} was trained with vocab={vocab!r}, the config says {cfg.vocab!r}; "
+                        "resume with the config it was trained with")
     if cfg.init_from == "resume":
         if not checkpoint.get("optimizer"):  # e.g. nanoGPT's, whose optimizer state does not map to ours
             raise UserError(f"{ckpt_file} holds no optimizer state to resume; fine-tune from its weights "
                             f"with --init_from={ckpt_file} and another --out_dir")
-        check_same_architecture(checkpoint, cfg.model, cfg.model_config(), ckpt_file)
+        architecture = cfg.model_config()
+        if vocab == "corpus":  # its size is the checkpoint's, whatever the corpus holds now
+            architecture.vocab_size = tokenizer.vocab_size
+        check_same_architecture(checkpoint, cfg.model, architecture, ckpt_file)
     else:  # fine-tune from a checkpoint file or run directory: its architecture replaces the config's
         cfg = with_architecture_of(checkpoint, cfg, keep=("block_size",))
+        cfg = replace(cfg, vocab=vocab)
+        if vocab == "corpus":  # the config's vocab_size stays unset, as from scratch
+            cfg = replace(cfg, vocab_size=DEFAULT_VOCAB_SIZE)
     model = model_from_checkpoint(checkpoint)
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size {cfg.block_size} is longer than the checkpoint's model was built for "
                         f"({model.config.block_size}); use --block_size={model.config.block_size} or less")
-    return model, checkpoint if cfg.init_from == "resume" else None, cfg
+    return model, checkpoint if cfg.init_from == "resume" else None, cfg, tokenizer
 
 
 def start_log(cfg: Config, dist: Distributed, model: Transformer, device: str, dtype: str, iter_num: int,
@@ -213,11 +235,14 @@ def start_log(cfg: Config, dist: Distributed, model: Transformer, device: str, d
     return log
 
 
-def check_closing_sample(cfg: Config, model: Transformer) -> None:
+def check_closing_sample(cfg: Config, tokenizer: Tokenizer) -> None:
     """The run ends with a sample; what it needs is checked now, not after hours of training."""
-    if cfg.max_new_tokens > 0 and max(encode(SAMPLE_PROMPT)) >= model.config.vocab_size:
-        raise UserError(f"the closing sample's prompt {SAMPLE_PROMPT!r} has token ids beyond this model's "
-                        f"vocabulary of {model.config.vocab_size}; set --max_new_tokens=0 to skip it")
+    if cfg.max_new_tokens > 0:
+        try:
+            tokenizer.encode(SAMPLE_PROMPT)
+        except UserError:
+            raise UserError(f"the closing sample's prompt {SAMPLE_PROMPT!r} has tokens outside this model's "
+                            f"vocabulary ({tokenizer.describe()}); set --max_new_tokens=0 to skip it")
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -289,7 +314,8 @@ def save(state: TrainingState, reason: str) -> str:
     if state.dist.is_master:
         save_checkpoint({
             "model": model_state, "optimizer": optimizer_state,
-            "model_args": model_args_of(state.cfg.model, state.model), "iter_num": state.iter_num,
+            "model_args": model_args_of(state.cfg.model, state.model), **vocab_entry(state.tokenizer),
+            "iter_num": state.iter_num,
             "best_val_loss": state.best_val_loss, "config": state.cfg.to_dict(),
             "scaler": state.scaler.state_dict(), "wandb_run_id": state.log.wandb_run_id,
             "evaluated": state.evaluated_at == state.iter_num,  # False: a stop cut this step's evaluation
@@ -316,16 +342,15 @@ def prepare_if_missing(folder: Path, dataset: str) -> None:
 
 
 @torch.no_grad()
-def print_sample(model: Transformer, cfg: Config, device: str, dtype: str) -> None:
+def print_sample(model: Transformer, tokenizer: Tokenizer, cfg: Config, device: str, dtype: str) -> None:
     """A sample from the trained model, generated with the key/value cache."""
     model.eval()
-    prompt = torch.tensor([encode(SAMPLE_PROMPT)], device=device)
+    prompt = torch.tensor([tokenizer.encode(SAMPLE_PROMPT)], device=device)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     with autocast(device, dtype):
         ids = model.generate(prompt, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                              generator=generator)[0].tolist()
-    known = [i for i in ids if i < GPT2_VOCAB_SIZE]  # ids past the tokenizer's are padding rows
-    print(f"--- sample (temperature {cfg.temperature}, top_k {cfg.top_k}) ---\n{decode(known)}\n---")
+    print(f"--- sample (temperature {cfg.temperature}, top_k {cfg.top_k}) ---\n{tokenizer.decode(ids)}\n---")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -43,12 +44,16 @@ from core.hardware import autocast
 from core.tokenizer import GPT2_VOCAB_SIZE
 from models import MODELS, build_model, matmul_form
 from models.baselines import BASELINES, ReferenceGPT2
+from training.batches import corpus_tokenizer
 from training.optimization import make_grad_scaler, make_optimizer, train_step
 
 
 def build_any(name: str, cfg: Config) -> nn.Module:
-    """A fresh model from the registry (models/) or a baseline (models/baselines.py)."""
+    """A fresh model from the registry (models/) or a baseline (models/baselines.py); with
+    vocab='corpus', with as many token rows as train.py would give it on cfg's dataset."""
     model_config = cfg.model_config()
+    if cfg.vocab == "corpus":
+        model_config.vocab_size = corpus_tokenizer(Path(cfg.data_dir) / cfg.dataset).vocab_size
     if name in MODELS:
         return build_model(name, model_config)
     if name not in BASELINES:
@@ -70,7 +75,7 @@ class TrainingRun:
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         generator = torch.Generator().manual_seed(seed)
         shape = (cfg.batch_size, cfg.block_size + 1)
-        vocab = min(cfg.vocab_size, GPT2_VOCAB_SIZE)  # drawn like real GPT-2 ids
+        vocab = min(self.model.config.vocab_size, GPT2_VOCAB_SIZE)  # drawn like real token ids
         self.micro_batches = []
         for _ in range(cfg.gradient_accumulation_steps):
             tokens = torch.randint(0, vocab, shape, generator=generator).to(device)

@@ -3,7 +3,9 @@
 A checkpoint is a dict with nanoGPT's keys (`model`, `optimizer`, `model_args`, `iter_num`,
 `best_val_loss`, `config`) plus whatever exact resume needs. `model_args` holds the architecture's
 name (`model`) beside its ModelConfig fields, so a checkpoint alone says what it is; checkpoints
-written before kept the name only in `config`, and still load. A checkpoint is loaded with
+written before kept the name only in `config`, and still load. A model trained with vocab='corpus'
+also stores `vocab_gpt2_ids`, the GPT-2 id of each of its token ids (an int64 tensor), so the file
+alone says what its ids mean (`tokenizer_of`). A checkpoint is loaded with
 `torch.load(..., weights_only=True)`: tensors and plain Python values, never code.
 """
 
@@ -20,9 +22,11 @@ import torch
 from core.atomic_write import replacing
 from core.config import Config, check_type, validate
 from core.errors import UserError
+from core.tokenizer import GPT2_VOCAB_SIZE, Tokenizer
 from models import MODELS, ModelConfig, Transformer, build_model
 
 CHECKPOINT_NAME = "ckpt.pt"
+VOCAB_KEY = "vocab_gpt2_ids"  # vocab='corpus': the GPT-2 id of each model id (docs/vocab.md)
 
 
 def checkpoint_path(path: str | Path) -> Path:
@@ -137,6 +141,7 @@ def check_model_args(checkpoint: dict, file: Path) -> None:
                 raise UserError(f"{file}: model_args {key}={value!r} is not one of {choices}")
         else:
             check_type(key, value, hints[key], source=str(file))
+    check_vocab_ids(checkpoint, file)
     name = args.get("model") or checkpoint.get("config", {}).get("model") or checkpoint.get("model_name")
     if name in MODELS:  # the limits and cross-key rules of a config (an unknown name is refused later)
         keys = {f.name for f in dataclasses.fields(Config)}
@@ -145,6 +150,32 @@ def check_model_args(checkpoint: dict, file: Path) -> None:
             validate(dataclasses.replace(Config(), model=name, **architecture))
         except UserError as error:
             raise UserError(f"{file}: model_args: {error}")
+
+
+def check_vocab_ids(checkpoint: dict, file: Path) -> None:
+    """A remapped vocabulary, when there is one, is distinct GPT-2 ids in increasing order, one per
+    real token id of the model (no more than its vocab_size rows)."""
+    ids = checkpoint.get(VOCAB_KEY)
+    if ids is None:
+        return
+    vocab_size = checkpoint["model_args"].get("vocab_size")
+    fits = (isinstance(ids, torch.Tensor) and ids.dim() == 1 and not ids.is_floating_point()
+            and len(ids) > 0 and isinstance(vocab_size, int) and len(ids) <= vocab_size)
+    if not fits or ids.min() < 0 or ids.max() >= GPT2_VOCAB_SIZE or (ids[1:] <= ids[:-1]).any():
+        raise UserError(f"{file}: its {VOCAB_KEY} is not a list of increasing GPT-2 ids (at most the model's "
+                        "vocab_size of them); the file is damaged or was not written by reFlow")
+
+
+def tokenizer_of(checkpoint: dict) -> Tokenizer:
+    """The tokenizer of the model a checkpoint holds: GPT-2's ids, or its corpus's remapped ones."""
+    ids = checkpoint.get(VOCAB_KEY)
+    vocab_size = checkpoint["model_args"].get("vocab_size", ModelConfig().vocab_size)
+    return Tokenizer(vocab_size, None if ids is None else ids.numpy())
+
+
+def vocab_entry(tokenizer: Tokenizer) -> dict:
+    """What a checkpoint stores about its vocabulary: nothing for GPT-2's own ids."""
+    return {VOCAB_KEY: torch.from_numpy(tokenizer.gpt2_ids.copy())} if tokenizer.remapped else {}
 
 
 def model_args_of(name: str, model: Transformer) -> dict:

@@ -38,6 +38,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = REPO_ROOT / "out"
 POSTHOC_CHOICES = ("none", "svd", "dictionary")  # see experiments/posthoc.py
 SHARD_MODES = ("none", "optimizer", "full")  # see training/sharding.py
+VOCAB_CHOICES = ("gpt2", "corpus")  # see docs/vocab.md
+DEFAULT_VOCAB_SIZE = ModelConfig().vocab_size
 
 
 def with_model_keys(cls):
@@ -83,6 +85,9 @@ class Config:
     dataset: str = checked("openwebtext", nonempty=True)  # folder with train.bin, val.bin (+ *_mask.bin)
     batch_size: int = checked(12, ge=1)  # sequences per micro-batch
     gradient_accumulation_steps: int = checked(40, ge=1)  # micro-batches per global batch, over all ranks
+    # 'corpus' keeps GPT-2's tokenizer but gives the model rows only for the GPT-2 ids the dataset holds
+    # (train.bin, val.bin and <|endoftext|>), renumbered densely: docs/vocab.md.
+    vocab: Literal[VOCAB_CHOICES] = "gpt2"  # 'gpt2': all 50257 ids; 'corpus': only those train/val hold
     # --- model (`model`, then every field of ModelConfig in models/layers.py) --------------
     model: Literal[tuple(MODELS)] = "reflow"  # the architecture (models/__init__.py)
     # --- optimization -----------------------------------------------------------------------
@@ -238,7 +243,8 @@ def validate(config: Config) -> None:
 
 
 def check_architecture(config: Config) -> None:
-    """The model keys fit together: heads divide the width, the head size suits the positions."""
+    """The model keys fit together: heads divide the width, the head size suits the positions, the
+    vocabulary's size is the corpus's when vocab='corpus'."""
     if config.n_embd % config.n_head:
         raise UserError(f"n_embd ({config.n_embd}) must be a multiple of n_head ({config.n_head})")
     kv = config.n_kv_head or config.n_head
@@ -248,6 +254,9 @@ def check_architecture(config: Config) -> None:
         raise UserError(f"reflow-lite needs n_kv_head < n_head ({config.n_head}); e.g. --n_kv_head=4")
     if config.model == "reflow-topk" and config.topk > config.n_signals:
         raise UserError(f"topk ({config.topk}) must be between 1 and n_signals ({config.n_signals})")
+    if config.vocab == "corpus" and config.vocab_size != DEFAULT_VOCAB_SIZE:
+        raise UserError(f"vocab='corpus' sets vocab_size from the corpus (its token count, padded to a "
+                        f"multiple of 64); leave vocab_size unset, got {config.vocab_size}")
     head_size = config.n_embd // config.n_head
     if MODELS[config.model].uses_rope and head_size % 2:
         raise UserError(f"n_embd / n_head (the head size) must be even: {config.model} rotates positions "

@@ -13,47 +13,38 @@ import torch.nn.functional as F
 
 from core.errors import UserError
 from core.metrics import ACTIVE_FRACTION, active_mask, effective_rank  # noqa: F401  (re-exported)
-from core.tokenizer import decode, encode
+from core.tokenizer import Tokenizer, decode, encode
 from models import Transformer
 
 
 # --- words and prompts -------------------------------------------------------------------------
-def token_id(word: str, vocab_size: int, key: str) -> int:
-    """The id of a word that must be exactly one GPT-2 token; anything else is a one-line error
-    that shows how the word was tokenized and names the config key it came from."""
+def token_id(word: str, tokenizer: Tokenizer, key: str) -> int:
+    """The model's id of a word that must be exactly one GPT-2 token, and one the model has;
+    anything else is a one-line error that shows how the word was tokenized and names the config
+    key it came from."""
     ids = encode(word)
     if len(ids) != 1:
         pieces = " + ".join(repr(decode([i])) for i in ids) or "nothing"
         hint = f"; try {' ' + word.strip()!r}" if not word.startswith(" ") and word.strip() else ""
         raise UserError(f"{key}: {word!r} is {len(ids)} GPT-2 tokens ({pieces}), not one; "
                         f"use a word that is a single token{hint}")
-    if ids[0] >= vocab_size:
-        raise UserError(f"{key}: {word!r} is token {ids[0]}, outside this model's vocabulary of {vocab_size}")
-    return ids[0]
+    return int(tokenizer.from_gpt2(ids, key)[0])
 
 
-def token_ids(words: list[str], vocab_size: int, key: str) -> list[int]:
-    return [token_id(w, vocab_size, key) for w in words]
+def token_ids(words: list[str], tokenizer: Tokenizer, key: str) -> list[int]:
+    return [token_id(w, tokenizer, key) for w in words]
 
 
-def prompt_ids(text: str, block_size: int, vocab_size: int, key: str) -> torch.Tensor:
-    """A prompt as a (1, T) batch; empty prompts are refused, long ones keep their last block_size tokens."""
-    ids = encode(text)
+def prompt_ids(text: str, block_size: int, tokenizer: Tokenizer, key: str) -> torch.Tensor:
+    """A prompt as a (1, T) batch of the model's ids; empty prompts are refused, long ones keep their
+    last block_size tokens."""
+    ids = tokenizer.encode(text, f"{key}: the prompt {text!r}")
     if not ids:
         raise UserError(f"{key}: the prompt {text!r} is empty; give some text")
-    if max(ids) >= vocab_size:
-        raise UserError(f"{key}: the prompt {text!r} has token {max(ids)}, outside this model's vocabulary "
-                        f"of {vocab_size}")
     if len(ids) > block_size:
         print(f"note: {key}: the prompt is {len(ids)} tokens, longer than the context; keeping the "
               f"last {block_size}", file=sys.stderr)
     return torch.tensor([ids[-block_size:]])
-
-
-def label(token: int) -> str:
-    """A token as readable text for tables and plots (leading space shown as '·')."""
-    text = decode([token]).replace("\n", "\\n")
-    return "·" + text[1:] if text.startswith(" ") else text
 
 
 def frequent_words(ctx, exclude) -> list[int]:
@@ -62,14 +53,14 @@ def frequent_words(ctx, exclude) -> list[int]:
     the words it stands in for, not punctuation or a word piece."""
     excluded = set(exclude)
     return [t for t in ctx.frequent_tokens.tolist()
-            if t not in excluded and re.fullmatch(r" [A-Za-z]+", decode([t]))]
+            if t not in excluded and re.fullmatch(r" [A-Za-z]+", ctx.tokenizer.decode([t]))]
 
 
 def grouped_words(ctx) -> tuple[list[int], list[str]]:
     """The ids of every word in cfg.word_groups and each one's group name, in config order."""
     ids, groups = [], []
     for group, words in ctx.cfg.word_groups.items():
-        for token in token_ids(words, ctx.vocab_size, f"word_groups[{group!r}]"):
+        for token in token_ids(words, ctx.tokenizer, f"word_groups[{group!r}]"):
             ids.append(token)
             groups.append(group)
     return ids, groups

@@ -28,11 +28,12 @@ from core.checkpoint import (
     load_checkpoint_of,
     model_from_checkpoint,
     model_name_of,
+    tokenizer_of,
 )
 from core.config import Config
 from core.errors import UserError
 from core.hardware import resolve_device
-from core.tokenizer import GPT2_VOCAB_SIZE, encode
+from core.tokenizer import GPT2_VOCAB_SIZE, Tokenizer, encode
 from experiments.common import prompt_ids
 from experiments.posthoc import Factorization, FactorizedModel, factorize
 from models import MODELS, ModelConfig, Transformer, build_model
@@ -79,18 +80,21 @@ class Context:
     reports_dir: Path
     wandb_run_id: str | None = None
     reference: Reference | None = None
+    # The model's ids <-> GPT-2's: every word, prompt and token file goes through it (vocab='corpus'
+    # remaps them). None: GPT-2's own ids, as a checkpoint without a remapped vocabulary has.
+    tokenizer: Tokenizer | None = None
+
+    def __post_init__(self):
+        if self.tokenizer is None:
+            self.tokenizer = Tokenizer(self.model.config.vocab_size)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @property
-    def vocab_size(self) -> int:
-        return self.model.config.vocab_size
-
     def prompt(self, text: str, key: str) -> torch.Tensor:
         """A config prompt as a (1, T) batch on the model's device."""
-        return prompt_ids(text, self.model.config.block_size, self.vocab_size, key).to(self.device)
+        return prompt_ids(text, self.model.config.block_size, self.tokenizer, key).to(self.device)
 
     def generator(self, salt: int) -> torch.Generator:
         """A generator seeded from the config's seed and a per-experiment salt: reruns repeat."""
@@ -170,7 +174,8 @@ class Context:
             items = value.values() if isinstance(value, dict) else value
             for item in items:
                 words += item if isinstance(item, (list, tuple)) else [item]
-        ids = [i for w in words if isinstance(w, str) for i in encode(w)[:1] if i < self.vocab_size]
+        first = [encode(w)[:1] for w in words if isinstance(w, str)]
+        ids = [i for i in self.tokenizer.model_id_of[sum(first, [])].tolist() if i >= 0]  # the model has it
         try:
             text = np.unique(self.audit_text).tolist()
             return self.vocabulary_with(ids + text)
@@ -184,6 +189,7 @@ class Context:
 
     @functools.cached_property
     def all_val_tokens(self) -> np.ndarray:
+        """The validation text as the model's ids (val.bin holds GPT-2's)."""
         path = self.val_path
         if not path.is_file():
             raise UserError(f"no validation text at {path}; prepare it with: "
@@ -192,10 +198,7 @@ class Context:
         if len(tokens) < 2:
             raise UserError(f"{path} holds {len(tokens)} tokens; prepare it again with: "
                             f"python data/{self.cfg.dataset}/prepare.py")
-        if tokens.max() >= self.vocab_size:
-            raise UserError(f"{path} holds token id {tokens.max()}, outside this model's vocabulary of "
-                            f"{self.vocab_size}; it was prepared for another model")
-        return tokens
+        return self.tokenizer.from_gpt2(tokens, str(path), fix="it was prepared for another model")
 
     @property
     def audit_text(self) -> np.ndarray:
@@ -219,8 +222,12 @@ class Context:
         vocabulary, not all 50k ids: tokens training rarely showed keep rows that are noise, or that
         all moved alike, and would crowd every neighbour list."""
         train = self.val_path.with_name("train.bin")
-        text = np.memmap(train, dtype=np.uint16, mode="r") if train.is_file() else self.all_val_tokens
-        counts = np.bincount(text, minlength=GPT2_VOCAB_SIZE)[: min(GPT2_VOCAB_SIZE, self.vocab_size)]
+        if train.is_file():  # GPT-2 ids, counted, then read at the model's ids
+            gpt2_counts = np.bincount(np.memmap(train, dtype=np.uint16, mode="r"), minlength=GPT2_VOCAB_SIZE)
+            counts = gpt2_counts[self.tokenizer.gpt2_ids]
+        else:  # already the model's ids
+            n_vocab = self.tokenizer.n_vocab
+            counts = np.bincount(self.all_val_tokens, minlength=n_vocab)[:n_vocab]
         order = np.argsort(-counts, kind="stable")
         order = order[counts[order] > 0][: self.cfg.audit_vocab]
         return torch.from_numpy(order.astype(np.int64))
@@ -247,10 +254,16 @@ def reports_dir_for(cfg: Config, ckpt: str | None) -> Path:
     return run_dir / reports_dir_name(cfg)
 
 
-def load_reference(cfg: Config, run: str, device: str, rows: torch.Tensor | None = None) -> Reference:
+def load_reference(cfg: Config, run: str, device: str, tokenizer: Tokenizer,
+                   rows: torch.Tensor | None = None) -> Reference:
     """A trained reference model from a run directory or checkpoint file, in fp32 eval mode, with its
     factorization: native recipes, else cfg.posthoc's, else SVD (a reference is for comparing)."""
     checkpoint = load_checkpoint(run)
+    theirs = tokenizer_of(checkpoint)
+    if (theirs.remapped or tokenizer.remapped) and theirs.gpt2_ids.tolist() != tokenizer.gpt2_ids.tolist():
+        raise UserError(f"the reference {checkpoint_path(run)} has another vocabulary than the audited model "
+                        "(vocab='gpt2' vs 'corpus', or another corpus): its token ids mean other tokens; "
+                        "compare models trained with the same vocab and data")
     model = model_from_checkpoint(checkpoint).to(device=device, dtype=torch.float32).eval()
     method = cfg.posthoc if cfg.posthoc != "none" else "svd"
     S = checkpoint["model_args"].get("n_signals", model.config.n_embd)
@@ -279,7 +292,8 @@ def load_context(cfg: Config, ckpt: str | None = None, reference: str | None = N
         model_args={k: v for k, v in checkpoint["model_args"].items() if k != "model"},  # ModelConfig's
         checkpoint=str(file), iter_num=checkpoint.get("iter_num"),
         reports_dir=reports_dir, wandb_run_id=checkpoint.get("wandb_run_id"),
+        tokenizer=tokenizer_of(checkpoint),
     )
     if reference:
-        ctx.reference = load_reference(cfg, reference, device, ctx.read_rows())
+        ctx.reference = load_reference(cfg, reference, device, ctx.tokenizer, ctx.read_rows())
     return ctx

@@ -14,11 +14,10 @@ import torch.nn.functional as F
 from scipy import stats
 from tqdm import tqdm
 
-from core.tokenizer import decode
+from core.tokenizer import Tokenizer
 from experiments.common import (
     frequent_words,
     js_divergence,
-    label,
     next_token_probs,
     residual_norms,
     sentiment_log_odds,
@@ -42,8 +41,8 @@ NULL_EDITS = 50  # random-target edits in the hijack's null
 
 
 def sentiment_ids(ctx: Context) -> tuple[list[int], list[int]]:
-    return (token_ids(ctx.cfg.positive_words, ctx.vocab_size, "positive_words"),
-            token_ids(ctx.cfg.negative_words, ctx.vocab_size, "negative_words"))
+    return (token_ids(ctx.cfg.positive_words, ctx.tokenizer, "positive_words"),
+            token_ids(ctx.cfg.negative_words, ctx.tokenizer, "negative_words"))
 
 
 def split_held_out(words: list[int]) -> tuple[list[int], list[int]]:
@@ -88,12 +87,13 @@ def steered_log_odds(model, prompts: list[torch.Tensor], norms: list[torch.Tenso
 
 
 @torch.no_grad()
-def samples(model, idx: torch.Tensor, tokens: int, seed: int, hooks: dict | None = None) -> list[str]:
+def samples(model, tokenizer: Tokenizer, idx: torch.Tensor, tokens: int, seed: int,
+            hooks: dict | None = None) -> list[str]:
     """Continuations of each row of idx (temperature 1, top-k), with a fixed seed so runs compare."""
     generator = torch.Generator(device=idx.device).manual_seed(seed)
     with model.hooks(hooks or {}):
         out = model.generate(idx, tokens, temperature=1.0, top_k=SAMPLE_TOP_K, generator=generator)
-    return [decode(row[idx.size(1):].tolist()) for row in out]
+    return [tokenizer.decode(row[idx.size(1):].tolist()) for row in out]
 
 
 @torch.no_grad()
@@ -117,6 +117,7 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
     after a layer; measured on the *held-out* sentiment words (the other half of each list), swept
     over layers and strengths, against NULL_DIRECTIONS directions built the same way from random
     frequent words with no sentiment."""
+    label = ctx.tokenizer.label  # the model's token ids as text
     model, cfg = ctx.model, ctx.cfg
     positive, negative = sentiment_ids(ctx)
     (define_pos, held_pos), (define_neg, held_neg) = split_held_out(positive), split_held_out(negative)
@@ -217,7 +218,7 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
         # One batch of three rows: unsteered, +alpha, -alpha, each with its own steering vector.
         norms = residual_norms(model, idx)
         vectors = alpha * norms[best] * torch.stack([0 * direction, direction, -direction])[:, None, :]
-        texts = samples(model, idx.expand(3, -1), cfg.audit_sample_tokens, cfg.seed,
+        texts = samples(model, ctx.tokenizer, idx.expand(3, -1), cfg.audit_sample_tokens, cfg.seed,
                         {model.resid_hook(best): steering_hook(vectors)})
         for name, text in zip(("unsteered", "+alpha", "-alpha"), texts, strict=True):
             lines.append(f"[{name}] {cfg.steer_prompts[i]}{text}")
@@ -300,11 +301,12 @@ def concept_inception(ctx: Context, report: Report) -> None:
     which the concept becomes the top next-token prediction. The null is the same search for
     NULL_TOKENS random frequent tokens, each injected along its own row: with tied embeddings any
     token's row raises its own logit, so a concept is special only if it needs less strength."""
+    label = ctx.tokenizer.label  # the model's token ids as text
     model, cfg = ctx.model, ctx.cfg
     idx = ctx.prompt(cfg.concept_prompt, "concept_prompt")
     layers = range(model.config.n_layer)
     own_row = lambda m, token: F.normalize(m.vocab_matrix().detach()[token].float(), dim=0)
-    concepts = [token_id(word, ctx.vocab_size, "concept_words") for word in cfg.concept_words]
+    concepts = [token_id(word, ctx.tokenizer, "concept_words") for word in cfg.concept_words]
     pool = frequent_words(ctx, concepts + idx[0].tolist())
     pick = torch.randperm(len(pool), generator=ctx.generator(report.number))[:NULL_TOKENS].tolist()
     null_tokens = [pool[i] for i in pick]
@@ -415,7 +417,7 @@ def hijack_measures(ctx: Context, positive: list[int], negative: list[int], wind
         for kind, ids in (("positive", positive), ("negative", negative)):
             found = torch.isin(out, torch.tensor(ids, device=out.device))
             counts[f"{kind} words generated"] += int(found.sum())
-        all_samples += [prompt + decode(row.tolist()) for row in out]
+        all_samples += [prompt + ctx.tokenizer.decode(row.tolist()) for row in out]
     return {**measures, **counts, "sample": all_samples[0], "samples": all_samples}
 
 
@@ -459,6 +461,7 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
     closer the model then reads those negative words and the held-out positive words; the null pulls
     the same rows, as far, toward the mean of random frequent non-sentiment words. Also the
     held-out perplexity, same-seed samples, and a bit-for-bit restore check."""
+    label = ctx.tokenizer.label  # the model's token ids as text
     model, cfg = ctx.model, ctx.cfg
     positive, negative = sentiment_ids(ctx)
     (define_pos, held_pos), (_, held_neg) = split_held_out(positive), split_held_out(negative)

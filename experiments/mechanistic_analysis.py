@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from experiments.common import (
-    label,
     lens_logits,
     logits_at,
     projection_hook,
@@ -65,6 +64,7 @@ def layer_evolution(ctx: Context, report: Report) -> None:
     """Layer Evolution: the logit lens, reading the residual stream after each layer through the
     final norm and the vocab matrix: the target's probability and rank by layer, and the layer at
     which the prediction crystallizes."""
+    label = ctx.tokenizer.label  # the model's token ids as text
     names = layer_names(ctx.model)
     report.define("logit lens", "softmax(vocab_matrix @ ln_f(h_l)) for the residual stream h_l at the last "
                   "prompt position after layer l ('embed' = before any layer); after the last layer this "
@@ -76,7 +76,7 @@ def layer_evolution(ctx: Context, report: Report) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for n, (prompt, target_word) in enumerate(ctx.cfg.target_prompts):
         idx = ctx.prompt(prompt, f"target_prompts[{n}]")
-        target = token_id(target_word, ctx.vocab_size, f"target_prompts[{n}]")
+        target = token_id(target_word, ctx.tokenizer, f"target_prompts[{n}]")
         result = lens(ctx.model, idx, target)
         control = lens(ctx.control, idx, target)
         results.append(result)
@@ -93,7 +93,7 @@ def layer_evolution(ctx: Context, report: Report) -> None:
     report.table(["prompt", "target", "final prob", "final rank", "crystallizes at",
                   "final prob (random init)"], rows, title="Summary")
     # Per model: the mean over prompts; each random-init seed is one draw of the control.
-    by_seed = [[lens(c, ctx.prompt(p, "target_prompts"), token_id(w, ctx.vocab_size, "target_prompts"))
+    by_seed = [[lens(c, ctx.prompt(p, "target_prompts"), token_id(w, ctx.tokenizer, "target_prompts"))
                 for p, w in ctx.cfg.target_prompts] for c in ctx.floor_models()]
     final_probs = [r["prob"][-1].item() for r in results]
     mean_prob = lambda rs: float(np.mean([r["prob"][-1].item() for r in rs]))
@@ -112,7 +112,7 @@ def layer_evolution(ctx: Context, report: Report) -> None:
                   "random-init models (floor)", ci=bootstrap_ci([float(r["rank"][-1] == 1) for r in results]))
     if ctx.reference is not None:
         theirs = [lens(ctx.reference.model, ctx.prompt(p, "target_prompts"),
-                       token_id(w, ctx.vocab_size, "target_prompts"))["prob"][-1].item()
+                       token_id(w, ctx.tokenizer, "target_prompts"))["prob"][-1].item()
                   for p, w in ctx.cfg.target_prompts]
         report.metric("final target probability (vs reference)", mean_prob(results), float(np.mean(theirs)),
                       "reference model", higher_is_structure=True, n=len(theirs), test="paired",
@@ -142,6 +142,7 @@ def signal_flow(ctx: Context, report: Report) -> None:
     """Signal Flow: the hidden state after each layer, through the final norm, projected onto the
     signal basis (a = h @ W_basis^T, one number per signal); heatmaps of the strongest signals
     across layers at the last position, and across positions after the last layer."""
+    label = ctx.tokenizer.label  # the model's token ids as text
     prompt = ctx.cfg.target_prompts[0][0]
     idx = ctx.prompt(prompt, "target_prompts[0]")
     flow = signal_readout(ctx.model, idx)
@@ -324,6 +325,7 @@ def causal_ablation(ctx: Context, report: Report) -> None:
     orthonormal bases of the residual stream, and in the SVD basis of the model's own vocab matrix,
     is the null: the signals are special only if removing them does more than removing the
     directions any basis would pick."""
+    label = ctx.tokenizer.label  # the model's token ids as text
     model = ctx.model
     text = ablation_text(ctx)
     next_token = lambda windows: windows[:, text.positions + 1]  # (N, P): the true next tokens

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from scipy import stats
 from tqdm import tqdm
 
-from core.tokenizer import decode
-from experiments.common import effective_rank, label
+from core.tokenizer import Tokenizer
+from experiments.common import effective_rank
 from experiments.context import Context
 from experiments.nulls import NULL_BASES, random_rotations
 from experiments.report import Report
@@ -158,10 +158,10 @@ def selectivity_null(activations: torch.Tensor, rotations: torch.Tensor) -> list
     return [selectivity_stats(activations @ q)[1].median().item() for q in rotations]
 
 
-def show_context(tokens: np.ndarray, position: int) -> str:
-    left = decode(tokens[max(0, position - CONTEXT_LEFT) : position].tolist())
-    right = decode(tokens[position + 1 : position + 1 + CONTEXT_RIGHT].tolist())
-    return f"{left}[[{decode([int(tokens[position])])}]]{right}".replace("\n", "⏎")
+def show_context(tokens: np.ndarray, position: int, tokenizer: Tokenizer) -> str:
+    left = tokenizer.decode(tokens[max(0, position - CONTEXT_LEFT) : position].tolist())
+    right = tokenizer.decode(tokens[position + 1 : position + 1 + CONTEXT_RIGHT].tolist())
+    return f"{left}[[{tokenizer.decode([int(tokens[position])])}]]{right}".replace("\n", "⏎")
 
 
 @torch.no_grad()
@@ -169,6 +169,7 @@ def signal_selectivity(ctx: Context, report: Report) -> None:
     """Signal Selectivity: every signal's activation (final hidden state read along it) over the
     validation text: firing rate, selectivity (max / mean), and a dashboard of its top-activating
     contexts and the tokens its recipe column promotes. The random-init model is the control."""
+    label = ctx.tokenizer.label  # the model's token ids as text
     windows = ctx.text_windows()
     activations = final_signals(ctx.model, windows)
     firing, selectivity = selectivity_stats(activations)
@@ -217,7 +218,7 @@ def signal_selectivity(ctx: Context, report: Report) -> None:
         promoted = vocab[recipe[vocab, s].topk(min(6, len(vocab))).indices].tolist()
         top = activations[:, s].abs().topk(DASHBOARD_CONTEXTS).indices.tolist()
         report.table(["activation", "context ([[token]] where it fires)"],
-                     [[activations[p, s].item(), show_context(tokens, p)] for p in top],
+                     [[activations[p, s].item(), show_context(tokens, p, ctx.tokenizer)] for p in top],
                      title=f"Signal {s}: selectivity {selectivity[s]:.1f}, firing rate {firing[s]:.2%}; "
                            f"its recipe column promotes {', '.join(label(t) for t in promoted)}")
 

@@ -114,14 +114,14 @@ def check_inputs(ctx: Context, experiments: list[Experiment]) -> None:
                 for where_, word in texts(where, words):
                     if not isinstance(word, str):
                         raise UserError(f"{where_} must be text, got {word!r}")
-                    token_id(word, ctx.vocab_size, where_)
+                    token_id(word, ctx.tokenizer, where_)
         for key in e.prompt_keys:
             for where, item in entries(ctx.cfg, key):
                 prompts = item[:1] if key == "target_prompts" else item
                 for where_, text in texts(where, prompts):
                     if not isinstance(text, str):
                         raise UserError(f"{where_} must be text, got {text!r}")
-                    prompt_ids(text, ctx.model.config.block_size, ctx.vocab_size, where_)
+                    prompt_ids(text, ctx.model.config.block_size, ctx.tokenizer, where_)
         if e.needs_text:
             if ctx.cfg.audit_tokens < 2 or ctx.cfg.audit_vocab < 2:
                 raise UserError("audit_tokens and audit_vocab must be at least 2, got "

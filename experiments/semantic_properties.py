@@ -18,7 +18,6 @@ from experiments.common import (
     cosine_matrix,
     grouped_words,
     js_divergence,
-    label,
     token_ids,
     token_space,
 )
@@ -34,6 +33,7 @@ NULL_TYPOS = 50  # overlap-matched sentences per typo sentence
 def semantic_galaxy(ctx: Context, report: Report) -> None:
     """Semantic Galaxy: PCA of the recipes of labelled word groups, drawn as a scatter plot, and the
     silhouette score of the groups (cosine distance, in the full space, not the 2-D picture)."""
+    label = ctx.tokenizer.label  # the model's token ids as text
     table, space = token_space(ctx.model)
     ids, groups = grouped_words(ctx)
     X, X_control = table[ids].numpy(), token_space(ctx.control)[0][ids].numpy()
@@ -109,8 +109,9 @@ def semantic_algebra(ctx: Context, report: Report) -> None:
     """Semantic Algebra: a - b + c in recipe space, and the rank of the expected answer d among the
     searched vocabulary (paper: king - man + woman -> queen, walked - walking + running -> ran,
     Paris - France + China -> Beijing)."""
+    label = ctx.tokenizer.label  # the model's token ids as text
     table, space = token_space(ctx.model)
-    analogies = [token_ids(words, ctx.vocab_size, "analogies") for words in ctx.cfg.analogies]
+    analogies = [token_ids(words, ctx.tokenizer, "analogies") for words in ctx.cfg.analogies]
     vocab = ctx.vocabulary_with([t for quad in analogies for t in quad])
     found = analogy_ranks(table, vocab, analogies)
     only_c = analogy_ranks(table, vocab, analogies, only_c=True)

@@ -19,7 +19,6 @@ from experiments.common import (
     effective_rank,
     gini,
     grouped_words,
-    label,
     token_ids,
     token_space,
 )
@@ -61,10 +60,11 @@ def recipe_atlas(ctx: Context, report: Report) -> None:
     """Recipe Atlas: nearest neighbours in recipe space (cosine over W_recipe rows) for the probe
     words, the 20 most similar pairs among frequent tokens, and whether neighbours respect the
     labelled word groups. On gpt2 and gpt2-new the same is done with embedding rows."""
+    label = ctx.tokenizer.label  # the model's token ids as text
     cfg = ctx.cfg
     table, space = token_space(ctx.model)
     control_table = token_space(ctx.control)[0]  # for the figure; the floor below draws cfg.floor_draws
-    probes = token_ids(cfg.probe_words, ctx.vocab_size, "probe_words")
+    probes = token_ids(cfg.probe_words, ctx.tokenizer, "probe_words")
     vocab = ctx.vocabulary_with(probes)
     rows_of = "the effective W_recipe (V x S)" if ctx.model.has_recipes else "the embedding (V x C)"
     report.define("space", f"tokens are compared in {space}: each token is its row of {rows_of}.")

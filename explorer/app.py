@@ -111,19 +111,20 @@ def show_token(state: ExplorerState, text):
         card.note = "; ".join(filter(None, [card.note, f"no recipe chart: {state.factorization_note}"]))
     order = [f"s{s}" for s, _ in card.recipe]  # strongest first, not alphabetical
     plot = gr.BarPlot(render.recipe_bars(card), sort=order) if card.recipe else None
-    return render.token_status(card), plot, render.token_rows(card.neighbours)
+    tokenizer = state.tokenizer
+    return render.token_status(tokenizer, card), plot, render.token_rows(tokenizer, card.neighbours)
 
 
 @guarded(outputs=1)
 def solve_analogy(state: ExplorerState, a, b, c):
-    return "", render.token_rows(views.analogy(state, a, b, c))
+    return "", render.token_rows(state.tokenizer, views.analogy(state, a, b, c))
 
 
 @guarded(outputs=2)
 def show_signal(state: ExplorerState, value):
     card = views.signal_card(state, value)
-    return render.signal_summary(card, state.signal_stats_note), render.codebook_rows(card), \
-        render.contexts_html(card)
+    return (render.signal_summary(card, state.signal_stats_note), render.codebook_rows(state.tokenizer, card),
+            render.contexts_html(card))
 
 
 @guarded(outputs=2)
@@ -132,9 +133,11 @@ def run_lens(state: ExplorerState, text, target_word, position_value):
     states = views.residual_states(state, idx)
     lens = views.logit_lens(state, idx, states, target_word)
     if state.factorization is None:
-        return render.note(f"signal flow unavailable: {state.factorization_note}"), render.lens_html(lens), ""
+        unavailable = render.note(f"signal flow unavailable: {state.factorization_note}")
+        return unavailable, render.lens_html(state.tokenizer, lens), ""
     flow = views.signal_flow(state, idx, states, position_value)
-    return "", render.lens_html(lens), render.flow_html(flow, lens.layers)
+    return "", render.lens_html(state.tokenizer, lens), \
+        render.flow_html(state.tokenizer, flow, lens.layers)
 
 
 @guarded_stream(outputs=4)
@@ -147,7 +150,8 @@ def run_intervention(state: ExplorerState, text, kind, signals_text, layer_value
     intervention = views.build_intervention(state, idx, kind, signals_text, layer_value, direction,
                                             concept_word, alpha_value)
     result = views.next_tokens(state, idx, intervention)
-    tables = render.next_token_rows(result, "before"), render.next_token_rows(result, "after")
+    tables = (render.next_token_rows(state.tokenizer, result, "before"),
+              render.next_token_rows(state.tokenizer, result, "after"))
     yield render.note(f"{result.description}; drawing samples..."), *tables, "", ""
     plain_text, steered_text = views.paired_samples(state, idx, intervention, count, seed)
     yield render.note(f"{result.description}; weights unchanged (checked)"), *tables, plain_text, steered_text

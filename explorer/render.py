@@ -7,8 +7,7 @@ import html
 
 import pandas as pd
 
-from core.tokenizer import decode
-from experiments.common import label
+from core.tokenizer import Tokenizer
 from explorer.views import DEFINITIONS, Flow, Lens, NextTokens, SignalCard, TokenCard
 
 POSITIVE, NEGATIVE = "#2563eb", "#dc2626"  # blue for +, red for -, in bars, heatmaps and codebooks
@@ -53,18 +52,21 @@ def recipe_bars(card: TokenCard) -> pd.DataFrame | None:
                          "sign": ["+" if w >= 0 else "-" for _, w in card.recipe]})
 
 
-def token_status(card: TokenCard) -> str:
+def token_status(tokenizer: Tokenizer, card: TokenCard) -> str:
     """Which token the word is, and anything to know about its row."""
-    return note("; ".join(filter(None, [f"{decode([card.token])!r} is token {card.token}", card.note])))
+    number = f"token {card.token}"
+    if tokenizer.remapped:  # the model's id is not GPT-2's: show both
+        number += f" (GPT-2 token {int(tokenizer.to_gpt2([card.token])[0])})"
+    return note("; ".join(filter(None, [f"{tokenizer.decode([card.token])!r} is {number}", card.note])))
 
 
-def token_rows(pairs: list[tuple[int, float]]) -> list[list]:
-    return [[rank + 1, label(token), round(value, 4)] for rank, (token, value) in enumerate(pairs)]
+def token_rows(tokenizer: Tokenizer, pairs: list[tuple[int, float]]) -> list[list]:
+    return [[rank + 1, tokenizer.label(token), round(value, 4)] for rank, (token, value) in enumerate(pairs)]
 
 
 # --- Signal -----------------------------------------------------------------------------------
-def codebook_rows(card: SignalCard) -> list[list]:
-    rows = []
+def codebook_rows(tokenizer: Tokenizer, card: SignalCard) -> list[list]:
+    label, rows = tokenizer.label, []
     for i in range(max(len(card.promotes), len(card.suppresses))):
         up = card.promotes[i] if i < len(card.promotes) else None
         down = card.suppresses[i] if i < len(card.suppresses) else None
@@ -90,8 +92,9 @@ def contexts_html(card: SignalCard) -> str:
 
 
 # --- Lens -------------------------------------------------------------------------------------
-def lens_html(lens: Lens) -> str:
+def lens_html(tokenizer: Tokenizer, lens: Lens) -> str:
     """Layers down, positions across; each cell the top-1 token, shaded by the target's probability."""
+    label = tokenizer.label
     head = "".join(f"<th>{p}<br>{escape(label(t))}</th>"
                    for p, t in zip(lens.positions, lens.tokens, strict=True))
     rows = []
@@ -112,8 +115,9 @@ def lens_html(lens: Lens) -> str:
             f"<tr><th>layer \\ position</th>{head}</tr>{''.join(rows)}</table></div>")
 
 
-def flow_html(flow: Flow, layers: list[str]) -> str:
+def flow_html(tokenizer: Tokenizer, flow: Flow, layers: list[str]) -> str:
     """Signals across, layers down; each cell a_s, red negative, blue positive."""
+    label = tokenizer.label
     scale = max(flow.activations.abs().max().item(), 1e-12)
     head = "".join(f"<th>s{s}<br>{escape(' '.join(label(t) for t in book))}</th>"
                    for s, book in zip(flow.signals, flow.codebooks, strict=True))
@@ -137,6 +141,6 @@ def probability(p: float) -> str:
     return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"
 
 
-def next_token_rows(result: NextTokens, which: str) -> list[list]:
-    return [[rank + 1, label(token), probability(before), probability(after)]
+def next_token_rows(tokenizer: Tokenizer, result: NextTokens, which: str) -> list[list]:
+    return [[rank + 1, tokenizer.label(token), probability(before), probability(after)]
             for rank, (token, before, after) in enumerate(result.top(which))]

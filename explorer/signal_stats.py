@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.tokenizer import decode
+from core.tokenizer import Tokenizer
 from experiments.posthoc import Factorization
 from experiments.related_work import FIRING_FRACTION, selectivity_stats
 from explorer.model_interface import residual_states
@@ -31,8 +31,9 @@ class SignalStats:
     selectivity: torch.Tensor  # (S,)
     top_values: torch.Tensor  # (TOP_CONTEXTS, S): the largest activations of each signal
     top_positions: torch.Tensor  # (TOP_CONTEXTS, S): where they are, as indices into `tokens`
-    tokens: np.ndarray  # (N * T,) the validation slice, window after window
+    tokens: np.ndarray  # (N * T,) the validation slice, window after window (the model's ids)
     window: int  # T: a context never reaches back past the start of its window
+    tokenizer: Tokenizer  # the model's ids as text
 
     @property
     def positions(self) -> int:
@@ -41,13 +42,15 @@ class SignalStats:
     def context(self, position: int) -> tuple[str, str, str]:
         """(text before, the token, text after) around a position, within what the model saw."""
         start = max(position - CONTEXT_LEFT, position - position % self.window)
+        decode = self.tokenizer.decode
         left = decode(self.tokens[start:position].tolist())
         right = decode(self.tokens[position + 1 : position + 1 + CONTEXT_RIGHT].tolist())
         return left, decode([int(self.tokens[position])]), right
 
 
 @torch.no_grad()
-def signal_statistics(model: Transformer, factorization: Factorization, windows: torch.Tensor) -> SignalStats:
+def signal_statistics(model: Transformer, factorization: Factorization, windows: torch.Tensor,
+                      tokenizer: Tokenizer) -> SignalStats:
     """Read every position of the (N, T) validation windows along every signal, and keep each
     signal's firing rate, selectivity and top-activating positions."""
     last = model.config.n_layer
@@ -60,4 +63,4 @@ def signal_statistics(model: Transformer, factorization: Factorization, windows:
     top = activations.topk(min(TOP_CONTEXTS, len(activations)), dim=0)
     return SignalStats(firing_rate=firing, selectivity=selectivity, top_values=top.values,
                        top_positions=top.indices, tokens=windows.flatten().cpu().numpy(),
-                       window=windows.size(1))
+                       window=windows.size(1), tokenizer=tokenizer)

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from core.checkpoint import (
     load_checkpoint_of,
     model_from_checkpoint,
+    tokenizer_of,
 )
 from core.config import Config
 from core.errors import UserError
 from core.hardware import resolve_device
-from core.tokenizer import GPT2_VOCAB_SIZE
+from core.tokenizer import Tokenizer
 from experiments.context import Context
 from experiments.posthoc import Factorization
 from explorer.factorization import factorization_of
@@ -41,6 +42,7 @@ class ExplorerState:
     model_name: str
     checkpoint: str
     iter_num: int | None
+    tokenizer: Tokenizer  # the model's ids <-> GPT-2's: every word typed and token shown goes through it
     factorization: Factorization | None
     factorization_note: str  # where the recipes come from, or why there are none
     vocabulary: torch.Tensor  # (K,) searchable token ids, most frequent first
@@ -78,34 +80,35 @@ def restore_weights(state: "ExplorerState") -> None:
         p.copy_(ref)
 
 
-def load_model(cfg: Config, ckpt: str | None) -> tuple[Transformer, str, str, int | None]:
-    """The model from --ckpt (or the config's out_dir) in fp32 eval mode; (model, name, file, iter)."""
+def load_model(cfg: Config, ckpt: str | None) -> tuple[Transformer, Tokenizer, str, str, int | None]:
+    """The model from --ckpt (or the config's out_dir) in fp32 eval mode; (model, its tokenizer, name,
+    file, iter)."""
     checkpoint, name, file = load_checkpoint_of(cfg, ckpt)
     model = model_from_checkpoint(checkpoint)
     model = model.to(device=resolve_device(cfg.device), dtype=torch.float32).eval()
     for p in model.parameters():
         p.requires_grad_(False)  # nothing here trains
-    return model, name, str(file), checkpoint.get("iter_num")
+    return model, tokenizer_of(checkpoint), name, str(file), checkpoint.get("iter_num")
 
 
 def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
     """Load the checkpoint and precompute every table the views reuse."""
     timings = {}
     start = time.perf_counter()
-    model, name, file, iter_num = load_model(cfg, ckpt)
+    model, tokenizer, name, file, iter_num = load_model(cfg, ckpt)
     timings["load checkpoint"] = time.perf_counter() - start
 
     start = time.perf_counter()
     # The experiments' Context knows where the text is and how to read it; the explorer writes nothing.
     text_cfg = dataclasses.replace(cfg, audit_vocab=SEARCH_VOCAB, audit_tokens=STATS_TOKENS)
     text = Context(model=model, cfg=text_cfg, model_name=name, model_args=vars(model.config), checkpoint=file,
-                   iter_num=iter_num, reports_dir=Path(file).parent)
+                   iter_num=iter_num, reports_dir=Path(file).parent, tokenizer=tokenizer)
     try:
         vocabulary = text.frequent_tokens
     except (UserError, OSError):
         vocabulary = torch.tensor([])
     if len(vocabulary) == 0:  # no text to count: search every token the tokenizer can produce
-        vocabulary = torch.arange(min(model.config.vocab_size, GPT2_VOCAB_SIZE))
+        vocabulary = torch.arange(tokenizer.n_vocab)
     factorization, note = factorization_of(model, name, cfg, rows=vocabulary)
     if factorization is not None:
         space, table = "recipe space", factorization.recipes
@@ -123,7 +126,7 @@ def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
     else:
         try:
             windows = text.text_windows()
-            stats = signal_statistics(model, factorization, windows)
+            stats = signal_statistics(model, factorization, windows, tokenizer)
             stats_note = (f"over the first {windows.numel():,} tokens of {text.val_path} "
                           f"({len(windows)} windows of {windows.size(1)})")
         except UserError as error:
@@ -134,7 +137,7 @@ def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
     reference = [p.detach().clone() for p in model.parameters()]
     timings["copy of the weights"] = time.perf_counter() - start
     return ExplorerState(
-        model=model, cfg=cfg, model_name=name, checkpoint=file, iter_num=iter_num,
+        model=model, cfg=cfg, model_name=name, checkpoint=file, iter_num=iter_num, tokenizer=tokenizer,
         factorization=factorization, factorization_note=note, vocabulary=vocabulary, token_space=space,
         token_table=table, vocab_matrix=vocab_matrix, unit_rows=F.normalize(table[vocabulary], dim=-1),
         signal_stats=stats,

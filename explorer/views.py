@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
-from core.tokenizer import decode, encode
 from experiments.common import lens_logits, residual_norms, steering_hook, token_id
 from explorer.model_interface import final_hook_name, hooked, recording_hook, replacing_hook, residual_hook
 from explorer.model_interface import residual_states as _residual_states
@@ -74,21 +73,18 @@ def parse_word(state: ExplorerState, word: str | None, what: str = "word") -> in
     """The token id of a word that must be exactly one GPT-2 token in this model's vocabulary."""
     if not word:
         raise UserError(f"{what}: empty; type a word, e.g. ' king' (most words take a leading space)")
-    return token_id(word, state.vocab_size, what)
+    return token_id(word, state.tokenizer, what)
 
 
 def parse_prompt(state: ExplorerState, text: str | None) -> torch.Tensor:
     """A prompt as a (1, T) batch on the model's device; empty or too long is refused."""
     if not text:
         raise UserError("the prompt is empty; type some text")
-    ids = encode(text)
+    ids = state.tokenizer.encode(text, "the prompt")
     block = state.model.config.block_size
     if len(ids) > block:
         raise UserError(f"the prompt is {len(ids)} tokens, longer than this model's context of {block}; "
                         "shorten it")
-    if max(ids) >= state.vocab_size:
-        raise UserError(f"the prompt holds token {max(ids)} ({decode([max(ids)])!r}), outside this model's "
-                        f"vocabulary of {state.vocab_size}; use other words")
     return torch.tensor([ids], device=next(state.model.parameters()).device)
 
 
@@ -179,8 +175,8 @@ def token_card(state: ExplorerState, word: str) -> TokenCard:
         recipe = [(s, row[s].item()) for s in top.tolist() if row[s] != 0]  # reflow-topk rows are sparse
     note = ""
     if token not in set(state.vocabulary.tolist()):
-        note = (f"{decode([token])!r} is not among the {len(state.vocabulary):,} most frequent tokens of the "
-                "training text: its row saw little or no training")
+        note = (f"{state.tokenizer.decode([token])!r} is not among the {len(state.vocabulary):,} most "
+                "frequent tokens of the training text: its row saw little or no training")
     return TokenCard(token, recipe, nearest(state, state.token_table[token], exclude=[token]), note)
 
 
@@ -272,10 +268,10 @@ def logit_lens(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor,
     probs = F.softmax(lens_logits(state.model, states[:, positions]).float(), dim=-1)  # (L+1, P, V)
     top_probs, top_tokens = probs.max(dim=-1)
     if typed is not None:
-        target, note = typed, f"target {decode([typed])!r} (typed)"
+        target, note = typed, f"target {state.tokenizer.decode([typed])!r} (typed)"
     else:
         target = top_tokens[-1, -1].item()
-        note = f"no target typed: the model's own next-token prediction {decode([target])!r}"
+        note = f"no target typed: the model's own next-token prediction {state.tokenizer.decode([target])!r}"
     names = ["embed"] + [f"L{i}" for i in range(state.n_layer)]
     return Lens(names, positions, idx[0, positions].tolist(), top_tokens.cpu(), top_probs.cpu(), target,
                 probs[..., target].cpu(), note)
@@ -341,7 +337,7 @@ def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signa
         else:
             token = parse_word(state, concept_word, "concept word")
             unit = F.normalize(state.vocab_matrix[token].float(), dim=0)
-            name = f"concept {decode([token])!r}"
+            name = f"concept {state.tokenizer.decode([token])!r}"
         with state.lock:
             norm = residual_norms(model, idx)[layer]
         vector = alpha * norm * unit
@@ -448,12 +444,13 @@ def generate_text(state: ExplorerState, prompt: str, temperature, top_k, max_tok
     new: list[int] = []
     for token in stream_tokens(state, idx, max_tokens, temperature, top_k, seed):
         new.append(token)
-        yield decode(new)
+        yield state.tokenizer.decode(new)
 
 
 def paired_samples(state: ExplorerState, idx: torch.Tensor, intervention: Intervention, tokens: int,
                    seed: int, temperature: float = 1.0, top_k: int | None = 40) -> tuple[str, str]:
     """(unsteered, steered) continuations drawn with the same seed, so only the intervention differs."""
+    decode = state.tokenizer.decode
     plain = decode(list(stream_tokens(state, idx, tokens, temperature, top_k, seed)))
     steered = decode(list(stream_tokens(state, idx, tokens, temperature, top_k, seed, intervention)))
     check_weights(state)

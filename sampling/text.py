@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from core.chat import chat_prompt
-from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
+from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint, tokenizer_of
 from core.config import Config
 from core.errors import UserError
 from core.hardware import autocast, resolve_device, resolve_dtype
-from core.tokenizer import END_OF_TEXT_ID, GPT2_VOCAB_SIZE, decode, encode
+from core.tokenizer import Tokenizer
 from models import Transformer
 
 FILE_PREFIX = "FILE:"  # --start=FILE:path reads the prompt from a file, as in nanoGPT
@@ -54,9 +54,9 @@ def check_sampling_keys(cfg: Config) -> None:
         raise UserError(f"max_new_tokens must be at least 1 to sample, got {cfg.max_new_tokens}")
 
 
-def load_for_sampling(cfg: Config, block_size_given: bool) -> tuple[Transformer, str, str]:
+def load_for_sampling(cfg: Config, block_size_given: bool) -> tuple[Transformer, Tokenizer, str, str]:
     """The model saved in cfg.out_dir (a run directory or a .pt file), in eval mode on the chosen
-    device, with its context window; returns (model, device, dtype).
+    device, with its context window; returns (model, its tokenizer, device, dtype).
 
     The architecture comes from the checkpoint. `block_size`, when the user sets it, may shrink the
     context window (less memory, faster recomputation) but never grow it past what the model was
@@ -73,16 +73,13 @@ def load_for_sampling(cfg: Config, block_size_given: bool) -> tuple[Transformer,
         model.config.block_size = cfg.block_size  # a shorter window over the same position tables
     device = resolve_device(cfg.device)  # load_config has checked that this machine has it
     model = model.to(device)
-    return model.eval(), device, resolve_dtype(cfg.dtype, device)
+    return model.eval(), tokenizer_of(checkpoint), device, resolve_dtype(cfg.dtype, device)
 
 
 def generate_ids(model: Transformer, prompts: list[list[int]], cfg: Config, device: str, dtype: str,
                  generator: torch.Generator, stop_token: int | None = None) -> list[list[int]]:
-    """New ids (without the prompt) for each prompt, all of the same length, in one batch."""
-    vocab = model.config.vocab_size
-    if max(max(p) for p in prompts) >= vocab:
-        raise UserError(f"the prompt has token ids the model's vocabulary of {vocab} does not hold; "
-                        f"sample from a model with GPT-2's vocabulary (vocab_size >= {GPT2_VOCAB_SIZE})")
+    """New ids (without the prompt) for each prompt, all of the same length, in one batch; the
+    prompts are the model's ids (its Tokenizer has refused any token the model lacks)."""
     idx = torch.tensor(prompts, dtype=torch.long, device=device)
     with autocast(device, dtype):
         out = model.generate(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
@@ -90,23 +87,26 @@ def generate_ids(model: Transformer, prompts: list[list[int]], cfg: Config, devi
     return out[:, idx.size(1):].tolist()
 
 
-def until_end_of_text(ids: list[int]) -> list[int]:
+def until_end_of_text(ids: list[int], end_of_text: int) -> list[int]:
     """A chat reply ends at the first <|endoftext|>, which the chat template trains it to emit."""
-    return ids[: ids.index(END_OF_TEXT_ID)] if END_OF_TEXT_ID in ids else ids
+    return ids[: ids.index(end_of_text)] if end_of_text in ids else ids
 
 
-def sample_text(model, cfg: Config, device: str, dtype: str, generator: torch.Generator) -> list[str]:
+def sample_text(model, tokenizer: Tokenizer, cfg: Config, device: str, dtype: str,
+                generator: torch.Generator) -> list[str]:
     """cfg.num_samples continuations of the prompt cfg.start, each printed as prompt + new text."""
-    ids = crop_to_context(encode(read_prompt(cfg.start)), model.config.block_size)
+    prompt = tokenizer.encode(read_prompt(cfg.start), what="the prompt")
+    ids = crop_to_context(prompt, model.config.block_size)
     new = generate_ids(model, [ids] * cfg.num_samples, cfg, device, dtype, generator)
-    return [decode(ids + row) for row in new]
+    return [tokenizer.decode(ids + row) for row in new]
 
 
-def chat_reply(model, history: list[str], message: str, cfg: Config, device: str, dtype: str,
-               generator: torch.Generator) -> list[str]:
+def chat_reply(model, tokenizer: Tokenizer, history: list[str], message: str, cfg: Config, device: str,
+               dtype: str, generator: torch.Generator) -> list[str]:
     """cfg.num_samples assistant replies to `message` after `history` (alternating user/assistant
     turns), each prompt wrapped in the chat template of core/chat.py."""
-    ids = crop_to_context(chat_prompt(history, message), model.config.block_size)
-    new = generate_ids(model, [ids] * cfg.num_samples, cfg, device, dtype, generator,
-                       stop_token=END_OF_TEXT_ID)
-    return [decode(until_end_of_text(row)).strip() for row in new]
+    prompt = tokenizer.from_gpt2(chat_prompt(history, message), what="the chat").tolist()
+    ids = crop_to_context(prompt, model.config.block_size)
+    end = tokenizer.end_of_text_id  # in the prompt, so the model has it
+    new = generate_ids(model, [ids] * cfg.num_samples, cfg, device, dtype, generator, stop_token=end)
+    return [tokenizer.decode(until_end_of_text(row, end)).strip() for row in new]

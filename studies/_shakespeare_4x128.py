@@ -26,3 +26,6 @@ settings = {"n_embd": 128, "n_signals": 128, "max_iters": 1200, "lr_decay_iters"
 # architecture matches), so the tests are paired. At 3 seeds a paired t-test at Holm's first step over
 # 4 primaries (alpha 0.0125) detects only ~6 sd of the differences with 80% power; at 6, ~2.2 sd.
 seeds = [1, 2, 3, 4, 5, 6]
+# Left off: the shipped studies train on GPT-2's full table. `settings["vocab"] = "corpus"` would give every
+# arm rows only for the 19,379 GPT-2 ids Shakespeare holds (docs/vocab.md): half the parameters at this
+# size. Val losses under it are not comparable with these runs', and it names no runs of its own.

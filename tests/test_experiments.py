@@ -129,7 +129,7 @@ def reflow_ctx(tmp_path):
 
 def test_analogy_that_holds_by_construction_ranks_first(reflow_ctx):
     ctx = reflow_ctx
-    a, b, c, d = (token_id(w, ctx.vocab_size, "test") for w in ctx.cfg.analogies[0])
+    a, b, c, d = (token_id(w, ctx.tokenizer, "test") for w in ctx.cfg.analogies[0])
     with torch.no_grad():
         ctx.model.recipe[d] = ctx.model.recipe[a] - ctx.model.recipe[b] + ctx.model.recipe[c]
     run_experiments(ctx, [5])
@@ -170,7 +170,7 @@ def planted_word_groups(ctx) -> None:
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for words in ctx.cfg.word_groups.values():
-            ids = [token_id(w, ctx.vocab_size, "word_groups") for w in words]
+            ids = [token_id(w, ctx.tokenizer, "word_groups") for w in words]
             centre = torch.randn(ctx.model.recipe.size(1), generator=g)
             ctx.model.recipe[ids] = centre + 0.1 * torch.randn(len(ids), centre.numel(), generator=g)
 

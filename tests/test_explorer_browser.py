@@ -14,7 +14,6 @@ import pytest
 from explorer_workspace import make_state
 from train_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 
-from experiments.common import label
 from explorer import views
 from explorer.browser import ExplorerPage, chromium, chromium_path, served
 
@@ -63,7 +62,7 @@ def test_token_shows_its_recipe_and_neighbours(explorer, page):
     page.show_token(" he")
     expected = views.token_card(state, " he").neighbours
     rows = page.table("token-neighbours", views.NEIGHBOURS)
-    assert [row[1] for row in rows] == [label(t) for t, _ in expected]
+    assert [row[1] for row in rows] == [state.tokenizer.label(t) for t, _ in expected]
     assert float(rows[0][2]) == pytest.approx(expected[0][1], abs=1e-4)
     expect(page.page.locator("#token-recipe canvas, #token-recipe svg").first).to_be_attached()  # the bars
 

@@ -8,6 +8,10 @@ assistant's words only). Where the mask is 0 the target becomes -1, which the lo
 Which windows make up a step's global batch is a function of (seed, step) alone: a generator
 seeded from the pair draws every offset of the global batch, and each rank reads its slice.
 So a run gives the same batches on 1, 2 or 4 processes, and resuming at step k needs only k.
+
+The files always hold GPT-2 ids, whatever the model's vocabulary: a model trained with
+vocab='corpus' (docs/vocab.md) reads them through its Tokenizer's lookup table, one indexing per
+batch. So one prepared dataset serves every vocabulary, and no second copy of it can go stale.
 """
 
 import hashlib
@@ -17,12 +21,14 @@ import numpy as np
 import torch
 
 from core.errors import UserError
+from core.tokenizer import END_OF_TEXT_ID, GPT2_VOCAB_SIZE, Tokenizer
 
 # A window whose targets are all masked out teaches nothing (and a micro-batch of them would
 # make the mean loss 0/0), so it is redrawn; a mask that keeps failing this is refused.
 MAX_REDRAWS = 100
 TOKEN_BYTES = np.dtype(np.uint16).itemsize
 SCAN_CHUNK = 1 << 24  # tokens per read when a file is checked once at start-up (32 MB of uint16)
+VOCAB_MULTIPLE = 64  # vocab='corpus' pads its rows to a multiple of this, as GPT-2's 50257 -> 50304
 
 
 def seed_for(*parts) -> int:
@@ -42,7 +48,7 @@ class TokenSplit:
     every page it touched, and over a long run that grows without bound.
     """
 
-    def __init__(self, folder: Path, split: str, block_size: int, vocab_size: int | None = None):
+    def __init__(self, folder: Path, split: str, block_size: int, tokenizer: Tokenizer | None = None):
         self.tokens_path = folder / f"{split}.bin"
         self.mask_path = folder / f"{split}_mask.bin"
         self.block_size = block_size
@@ -68,12 +74,28 @@ class TokenSplit:
         if self.has_mask and not any(chunk.any() for chunk in chunks(self.mask())):
             raise UserError(f"{self.mask_path} marks no token as trained on (no assistant turns?); "
                             "check how it was prepared")
-        if vocab_size is not None:
-            largest = max(int(chunk.max()) for chunk in chunks(self.tokens()))
-            if largest >= vocab_size:
-                raise UserError(f"{self.tokens_path} holds token id {largest}, but the model's vocab_size "
-                                f"is {vocab_size}; prepare the data with the model's tokenizer or raise "
-                                "--vocab_size")
+        self.tokenizer = tokenizer
+        if tokenizer is not None:
+            self.check_ids(tokenizer)
+
+    def check_ids(self, tokenizer: Tokenizer) -> None:
+        """Every id in the file is a token of the model (one read of the file)."""
+        largest = max(int(chunk.max()) for chunk in chunks(self.tokens()))
+        if largest >= tokenizer.vocab_size and not tokenizer.remapped:
+            raise UserError(f"{self.tokens_path} holds token id {largest}, but the model's vocab_size is "
+                            f"{tokenizer.vocab_size}; prepare the data with the model's tokenizer or raise "
+                            "--vocab_size")
+        if tokenizer.remapped:
+            if largest >= GPT2_VOCAB_SIZE:
+                raise UserError(f"{self.tokens_path} holds token id {largest}, not a GPT-2 token; prepare "
+                                f"it again with: {prepare_command(self.tokens_path.parent.name)}")
+            for chunk in chunks(self.tokens()):
+                unknown = tokenizer.model_id_of[chunk] < 0
+                if unknown.any():
+                    token = int(chunk[np.argmax(unknown)])
+                    raise UserError(f"{self.tokens_path} holds GPT-2 token {token}, which this model's "
+                                    f"vocabulary ({tokenizer.describe()}) lacks: it was built from another "
+                                    "corpus; train on that corpus, or from scratch with --init_from=scratch")
 
     def tokens(self) -> np.memmap:
         return np.memmap(self.tokens_path, dtype=np.uint16, mode="r")
@@ -100,8 +122,11 @@ class TokenSplit:
     def read(self, offsets: list[int], device: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs x and targets y (B, T) int64 for windows starting at `offsets`; masked targets = -1."""
         tokens, T = self.tokens(), self.block_size
-        x = torch.from_numpy(np.stack([tokens[o : o + T] for o in offsets]).astype(np.int64))
-        y = torch.from_numpy(np.stack([tokens[o + 1 : o + 1 + T] for o in offsets]).astype(np.int64))
+        windows = np.stack([tokens[o : o + T + 1] for o in offsets]).astype(np.int64)  # (B, T + 1)
+        if self.tokenizer is not None and self.tokenizer.remapped:
+            windows = self.tokenizer.model_id_of[windows]  # GPT-2 ids -> the model's dense ids
+        x = torch.from_numpy(np.ascontiguousarray(windows[:, :-1]))
+        y = torch.from_numpy(np.ascontiguousarray(windows[:, 1:]))
         if self.has_mask:
             mask = self.mask()
             keep = torch.from_numpy(np.stack([mask[o + 1 : o + 1 + T] for o in offsets]).astype(bool))
@@ -116,6 +141,33 @@ def chunks(array: np.memmap):
     return (array[start : start + SCAN_CHUNK] for start in range(0, len(array), SCAN_CHUNK))
 
 
+def corpus_token_ids(folder: Path) -> np.ndarray:
+    """The GPT-2 ids vocab='corpus' keeps, sorted: every id in train.bin and in val.bin (so the
+    validation text never meets a token the model lacks; a val-only token's row is trained by
+    nothing but its weight decay), plus <|endoftext|>, which documents and chat turns end with.
+    One read of each file: the data files stay the single source, nothing is cached beside them."""
+    seen = np.zeros(GPT2_VOCAB_SIZE, dtype=bool)
+    seen[END_OF_TEXT_ID] = True
+    for split in ("train", "val"):
+        path = folder / f"{split}.bin"
+        if not path.is_file():
+            raise UserError(f"no {split} data at {path}; prepare it with: {prepare_command(folder.name)}")
+        for chunk in chunks(np.memmap(path, dtype=np.uint16, mode="r")):
+            counts = np.bincount(chunk, minlength=GPT2_VOCAB_SIZE)
+            if len(counts) > GPT2_VOCAB_SIZE:
+                raise UserError(f"{path} holds token id {len(counts) - 1}, not a GPT-2 token; vocab='corpus' "
+                                f"needs GPT-2 ids: prepare it with: {prepare_command(folder.name)}")
+            seen |= counts > 0
+    return np.flatnonzero(seen)
+
+
+def corpus_tokenizer(folder: Path) -> Tokenizer:
+    """The Tokenizer of a model trained from scratch with vocab='corpus' on the dataset in `folder`:
+    the corpus's GPT-2 ids, its row count padded up to a multiple of VOCAB_MULTIPLE."""
+    kept = corpus_token_ids(folder)
+    return Tokenizer(-(-len(kept) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE, kept)
+
+
 class Batches:
     """The batches of one run: the training micro-batches of each step, and fixed eval batches.
 
@@ -124,9 +176,10 @@ class Batches:
     """
 
     def __init__(self, folder: Path, block_size: int, batch_size: int, seed: int,
-                 vocab_size: int | None = None):
-        """With `vocab_size`, every token id is checked to fit the model (one read of each file)."""
-        self.splits = {split: TokenSplit(folder, split, block_size, vocab_size) for split in ("train", "val")}
+                 tokenizer: Tokenizer | None = None):
+        """With the model's `tokenizer`, every token id is checked to be one of the model's (one read
+        of each file), and batches hold the model's ids."""
+        self.splits = {split: TokenSplit(folder, split, block_size, tokenizer) for split in ("train", "val")}
         self.batch_size = batch_size
         self.seed = seed
 
