@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.checkpoint import architecture_of, load_checkpoint, model_from_checkpoint
+from core.checkpoint import architecture_of, load_checkpoint, model_from_checkpoint, tokenizer_of
 from core.config import Config
 from core.errors import UserError
 from experiments.context import reports_dir_name
@@ -111,7 +111,9 @@ def val_loss(run_dir: Path, cfg: Config) -> tuple[float, float]:
             return saved["loss"], saved["random_init"]
     except (OSError, ValueError, KeyError):
         pass
-    windows = val_windows(cfg)
+    # val.bin holds GPT-2 ids; a vocab='corpus' model reads them through its own map (every val id is
+    # kept, since the corpus's ids are counted over train.bin and val.bin).
+    windows = tokenizer_of(checkpoint).from_gpt2(val_windows(cfg), what=f"{cfg.dataset}/val.bin")
     model = model_from_checkpoint(checkpoint).float().eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -135,13 +137,14 @@ def val_loss(run_dir: Path, cfg: Config) -> tuple[float, float]:
 @torch.no_grad()
 def crystallization_depth(run_dir: Path, cfg: Config) -> float | None:
     """CRYSTALLIZATION_DEFINITION, on the run's checkpoint."""
-    from core.tokenizer import encode
     from experiments.common import lens_logits
 
-    model = model_from_checkpoint(load_checkpoint(run_dir)).float().eval()
+    checkpoint = load_checkpoint(run_dir)
+    model = model_from_checkpoint(checkpoint).float().eval()
+    tokenizer = tokenizer_of(checkpoint)  # GPT-2's ids, or a vocab='corpus' model's own
     depths = []
     for prompt, target in cfg.target_prompts:
-        ids, target_ids = encode(prompt), encode(target)
+        ids, target_ids = (tokenizer.encode(text, "target_prompts") for text in (prompt, target))
         if not ids or len(target_ids) != 1:
             continue
         states = torch.stack([h[0, -1] for h in model.hidden_states(torch.tensor([ids]))])  # (L+1, C)

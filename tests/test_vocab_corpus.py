@@ -216,3 +216,20 @@ def test_export_refuses_a_remapped_model_in_one_line(trained, tmp_path, capsys):
     assert stopped.value.code == 2 and not (tmp_path / "hf").exists()
     err = capsys.readouterr().err
     assert "vocab='corpus'" in err and "--vocab=gpt2" in err and err.count("\n") == 1
+
+
+def test_a_study_scores_a_corpus_run_on_its_own_ids(corpus, trained):
+    """The study's val loss reads val.bin's GPT-2 ids through the run's map: the same number as the
+    model's loss on those windows mapped by hand, and the same windows as a gpt2-vocabulary run reads."""
+    from studying.outcomes import text_loss, val_loss, val_windows
+
+    folder, _, _ = corpus
+    cfg = load_config(*parse_args(corpus_run_args(folder, trained, audit_tokens=256)))
+    checkpoint = load_checkpoint(trained)
+    windows = val_windows(cfg)  # GPT-2 ids
+    mapped = tokenizer_of(checkpoint).from_gpt2(windows)
+    assert tokenizer_of(checkpoint).to_gpt2(mapped).tolist() == windows.tolist()
+    model = model_from_checkpoint(checkpoint).float().eval()
+    loss, random_loss = val_loss(trained, cfg)
+    assert loss == pytest.approx(text_loss(model, mapped), rel=1e-6)
+    assert loss < random_loss
