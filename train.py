@@ -41,12 +41,20 @@ from core.checkpoint import (
 from core.config import Config, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from core.hardware import autocast, keep_freed_memory, resolve_dtype
-from core.tokenizer import GPT2_VOCAB_SIZE, decode, encode
+from core.run_files import check_optimizer_fits, check_resumable
+from core.tokenizer import decode, encode, valid_vocab_size
 from core.wandb_login import check_wandb_ready
 from models import ModelConfig, Transformer, build_model
 from training.batches import Batches, seed_for
 from training.distributed import Distributed, collective_failures_reported, init_distributed
-from training.optimization import estimate_loss, learning_rate_at, make_grad_scaler, train_step
+from training.optimization import (
+    NonFiniteUpdate,
+    estimate_loss,
+    learning_rate_at,
+    make_grad_scaler,
+    parameter_groups,
+    train_step,
+)
 from training.regularizers import Regularizers
 from training.run_log import RunLog
 from training.sharding import ShardedTraining, shard_for_training
@@ -136,6 +144,9 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
     batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed, model.config.vocab_size)
     ensure_writable_dir(cfg.out_dir)
 
+    if resume:  # before sharding splits the parameters: the saved state covers them all
+        shapes = [[p.shape for p in group["params"]] for group in parameter_groups(model, cfg)]
+        check_optimizer_fits(resume["optimizer"], shapes, ckpt_file)
     sharded = shard_for_training(model, cfg, dist)  # DDP, ZeRO-1 or FSDP2, per cfg.shard
     model = sharded.model
     scaler = make_grad_scaler(device, dtype)  # loss scaling, for float16 only
@@ -177,6 +188,7 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
         if not checkpoint.get("optimizer"):  # e.g. nanoGPT's, whose optimizer state does not map to ours
             raise UserError(f"{ckpt_file} holds no optimizer state to resume; fine-tune from its weights "
                             f"with --init_from={ckpt_file} and another --out_dir")
+        check_resumable(checkpoint, ckpt_file)
         check_same_architecture(checkpoint, cfg.model, cfg.model_config(), ckpt_file)
     else:  # fine-tune from a checkpoint file or run directory: its architecture replaces the config's
         cfg = with_architecture_of(checkpoint, cfg, keep=("block_size",))
@@ -239,11 +251,16 @@ def training_step(state: TrainingState, result: RunResult) -> None:
     start = time.perf_counter()
     micro_batches = state.batches.train_micro_batches(
         step, cfg.gradient_accumulation_steps, dist.rank, dist.world_size, state.device)
-    loss = train_step(state.sharded.train_model, state.sharded.optimizer, state.scaler, micro_batches, lr=lr,
-                      grad_clip=cfg.grad_clip, device=state.device, dtype=state.dtype, dist=dist,
-                      regularizers=state.regularizers)
-    if not math.isfinite(loss):
-        state.log.print(non_finite(cfg, f"loss {loss} at step {step}", state.ckpt_file, "step skipped"))
+    try:
+        loss = train_step(state.sharded.train_model, state.sharded.optimizer, state.scaler, micro_batches,
+                          lr=lr, grad_clip=cfg.grad_clip, device=state.device, dtype=state.dtype, dist=dist,
+                          regularizers=state.regularizers, undo_non_finite=cfg.on_nonfinite == "skip")
+        if not math.isfinite(loss):
+            state.log.print(non_finite(cfg, f"loss {loss} at step {step}", state.ckpt_file, "step skipped"))
+    except NonFiniteUpdate as overflow:
+        what = f"weights after step {step} ({overflow})"
+        state.log.print(non_finite(cfg, what, state.ckpt_file, "step skipped"))
+        loss = math.nan  # the step was not taken: recorded as a skipped step is
     result.losses[step] = loss
     state.iter_num += 1
     state.log.step(state.iter_num, loss, lr, time.perf_counter() - start)
@@ -312,9 +329,9 @@ def print_sample(model: Transformer, cfg: Config, device: str, dtype: str) -> No
     generator = torch.Generator(device).manual_seed(cfg.seed)
     with autocast(device, dtype):
         ids = model.generate(prompt, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                             generator=generator)[0].tolist()
-    known = [i for i in ids if i < GPT2_VOCAB_SIZE]  # ids past the tokenizer's are padding rows
-    print(f"--- sample (temperature {cfg.temperature}, top_k {cfg.top_k}) ---\n{decode(known)}\n---")
+                             generator=generator, valid_vocab_size=valid_vocab_size(model.config.vocab_size))
+    text = decode(ids[0].tolist())
+    print(f"--- sample (temperature {cfg.temperature}, top_k {cfg.top_k}) ---\n{text}\n---")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch
 from core.atomic_write import replacing
 from core.config import Config, check_type, validate
 from core.errors import UserError
+from core.run_files import check_checkpoint_fields
 from models import MODELS, ModelConfig, Transformer, build_model
 
 CHECKPOINT_NAME = "ckpt.pt"
@@ -70,6 +71,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     adapted = adapt_foreign_checkpoint(checkpoint, file)
     if adapted is not checkpoint:
         check_model_args(adapted, file)  # now named gpt2, its values meet gpt2's rules
+    check_checkpoint_fields(adapted, file)
     return adapted
 
 

@@ -2,7 +2,9 @@
 
 Entry scripts wrap their `main` in `exit_on_user_error`: a `UserError` anywhere below prints
 `error: <what is wrong and what to do>` on stderr and exits with status 2, with no traceback.
-Internal invariants still use `assert` and crash loudly, because those are our bugs.
+Internal invariants still use `assert` and crash loudly, because those are our bugs. Modules that
+cannot import this one (models/ imports nothing from the repo) mark such an exception class with
+`user_facing = True` instead (models.transformer.NonFiniteLogits).
 """
 
 import argparse
@@ -14,12 +16,19 @@ class UserError(Exception):
     """A problem with the user's input (config, paths, prompts, checkpoints), explained in one line."""
 
 
+def is_user_error(error: BaseException) -> bool:
+    """A UserError, or an exception from below core/ that declares itself the user's to fix."""
+    return isinstance(error, UserError) or getattr(error, "user_facing", False) is True
+
+
 def exit_on_user_error(main):
     @functools.wraps(main)
     def guarded(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except UserError as error:
+        except Exception as error:
+            if not is_user_error(error):
+                raise
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
 

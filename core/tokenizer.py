@@ -43,5 +43,11 @@ def encode_ordinary(text: str) -> list[int]:
     return get_tokenizer().encode_ordinary(text)
 
 
+def valid_vocab_size(vocab_size: int) -> int:
+    """How many of a model's `vocab_size` rows are ids the tokenizer decodes: the rows past
+    GPT2_VOCAB_SIZE pad the vocabulary for fast matmuls and are never drawn (models.sample_next)."""
+    return min(vocab_size, GPT2_VOCAB_SIZE)
+
+
 def decode(ids) -> str:
     return get_tokenizer().decode(list(ids))

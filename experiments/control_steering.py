@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from scipy import stats
 from tqdm import tqdm
 
-from core.tokenizer import decode
+from core.tokenizer import decode, valid_vocab_size
 from experiments.common import (
     frequent_words,
     js_divergence,
@@ -92,7 +92,8 @@ def samples(model, idx: torch.Tensor, tokens: int, seed: int, hooks: dict | None
     """Continuations of each row of idx (temperature 1, top-k), with a fixed seed so runs compare."""
     generator = torch.Generator(device=idx.device).manual_seed(seed)
     with model.hooks(hooks or {}):
-        out = model.generate(idx, tokens, temperature=1.0, top_k=SAMPLE_TOP_K, generator=generator)
+        out = model.generate(idx, tokens, temperature=1.0, top_k=SAMPLE_TOP_K, generator=generator,
+                             valid_vocab_size=valid_vocab_size(model.config.vocab_size))
     return [decode(row[idx.size(1):].tolist()) for row in out]
 
 
@@ -411,7 +412,8 @@ def hijack_measures(ctx: Context, positive: list[int], negative: list[int], wind
         idx = ctx.prompt(prompt, f"steer_prompts[{i}]").expand(SAMPLES_PER_PROMPT, -1)
         generator = torch.Generator(device=idx.device).manual_seed(cfg.seed + i)
         out = model.generate(idx, cfg.audit_sample_tokens, temperature=1.0, top_k=SAMPLE_TOP_K,
-                             generator=generator)[:, idx.size(1):]
+                             generator=generator, valid_vocab_size=valid_vocab_size(model.config.vocab_size)
+                             )[:, idx.size(1):]
         for kind, ids in (("positive", positive), ("negative", negative)):
             found = torch.isin(out, torch.tensor(ids, device=out.device))
             counts[f"{kind} words generated"] += int(found.sum())

@@ -12,7 +12,7 @@ from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpo
 from core.config import Config
 from core.errors import UserError
 from core.hardware import autocast, resolve_device, resolve_dtype
-from core.tokenizer import END_OF_TEXT_ID, GPT2_VOCAB_SIZE, decode, encode
+from core.tokenizer import END_OF_TEXT_ID, GPT2_VOCAB_SIZE, decode, encode, valid_vocab_size
 from models import Transformer
 
 FILE_PREFIX = "FILE:"  # --start=FILE:path reads the prompt from a file, as in nanoGPT
@@ -86,7 +86,8 @@ def generate_ids(model: Transformer, prompts: list[list[int]], cfg: Config, devi
     idx = torch.tensor(prompts, dtype=torch.long, device=device)
     with autocast(device, dtype):
         out = model.generate(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                             use_cache=cfg.use_cache, generator=generator, stop_token=stop_token)
+                             use_cache=cfg.use_cache, generator=generator, stop_token=stop_token,
+                             valid_vocab_size=valid_vocab_size(vocab))
     return out[:, idx.size(1):].tolist()
 
 

@@ -27,17 +27,10 @@ from core.atomic_write import replacing
 from core.config import Config
 from core.errors import UserError
 from core.hardware import peak_flops_and_source
+from core.run_files import read_val_history
 from core.wandb_login import HOW_TO_LOG, first_line
 
 VAL_HISTORY_NAME = "val_history.json"
-
-
-def read_val_history(path: Path) -> dict[str, dict[str, float]]:
-    """A run's evaluations by step ({} when it has none, or the file is unreadable)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 class RunLog:
