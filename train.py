@@ -20,6 +20,7 @@ anything is written; returns a TrainingState) -> `fit` (the loop: `validate` whe
 `training_step`; `save` writes the checkpoint) -> a closing sample.
 """
 
+import contextlib
 import math
 import sys
 import time
@@ -38,9 +39,12 @@ from core.checkpoint import (
     save_checkpoint,
     with_architecture_of,
 )
+from core.closed_output import output_may_close
 from core.config import Config, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from core.hardware import autocast, keep_freed_memory, resolve_dtype
+from core.memory_plan import check_sampling_fits, check_training_fits
+from core.out_dir_lock import OutDirLock
 from core.run_files import check_optimizer_fits, check_resumable
 from core.tokenizer import decode, encode, valid_vocab_size
 from core.wandb_login import check_wandb_ready
@@ -90,6 +94,7 @@ class TrainingState:
     batches: Batches
     log: RunLog
     ckpt_file: Path
+    out_dir_lock: OutDirLock | contextlib.nullcontext  # rank 0 holds out_dir until the run ends
     evaluated_at: int | None  # the step whose evaluation is done (a resumed step's, unless a stop cut it)
     iter_num: int = 0
     best_val_loss: float = math.inf
@@ -104,8 +109,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def train(cfg: Config) -> RunResult:
     dist = init_distributed(cfg.device, cfg.backend, cfg.collective_timeout_s)
-    try:
-        with collective_failures_reported(dist, cfg.collective_timeout_s):
+    try:  # a reader that exits (a pipe, a killed study) must not cost the run its save on stop
+        with output_may_close(), collective_failures_reported(dist, cfg.collective_timeout_s):
             return run(cfg, dist)
     finally:
         dist.close()
@@ -114,12 +119,13 @@ def train(cfg: Config) -> RunResult:
 def run(cfg: Config, dist: Distributed) -> RunResult:
     """Set up, train to max_iters (or until told to stop), and show a sample of what was learned."""
     state = setup(cfg, dist)
-    with state.log, StopRequest(dist) as stop_request:
-        result = fit(state, stop_request)
-    if not result.stopped and state.cfg.max_new_tokens > 0:
-        whole = state.sharded.whole_model()  # collective under shard="full"
-        if dist.is_master:
-            print_sample(whole, state.cfg, state.device, state.dtype)
+    with state.out_dir_lock:
+        with state.log, StopRequest(dist) as stop_request:
+            result = fit(state, stop_request)
+        if not result.stopped and state.cfg.max_new_tokens > 0:
+            whole = state.sharded.whole_model()  # collective under shard="full"
+            if dist.is_master:
+                print_sample(whole, state.cfg, state.device, state.dtype)
     return result
 
 
@@ -135,8 +141,8 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
     if device == "cpu":
         keep_freed_memory()  # reuse the big logits buffers instead of page-faulting them back each step
     ckpt_file = Path(cfg.out_dir) / CHECKPOINT_NAME
-    model, resume, cfg = load_model(cfg, ckpt_file)
-    check_closing_sample(cfg, model)
+    model, resume, cfg = load_model(cfg, ckpt_file, dist, dtype)
+    check_closing_sample(cfg, model, device, dtype)
     data_folder = Path(cfg.data_dir) / cfg.dataset
     if dist.is_master:
         prepare_if_missing(data_folder, cfg.dataset)
@@ -157,13 +163,18 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
             scaler.load_state_dict(resume["scaler"])
         iter_num, best_val_loss = resume["iter_num"], resume["best_val_loss"]
     regularizers = Regularizers.from_config(cfg, model.config.n_layer, model.has_recipes)
-    log = start_log(cfg, dist, model, device, dtype, iter_num, resume)
+    lock = OutDirLock(cfg.out_dir) if dist.is_master else contextlib.nullcontext()  # a second run: refused
+    try:
+        log = start_log(cfg, dist, model, device, dtype, iter_num, resume)
+    except BaseException:
+        lock.__exit__(None, None, None)  # a set-up that fails leaves the folder free
+        raise
     log.regularizers = regularizers
     if not resume and dist.is_master and ckpt_file.exists():
         log.print(f"note: {ckpt_file} exists and will be replaced at the first save "
                   "(--init_from=resume continues it instead)")
     return TrainingState(cfg, dist, device, dtype, sharded, model, scaler, regularizers, batches, log,
-                         ckpt_file, evaluated_at=evaluated_at(resume, cfg), iter_num=iter_num,
+                         ckpt_file, lock, evaluated_at=evaluated_at(resume, cfg), iter_num=iter_num,
                          best_val_loss=best_val_loss, saved_at=iter_num if resume else None)
 
 
@@ -175,10 +186,13 @@ def evaluated_at(resume: dict | None, cfg: Config) -> int | None:
     return resume["iter_num"]
 
 
-def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, Config]:
+def load_model(cfg: Config, ckpt_file: Path, dist: Distributed,
+               dtype: str) -> tuple[Transformer, dict | None, Config]:
     """The model to train, the checkpoint to resume from (None unless resuming), and the config,
-    whose architecture keys a fine-tune takes from its checkpoint."""
+    whose architecture keys a fine-tune takes from its checkpoint. A step that cannot fit in the
+    device's memory is refused before the model is built."""
     if cfg.init_from == "scratch":
+        check_training_fits(cfg, dist.device, dtype, dist.world_size)
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
         return build_model(cfg.model, cfg.model_config()), None, cfg
     checkpoint = load_checkpoint(ckpt_file if cfg.init_from == "resume" else cfg.init_from)
@@ -192,6 +206,7 @@ def load_model(cfg: Config, ckpt_file: Path) -> tuple[Transformer, dict | None, 
         check_same_architecture(checkpoint, cfg.model, cfg.model_config(), ckpt_file)
     else:  # fine-tune from a checkpoint file or run directory: its architecture replaces the config's
         cfg = with_architecture_of(checkpoint, cfg, keep=("block_size",))
+    check_training_fits(cfg, dist.device, dtype, dist.world_size)
     model = model_from_checkpoint(checkpoint)
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size {cfg.block_size} is longer than the checkpoint's model was built for "
@@ -214,11 +229,13 @@ def start_log(cfg: Config, dist: Distributed, model: Transformer, device: str, d
     return log
 
 
-def check_closing_sample(cfg: Config, model: Transformer) -> None:
+def check_closing_sample(cfg: Config, model: Transformer, device: str, dtype: str) -> None:
     """The run ends with a sample; what it needs is checked now, not after hours of training."""
     if cfg.max_new_tokens > 0 and max(encode(SAMPLE_PROMPT)) >= model.config.vocab_size:
         raise UserError(f"the closing sample's prompt {SAMPLE_PROMPT!r} has token ids beyond this model's "
                         f"vocabulary of {model.config.vocab_size}; set --max_new_tokens=0 to skip it")
+    if cfg.max_new_tokens > 0:
+        check_sampling_fits(model, 1, cfg.max_new_tokens, device, dtype)
 
 
 # --- the loop ---------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import argparse
 import functools
 import sys
 
+from core.closed_output import output_may_close
+
 
 class UserError(Exception):
     """A problem with the user's input (config, paths, prompts, checkpoints), explained in one line."""
@@ -22,15 +24,18 @@ def is_user_error(error: BaseException) -> bool:
 
 
 def exit_on_user_error(main):
+    """`main`, with a UserError turned into its one line and exit status 2; and output that survives
+    its reader's exit (`python sample.py ... | head -1`, a killed parent): see core/closed_output.py."""
     @functools.wraps(main)
     def guarded(*args, **kwargs):
-        try:
-            return main(*args, **kwargs)
-        except Exception as error:
-            if not is_user_error(error):
-                raise
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+        with output_may_close():
+            try:
+                return main(*args, **kwargs)
+            except Exception as error:
+                if not is_user_error(error):
+                    raise
+                print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
     return guarded
 

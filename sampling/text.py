@@ -12,6 +12,7 @@ from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpo
 from core.config import Config
 from core.errors import UserError
 from core.hardware import autocast, resolve_device, resolve_dtype
+from core.memory_plan import check_sampling_fits
 from core.tokenizer import END_OF_TEXT_ID, GPT2_VOCAB_SIZE, decode, encode, valid_vocab_size
 from models import Transformer
 
@@ -72,8 +73,10 @@ def load_for_sampling(cfg: Config, block_size_given: bool) -> tuple[Transformer,
                             f"--block_size={trained} or less")
         model.config.block_size = cfg.block_size  # a shorter window over the same position tables
     device = resolve_device(cfg.device)  # load_config has checked that this machine has it
+    dtype = resolve_dtype(cfg.dtype, device)
+    check_sampling_fits(model, cfg.num_samples, cfg.max_new_tokens, device, dtype)
     model = model.to(device)
-    return model.eval(), device, resolve_dtype(cfg.dtype, device)
+    return model.eval(), device, dtype
 
 
 def generate_ids(model: Transformer, prompts: list[list[int]], cfg: Config, device: str, dtype: str,

@@ -12,6 +12,9 @@ from models import ModelConfig, build_model
 # left behind is found even after its parent died and it was reparented to init.
 SESSION_MARK = f"REFLOW_TEST_SESSION={os.getpid()}".encode()
 os.environ["REFLOW_TEST_SESSION"] = str(os.getpid())
+# Services meant to live as long as the test session: wandb's starts at a test's first wandb.init, is
+# reused by later ones, and ends when this process ends (it watches our pid).
+SESSION_SERVICES = (b"wandb-core",)
 
 
 def marked_processes() -> dict[int, int]:
@@ -22,6 +25,8 @@ def marked_processes() -> dict[int, int]:
             continue
         try:
             if SESSION_MARK not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if any(service in (entry / "cmdline").read_bytes() for service in SESSION_SERVICES):
                 continue
             stat = (entry / "stat").read_text()
         except OSError:  # gone meanwhile, or not ours to read

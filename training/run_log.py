@@ -88,7 +88,7 @@ class RunLog:
         if self.enabled:
             self.history[str(iter_num)] = {k: float(v) for k, v in losses.items()}
             # Written, then renamed: never half a file; a full disk is one line.
-            with replacing(self.history_path, self.history_path.with_name(f".{VAL_HISTORY_NAME}.tmp")) as tmp:
+            with replacing(self.history_path) as tmp:
                 tmp.write_text(json.dumps(self.history, indent=1))
         if self.wandb:
             self.wandb.log({"iter": iter_num, "train/loss_estimate": losses["train"],
