@@ -167,14 +167,17 @@ def main(argv: list[str]) -> None:
     dtype = resolve_dtype(rows[0][1].dtype, device)
     kept = device == "cpu" and options.keep_freed_memory and keep_freed_memory()
 
+    for _, cfg, _ in rows:  # an absurd size is one line before anything is built, not a crash
+        planned = cfg.model if cfg.model in MODELS else BASELINES[cfg.model].REIMPLEMENTS
+        check_training_fits(dataclasses.replace(cfg, model=planned), device, dtype)
     # Build and warm up every model, and measure its memory, before any timing.
     runs, memory = {}, {}
     for name, cfg, build in rows:
+        model = build()
+        if options.sample_tokens and isinstance(model, Transformer):
+            check_sampling_fits(model, cfg.num_samples, options.sample_tokens, device, dtype)
         progress(f"warming up {name}" + (" (compiling)" if cfg.compile else ""))
-        check_training_fits(cfg, device, dtype)  # before build(): an absurd size is one line, not a crash
-        runs[name] = TrainingRun(build(), cfg, device, dtype)
-        if options.sample_tokens and isinstance(runs[name].model, Transformer):
-            check_sampling_fits(runs[name].model, cfg.num_samples, options.sample_tokens, device, dtype)
+        runs[name] = TrainingRun(model, cfg, device, dtype)
         for _ in range(max(options.warmup - 1, 0)):
             runs[name].step()
         memory[name] = step_peak_memory(runs[name])  # the last warm-up step

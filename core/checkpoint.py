@@ -210,8 +210,9 @@ def model_from_checkpoint(checkpoint: dict) -> Transformer:
                    for k, shape in shapes.items() if k in state and shape != tuple(state[k].shape)), None)
     if misfit:
         raise UserError(f"checkpoint weights do not fit its model_args ({misfit}); the file is damaged")
-    refuse_unless_it_fits(model_bytes(skeleton), target_of("cpu", "float32"), f"the {name} its model_args "
-                          "describe", "the checkpoint's model_args are damaged or not this program's")
+    refuse_unless_it_fits(model_bytes(skeleton), target_of("cpu", "float32"),
+                          f"the {name} model its model_args describe",
+                          "the checkpoint's model_args are damaged or not this program's")
     model = build_model(name, architecture)
     try:
         model.load_state_dict(state)

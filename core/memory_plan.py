@@ -13,6 +13,8 @@ the parameter count comes from the model built on the meta device):
   gradients (world size > 1, shard != "full");
 - autocast weight copies: under fp16/bf16 autocast each weight is cast once per forward and the
   half-precision copy kept for the backward pass, parameters x 2 bytes;
+- with on_nonfinite="skip", a copy of the weights and AdamW state taken before each update, to undo
+  one that overflows;
 - activations: what autograd saves in the forward pass for the backward pass, per layer (formula
   below) x n_layer, plus the embedding's; with activation checkpointing, each block keeps only its
   input and one block's activations exist again while it is recomputed;
@@ -207,6 +209,8 @@ def plan_for_model(cfg, model, target: Target, world_size: int, batch_size: int 
         items["FSDP gathered blocks"] = 2 * 2 * largest_block * 4
     if act < 4:
         items["autocast weight copies"] = params * act // sharded_weights
+    if getattr(cfg, "on_nonfinite", "stop") == "skip":  # training.optimization.state_copy, during a step
+        items["undo copy (on_nonfinite=skip)"] = items["weights"] + items["AdamW state"]
 
     tokens = B * T
     per_layer = block_activation_bytes(cfg.model, mcfg, act, target.is_cpu) * tokens

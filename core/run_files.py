@@ -43,7 +43,7 @@ def check_checkpoint_fields(checkpoint: dict, file: Path) -> None:
         if not is_number(loss) or math.isnan(loss) or loss < 0:
             refuse(file, "best_val_loss", f"must be a loss (a number >= 0), got {loss!r}")
     optimizer = checkpoint.get("optimizer")
-    if optimizer is not None:
+    if optimizer:  # None or {}: no state to resume (a fine-tune's starting point)
         groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
         if (not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict)
                 or not isinstance(groups, list)

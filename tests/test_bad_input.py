@@ -149,6 +149,8 @@ CASES = [
     Case("bench-batch-of-ten-million", bench.main, [CONFIG, "--batch_size=10000000", "--device=cpu"],
          "batch_size"),
     # issue 25. Flags and files outside the config loader
+    Case("bench-hundred-million-samples", bench.main, [CONFIG, "--num_samples=100000000", "--device=cpu"],
+         "num_samples"),
     Case("bench-threads-100000", bench.main, [CONFIG, "--threads=100000"], "--threads"),
     Case("gpu-report-bogus-device", bench.main, ["--gpu_report", "--device=bogus"], "device"),
     Case("gpu-report-absent-gpu", bench.main, ["--gpu_report", "--device=cuda:63"], "device"),
@@ -306,3 +308,17 @@ def test_export_never_deletes_a_folder_it_did_not_create(workspace, tmp_path):
     assert (partial / "mine.txt").read_text() == "keep me\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "hf.partial"]
     assert (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+def test_a_report_of_the_wrong_shape_is_named_not_a_crash(tmp_path):
+    """An NN_slug.json whose metrics is not a list: read_report names the file and field, and the
+    audit page lists it as unreadable instead of failing on it."""
+    from core.errors import UserError
+    from core.run_files import read_report
+    from experiments.audit_page import load_reports
+
+    report = tmp_path / "01_recipe_atlas.json"
+    report.write_text('{"experiment": 1, "title": "Recipe atlas", "metrics": 3, "figures": []}')
+    with pytest.raises(UserError, match=r"01_recipe_atlas.json: metrics must be a list, got 3; run the"):
+        read_report(report)
+    assert load_reports(tmp_path) == ([], ["01_recipe_atlas.json"])
