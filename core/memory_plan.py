@@ -350,11 +350,13 @@ def sampling_bytes(model, batch: int, new_tokens: int, element: int) -> int:
     return cache + batch * cfg.vocab_size * 4 * 2 + ids
 
 
-def check_sampling_fits(model, num_samples: int, new_tokens: int, device: str, dtype: str) -> None:
-    """Refuse a generation whose cache, logits and ids exceed the device's memory."""
+def check_sampling_fits(model, num_samples: int, new_tokens: int, device: str, dtype: str,
+                        keys: str = "num_samples, max_new_tokens") -> None:
+    """Refuse a generation whose cache, logits and ids exceed the device's memory; the message names
+    `keys`, the config keys that set num_samples and new_tokens."""
     target = target_of(device, dtype)
     element = next(model.parameters()).element_size()  # the cache takes the weights' dtype
     needed = model_bytes(model) + sampling_bytes(model, num_samples, new_tokens, element)
     refuse_unless_it_fits(needed, target, f"sampling {num_samples:,} rows of {new_tokens:,} new tokens "
                           "(the key/value cache over the whole context, the logits, the ids)",
-                          "lower num_samples, max_new_tokens or block_size")
+                          f"lower {keys} or block_size")

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from core.tokenizer import decode, valid_vocab_size
 from experiments.common import (
+    SAMPLES_PER_PROMPT,
     frequent_words,
     js_divergence,
     label,
@@ -37,7 +38,6 @@ NULL_TOKENS = 20  # random tokens whose own-row inception is the null
 SEARCH_GRID = 33  # strengths per search grid; two grids give precision alpha_max / 32^2
 SAMPLE_TOP_K = 40
 HIJACK_WINDOWS = 8  # validation windows for the perplexity before and after the hijack
-SAMPLES_PER_PROMPT = 4
 NULL_EDITS = 50  # random-target edits in the hijack's null
 
 

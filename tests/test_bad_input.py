@@ -146,6 +146,9 @@ CASES = [
                                                   "--device=cpu"], "num_samples"),
     Case("closing-sample-of-10-to-the-12-tokens", train.main, tiny("absurd", max_new_tokens=10**12),
          "max_new_tokens"),
+    Case("experiment-samples-of-10-to-the-12-tokens", experiment.main,
+         [CONFIG, "--ckpt={work}/run", "--run", "10", "--audit_sample_tokens=1000000000000"],
+         "audit_sample_tokens"),
     Case("bench-batch-of-ten-million", bench.main, [CONFIG, "--batch_size=10000000", "--device=cpu"],
          "batch_size"),
     # issue 25. Flags and files outside the config loader
