@@ -10,6 +10,7 @@ the user's to fix (free space, choose another folder), so it becomes one UserErr
 """
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -63,5 +64,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
         if cause is None:
             raise
         kept = "keeps its previous content" if path.is_file() else "was not written"
+        full = cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # only then is space the fix
+        fix = "free some space or choose another folder" if full else "check the folder or choose another"
         raise UserError(f"could not write {path} ({cause.strerror or cause}); {path.name} {kept}; "
-                        "free some space or choose another folder") from error
+                        f"{fix}") from error
