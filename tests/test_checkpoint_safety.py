@@ -93,3 +93,15 @@ def test_a_second_training_in_the_same_out_dir_is_refused(tmp_path, capsys):
     assert not (tmp_path / "run" / "ckpt.pt").exists()
     train.main(run_args(tmp_path, max_iters=2, eval_interval=2))  # released: the folder is free again
     assert load_checkpoint(tmp_path / "run")["iter_num"] == 2
+
+
+def test_a_lock_file_planted_as_a_symlink_is_refused_not_followed(tmp_path):
+    from core.out_dir_lock import LOCK_NAME, OutDirLock
+
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_NAME).symlink_to(outside)
+    with pytest.raises(UserError, match=r"cannot create the lock file .*\.train\.lock \(Too many levels"):
+        OutDirLock(tmp_path / "run")
+    assert outside.read_text() == "keep\n"
