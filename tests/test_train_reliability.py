@@ -136,7 +136,8 @@ def test_a_finite_loss_whose_update_overflows_is_undone_or_stops(tmp_path, capsy
     with pytest.raises(NonFiniteUpdate):
         train_step(model, optimizer, scaler, [batch], lr=1e39, undo_non_finite=True, **step)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert all(torch.equal(m, s["exp_avg_sq"]) for m, s in zip(moments, optimizer.state.values(), strict=True))
+    states = optimizer.state.values()
+    assert all(torch.equal(m, s["exp_avg_sq"]) for m, s in zip(moments, states, strict=True))
 
     write_dataset(tmp_path / "data")
     overflow = dict(learning_rate=1e39, decay_lr=False, max_iters=2, eval_interval=2, log_interval=100)
