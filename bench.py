@@ -46,6 +46,7 @@ from core.checkpoint import load_checkpoint, model_from_checkpoint, with_archite
 from core.config import Config, check_key, check_type, load_config, parse_args, parse_value, validate
 from core.errors import UserError, exit_on_user_error
 from core.hardware import keep_freed_memory, peak_flops, resolve_device, resolve_dtype
+from core.memory_plan import check_sampling_fits, check_training_fits
 from models import MODELS, Transformer
 from models.baselines import BASELINES
 
@@ -77,6 +78,9 @@ class BenchOptions:
         for key, minimum in OPTION_MINIMUMS.items():
             if getattr(self, key) < minimum:
                 raise UserError(f"--{key} must be at least {minimum}, got {getattr(self, key)}")
+        cores = os.cpu_count() or 1
+        if self.threads > cores:  # more threads than cores only queue; 100,000 of them crash torch
+            raise UserError(f"--threads must be at most this machine's {cores} cores, got {self.threads}")
 
 
 def parse_command_line(argv: list[str]) -> tuple[list[str], BenchOptions, dict[str, str]]:
@@ -151,7 +155,7 @@ def label(file: str, model: str, files: list[str]) -> str:
 def main(argv: list[str]) -> None:
     files, options, overrides = parse_command_line(argv)
     if options.gpu_report:
-        device = resolve_device(overrides.get("device", "auto"))
+        device = resolve_device(load_config(None, overrides).device)  # checked: a bogus or absent device
         print(format_report(gpu_report(device), device_label(device)))
         return
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -163,11 +167,17 @@ def main(argv: list[str]) -> None:
     dtype = resolve_dtype(rows[0][1].dtype, device)
     kept = device == "cpu" and options.keep_freed_memory and keep_freed_memory()
 
+    for _, cfg, _ in rows:  # an absurd size is one line before anything is built, not a crash
+        planned = cfg.model if cfg.model in MODELS else BASELINES[cfg.model].REIMPLEMENTS
+        check_training_fits(dataclasses.replace(cfg, model=planned), device, dtype)
     # Build and warm up every model, and measure its memory, before any timing.
     runs, memory = {}, {}
     for name, cfg, build in rows:
+        model = build()
+        if options.sample_tokens and isinstance(model, Transformer):
+            check_sampling_fits(model, cfg.num_samples, options.sample_tokens, device, dtype)
         progress(f"warming up {name}" + (" (compiling)" if cfg.compile else ""))
-        runs[name] = TrainingRun(build(), cfg, device, dtype)
+        runs[name] = TrainingRun(model, cfg, device, dtype)
         for _ in range(max(options.warmup - 1, 0)):
             runs[name].step()
         memory[name] = step_peak_memory(runs[name])  # the last warm-up step

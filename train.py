@@ -24,6 +24,7 @@ anything is written; returns a TrainingState) -> `fit` (the loop: `validate` whe
 `training_step`; `save` writes the checkpoint) -> a closing sample.
 """
 
+import contextlib
 import math
 import sys
 import time
@@ -44,9 +45,13 @@ from core.checkpoint import (
     vocab_entry,
     with_architecture_of,
 )
+from core.closed_output import output_may_close
 from core.config import DEFAULT_VOCAB_SIZE, Config, load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 from core.hardware import autocast, keep_freed_memory, resolve_dtype
+from core.memory_plan import check_sampling_fits
+from core.out_dir_lock import OutDirLock
+from core.run_files import check_optimizer_fits, check_resumable
 from core.tokenizer import Tokenizer
 from core.wandb_login import check_wandb_ready
 from models import ModelConfig, Transformer, build_model
@@ -54,7 +59,14 @@ from training.batches import Batches, corpus_tokenizer, seed_for
 from training.distillation import Distillation, share_and_freeze
 from training.distributed import Distributed, collective_failures_reported, init_distributed
 from training.memory_check import check_memory_plan
-from training.optimization import estimate_loss, learning_rate_at, make_grad_scaler, train_step
+from training.optimization import (
+    NonFiniteUpdate,
+    estimate_loss,
+    learning_rate_at,
+    make_grad_scaler,
+    parameter_groups,
+    train_step,
+)
 from training.regularizers import Regularizers
 from training.run_log import RunLog
 from training.sharding import ShardedTraining, shard_for_training
@@ -91,6 +103,7 @@ class TrainingState:
     batches: Batches
     log: RunLog
     ckpt_file: Path
+    out_dir_lock: OutDirLock | contextlib.nullcontext  # rank 0 holds out_dir until the run ends
     evaluated_at: int | None  # the step whose evaluation is done (a resumed step's, unless a stop cut it)
     iter_num: int = 0
     best_val_loss: float = math.inf
@@ -106,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def train(cfg: Config) -> RunResult:
     dist = init_distributed(cfg.device, cfg.backend, cfg.collective_timeout_s)
-    try:
-        with collective_failures_reported(dist, cfg.collective_timeout_s):
+    try:  # a reader that exits (a pipe, a killed study) must not cost the run its save on stop
+        with output_may_close(), collective_failures_reported(dist, cfg.collective_timeout_s):
             return run(cfg, dist)
     finally:
         dist.close()
@@ -116,12 +129,13 @@ def train(cfg: Config) -> RunResult:
 def run(cfg: Config, dist: Distributed) -> RunResult:
     """Set up, train to max_iters (or until told to stop), and show a sample of what was learned."""
     state = setup(cfg, dist)
-    with state.log, StopRequest(dist) as stop_request:
-        result = fit(state, stop_request)
-    if not result.stopped and state.cfg.max_new_tokens > 0:
-        whole = state.sharded.whole_model()  # collective under shard="full"
-        if dist.is_master:
-            print_sample(whole, state.tokenizer, state.cfg, state.device, state.dtype)
+    with state.out_dir_lock:
+        with state.log, StopRequest(dist) as stop_request:
+            result = fit(state, stop_request)
+        if not result.stopped and state.cfg.max_new_tokens > 0:
+            whole = state.sharded.whole_model()  # collective under shard="full"
+            if dist.is_master:
+                print_sample(whole, state.tokenizer, state.cfg, state.device, state.dtype)
     return result
 
 
@@ -141,14 +155,16 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
     if dist.is_master:
         prepare_if_missing(data_folder, cfg.dataset)
     dist.barrier()
-    model, resume, cfg, tokenizer = load_model(cfg, ckpt_file, data_folder)
+    model, resume, cfg, tokenizer = load_model(cfg, ckpt_file, data_folder, dist, dtype)
     share_and_freeze(model, cfg, resume)  # init_basis_from, freeze_basis/recipes: before the optimizer
-    check_memory_plan(cfg, device, dtype, dist.world_size)  # CUDA: before the model goes to the GPU
     distillation = Distillation.from_config(cfg, model, device)  # the teacher, if distill_from
-    check_closing_sample(cfg, tokenizer)
+    check_closing_sample(cfg, model, tokenizer, device, dtype)
     batches = Batches(data_folder, cfg.block_size, cfg.batch_size, cfg.seed, tokenizer)
     ensure_writable_dir(cfg.out_dir)
 
+    if resume:  # before sharding splits the parameters: the saved state covers them all
+        shapes = [[p.shape for p in group["params"]] for group in parameter_groups(model, cfg)]
+        check_optimizer_fits(resume["optimizer"], shapes, ckpt_file)
     sharded = shard_for_training(model, cfg, dist)  # DDP, ZeRO-1 or FSDP2, per cfg.shard
     model = sharded.model
     scaler = make_grad_scaler(device, dtype)  # loss scaling, for float16 only
@@ -159,13 +175,18 @@ def setup(cfg: Config, dist: Distributed) -> TrainingState:
             scaler.load_state_dict(resume["scaler"])
         iter_num, best_val_loss = resume["iter_num"], resume["best_val_loss"]
     regularizers = Regularizers.from_config(cfg, model.config.n_layer, model.has_recipes)
-    log = start_log(cfg, dist, model, device, dtype, iter_num, resume)
+    lock = OutDirLock(cfg.out_dir) if dist.is_master else contextlib.nullcontext()  # a second run: refused
+    try:
+        log = start_log(cfg, dist, model, device, dtype, iter_num, resume)
+    except BaseException:
+        lock.__exit__(None, None, None)  # a set-up that fails leaves the folder free
+        raise
     log.regularizers = regularizers
     if not resume and dist.is_master and ckpt_file.exists():
         log.print(f"note: {ckpt_file} exists and will be replaced at the first save "
                   "(--init_from=resume continues it instead)")
     return TrainingState(cfg, dist, device, dtype, sharded, model, tokenizer, scaler, regularizers, batches,
-                         log, ckpt_file, evaluated_at=evaluated_at(resume, cfg), iter_num=iter_num,
+                         log, ckpt_file, lock, evaluated_at=evaluated_at(resume, cfg), iter_num=iter_num,
                          best_val_loss=best_val_loss, saved_at=iter_num if resume else None,
                          distillation=distillation)
 
@@ -178,10 +199,11 @@ def evaluated_at(resume: dict | None, cfg: Config) -> int | None:
     return resume["iter_num"]
 
 
-def load_model(cfg: Config, ckpt_file: Path, data_folder: Path
+def load_model(cfg: Config, ckpt_file: Path, data_folder: Path, dist: Distributed, dtype: str
                ) -> tuple[Transformer, dict | None, Config, Tokenizer]:
     """The model to train, the checkpoint to resume from (None unless resuming), the config, whose
     architecture keys (and vocab) a fine-tune takes from its checkpoint, and the model's tokenizer.
+    A step whose memory plan exceeds the device is refused before the model is built.
 
     Under vocab='corpus' the model's vocab_size is the corpus's; the config keeps its own unset
     value, so a saved config reads as the user wrote it and compares equal to the next run's."""
@@ -190,6 +212,7 @@ def load_model(cfg: Config, ckpt_file: Path, data_folder: Path
         if cfg.vocab == "corpus":
             tokenizer = corpus_tokenizer(data_folder)
             architecture.vocab_size = tokenizer.vocab_size
+        check_memory_plan(replace(cfg, vocab_size=architecture.vocab_size), dist.device, dtype, dist.world_size)
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
         return build_model(cfg.model, architecture), None, cfg, tokenizer
     checkpoint = load_checkpoint(ckpt_file if cfg.init_from == "resume" else cfg.init_from)
@@ -204,6 +227,7 @@ def load_model(cfg: Config, ckpt_file: Path, data_folder: Path
         if not checkpoint.get("optimizer"):  # e.g. nanoGPT's, whose optimizer state does not map to ours
             raise UserError(f"{ckpt_file} holds no optimizer state to resume; fine-tune from its weights "
                             f"with --init_from={ckpt_file} and another --out_dir")
+        check_resumable(checkpoint, ckpt_file)
         architecture = cfg.model_config()
         if vocab == "corpus":  # its size is the checkpoint's, whatever the corpus holds now
             architecture.vocab_size = tokenizer.vocab_size
@@ -213,6 +237,7 @@ def load_model(cfg: Config, ckpt_file: Path, data_folder: Path
         cfg = replace(cfg, vocab=vocab)
         if vocab == "corpus":  # the config's vocab_size stays unset, as from scratch
             cfg = replace(cfg, vocab_size=DEFAULT_VOCAB_SIZE)
+    check_memory_plan(replace(cfg, vocab_size=tokenizer.vocab_size), dist.device, dtype, dist.world_size)
     model = model_from_checkpoint(checkpoint)
     if cfg.block_size > model.config.block_size:
         raise UserError(f"block_size {cfg.block_size} is longer than the checkpoint's model was built for "
@@ -235,7 +260,7 @@ def start_log(cfg: Config, dist: Distributed, model: Transformer, device: str, d
     return log
 
 
-def check_closing_sample(cfg: Config, tokenizer: Tokenizer) -> None:
+def check_closing_sample(cfg: Config, model: Transformer, tokenizer: Tokenizer, device: str, dtype: str) -> None:
     """The run ends with a sample; what it needs is checked now, not after hours of training."""
     if cfg.max_new_tokens > 0:
         try:
@@ -243,6 +268,7 @@ def check_closing_sample(cfg: Config, tokenizer: Tokenizer) -> None:
         except UserError:
             raise UserError(f"the closing sample's prompt {SAMPLE_PROMPT!r} has tokens outside this model's "
                             f"vocabulary ({tokenizer.describe()}); set --max_new_tokens=0 to skip it")
+        check_sampling_fits(model, 1, cfg.max_new_tokens, device, dtype)
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -275,11 +301,17 @@ def training_step(state: TrainingState, result: RunResult) -> None:
     start = time.perf_counter()
     micro_batches = state.batches.train_micro_batches(
         step, cfg.gradient_accumulation_steps, dist.rank, dist.world_size, state.device)
-    loss = train_step(state.sharded.train_model, state.sharded.optimizer, state.scaler, micro_batches, lr=lr,
-                      grad_clip=cfg.grad_clip, device=state.device, dtype=state.dtype, dist=dist,
-                      regularizers=state.regularizers, distillation=state.distillation)
-    if not math.isfinite(loss):
-        state.log.print(non_finite(cfg, f"loss {loss} at step {step}", state.ckpt_file, "step skipped"))
+    try:
+        loss = train_step(state.sharded.train_model, state.sharded.optimizer, state.scaler, micro_batches,
+                          lr=lr, grad_clip=cfg.grad_clip, device=state.device, dtype=state.dtype, dist=dist,
+                          regularizers=state.regularizers, distillation=state.distillation,
+                          undo_non_finite=cfg.on_nonfinite == "skip")
+        if not math.isfinite(loss):
+            state.log.print(non_finite(cfg, f"loss {loss} at step {step}", state.ckpt_file, "step skipped"))
+    except NonFiniteUpdate as overflow:
+        what = f"weights after step {step} ({overflow})"
+        state.log.print(non_finite(cfg, what, state.ckpt_file, "step skipped"))
+        loss = math.nan  # the step was not taken: recorded as a skipped step is
     result.losses[step] = loss
     state.iter_num += 1
     state.log.step(state.iter_num, loss, lr, time.perf_counter() - start)
@@ -349,7 +381,7 @@ def print_sample(model: Transformer, tokenizer: Tokenizer, cfg: Config, device: 
     generator = torch.Generator(device).manual_seed(cfg.seed)
     with autocast(device, dtype):
         ids = model.generate(prompt, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                             generator=generator)[0].tolist()
+                             generator=generator, valid_vocab_size=tokenizer.n_vocab)[0].tolist()
     print(f"--- sample (temperature {cfg.temperature}, top_k {cfg.top_k}) ---\n{tokenizer.decode(ids)}\n---")
 
 

@@ -41,7 +41,7 @@ import torch.nn as nn
 
 from core.config import Config
 from core.hardware import autocast
-from core.tokenizer import GPT2_VOCAB_SIZE
+from core.tokenizer import GPT2_VOCAB_SIZE, Tokenizer
 from models import MODELS, build_model, matmul_form
 from models.baselines import BASELINES, ReferenceGPT2
 from training.batches import corpus_tokenizer
@@ -252,7 +252,8 @@ def sampling_speed(model: nn.Module, new_tokens: int, use_cache: bool, cfg: Conf
     wall, cpu = time.perf_counter(), time.process_time()
     with autocast(device, dtype):
         model.generate(prompt, new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                       use_cache=use_cache, generator=generator)
+                       use_cache=use_cache, generator=generator,
+                       valid_vocab_size=Tokenizer(model.config.vocab_size).n_vocab)
     synchronize(device)
     timing = Timing(time.perf_counter() - wall, time.process_time() - cpu)
     model.train()

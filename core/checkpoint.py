@@ -13,6 +13,7 @@ import dataclasses
 import os
 import pickle
 import re
+import tempfile
 import typing
 import zipfile
 from pathlib import Path
@@ -22,6 +23,8 @@ import torch
 from core.atomic_write import replacing
 from core.config import Config, check_type, validate
 from core.errors import UserError
+from core.memory_plan import model_bytes, refuse_unless_it_fits, target_of
+from core.run_files import check_checkpoint_fields
 from core.tokenizer import GPT2_VOCAB_SIZE, Tokenizer
 from models import MODELS, ModelConfig, Transformer, build_model
 
@@ -74,6 +77,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     adapted = adapt_foreign_checkpoint(checkpoint, file)
     if adapted is not checkpoint:
         check_model_args(adapted, file)  # now named gpt2, its values meet gpt2's rules
+    check_checkpoint_fields(adapted, file)
     return adapted
 
 
@@ -229,8 +233,18 @@ def with_architecture_of(checkpoint: dict, cfg: Config, keep: tuple[str, ...] = 
 def model_from_checkpoint(checkpoint: dict) -> Transformer:
     """Rebuild the model a checkpoint was saved from, with its weights."""
     name, architecture = architecture_of(checkpoint)
-    model = build_model(name, architecture)
     state = {k.removeprefix("_orig_mod."): v for k, v in checkpoint["model"].items()}
+    with torch.device("meta"):  # shapes and sizes first: model_args may describe something absurd
+        skeleton = build_model(name, architecture)
+    shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    misfit = next((f"{k}: {shape} in model_args, {tuple(state[k].shape)} in the file"
+                   for k, shape in shapes.items() if k in state and shape != tuple(state[k].shape)), None)
+    if misfit:
+        raise UserError(f"checkpoint weights do not fit its model_args ({misfit}); the file is damaged")
+    refuse_unless_it_fits(model_bytes(skeleton), target_of("cpu", "float32"),
+                          f"the {name} model its model_args describe",
+                          "the checkpoint's model_args are damaged or not this program's")
+    model = build_model(name, architecture)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -258,11 +272,11 @@ def check_same_architecture(checkpoint: dict, model_name: str, config: ModelConf
 def ensure_writable_dir(folder: str | Path) -> None:
     """Create `folder` if needed and prove it takes a file, before any work is done."""
     folder = Path(folder)
-    probe = folder / f".write_test_{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe.touch()
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=folder)  # a new file: never through a link
+        os.close(fd)
+        os.unlink(probe)
     except OSError as error:
         raise UserError(f"cannot write to out_dir {folder} ({error.strerror or error}); "
                         "choose another with --out_dir=...")

@@ -423,6 +423,9 @@ def read_config_file(path: str) -> dict:
         exec(compile(file.read_text(), str(file), "exec"), namespace)
     except Exception as error:  # a broken config is the user's to fix, in one line
         raise UserError(f"config file {path} failed to run: {type(error).__name__}: {error}")
+    except SystemExit as error:  # exit() would end the script silently, as if it had done its work
+        raise UserError(f"config file {path} called exit({error.code if error.code is not None else ''}); "
+                        "a config file only assigns keys (n_layer = 6)")
     finally:
         sys.path.remove(str(REPO_ROOT))
     return {

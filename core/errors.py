@@ -2,26 +2,40 @@
 
 Entry scripts wrap their `main` in `exit_on_user_error`: a `UserError` anywhere below prints
 `error: <what is wrong and what to do>` on stderr and exits with status 2, with no traceback.
-Internal invariants still use `assert` and crash loudly, because those are our bugs.
+Internal invariants still use `assert` and crash loudly, because those are our bugs. Modules that
+cannot import this one (models/ imports nothing from the repo) mark such an exception class with
+`user_facing = True` instead (models.transformer.NonFiniteLogits).
 """
 
 import argparse
 import functools
 import sys
 
+from core.closed_output import output_may_close
+
 
 class UserError(Exception):
     """A problem with the user's input (config, paths, prompts, checkpoints), explained in one line."""
 
 
+def is_user_error(error: BaseException) -> bool:
+    """A UserError, or an exception from below core/ that declares itself the user's to fix."""
+    return isinstance(error, UserError) or getattr(error, "user_facing", False) is True
+
+
 def exit_on_user_error(main):
+    """`main`, with a UserError turned into its one line and exit status 2; and output that survives
+    its reader's exit (`python sample.py ... | head -1`, a killed parent): see core/closed_output.py."""
     @functools.wraps(main)
     def guarded(*args, **kwargs):
-        try:
-            return main(*args, **kwargs)
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+        with output_may_close():
+            try:
+                return main(*args, **kwargs)
+            except Exception as error:
+                if not is_user_error(error):
+                    raise
+                print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
     return guarded
 

@@ -13,6 +13,8 @@ the parameter count comes from the model built on the meta device):
   gradients (world size > 1, shard != "full");
 - autocast weight copies: under fp16/bf16 autocast each weight is cast once per forward and the
   half-precision copy kept for the backward pass, parameters x 2 bytes;
+- with on_nonfinite="skip", a copy of the weights and AdamW state taken before each update, to undo
+  one that overflows;
 - activations: what autograd saves in the forward pass for the backward pass, per layer (formula
   below) x n_layer, plus the embedding's; with activation checkpointing, each block keeps only its
   input and one block's activations exist again while it is recomputed;
@@ -38,10 +40,12 @@ torch.compile fuses elementwise ops and usually saves less.
 """
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 import torch
 
+from core.errors import UserError
 from models import build_model
 
 GIB = 2**30
@@ -208,6 +212,8 @@ def plan_for_model(cfg, model, target: Target, world_size: int, batch_size: int 
         items["FSDP gathered blocks"] = 2 * 2 * largest_block * 4
     if act < 4:
         items["autocast weight copies"] = params * act // sharded_weights
+    if getattr(cfg, "on_nonfinite", "stop") == "skip":  # training.optimization.state_copy, during a step
+        items["undo copy (on_nonfinite=skip)"] = items["weights"] + items["AdamW state"]
 
     tokens = B * T
     per_layer = block_activation_bytes(cfg.model, mcfg, act, target.is_cpu) * tokens
@@ -325,3 +331,70 @@ def format_plan(plan: MemoryPlan, largest_batch: int | None) -> str:
                      f"{largest_batch}" + (" (none: shard or checkpoint more)" if largest_batch == 0 else ""))
     lines += [f"note: {note}" for note in plan.notes]
     return "\n".join(lines)
+
+
+# --- refusing what cannot fit, before it is allocated ----------------------------------------------
+def device_capacity(device: str) -> int | None:
+    """Bytes of memory the device has in all (None where unknown: mps): CPU RAM, or the GPU's."""
+    if device == "cpu":
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return None
+
+
+def target_of(device: str, dtype: str) -> Target:
+    """The machine this process runs on, as a planning target."""
+    if device == "cpu":
+        return Target("cpu", "CPU", device_capacity(device), "float32")
+    return Target(device, device, device_capacity(device), dtype)
+
+
+def refuse_unless_it_fits(needed: int, target: Target, what: str, fix: str) -> None:
+    """One line, before allocation, when `needed` bytes exceed all the memory the device has."""
+    if target.capacity_bytes is not None and needed > target.capacity_bytes:
+        raise UserError(f"{what} needs about {gib(needed)}, more than the {gib(target.capacity_bytes)} "
+                        f"this {target.label} has; {fix}")
+
+
+def check_training_fits(cfg, device: str, dtype: str, world_size: int = 1) -> None:
+    """Refuse a training step whose plan exceeds the device's memory (a batch of a million, a width
+    of 2**20), before the model is built."""
+    target = target_of(device, dtype)
+    if target.capacity_bytes is None:
+        return
+    plan = plan_memory(cfg, target, world_size)
+    largest = sorted(plan.items.items(), key=lambda item: -item[1])[:2]
+    parts = ", ".join(f"{name} {gib(size)}" for name, size in largest)
+    refuse_unless_it_fits(plan.total_bytes, target, f"a training step of this {cfg.model} ({parts})",
+                          "lower batch_size (raise gradient_accumulation_steps to keep the tokens per "
+                          "step), block_size or the model's size; check.py CONFIG --memory shows the plan")
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers (it may live on the meta device)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def sampling_bytes(model, batch: int, new_tokens: int, element: int) -> int:
+    """What generation adds to the weights: the key/value cache of `batch` rows over the whole
+    context (models.layers.KVCache preallocates it), one step's fp32 logits and probabilities, and
+    the growing (batch, prompt + new_tokens) int64 ids, held twice while each step appends."""
+    cfg = model.config
+    head_size = cfg.n_embd // cfg.n_head
+    cache = 2 * cfg.n_layer * batch * (cfg.n_kv_head or cfg.n_head) * cfg.block_size * head_size * element
+    ids = 2 * batch * (cfg.block_size + new_tokens) * 8
+    return cache + batch * cfg.vocab_size * 4 * 2 + ids
+
+
+def check_sampling_fits(model, num_samples: int, new_tokens: int, device: str, dtype: str,
+                        keys: str = "num_samples, max_new_tokens") -> None:
+    """Refuse a generation whose cache, logits and ids exceed the device's memory; the message names
+    `keys`, the config keys that set num_samples and new_tokens."""
+    target = target_of(device, dtype)
+    element = next(model.parameters()).element_size()  # the cache takes the weights' dtype
+    needed = model_bytes(model) + sampling_bytes(model, num_samples, new_tokens, element)
+    refuse_unless_it_fits(needed, target, f"sampling {num_samples:,} rows of {new_tokens:,} new tokens "
+                          "(the key/value cache over the whole context, the logits, the ids)",
+                          f"lower {keys} or block_size")

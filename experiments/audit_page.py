@@ -6,9 +6,10 @@ it ran. It needs no server and no network: CSS is inline, figures are referenced
 """
 
 import html
-import json
 from pathlib import Path
 
+from core.errors import UserError
+from core.run_files import read_report
 from experiments.report import format_cell, write_atomic
 
 PAGE_NAME = "index.html"
@@ -40,9 +41,8 @@ def load_reports(folder: Path) -> tuple[list[dict], list[str]]:
     reports, broken = [], []
     for path in sorted(folder.glob("[0-9][0-9]_*.json")):
         try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-            report["experiment"], report["title"]  # the keys the page cannot do without
-        except (OSError, ValueError, KeyError, TypeError):
+            report = read_report(path)
+        except UserError:
             broken.append(path.name)
             continue
         reports.append(report)

@@ -16,6 +16,8 @@ from core.metrics import ACTIVE_FRACTION, active_mask, effective_rank  # noqa: F
 from core.tokenizer import Tokenizer, decode, encode
 from models import Transformer
 
+SAMPLES_PER_PROMPT = 4  # rows generated at once per prompt by the steering experiments (10, 12)
+
 
 # --- words and prompts -------------------------------------------------------------------------
 def token_id(word: str, tokenizer: Tokenizer, key: str) -> int:

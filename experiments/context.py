@@ -33,8 +33,9 @@ from core.checkpoint import (
 from core.config import Config
 from core.errors import UserError
 from core.hardware import resolve_device
+from core.memory_plan import check_sampling_fits
 from core.tokenizer import GPT2_VOCAB_SIZE, Tokenizer, encode
-from experiments.common import prompt_ids
+from experiments.common import SAMPLES_PER_PROMPT, prompt_ids
 from experiments.posthoc import Factorization, FactorizedModel, factorize
 from models import MODELS, ModelConfig, Transformer, build_model
 
@@ -278,6 +279,8 @@ def load_context(cfg: Config, ckpt: str | None = None, reference: str | None = N
     checkpoint, name, file = load_checkpoint_of(cfg, ckpt)
     model = model_from_checkpoint(checkpoint)
     device = resolve_device(cfg.device)
+    check_sampling_fits(model, SAMPLES_PER_PROMPT, cfg.audit_sample_tokens, device, "float32",
+                        keys="audit_sample_tokens")
     # Analysis in fp32 whatever the training dtype: ranks and tiny probabilities must be exact.
     model = model.to(device=device, dtype=torch.float32).eval()
     reports_dir = reports_dir_for(cfg, ckpt)

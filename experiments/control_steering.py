@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from core.tokenizer import Tokenizer
 from experiments.common import (
+    SAMPLES_PER_PROMPT,
     frequent_words,
     js_divergence,
     next_token_probs,
@@ -36,7 +37,6 @@ NULL_TOKENS = 20  # random tokens whose own-row inception is the null
 SEARCH_GRID = 33  # strengths per search grid; two grids give precision alpha_max / 32^2
 SAMPLE_TOP_K = 40
 HIJACK_WINDOWS = 8  # validation windows for the perplexity before and after the hijack
-SAMPLES_PER_PROMPT = 4
 NULL_EDITS = 50  # random-target edits in the hijack's null
 
 
@@ -92,7 +92,8 @@ def samples(model, tokenizer: Tokenizer, idx: torch.Tensor, tokens: int, seed: i
     """Continuations of each row of idx (temperature 1, top-k), with a fixed seed so runs compare."""
     generator = torch.Generator(device=idx.device).manual_seed(seed)
     with model.hooks(hooks or {}):
-        out = model.generate(idx, tokens, temperature=1.0, top_k=SAMPLE_TOP_K, generator=generator)
+        out = model.generate(idx, tokens, temperature=1.0, top_k=SAMPLE_TOP_K, generator=generator,
+                             valid_vocab_size=tokenizer.n_vocab)
     return [tokenizer.decode(row[idx.size(1):].tolist()) for row in out]
 
 
@@ -413,7 +414,8 @@ def hijack_measures(ctx: Context, positive: list[int], negative: list[int], wind
         idx = ctx.prompt(prompt, f"steer_prompts[{i}]").expand(SAMPLES_PER_PROMPT, -1)
         generator = torch.Generator(device=idx.device).manual_seed(cfg.seed + i)
         out = model.generate(idx, cfg.audit_sample_tokens, temperature=1.0, top_k=SAMPLE_TOP_K,
-                             generator=generator)[:, idx.size(1):]
+                             generator=generator, valid_vocab_size=ctx.tokenizer.n_vocab
+                             )[:, idx.size(1):]
         for kind, ids in (("positive", positive), ("negative", negative)):
             found = torch.isin(out, torch.tensor(ids, device=out.device))
             counts[f"{kind} words generated"] += int(found.sum())

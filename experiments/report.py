@@ -33,7 +33,7 @@ from experiments.statistics import ALPHA, MIN_NULL_DRAWS, empirical_p, holm
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends normally, rename it over `path`.
     If the block raises, the temporary file is removed and `path` keeps its old content."""
-    with replacing(path, path.with_name(f".{path.name}.{os.getpid()}.tmp")) as tmp:  # disk full: one line
+    with replacing(path) as tmp:  # disk full: one line
         yield tmp
 
 

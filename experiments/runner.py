@@ -9,6 +9,7 @@ from pathlib import Path
 
 from core.config import Config
 from core.errors import UserError
+from core.run_files import read_report
 from core.wandb_login import first_line
 from experiments.audit_page import write_audit_page
 from experiments.common import prompt_ids, token_id
@@ -181,7 +182,6 @@ def context_for(ctx: Context, e: Experiment, report: Report) -> Context:
 def log_to_wandb(ctx: Context, json_paths: list[Path]) -> None:
     """Log each report's metrics (and controls) and figures to the checkpoint's wandb run when it
     recorded one, else to a new run; works with WANDB_MODE=offline."""
-    import json
 
     import wandb
 
@@ -196,7 +196,7 @@ def log_to_wandb(ctx: Context, json_paths: list[Path]) -> None:
                         f"{ctx.reports_dir}")
     table = wandb.Table(columns=["experiment", "metric", "value", "control", "control_name", "beats_control"])
     for path in json_paths:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = read_report(path)
         stem = path.stem
         data = {}
         for m in report["metrics"]:

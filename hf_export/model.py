@@ -167,7 +167,7 @@ def export_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype = torc
     if model.config.attention != "softmax":
         raise UserError(f"{model.config.attention} attention has no transformers equivalent (GPT-2 and "
                         "Llama use softmax attention); only softmax-attention models can be exported")
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))  # "." and "a/.." get a name to stage beside
     check_new_directory(out_dir)
 
     is_gpt2 = isinstance(model, GPT2)
@@ -195,6 +195,10 @@ def export_hf(model: Transformer, out_dir: str | Path, dtype: torch.dtype = torc
 def check_new_directory(out_dir: Path) -> None:
     """Refuse, in one line, an export directory that is a file, is not empty, or cannot be made;
     create its parent, so that write_directory can stage beside it."""
+    here = Path.cwd().resolve()
+    if out_dir.resolve() in (here, *here.parents):  # renaming over it would pull the folder from under us
+        raise UserError(f"cannot export into the current folder or one above it ({out_dir}); name a new "
+                        "directory, e.g. hf_model")
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir} is a file; choose a new directory")
     if out_dir.exists() and any(out_dir.iterdir()):

@@ -66,6 +66,8 @@ class ReferenceBlock(nn.Module):
 class ReferenceGPT2(nn.Module):
     """GPT-2: token + position embedding, pre-norm blocks, final LayerNorm, logits = h @ wte^T."""
 
+    REIMPLEMENTS = "gpt2"  # the model whose parameters it holds (memory plans size it as that one)
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -95,6 +97,8 @@ class ReferenceGPT2(nn.Module):
 
 class MaterializedReflow(Reflow):
     """reflow with E = W_recipe @ W_basis computed once per forward and used as a tied embedding."""
+
+    REIMPLEMENTS = "reflow"  # the model whose parameters it holds (memory plans size it as that one)
 
     def shared_vocab_weights(self):
         return self.effective_recipe() @ self.basis  # (V, S) @ (S, C) -> (V, C)

@@ -276,9 +276,12 @@ class Transformer(nn.Module):
         use_cache: bool = True,
         generator: torch.Generator | None = None,
         stop_token: int | None = None,
+        valid_vocab_size: int | None = None,
     ) -> torch.Tensor:
         """Extend idx (B, T) by max_new_tokens tokens. temperature 0 means greedy. With
         `stop_token`, stop early once every row has produced it (rows may run on past theirs).
+        Only ids below `valid_vocab_size` are drawn (the tokenizer's ids; None: every row of the
+        vocabulary): see `sample_next`.
 
         With the cache each step costs one token's forward. Once the context fills block_size,
         the window slides and every step recomputes the last block_size tokens from scratch,
@@ -301,7 +304,7 @@ class Transformer(nn.Module):
                 start = caches[0].length
                 logits, _ = self(idx[:, start:], start_pos=start, caches=caches, last_only=True,
                                  shared_vocab_weights=shared)
-            next_token = sample_next(logits[:, -1, :], temperature, top_k, generator)
+            next_token = sample_next(logits[:, -1, :], temperature, top_k, generator, valid_vocab_size)
             idx = torch.cat((idx, next_token), dim=1)
             if stop_token is not None:
                 stopped |= next_token[:, 0] == stop_token
@@ -310,16 +313,46 @@ class Transformer(nn.Module):
         return idx
 
 
-def sample_next(logits, temperature: float, top_k: int | None, generator=None) -> torch.Tensor:
-    """One token id per row of logits (B, V): greedy at temperature 0, else top-k sampling."""
+class NonFiniteLogits(ArithmeticError):
+    """The model scored the next token with NaN or inf: its weights or activations are not finite.
+    A property of the user's checkpoint, not a bug here, so entry scripts print it as one line
+    (core/errors.py reads `user_facing`; models/ imports nothing from the rest of the repo)."""
+
+    user_facing = True
+
+
+def sample_next(logits, temperature: float, top_k: int | None, generator=None,
+                valid_vocab_size: int | None = None) -> torch.Tensor:
+    """One token id per row of logits (B, V): greedy at temperature 0, else top-k sampling.
+
+    The one sampling rule of every path that draws tokens. Only the first `valid_vocab_size` ids
+    can be drawn: the vocabulary is padded past the tokenizer's ids (50,257 -> 50,304) and those
+    rows decode to nothing. Non-finite scores raise NonFiniteLogits rather than reaching the draw.
+    Scores are shifted so each row's best is 0 before dividing by the temperature, so any
+    temperature above 0 gives finite probabilities (one below float32's smallest normal number is
+    raised to it: the distribution there is already greedy, ties aside).
+    """
+    if valid_vocab_size is not None:
+        logits = logits[..., :valid_vocab_size]  # ids keep their positions: the padding is at the end
+    if not torch.isfinite(logits).all():
+        raise NonFiniteLogits("the model scored the next token with NaN or inf, so no token can be drawn: "
+                              "its weights or activations are not finite; sample an earlier checkpoint, "
+                              "or use --dtype=float32 if float16 overflowed")
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
+    temperature = max(temperature, torch.finfo(torch.float32).tiny)
     if top_k is not None and top_k < logits.size(-1):
         # Draw among the k best only: the same distribution as setting the others to -inf, but the
         # temperature, softmax and draw cover k entries, not the vocabulary (CPU, V=50k: 1.2 -> 0.2
         # ms). Dividing by a positive temperature keeps the order, so topk can come first.
         values, indices = torch.topk(logits, top_k)  # (B, k)
-        probs = F.softmax(values.float() / temperature, dim=-1)
-        return indices.gather(-1, torch.multinomial(probs, num_samples=1, generator=generator))
-    probs = F.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+        draw = torch.multinomial(probabilities(values, temperature), num_samples=1, generator=generator)
+        return indices.gather(-1, draw)
+    return torch.multinomial(probabilities(logits, temperature), num_samples=1, generator=generator)
+
+
+def probabilities(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(scores / temperature) per row, computed from scores minus the row's best (<= 0), so a
+    tiny temperature sends the others to -inf and the best to exactly 0, never to inf - inf."""
+    scores = scores.float()
+    return F.softmax((scores - scores.max(dim=-1, keepdim=True).values) / temperature, dim=-1)

@@ -12,6 +12,7 @@ from core.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpo
 from core.config import Config
 from core.errors import UserError
 from core.hardware import autocast, resolve_device, resolve_dtype
+from core.memory_plan import check_sampling_fits
 from core.tokenizer import Tokenizer
 from models import Transformer
 
@@ -72,18 +73,21 @@ def load_for_sampling(cfg: Config, block_size_given: bool) -> tuple[Transformer,
                             f"--block_size={trained} or less")
         model.config.block_size = cfg.block_size  # a shorter window over the same position tables
     device = resolve_device(cfg.device)  # load_config has checked that this machine has it
+    dtype = resolve_dtype(cfg.dtype, device)
+    check_sampling_fits(model, cfg.num_samples, cfg.max_new_tokens, device, dtype)
     model = model.to(device)
-    return model.eval(), tokenizer_of(checkpoint), device, resolve_dtype(cfg.dtype, device)
+    return model.eval(), tokenizer_of(checkpoint), device, dtype
 
 
-def generate_ids(model: Transformer, prompts: list[list[int]], cfg: Config, device: str, dtype: str,
-                 generator: torch.Generator, stop_token: int | None = None) -> list[list[int]]:
+def generate_ids(model: Transformer, tokenizer: Tokenizer, prompts: list[list[int]], cfg: Config, device: str,
+                 dtype: str, generator: torch.Generator, stop_token: int | None = None) -> list[list[int]]:
     """New ids (without the prompt) for each prompt, all of the same length, in one batch; the
     prompts are the model's ids (its Tokenizer has refused any token the model lacks)."""
     idx = torch.tensor(prompts, dtype=torch.long, device=device)
     with autocast(device, dtype):
         out = model.generate(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                             use_cache=cfg.use_cache, generator=generator, stop_token=stop_token)
+                             use_cache=cfg.use_cache, generator=generator, stop_token=stop_token,
+                             valid_vocab_size=tokenizer.n_vocab)
     return out[:, idx.size(1):].tolist()
 
 
@@ -97,7 +101,7 @@ def sample_text(model, tokenizer: Tokenizer, cfg: Config, device: str, dtype: st
     """cfg.num_samples continuations of the prompt cfg.start, each printed as prompt + new text."""
     prompt = tokenizer.encode(read_prompt(cfg.start), what="the prompt")
     ids = crop_to_context(prompt, model.config.block_size)
-    new = generate_ids(model, [ids] * cfg.num_samples, cfg, device, dtype, generator)
+    new = generate_ids(model, tokenizer, [ids] * cfg.num_samples, cfg, device, dtype, generator)
     return [tokenizer.decode(ids + row) for row in new]
 
 
@@ -108,5 +112,6 @@ def chat_reply(model, tokenizer: Tokenizer, history: list[str], message: str, cf
     prompt = tokenizer.from_gpt2(chat_prompt(history, message), what="the chat").tolist()
     ids = crop_to_context(prompt, model.config.block_size)
     end = tokenizer.end_of_text_id  # in the prompt, so the model has it
-    new = generate_ids(model, [ids] * cfg.num_samples, cfg, device, dtype, generator, stop_token=end)
+    new = generate_ids(model, tokenizer, [ids] * cfg.num_samples, cfg, device, dtype, generator,
+                       stop_token=end)
     return [tokenizer.decode(until_end_of_text(row, end)).strip() for row in new]

@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,6 +123,46 @@ CASES = [
     Case("bench-threads-negative", bench.main, [CONFIG, "--threads=-1"], "--threads"),
     Case("bench-warmup-negative", bench.main, [CONFIG, "--warmup=-1"], "--warmup"),
     Case("bench-sample-tokens-negative", bench.main, [CONFIG, "--sample_tokens=-5"], "--sample_tokens"),
+    # issue 25. Non-finite weights reach no script: each refuses the checkpoint, naming the weight
+    Case("nan-weights-sample", sample.main, ["--out_dir={work}/nan_weights", "--device=cpu"], "holds NaN"),
+    Case("nan-weights-check", check.main, ["{work}/nan_weights"], "weight blocks.0.attn.c_proj.weight"),
+    Case("nan-weights-bench", bench.main, [CONFIG, "--init_from={work}/nan_weights", "--device=cpu"],
+         "nan_weights/ckpt.pt"),
+    # issue 25. Checkpoint fields besides the model, and run files, checked in core/run_files.py
+    Case("negative-iter-num", train.main, tiny("neg_iter", init_from="resume"), "iter_num"),
+    Case("best-val-loss-text", check.main, ["{work}/loss_text"], "best_val_loss"),
+    Case("optimizer-state-wrong-shape", train.main, tiny("bad_optimizer", init_from="resume"),
+         "optimizer state 0 exp_avg"),
+    Case("saved-config-wrong-type", sample.main, ["--out_dir={work}/bad_config", "--device=cpu"],
+         "bad_config/ckpt.pt's saved config"),
+    Case("val-history-not-steps", train.main, tiny("bad_history", init_from="resume", max_iters=4),
+         "bad_history/val_history.json"),
+    Case("model-args-beside-weights", check.main, ["{work}/wide_args"], "model_args"),
+    # issue 25. Sizes within each key's limits that no memory holds: the planner refuses them first
+    Case("batch-of-ten-million", train.main, tiny("absurd", batch_size=10**7), "lower batch_size"),
+    Case("width-of-2-to-the-20", train.main, tiny("absurd", n_embd=2**20), "weights"),
+    Case("vocab-of-a-billion", train.main, tiny("absurd", vocab_size=10**9), "logits and loss"),
+    Case("hundred-million-samples", sample.main, ["--out_dir={work}/run", "--num_samples=100000000",
+                                                  "--device=cpu"], "num_samples"),
+    Case("closing-sample-of-10-to-the-12-tokens", train.main, tiny("absurd", max_new_tokens=10**12),
+         "max_new_tokens"),
+    Case("experiment-samples-of-10-to-the-12-tokens", experiment.main,
+         [CONFIG, "--ckpt={work}/run", "--run", "10", "--audit_sample_tokens=1000000000000"],
+         "audit_sample_tokens"),
+    Case("bench-batch-of-ten-million", bench.main, [CONFIG, "--batch_size=10000000", "--device=cpu"],
+         "batch_size"),
+    # issue 25. Flags and files outside the config loader
+    Case("bench-hundred-million-samples", bench.main, [CONFIG, "--num_samples=100000000", "--device=cpu"],
+         "num_samples"),
+    Case("bench-threads-100000", bench.main, [CONFIG, "--threads=100000"], "--threads"),
+    Case("gpu-report-bogus-device", bench.main, ["--gpu_report", "--device=bogus"], "device"),
+    Case("gpu-report-absent-gpu", bench.main, ["--gpu_report", "--device=cuda:63"], "device"),
+    Case("export-into-the-current-folder", export_hf.main, ["{work}/run", "."], "current folder"),
+    Case("config-calls-exit", sample.main, ["{work}/exits.py"], "exits.py called exit(0)"),
+    Case("lima-nested-too-deeply", lima_prepare.main, ["--input={work}/deep.jsonl", "--out_dir={work}/lima"],
+         "deep.jsonl line 1"),
+    Case("lima-5000-digit-number", lima_prepare.main,
+         ["--input={work}/digits.jsonl", "--out_dir={work}/lima"], "digits.jsonl line 1"),
 ]
 
 
@@ -169,6 +210,24 @@ def make_workspace(work: Path) -> None:
     torch.save(nano, work / "nano_unknown" / "ckpt.pt")
     checkpoint_folder("reports_file").write_bytes(data)
     (work / "reports_file" / "audit_reports").write_text("a file where the reports folder goes\n")
+
+    nan_weights, projection = {**checkpoint["model"]}, "blocks.0.attn.c_proj.weight"
+    nan_weights[projection] = torch.full_like(nan_weights[projection], torch.nan)  # a diverged run
+    torch.save({**checkpoint, "model": nan_weights}, checkpoint_folder("nan_weights"))
+    torch.save({**checkpoint, "iter_num": -5}, checkpoint_folder("neg_iter"))
+    torch.save({**checkpoint, "best_val_loss": "low"}, checkpoint_folder("loss_text"))
+    optimizer = {**checkpoint["optimizer"], "state": {**checkpoint["optimizer"]["state"]}}
+    optimizer["state"][0] = {**optimizer["state"][0], "exp_avg": torch.zeros(3, 3)}
+    torch.save({**checkpoint, "optimizer": optimizer}, checkpoint_folder("bad_optimizer"))
+    torch.save({**checkpoint, "config": {**checkpoint["config"], "learning_rate": "fast"}},
+               checkpoint_folder("bad_config"))
+    shutil.copytree(work / "run", work / "bad_history")  # its lock file too: a resume opens it
+    (work / "bad_history" / "val_history.json").write_text('{"two": {"val": 5.0}}')
+    torch.save({**checkpoint, "model_args": {**checkpoint["model_args"], "n_embd": 2**16}},
+               checkpoint_folder("wide_args"))
+    (work / "exits.py").write_text("import sys\nsys.exit(0)\n")
+    (work / "deep.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    (work / "digits.jsonl").write_text('{"conversations": [' + "9" * 5000 + "]}\n")
 
 
 class WritesAFile:
@@ -252,3 +311,17 @@ def test_export_never_deletes_a_folder_it_did_not_create(workspace, tmp_path):
     assert (partial / "mine.txt").read_text() == "keep me\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "hf.partial"]
     assert (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+def test_a_report_of_the_wrong_shape_is_named_not_a_crash(tmp_path):
+    """An NN_slug.json whose metrics is not a list: read_report names the file and field, and the
+    audit page lists it as unreadable instead of failing on it."""
+    from core.errors import UserError
+    from core.run_files import read_report
+    from experiments.audit_page import load_reports
+
+    report = tmp_path / "01_recipe_atlas.json"
+    report.write_text('{"experiment": 1, "title": "Recipe atlas", "metrics": 3, "figures": []}')
+    with pytest.raises(UserError, match=r"01_recipe_atlas.json: metrics must be a list, got 3; run the"):
+        read_report(report)
+    assert load_reports(tmp_path) == ([], ["01_recipe_atlas.json"])

@@ -57,3 +57,51 @@ def test_an_honest_checkpoint_loads(tmp_path):
                      "config": {"model": "reflow"}}, tmp_path / "ckpt.pt")
     loaded = load_checkpoint(tmp_path)
     assert torch.equal(loaded["model"]["recipe"], model.recipe.detach())
+
+
+def test_a_save_never_writes_through_a_planted_symlink(tmp_path):
+    """Links at the old fixed temporary name and at ckpt.pt itself: the file outside out_dir they
+    point to is untouched; ckpt.pt becomes a file of its own, and no temporary file is left."""
+    out_dir, outside = tmp_path / "run", tmp_path / "precious.txt"
+    out_dir.mkdir()
+    outside.write_text("not yours to overwrite\n")
+    (out_dir / "ckpt.pt.tmp").symlink_to(outside)
+    (out_dir / "ckpt.pt").symlink_to(outside)
+    model = tiny_model("reflow")
+    save_checkpoint({"model": model.state_dict(), "model_args": vars(model.config)}, out_dir / "ckpt.pt")
+    assert outside.read_text() == "not yours to overwrite\n"
+    assert not (out_dir / "ckpt.pt").is_symlink() and load_checkpoint(out_dir)["model"].keys()
+    assert sorted(p.name for p in out_dir.iterdir()) == ["ckpt.pt", "ckpt.pt.tmp"]  # the link, left alone
+
+
+def test_a_second_training_in_the_same_out_dir_is_refused(tmp_path, capsys):
+    """While one run holds out_dir, another is refused in one line before it writes anything; once
+    the first ends, however it ended, the folder is free."""
+    from train_fixtures import run_args, write_dataset
+
+    import train
+    from core.out_dir_lock import OutDirLock
+
+    write_dataset(tmp_path / "data")
+    (tmp_path / "run").mkdir()
+    with OutDirLock(tmp_path / "run"), pytest.raises(SystemExit) as exit_info:
+        train.main(run_args(tmp_path, max_iters=2, eval_interval=2))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"error: out_dir {tmp_path / 'run'} is in use by another training; wait for it to end, " \
+                  "or give this run another --out_dir\n"
+    assert not (tmp_path / "run" / "ckpt.pt").exists()
+    train.main(run_args(tmp_path, max_iters=2, eval_interval=2))  # released: the folder is free again
+    assert load_checkpoint(tmp_path / "run")["iter_num"] == 2
+
+
+def test_a_lock_file_planted_as_a_symlink_is_refused_not_followed(tmp_path):
+    from core.out_dir_lock import LOCK_NAME, OutDirLock
+
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_NAME).symlink_to(outside)
+    with pytest.raises(UserError, match=r"cannot create the lock file .*\.train\.lock \(Too many levels"):
+        OutDirLock(tmp_path / "run")
+    assert outside.read_text() == "keep\n"

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from train_fixtures import (  # noqa: F401  (one_thread: an autouse fixture)
     ONE_THREAD_ENV,
     REPO,
     child_pids,
+    end_process_tree,
     one_thread,
     run_args,
     run_config,
@@ -63,7 +65,7 @@ def test_a_lost_rank_makes_the_others_exit_within_the_timeout(tmp_path, fault):
     write_dataset(tmp_path / "data")
     port, timeout = free_port(), 4
     run = dict(max_iters=10**6, lr_decay_iters=10**6, collective_timeout_s=timeout)
-    nodes = [start_node(rank, port, tmp_path, **run) for rank in (0, 1)]
+    nodes, worker = [start_node(rank, port, tmp_path, **run) for rank in (0, 1)], None
     try:
         wait_for_new_save(tmp_path / "nodes" / "ckpt.pt", nodes[0])  # both ranks are training
         assert nodes[0].poll() is None, nodes[0].communicate()[1][-3000:]
@@ -74,9 +76,9 @@ def test_a_lost_rank_makes_the_others_exit_within_the_timeout(tmp_path, fault):
         waited = time.monotonic() - stopped_at
     finally:
         for node in nodes:  # the stopped rank and its node's torchrun: ours to end
-            if node.poll() is None:
-                os.killpg(node.pid, signal.SIGKILL)
-                node.wait()
+            end_process_tree(node)
+        if worker is not None and Path(f"/proc/{worker}").exists():  # orphaned if its torchrun ended first
+            os.kill(worker, signal.SIGKILL)
     assert nodes[0].returncode != 0
     lines = [line for line in stderr.splitlines() if line.startswith("error: rank 0: lost the other ranks")]
     assert len(lines) == 1 and f"collective_timeout_s={timeout}" in lines[0], stderr[-3000:]

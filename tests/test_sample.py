@@ -8,9 +8,9 @@ import torch
 
 import sample
 from core.chat import chat_prompt
-from core.checkpoint import save_checkpoint
+from core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from core.config import Config
-from core.tokenizer import END_OF_TEXT_ID, decode, encode
+from core.tokenizer import END_OF_TEXT_ID, GPT2_VOCAB_SIZE, decode, encode
 from models import build_model
 
 BLOCK = 32
@@ -161,3 +161,38 @@ def test_top_k_draws_only_among_the_k_best_with_their_softmax_odds():
     assert set(draws.tolist()) == {1, 3}
     expected = torch.softmax(torch.tensor([3.0, 2.5]), dim=0)[0].item()  # 0.62
     assert (draws == 1).float().mean().item() == pytest.approx(expected, abs=0.03)
+
+
+def test_padding_ids_are_never_drawn_even_when_they_score_best(run_dir, tmp_path, capsys):
+    """The vocabulary is padded past GPT-2's 50,257 ids; here the padding rows are +-1000 times a real
+    recipe row, so one of them outscores every real id at every step. No sampling rule draws them."""
+    checkpoint = load_checkpoint(run_dir)
+    recipe = checkpoint["model"]["recipe"].clone()
+    recipe[GPT2_VOCAB_SIZE::2], recipe[GPT2_VOCAB_SIZE + 1::2] = 1000 * recipe[11], -1000 * recipe[11]
+    save_checkpoint({**checkpoint, "model": {**checkpoint["model"], "recipe": recipe}}, tmp_path / "ckpt.pt")
+    model = model_from_checkpoint(load_checkpoint(tmp_path)).eval()
+    unguarded = model.generate(torch.tensor([encode("Hello")]), 3, temperature=0)[0, -3:]
+    assert unguarded.min() >= GPT2_VOCAB_SIZE  # what the guard has to stop
+    rules = (["--temperature=0"], ["--temperature=1.0", "--top_k=None"], ["--temperature=1.0", "--top_k=3"])
+    for rule in rules:
+        code, out, err = run_main(capsys, f"--out_dir={tmp_path}", "--start=Hello", "--max_new_tokens=3",
+                                  "--num_samples=2", "--device=cpu", *rule)
+        assert code == 0 and out.startswith("Hello"), (rule, err)
+
+
+def test_a_temperature_that_underflows_samples_as_greedy(run_dir, capsys):
+    """1e-300 is 0 in float32: dividing by it made every probability NaN. Now it is greedy, as its
+    limit is; and non-finite scores raise the one-line error instead of reaching the draw."""
+    from core.errors import is_user_error
+    from models.transformer import NonFiniteLogits, sample_next
+
+    args = (f"--out_dir={run_dir}", "--start=Hello", "--max_new_tokens=6", "--num_samples=1", "--device=cpu")
+    greedy = run_main(capsys, *args, "--temperature=0")
+    assert run_main(capsys, *args, "--temperature=1e-300") == greedy and greedy[0] == 0
+    huge = sample_next(torch.tensor([[1.0, 2.0, 3.0]]), float("inf"), None, torch.Generator().manual_seed(0))
+    assert 0 <= huge.item() < 3  # an infinite temperature is uniform, not NaN
+    with pytest.raises(NonFiniteLogits) as error:
+        sample_next(torch.tensor([[0.0, float("nan"), 1.0]]), 1.0, None)
+    assert is_user_error(error.value) and "\n" not in str(error.value)
+    # Only the first valid_vocab_size scores count: a NaN in padding is never looked at.
+    assert sample_next(torch.tensor([[0.0, 5.0, float("nan")]]), 0, None, valid_vocab_size=2).item() == 1

@@ -7,6 +7,7 @@ time, so the tests hold on a fast machine and a loaded one alike."""
 import os
 import signal
 import subprocess
+import time
 
 from train_fixtures import (  # noqa: F401  (one_thread: an autouse fixture)
     ONE_THREAD_ENV,
@@ -104,3 +105,20 @@ def test_a_repeat_under_ddp_is_the_same_request_and_any_other_second_signal_exit
     single.handle(signal.SIGINT, None)
     single.handle(signal.SIGINT, None)
     assert sent == [signal.SIGTERM, signal.SIGINT]
+
+
+def test_a_run_whose_reader_exited_still_saves_when_stopped(tmp_path):
+    """The reader of its output exits (a study killed with -9, a closed `| tee`), then SIGTERM: the
+    broken pipe is not fatal, and the stop saves as always. A hung-up terminal (SIGHUP) stops and
+    saves the same way."""
+    write_dataset(tmp_path / "data")
+    for sig, out in ((signal.SIGTERM, "piped"), (signal.SIGHUP, "hung_up")):
+        process = start(train_command(*run_args(tmp_path, out, **{**ENDLESS, "eval_interval": 10**6})),
+                        tmp_path)
+        wait_for_line(process, "iter 1/")
+        process.stdout.close()  # the reader is gone: every later line hits a broken pipe
+        process.stderr.close()
+        time.sleep(0.5)  # steps log into the closed pipe (each takes milliseconds; fewer still test it)
+        process.send_signal(sig)
+        assert process.wait(timeout=60) == 0, sig
+        assert load_checkpoint(tmp_path / out)["iter_num"] >= 1  # saved at the stop, the only save

@@ -22,7 +22,7 @@ from train_fixtures import (  # noqa: F401  (one_thread: an autouse fixture)
 import train
 from core.checkpoint import load_checkpoint
 from core.config import Config
-from training.optimization import make_grad_scaler, make_optimizer, train_step
+from training.optimization import NonFiniteUpdate, make_grad_scaler, make_optimizer, train_step
 
 # Evaluate and save every step, so the signals land in evaluations, saves and steps alike.
 KILL_RUN = dict(max_iters=40, lr_decay_iters=40, eval_interval=1, eval_iters=1, log_interval=1000,
@@ -76,8 +76,8 @@ def test_killed_and_interrupted_runs_resume_to_the_same_end(tmp_path):
     assert_same_state(load_checkpoint(ckpt), load_checkpoint(tmp_path / "straight"))
 
 
-def test_non_finite_loss_stops_at_its_step_and_keeps_the_checkpoint(tmp_path, capsys):
-    """A learning rate of 1e30 makes the weights huge at step 2, so step 3's loss is NaN."""
+def test_an_exploding_run_stops_at_its_step_and_keeps_the_checkpoint(tmp_path, capsys):
+    """A learning rate of 1e30 overflows the weights in step 2's update (its loss is still finite)."""
     write_dataset(tmp_path / "data")
     train.train(run_config(tmp_path, max_iters=2, eval_interval=2, log_interval=100))
     ckpt = tmp_path / "run" / "ckpt.pt"
@@ -88,16 +88,18 @@ def test_non_finite_loss_stops_at_its_step_and_keeps_the_checkpoint(tmp_path, ca
         train.main(run_args(tmp_path, **explode))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: non-finite loss nan at step 3; {ckpt} keeps the last good state")
+    assert err.startswith("error: non-finite weights after step 2 (the update of a step with loss ")
+    assert f"{ckpt} keeps the last good state" in err and err.count("\n") == 1
     assert ckpt.read_bytes() == saved
 
+    good = load_checkpoint(ckpt)["model"]
     result = train.train(run_config(tmp_path, on_nonfinite="skip", **explode))
     out = capsys.readouterr().out
-    assert [step for step, loss in result.losses.items() if loss != loss] == [3, 4, 5]
-    for step in (3, 4, 5):
-        assert f"non-finite loss nan at step {step}: step skipped" in out
-    assert "non-finite val loss nan at step 4: not saved" in out
-    assert ckpt.read_bytes() == saved  # a NaN evaluation is never saved, even with always_save
+    assert [step for step, loss in result.losses.items() if loss != loss] == [2, 3, 4, 5]
+    for step in (2, 3, 4, 5):
+        assert f"non-finite weights after step {step} (" in out and f"loss nan at step {step}" not in out
+    kept = load_checkpoint(ckpt)  # every step was undone: saved at 6 with the weights of step 2
+    assert kept["iter_num"] == 6 and all(torch.equal(good[k], v) for k, v in kept["model"].items())
 
 
 def test_a_non_finite_step_leaves_weights_and_optimizer_untouched():
@@ -117,3 +119,33 @@ def test_a_non_finite_step_leaves_weights_and_optimizer_untouched():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, optimizer.state.values(), strict=True))
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_finite_loss_whose_update_overflows_is_undone_or_stops(tmp_path, capsys):
+    """learning_rate 1e39 is inf in float32: step 0's loss is finite, its update fills the weights
+    with inf. skip puts weights and optimizer back and skips the step; stop ends with one line."""
+    model = tiny_model("gpt2-new")
+    x = torch.randint(0, 97, (2, 8))
+    batch = (x, torch.roll(x, -1, dims=1))
+    optimizer = make_optimizer(model, Config(), "cpu")
+    scaler = make_grad_scaler("cpu", "float32")
+    step = dict(grad_clip=1.0, device="cpu", dtype="float32")
+    train_step(model, optimizer, scaler, [batch], lr=1e-3, **step)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = [state["exp_avg_sq"].clone() for state in optimizer.state.values()]
+    with pytest.raises(NonFiniteUpdate):
+        train_step(model, optimizer, scaler, [batch], lr=1e39, undo_non_finite=True, **step)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    states = optimizer.state.values()
+    assert all(torch.equal(m, s["exp_avg_sq"]) for m, s in zip(moments, states, strict=True))
+
+    write_dataset(tmp_path / "data")
+    overflow = dict(learning_rate=1e39, decay_lr=False, max_iters=2, eval_interval=2, log_interval=100)
+    result = train.train(run_config(tmp_path, on_nonfinite="skip", **overflow))
+    assert [step for step, loss in result.losses.items() if loss != loss] == [0, 1]
+    assert "non-finite weights after step 0 (the update of a step with loss" in capsys.readouterr().out
+    assert all(torch.isfinite(t).all() for t in load_checkpoint(tmp_path / "run")["model"].values())
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(run_args(tmp_path, "stop", **overflow))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: non-finite weights after step 0")

@@ -1,6 +1,7 @@
 """Tiny datasets and run configs, so training tests take seconds on 2 CPU cores."""
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,25 @@ def wait_for_new_save(ckpt: Path, process, timeout: float = 60) -> None:
 
 def child_pids(parent: int) -> list[int]:
     return [int(pid) for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+
+
+def end_process_tree(process) -> None:
+    """SIGKILL `process` and every descendant, stopped ones included (SIGKILL needs no SIGCONT).
+    Descendants are found first: torchrun starts its workers in their own sessions, so killing its
+    process group would leave them orphaned."""
+    tree, i = [process.pid], 0
+    while i < len(tree):
+        try:
+            tree += child_pids(tree[i])
+        except OSError:  # already gone
+            pass
+        i += 1
+    for pid in reversed(tree):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
 
 
 def rank_of(pid: int) -> str | None:

@@ -29,6 +29,7 @@ Hook names match, with these differences (ours -> TransformerLens'):
 """
 
 import io
+import os
 import json
 import warnings
 from pathlib import Path
@@ -170,7 +171,7 @@ def export_tl(model: Transformer, out_dir: str | Path) -> list[Path]:
     `out_dir` must not exist or be empty; it is written beside and renamed into place, so a failed
     export leaves nothing half-written.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))  # "." and "a/.." get a name to stage beside
     check_new_directory(out_dir)
     tl_model = hooked_transformer(model)
     weights = io.BytesIO()

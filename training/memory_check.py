@@ -11,7 +11,7 @@ import torch
 
 from core.config import Config
 from core.errors import UserError
-from core.memory_plan import Target, gib, plan_memory, settings_that_fit
+from core.memory_plan import Target, check_training_fits, gib, plan_memory, settings_that_fit
 
 
 def cuda_target(device: str, dtype: str) -> Target:
@@ -24,9 +24,13 @@ def cuda_target(device: str, dtype: str) -> Target:
 
 
 def check_memory_plan(cfg: Config, device: str, dtype: str, world_size: int) -> None:
-    """On CUDA with cfg.memory_check, raise UserError when the plan of one training step exceeds the
-    device, naming settings that would fit; elsewhere (CPU, MPS) do nothing."""
-    if not cfg.memory_check or not device.startswith("cuda"):
+    """With cfg.memory_check, raise UserError when the plan of one training step exceeds the device:
+    on CUDA naming settings that would fit; elsewhere (CPU, MPS) when it exceeds the machine's memory
+    (a batch of a million, a width of 2**20), before the model is built."""
+    if not cfg.memory_check:
+        return
+    if not device.startswith("cuda"):
+        check_training_fits(cfg, device, dtype, world_size)
         return
     target = cuda_target(device, dtype)
     plan = plan_memory(cfg, target, world_size)

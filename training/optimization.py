@@ -47,15 +47,23 @@ def learning_rate_at(iter_num: int, cfg: Config) -> float:
     return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
 
 
+class NonFiniteUpdate(ArithmeticError):
+    """A step whose loss was finite left NaN or inf in the weights (an overflowing update)."""
+
+
 def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip: float,
                device: str, dtype: str, dist: Distributed | None = None,
-               regularizers: Regularizers | None = None, distillation: Distillation | None = None) -> float:
+               regularizers: Regularizers | None = None, distillation: Distillation | None = None,
+               undo_non_finite: bool = False) -> float:
     """One optimizer step over the given (x, y) micro-batches; returns the mean loss.
 
     Under DDP (and FSDP), gradients are reduced only on the last micro-batch, and the
     returned loss is the mean over every rank's micro-batches: the loss of the global batch.
     The loss is divided by the number of micro-batches, so the summed gradient is their mean.
-    A non-finite loss is returned without touching the weights: the step is not taken.
+    A non-finite loss is returned without touching the weights: the step is not taken. A finite
+    loss whose update leaves a non-finite weight raises NonFiniteUpdate; with `undo_non_finite`
+    the weights and optimizer state are first put back as they were (a copy of both is kept
+    during the step for that), so the step is skipped as a non-finite loss is.
     With active `regularizers`, their weighted terms join the objective; the returned loss stays the
     language-model loss, and the terms' raw global-batch means go to `regularizers.latest`.
     With `distillation`, the objective mixes the language-model loss with the teacher's term
@@ -81,7 +89,7 @@ def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip:
                     objective = loss
             scaler.scale(objective / steps).backward()
         total += loss.detach().float()
-    # The one host sync per step: every rank must agree on the loss before deciding to step.
+    # A host sync: every rank must agree on the loss before deciding to step.
     dist = dist or Distributed()
     names = list(raw_totals)
     sums = dist.sum([total.item() / steps] + [raw_totals[n].item() / steps for n in names])
@@ -94,10 +102,37 @@ def train_step(model, optimizer, scaler, micro_batches, *, lr: float, grad_clip:
     if grad_clip > 0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    before = state_copy(model, optimizer) if undo_non_finite else None
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
+    if not weights_finite(model, dist):
+        if before is not None:
+            restore(before)
+        raise NonFiniteUpdate(f"the update of a step with loss {loss:.4f} left NaN or inf in the weights")
     return loss
+
+
+def weights_finite(model, dist: Distributed) -> bool:
+    """Whether every weight is finite, on every rank (sharded weights differ between ranks): a sum of
+    the per-tensor norms, which is NaN or inf exactly when some weight is."""
+    local = [p.detach().to_local() if hasattr(p, "to_local") else p.detach() for p in model.parameters()]
+    total = torch.stack([norm.float() for norm in torch._foreach_norm(local)]).sum()
+    return math.isfinite(dist.sum([total.item()])[0])
+
+
+def state_copy(model, optimizer) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(tensor, copy) for every weight and optimizer moment this rank holds, to undo a step."""
+    local = getattr(optimizer, "optim", optimizer)  # ZeroRedundancyOptimizer keeps its shard's state there
+    tensors = [p.detach() for p in model.parameters()]
+    tensors += [v for state in local.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+    return [(t, t.clone()) for t in tensors]
+
+
+@torch.no_grad()
+def restore(copies: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for tensor, saved in copies:
+        tensor.copy_(saved)
 
 
 @contextlib.contextmanager

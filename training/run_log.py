@@ -27,17 +27,10 @@ from core.atomic_write import replacing
 from core.config import Config
 from core.errors import UserError
 from core.hardware import peak_flops_and_source
+from core.run_files import read_val_history
 from core.wandb_login import HOW_TO_LOG, first_line
 
 VAL_HISTORY_NAME = "val_history.json"
-
-
-def read_val_history(path: Path) -> dict[str, dict[str, float]]:
-    """A run's evaluations by step ({} when it has none, or the file is unreadable)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 class RunLog:
@@ -95,7 +88,7 @@ class RunLog:
         if self.enabled:
             self.history[str(iter_num)] = {k: float(v) for k, v in losses.items()}
             # Written, then renamed: never half a file; a full disk is one line.
-            with replacing(self.history_path, self.history_path.with_name(f".{VAL_HISTORY_NAME}.tmp")) as tmp:
+            with replacing(self.history_path) as tmp:
                 tmp.write_text(json.dumps(self.history, indent=1))
         if self.wandb:
             self.wandb.log({"iter": iter_num, "train/loss_estimate": losses["train"],

@@ -1,10 +1,12 @@
-"""Ctrl-C (SIGINT) and SIGTERM ask a run to stop cleanly; a second signal stops it at once.
+"""Ctrl-C (SIGINT), SIGTERM and SIGHUP ask a run to stop cleanly; a second signal stops it at once.
 
-The first signal of either kind only raises a flag; the training loop reads it between steps and
+The first signal of any kind only raises a flag; the training loop reads it between steps and
 between evaluation batches, where the model and optimizer are whole, saves, and ends. Job
 schedulers rely on this: SLURM sends SIGTERM, then SIGKILL after a grace period, and `timeout` and
-`kill` send SIGTERM. Any second signal, of either kind, exits at once without saving (the
-checkpoint on disk is the last whole one: saves are atomic, see core/checkpoint.py).
+`kill` send SIGTERM; a terminal that closes (an ssh session that drops) sends SIGHUP, which stops
+and saves too, unless the run was started under `nohup` (which ignores it). Any second signal
+exits at once without saving (the checkpoint on disk is the last whole one: saves are atomic, see
+core/checkpoint.py).
 
 Under DDP the ranks sum their flags at every check, so a signal that reaches one rank stops them
 all at the same step (a rank that left early would hang the others in their next all-reduce).
@@ -20,7 +22,7 @@ import time
 
 from training.distributed import Distributed
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DUPLICATE_WINDOW_S = 1.0
 
 
@@ -33,11 +35,12 @@ class StopRequest:
 
     def __enter__(self):
         for sig in SIGNALS:
-            self.previous[sig] = signal.signal(sig, self.handle)
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's choice stands
+                self.previous[sig] = signal.signal(sig, self.handle)
         return self
 
     def __exit__(self, *exc):
-        for sig, handler in self.previous.items():  # both, whichever arrived
+        for sig, handler in self.previous.items():  # each it took over, whichever arrived
             signal.signal(sig, handler)
 
     def handle(self, signum, frame):

@@ -58,6 +58,9 @@ def read_jsonl(path: str) -> list[list[str]]:
             row = json.loads(text)
         except json.JSONDecodeError as error:
             raise UserError(f"{path} line {number}: not valid JSON ({error.msg})")
+        except (ValueError, RecursionError) as error:  # a 5,000-digit number, arrays nested 100,000 deep
+            reason = "nested too deeply" if isinstance(error, RecursionError) else str(error).split(";")[0]
+            raise UserError(f"{path} line {number}: not a conversation JSON can hold ({reason})")
         conversations.append(check_conversation(row, f"{path} line {number}"))
     if not conversations:
         raise UserError(f"{path} holds no conversations")
