@@ -6,6 +6,7 @@ The definitions the page prints beside each number are in DEFINITIONS.
 """
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
-from core.tokenizer import decode, encode
+from core.tokenizer import GPT2_VOCAB_SIZE, decode, encode
 from experiments.common import lens_logits, residual_norms, steering_hook, token_id
 from explorer.model_interface import final_hook_name, hooked, recording_hook, replacing_hook, residual_hook
 from explorer.model_interface import residual_states as _residual_states
@@ -24,6 +25,9 @@ RECIPE_SIGNALS = 16  # bars in a token's recipe chart
 NEIGHBOURS = 10
 ANALOGY_ANSWERS = 10
 CODEBOOK_TOKENS = 10  # tokens per sign in a signal's codebook
+TOP_CONTEXTS = 8  # distinct top-activating contexts shown per signal
+CONTEXT_CANDIDATES = 256  # top positions searched for distinct contexts
+HISTOGRAM_BINS = 40
 LENS_POSITIONS = 24  # the lens heatmap shows at most the last this many positions
 FLOW_SIGNALS = 12  # signals in the flow heatmap
 FLOW_CODEBOOK = 3  # tokens named beside each signal in the flow
@@ -31,6 +35,7 @@ TOP_NEXT = 10  # next-token candidates shown before and after an intervention
 ALPHA_LIMIT = 100.0  # |alpha| above this only saturates the residual stream
 MAX_NEW_TOKENS = 500
 MAX_TOP_K = 1000
+MAX_WORD_CHARS = 100  # a longer 'word' is refused before tokenizing (and never echoed whole)
 
 REMOVE_AT_READOUT = "remove signals at the readout"
 REMOVE_FROM_RESIDUAL = "remove signals from the residual stream"
@@ -50,12 +55,16 @@ DEFINITIONS = {
     "codebook": "the tokens with the largest (+) and most negative (-) recipe weight r_vs in signal s's "
                 "column: what the signal promotes and suppresses at the output.",
     "activation": "a_s = ln_f(h) . basis_s: the final hidden state at a position read along signal s.",
-    "firing rate": "share of validation positions where a_s exceeds 0.5 x its peak over the slice.",
-    "selectivity": "peak of a_s / mean of max(a_s, 0) over the slice: how much stronger its best context "
-                   "is than its typical one.",
+    "firing rate": "share of validation positions where |a_s| exceeds 0.5 x its peak |a_s| over the slice.",
+    "selectivity": "peak |a_s| / mean |a_s| over the slice: how much stronger its best context is than its "
+                   "typical one.",
+    "contexts": "the positions of the slice where a_s is largest, one per distinct text; every token "
+                "shaded by a_s there (blue +, red -, full colour = the largest |a_s| shown), the peak token "
+                "outlined.",
     "logit lens": "softmax(vocab_matrix @ ln_f(h_l)) for the residual stream h_l after layer l ('embed' = "
-                  "before any layer) at each position: the cell shows the top-1 token, its colour the "
-                  "target's probability.",
+                  "before any layer) at each position: the cell shows the top-1 token, its colour "
+                  "log10 of the target's probability (white at 1e-5 or below, blue at 1); hover for p and "
+                  "rank.",
     "signal flow": "a_s = ln_f(h_l) . basis_s after each layer at the chosen position, for the signals "
                    "strongest after the last layer.",
     "readout removal": "logits' = logits - sum over removed s of a_s r_vs: the output as if those signals "
@@ -65,15 +74,27 @@ DEFINITIONS = {
     "added direction": "h <- h + alpha x n_l x u after the chosen layer at every position, u a unit vector "
                        "(a concept word's vocab-matrix row, or mean positive minus mean negative word), "
                        "n_l the mean residual-stream norm after that layer on this prompt.",
-    "probability": "next-token probability after the prompt, before and after the intervention.",
+    "probability": "next-token probability after the prompt, before and after the intervention; rank 1 = "
+                   "the most probable token.",
+    "KL": "KL(before || after) = sum_v p_before(v) log(p_before(v) / p_after(v)), in nats: how far the "
+          "intervention moved the next-token distribution. Entropy: -sum_v p(v) log p(v), in nats.",
 }
 
 
 # --- reading what the user typed ----------------------------------------------------------------
 def parse_word(state: ExplorerState, word: str | None, what: str = "word") -> int:
-    """The token id of a word that must be exactly one GPT-2 token in this model's vocabulary."""
+    """The token id of a word that must be exactly one GPT-2 token in this model's vocabulary, or of
+    `#ID` (a token id, for tokens that are not text on their own, like one byte of an emoji)."""
     if not word:
         raise UserError(f"{what}: empty; type a word, e.g. ' king' (most words take a leading space)")
+    if len(word) > MAX_WORD_CHARS:
+        raise UserError(f"{what}: {len(word):,} characters is far longer than one token; type one word")
+    if re.fullmatch(r"#\d+", word):
+        token = int(word[1:])
+        if token >= min(state.vocab_size, GPT2_VOCAB_SIZE):
+            raise UserError(f"{what}: token {token} does not exist; this model's tokens are 0 to "
+                            f"{min(state.vocab_size, GPT2_VOCAB_SIZE) - 1}")
+        return token
     return token_id(word, state.vocab_size, what)
 
 
@@ -101,28 +122,36 @@ def as_number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def shown(value) -> str:
+    """What the user typed, for an error line: short, whatever they typed."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
 def parse_int(value, what: str, low: int, high: int) -> int:
     """A whole number in [low, high] from a number box (which may hold None, NaN or a float)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise UserError(f"{what}: the box is empty; give a whole number from {low} to {high}")
     number = as_number(value)
-    if number is None or number != int(number) or not low <= number <= high:
-        shown = "nothing" if value is None or value == "" else f"{value!r}"
-        raise UserError(f"{what}: {shown} is not a whole number from {low} to {high}")
+    if number is None:
+        raise UserError(f"{what}: {shown(value)} is not a number; give a whole number from {low} to {high}")
+    if number != int(number):
+        raise UserError(f"{what}: {number:g} is not a whole number; give one from {low} to {high}")
+    if not low <= number <= high:
+        raise UserError(f"{what}: {number:g} is outside {low} to {high}")
     return int(number)
 
 
-def parse_index(value, noun: str, what_it_is: str, count: int) -> int:
+def parse_index(value, noun: str, count: int) -> int:
     """One of `count` numbered things (signals, layers), or a line saying what exists."""
-    try:
-        return parse_int(value, noun, 0, count - 1)
-    except UserError:
-        if as_number(value) is None:
-            raise UserError(f"{noun}: {value!r} is not {what_it_is}; give one from 0 to {count - 1}")
-        raise UserError(f"{noun} {as_number(value):g} does not exist; "
-                        f"this model has {noun}s 0 to {count - 1}")
+    number = as_number(value)
+    if number is not None and number == int(number) and not 0 <= number < count:
+        raise UserError(f"{noun} {number:g} does not exist; this model has {noun}s 0 to {count - 1}")
+    return parse_int(value, noun, 0, count - 1)
 
 
 def parse_signal(state: ExplorerState, value) -> int:
-    return parse_index(value, "signal", "a signal id", state.factorization.n_signals)
+    return parse_index(value, "signal", state.factorization.n_signals)
 
 
 def parse_signals(state: ExplorerState, text: str | None) -> list[int]:
@@ -135,7 +164,7 @@ def parse_signals(state: ExplorerState, text: str | None) -> list[int]:
 
 
 def parse_layer(state: ExplorerState, value) -> int:
-    return parse_index(value, "layer", "a layer", state.n_layer)
+    return parse_index(value, "layer", state.n_layer)
 
 
 def parse_alpha(value) -> float:
@@ -204,13 +233,22 @@ def analogy(state: ExplorerState, a: str, b: str, c: str) -> list[tuple[int, flo
 
 # --- Signal -----------------------------------------------------------------------------------
 @dataclass
+class Context:
+    value: float  # the signal's activation at the context's peak token
+    tokens: list[int]  # the tokens shown
+    activations: list[float]  # the signal's activation at each of them
+    active: int  # index of the peak token within `tokens`
+
+
+@dataclass
 class SignalCard:
     signal: int
     promotes: list[tuple[int, float]]  # (token, recipe weight), largest first
     suppresses: list[tuple[int, float]]  # (token, recipe weight), most negative first
     firing_rate: float | None
     selectivity: float | None
-    contexts: list[tuple[float, str, str, str]]  # (activation, text before, token, text after)
+    contexts: list[Context]  # top-activating, distinct texts, strongest first
+    histogram: tuple[list[int], list[float]] | None  # (counts, bin edges) of its activations
 
 
 def signal_card(state: ExplorerState, value) -> SignalCard:
@@ -226,11 +264,54 @@ def signal_card(state: ExplorerState, value) -> SignalCard:
     suppresses = [token(i) for i in down.indices.tolist() if column[i] < 0]
     stats = state.signal_stats
     if stats is None:
-        return SignalCard(signal, promotes, suppresses, None, None, [])
-    values, positions = stats.top_values[:, signal].tolist(), stats.top_positions[:, signal].tolist()
-    contexts = [(value, *stats.context(p)) for value, p in zip(values, positions, strict=True)]
+        return SignalCard(signal, promotes, suppresses, None, None, [], None)
+    activations = stats.activations[:, signal]
+    counts = torch.histc(activations, bins=HISTOGRAM_BINS, min=activations.min().item(),
+                         max=activations.max().item())
+    edges = torch.linspace(activations.min().item(), activations.max().item(), HISTOGRAM_BINS + 1)
     return SignalCard(signal, promotes, suppresses, stats.firing_rate[signal].item(),
-                      stats.selectivity[signal].item(), contexts)
+                      stats.selectivity[signal].item(), top_contexts(state, signal),
+                      ([int(c) for c in counts.tolist()], edges.tolist()))
+
+
+def top_contexts(state: ExplorerState, signal: int) -> list[Context]:
+    """The positions where the signal is largest, skipping any whose shown text repeats one already
+    kept (overlapping windows and repeated lines give the same context many times)."""
+    stats = state.signal_stats
+    activations = stats.activations[:, signal]
+    candidates = activations.topk(min(CONTEXT_CANDIDATES, len(activations)))
+    kept, seen = [], set()
+    for value, position in zip(candidates.values.tolist(), candidates.indices.tolist(), strict=True):
+        start, end = stats.context_span(position)
+        tokens = stats.tokens[start:end].tolist()
+        if tuple(tokens) in seen:
+            continue
+        seen.add(tuple(tokens))
+        kept.append(Context(value, tokens, activations[start:end].tolist(), position - start))
+        if len(kept) == TOP_CONTEXTS:
+            break
+    return kept
+
+
+@torch.no_grad()
+def signal_on_text(state: ExplorerState, value, text: str | None) -> tuple[int, list[int], list[float]]:
+    """(signal, tokens, its activation at each token) of a text the user typed."""
+    needs_factorization(state, "the Signal view")
+    signal = parse_signal(state, value)
+    idx = parse_prompt(state, text)
+    h = state.model.ln_f(residual_states(state, idx)[-1])  # (T, C) after the last layer
+    return signal, idx[0].tolist(), state.factorization.signal_activations(h)[:, signal].tolist()
+
+
+def signal_list(state: ExplorerState) -> list[tuple[int, float, float, int | None]]:
+    """Every signal: (id, firing rate, selectivity, the searchable token its recipe column favours most)."""
+    needs_factorization(state, "the signal list")
+    stats = state.signal_stats
+    if stats is None:
+        raise UserError(f"no signal list: {state.signal_stats_note}")
+    tops = state.factorization.recipes[state.vocabulary].argmax(dim=0).cpu()  # (S,)
+    return [(s, stats.firing_rate[s].item(), stats.selectivity[s].item(), state.vocabulary[tops[s]].item())
+            for s in range(state.factorization.n_signals)]
 
 
 # --- Lens -------------------------------------------------------------------------------------
@@ -243,6 +324,7 @@ class Lens:
     top_probs: torch.Tensor  # (L+1, P)
     target: int
     target_probs: torch.Tensor  # (L+1, P)
+    target_ranks: torch.Tensor  # (L+1, P) 1 = the target is the top-1 token
     target_note: str
 
 
@@ -277,8 +359,10 @@ def logit_lens(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor,
         target = top_tokens[-1, -1].item()
         note = f"no target typed: the model's own next-token prediction {decode([target])!r}"
     names = ["embed"] + [f"L{i}" for i in range(state.n_layer)]
+    target_probs = probs[..., target]
+    ranks = 1 + (probs > target_probs[..., None]).sum(dim=-1)
     return Lens(names, positions, idx[0, positions].tolist(), top_tokens.cpu(), top_probs.cpu(), target,
-                probs[..., target].cpu(), note)
+                target_probs.cpu(), ranks.cpu(), note)
 
 
 @torch.no_grad()
@@ -375,6 +459,20 @@ class NextTokens:
         """(token, p before, p after) for the top k of `which` ('before' or 'after')."""
         probs = self.before if which == "before" else self.after
         return [(t, self.before[t].item(), self.after[t].item()) for t in probs.topk(k).indices.tolist()]
+
+    def rank(self, token: int, which: str) -> int:
+        """1 + how many tokens are more probable than `token` ('before' or 'after')."""
+        probs = self.before if which == "before" else self.after
+        return 1 + int((probs > probs[token]).sum())
+
+    def kl(self) -> float:
+        """KL(before || after) in nats: sum_v p_before(v) log(p_before(v) / p_after(v))."""
+        return F.kl_div(self.after.double().log(), self.before.double(), reduction="sum").item()
+
+    def entropy(self, which: str) -> float:
+        """-sum_v p(v) log p(v) in nats."""
+        probs = (self.before if which == "before" else self.after).double()
+        return -(probs * probs.clamp_min(1e-300).log()).sum().item()
 
 
 def next_tokens(state: ExplorerState, idx: torch.Tensor, intervention: Intervention) -> NextTokens:
