@@ -206,7 +206,8 @@ def show_signal(state: ExplorerState, value):
 
 @guarded(outputs=0)
 def probe_signal(state: ExplorerState, value, text):
-    return (render.probe_html(*reversed(views.signal_on_text(state, value, text)[1:]), int(float(value))),)
+    signal, tokens, activations = views.signal_on_text(state, value, text)
+    return (render.probe_html(tokens, activations, signal),)
 
 
 @guarded(outputs=2)

@@ -24,7 +24,7 @@ CSS = """
 .explorer-note { color: #374151; }
 .explorer-scroll { overflow-x: auto; max-width: 100%; }
 .explorer-scroll.explorer-end { direction: rtl; }  /* opens scrolled to its last column */
-.explorer-scroll.explorer-end > * { direction: ltr; }
+.explorer-end > div { direction: ltr; width: max-content; min-width: 100%; }  /* narrow: left-aligned */
 table.explorer-grid { border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 12px; }
 table.explorer-grid td, table.explorer-grid th { border: 1px solid #e5e7eb; padding: 2px 5px;
   text-align: center; white-space: pre; }
@@ -40,9 +40,11 @@ a.explorer-link { color: inherit; text-decoration: underline dotted; cursor: poi
 .explorer-context { font-family: ui-monospace, monospace; font-size: 13px; white-space: pre-wrap;
   margin: 2px 0; }
 .explorer-context span.explorer-active { outline: 1.5px solid #111827; font-weight: 700; }
-.explorer-legend { display: inline-block; width: 200px; height: 10px; vertical-align: middle;
-  background: linear-gradient(to right, rgba(37, 99, 235, 0), rgba(37, 99, 235, 1));
-  border: 1px solid #d1d5db; }
+.explorer-legend-key { display: inline-block; width: 220px; vertical-align: middle; font-size: 11px; }
+.explorer-legend { display: block; height: 10px; border: 1px solid #d1d5db;
+  background: linear-gradient(to right, rgba(37, 99, 235, 0), rgba(37, 99, 235, 1)); }
+.explorer-legend-ticks { display: flex; justify-content: space-between; }
+.explorer-context a.explorer-link { text-decoration: none; }
 .explorer-hidden { display: none !important; }
 """
 
@@ -258,16 +260,16 @@ def lens_html(lens: Lens, prompt_of) -> str:
                          f"{link(token_label(top), prompt_of(top), title)}</td>")
         rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
     final, final_rank = lens.target_probs[-1, -1].item(), int(lens.target_ranks[-1, -1])
-    ticks = " ".join(f"10<sup>{-d}</sup>" if d else "1" for d in range(LENS_FLOOR_DECADES, -1, -1))
+    ticks = "".join(f"<span>{f'1e-{d}' if d else '1'}</span>" for d in range(LENS_FLOOR_DECADES, -1, -1))
     caption = (f"{escape(lens.target_note)}; at the last position after the last layer: p = {final:.4g}, "
                f"rank {final_rank}. Cell: top-1 token (click: make it the target); shade: the target's "
-               f'probability on a log scale <span class="explorer-legend" id="lens-legend" '
-               f'title="white: p at or below 1e-{LENS_FLOOR_DECADES}; blue: p = 1"></span> '
-               f'<span id="lens-legend-ticks">{ticks}</span>')
+               f'probability on a log scale <span class="explorer-legend-key"><span class="explorer-legend" '
+               f'id="lens-legend" title="white: p at or below 1e-{LENS_FLOOR_DECADES}; blue: p = 1"></span>'
+               f'<span class="explorer-legend-ticks">{ticks}</span></span>')
     return (f'<div class="explorer-note">{caption}</div>'
-            f'<div class="explorer-scroll explorer-end" id="lens-scroll">'
+            f'<div class="explorer-scroll explorer-end" id="lens-scroll"><div>'
             f'<table class="explorer-grid" id="lens-grid">'
-            f"<tr><th>layer \\ position</th>{head}</tr>{''.join(rows)}</table></div>")
+            f"<tr><th>layer \\ position</th>{head}</tr>{''.join(rows)}</table></div></div>")
 
 
 def flow_html(flow: Flow, layers: list[str]) -> str:

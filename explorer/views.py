@@ -351,16 +351,20 @@ def logit_lens(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor,
     typed = parse_word(state, target_word, "target") if target_word else None
     T = idx.size(1)
     positions = list(range(max(0, T - LENS_POSITIONS), T))
-    probs = F.softmax(lens_logits(state.model, states[:, positions]).float(), dim=-1)  # (L+1, P, V)
-    top_probs, top_tokens = probs.max(dim=-1)
+    # From the logits, without a (L+1, P, V) softmax: top-1 by argmax, probabilities via logsumexp,
+    # the target's rank by counting larger logits (about half the time of the softmax route).
+    logits = lens_logits(state.model, states[:, positions]).float()  # (L+1, P, V)
+    log_total = logits.logsumexp(dim=-1)
+    top_logits, top_tokens = logits.max(dim=-1)
     if typed is not None:
         target, note = typed, f"target {decode([typed])!r} (typed)"
     else:
         target = top_tokens[-1, -1].item()
         note = f"no target typed: the model's own next-token prediction {decode([target])!r}"
     names = ["embed"] + [f"L{i}" for i in range(state.n_layer)]
-    target_probs = probs[..., target]
-    ranks = 1 + (probs > target_probs[..., None]).sum(dim=-1)
+    target_logits = logits[..., target]
+    ranks = 1 + (logits > target_logits[..., None]).sum(dim=-1)
+    top_probs, target_probs = (top_logits - log_total).exp(), (target_logits - log_total).exp()
     return Lens(names, positions, idx[0, positions].tolist(), top_tokens.cpu(), top_probs.cpu(), target,
                 target_probs.cpu(), ranks.cpu(), note)
 

@@ -116,6 +116,31 @@ def test_each_signal_draws_its_own_histogram_and_contexts(explorer, page):
         expect(codebook).to_have_text([label_of(t) for t, _ in card.promotes])
 
 
+def test_the_list_of_signals_sorts_and_opens_one_and_the_probe_reads_my_text(explorer, page):
+    state = explorer[0]
+    page.tab("Signal")
+    page.page.get_by_text("All signals").click()
+    header = page.page.locator("#signal-list th[title=selectivity]")
+    header.hover()  # the column's menu shows on hover
+    header.get_by_role("button", name="Open cell menu").click(force=True)
+    page.page.get_by_role("menuitem", name="Sort descending").click()
+    most_selective = int(state.signal_stats.selectivity.argmax())
+    rows = page.page.locator("#signal-list [role=row]:has([role=gridcell])")
+    first_row = rows.first.locator("[role=gridcell]")
+    expect(first_row.first).to_have_text(str(most_selective))
+    page.follow(first_row.nth(3))  # a click on the row opens that signal
+    expect(page.locator("signal-status")).to_contain_text(f"signal {most_selective}: firing rate")
+    assert f"view=signal&signal={most_selective}" in page.page.url
+    text = "I think that the man said"
+    page.type("signal-probe-prompt", text)
+    page.press("signal-probe-button")
+    _, tokens, activations = views.signal_on_text(state, most_selective, text)
+    shaded = page.page.locator("#signal-probe-text a")
+    expect(shaded).to_have_count(len(tokens))
+    expected = [f"{label_of(t)}: a = {a:+.3f}" for t, a in zip(tokens, activations, strict=True)]
+    assert [shaded.nth(i).get_attribute("title") for i in range(len(tokens))] == expected
+
+
 def test_token_signal_token_lens_by_clicks_and_the_address_reopens_each_view(explorer, page):
     state = explorer[0]
     page.tab("Lens")
@@ -136,7 +161,7 @@ def test_token_signal_token_lens_by_clicks_and_the_address_reopens_each_view(exp
     expect(page.page.get_by_role("tab", name="Lens", exact=True)).to_have_attribute("aria-selected", "true")
     expect(page.locator("lens-heatmap")).to_contain_text(f"target {label_of(promoted).replace('·', ' ')!r}")
     lens_url = page.page.url
-    lens_caption = page.locator("lens-heatmap").locator(".explorer-note").inner_text()
+    lens_caption = page.locator("lens-heatmap").locator(".explorer-note").inner_text().split(". Cell")[0]
     idx = views.parse_prompt(state, "I think that the man said")
     flow_signal = views.signal_flow(state, idx, views.residual_states(state, idx), -1).signals[0]
     page.follow(page.page.locator("#flow-grid th a").first)  # lens -> the strongest signal
