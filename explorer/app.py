@@ -21,9 +21,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # must precede the i
 import gradio as gr  # noqa: E402
 
 from core.errors import UserError  # noqa: E402
-from core.tokenizer import decode, encode  # noqa: E402
+from core.tokenizer import encode  # noqa: E402
 from explorer import render, views  # noqa: E402
 from explorer.state import ExplorerState  # noqa: E402
+from explorer.tokens import token_piece  # noqa: E402
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
@@ -118,7 +119,7 @@ NAVIGATION_OUTPUTS = 1 + (1 + 3) + (1 + 4) + (3 + 3)
 
 def word_of(token: int) -> str:
     """What to type to get `token`: its text when that encodes back to it, else '#ID'."""
-    text = decode([token])
+    text = token_piece(token)
     return text if encode(text) == [token] else f"#{token}"
 
 

@@ -7,12 +7,11 @@ Charts are drawn in HTML, and each bar carries its value in an aria-label ("sign
 which screen readers and the browser tests read.
 """
 
-import codecs
 import html
 import math
 from urllib.parse import urlencode
 
-from core.tokenizer import get_tokenizer
+from explorer.tokens import token_label, token_piece
 from explorer.views import DEFINITIONS, Flow, Lens, NextTokens, SignalCard, TokenCard
 
 POSITIVE, NEGATIVE = "#2563eb", "#dc2626"  # blue for +, red for -, in bars, heatmaps and codebooks
@@ -47,29 +46,6 @@ a.explorer-link { color: inherit; text-decoration: underline dotted; cursor: poi
 .explorer-context a.explorer-link { text-decoration: none; }
 .explorer-hidden { display: none !important; }
 """
-
-
-# --- tokens as text -------------------------------------------------------------------------------
-def _bytes_as_hex(error: UnicodeDecodeError) -> tuple[str, int]:
-    return "".join(f"<0x{b:02X}>" for b in error.object[error.start:error.end]), error.end
-
-
-codecs.register_error("explorer_hex_bytes", _bytes_as_hex)
-
-
-def token_piece(token: int) -> str:
-    """The text of one token; bytes that are not whole UTF-8 characters (a piece of an emoji or a CJK
-    character, which GPT-2 splits across tokens) as `<0xF0>`, never as '�'."""
-    encoding = get_tokenizer()
-    if token >= encoding.n_vocab:
-        return f"<pad {token}>"  # the vocabulary's padding rows: no text
-    return encoding.decode_single_token_bytes(token).decode("utf-8", errors="explorer_hex_bytes")
-
-
-def token_label(token: int) -> str:
-    """A token as readable text for tables and headers (leading space shown as '·', newline as '\\n')."""
-    text = token_piece(token).replace("\n", "\\n")
-    return "·" + text[1:] if text.startswith(" ") else text
 
 
 def escape(text: str) -> str:

@@ -14,7 +14,7 @@ from core.errors import UserError
 from core.tokenizer import encode
 from experiments.control_steering import sentiment_direction
 from experiments.related_work import selectivity_stats
-from explorer import app, render, views
+from explorer import app, render, tokens, views
 from explorer.model_interface import residual_states
 from explorer.state import load_state
 from models import MODELS
@@ -259,11 +259,13 @@ def test_intervention_summary_kl_entropy_and_watched_ranks(state):
 
 def test_byte_tokens_show_their_bytes():
     """GPT-2 splits an emoji or a CJK character into byte tokens: each shows as its bytes, never '�'."""
-    pieces = [render.token_label(t) for t in encode("🙂 猫")]
+    pieces = [tokens.token_label(t) for t in encode("🙂 猫")]
     assert all("\ufffd" not in piece for piece in pieces)
     assert "".join(pieces).startswith("<0xF0>")  # 🙂 = F0 9F 99 82
-    assert render.token_label(encode(" king")[0]) == "·king"
-    assert render.token_label(50300) == "<pad 50300>"  # a padding row of the vocabulary
+    assert tokens.token_label(encode(" king")[0]) == "·king"
+    assert tokens.token_label(50300) == "<pad 50300>"  # a padding row of the vocabulary
+    assert app.word_of(encode("🙂")[0]) == f"#{encode('🙂')[0]}" and app.word_of(50300) == "#50300"
+    assert app.word_of(encode(" king")[0]) == " king"
 
 
 # --- Generate ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 from explorer_workspace import make_state
 from train_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 
-from explorer import app, render, views
+from explorer import app, render, tokens, views
 from explorer.browser import ExplorerPage, chromium, chromium_path, served
 
 pytest.importorskip("playwright", reason="pip install playwright (the dev extra) to drive Chromium")
@@ -26,7 +26,7 @@ if chromium_path() is None:
     pytest.skip("Chromium is not installed (/usr/bin/chromium); apt-get install -y chromium",
                 allow_module_level=True)
 
-label_of = render.token_label
+label_of = tokens.token_label
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
