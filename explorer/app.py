@@ -100,8 +100,8 @@ def build_app(state: ExplorerState) -> gr.Blocks:
             with gr.Tab("Lens", id="lens"):
                 lens = lens_tab(state)
             with gr.Tab("Intervene", id="intervene"):
-                intervene_tab(state)
-        navigation(state, app, tabs, token, signal, lens)
+                intervene = intervene_tab(state)
+        navigation(state, app, tabs, {"token": token, "signal": signal, "lens": lens, "intervene": intervene})
     return app
 
 
@@ -113,67 +113,60 @@ def build_app(state: ExplorerState) -> gr.Blocks:
 NAVIGATION_SCRIPT = f"<script>{(Path(__file__).parent / 'navigation.js').read_text()}</script>"
 
 
-# The tabs; the token's word and 3 outputs; the signal's id and 4 outputs; the lens's 3 inputs and 3 outputs.
-NAVIGATION_OUTPUTS = 1 + (1 + 3) + (1 + 4) + (3 + 3)
-
-
 def word_of(token: int) -> str:
     """What to type to get `token`: its text when that encodes back to it, else '#ID'."""
     text = token_piece(token)
     return text if encode(text) == [token] else f"#{token}"
 
 
-def open_view(state: ExplorerState, params: dict, lens_prompt: str | None) -> tuple:
-    """The outputs of navigation (see NAVIGATION_OUTPUTS) for a view's parameters: the tab, the
-    inputs as they would be typed, and the view's answer; everything else left as it is."""
-    skip = gr.skip()
-    token, signal, lens = (skip,) * 3, (skip,) * 4, (skip,) * 3  # the outputs of each view
-    token_word = signal_id = lens_inputs = skip
+def open_view(state: ExplorerState, params: dict, lens_prompt: str | None) -> tuple[str | None, tuple]:
+    """(view, values) for an address's parameters: the view's inputs as they would be typed, then its
+    answer, in the order of the components navigation() lists for it; (None, ()) for no view."""
     view = params.get("view")
     if view == "token":
         by_id = params.get("token", "").isdigit()
-        token_word = word_of(int(params["token"])) if by_id else params.get("word", "")
-        token = show_token(state, token_word)
-    elif view == "signal":
-        signal_id = params.get("signal", "")
-        signal = show_signal(state, signal_id)
-    elif view == "lens":
-        prompt = params.get("prompt") or lens_prompt or DEFAULT_LENS_PROMPT
-        lens_inputs = (prompt, params.get("target", ""), params.get("position", "-1"))
-        lens = run_lens(state, *lens_inputs)
-    else:
-        return (skip,) * NAVIGATION_OUTPUTS
-    selected = gr.Tabs(selected=view)
-    lens_boxes = lens_inputs if isinstance(lens_inputs, tuple) else (skip,) * 3
-    return (selected, token_word, *token, signal_id, *signal, *lens_boxes, *lens)
+        word = word_of(int(params["token"])) if by_id else params.get("word", "")
+        return view, (word, *show_token(state, word))
+    if view == "signal":
+        return view, (params.get("signal", ""), *show_signal(state, params.get("signal", "")))
+    if view == "lens":
+        inputs = (params.get("prompt") or lens_prompt or DEFAULT_LENS_PROMPT, params.get("target", ""),
+                  params.get("position", "-1"))
+        return view, (*inputs, *run_lens(state, *inputs))
+    if view == "intervene":  # signals removed at the readout: the top-10 at once, samples on Run
+        inputs = (params.get("prompt", ""), views.REMOVE_AT_READOUT, params.get("signals", ""),
+                  params.get("watch", ""))
+        return view, (*inputs, *intervention_top(state, *inputs))
+    return None, ()
 
 
-def navigation(state: ExplorerState, app: gr.Blocks, tabs, token: dict, signal: dict, lens: dict) -> None:
+def navigation(state: ExplorerState, app: gr.Blocks, tabs, groups: dict[str, list]) -> None:
+    """Links and addresses open a view: `groups` maps each view to its components (inputs, then
+    outputs), which open_view fills; the others are left as they are."""
     nav = gr.Textbox(elem_id="explorer-nav", elem_classes=["explorer-hidden"], show_label=False,
                      container=False)
-    outputs = [tabs, token["word"], *token["outputs"], signal["id"], *signal["outputs"], *lens["inputs"],
-               *lens["outputs"]]
+    outputs = [tabs] + [component for components in groups.values() for component in components]
+
+    def respond(opener, *args):
+        try:
+            view, values = opener(*args)
+        except Exception as error:  # a bad address never breaks the page
+            print(f"explorer: could not open a view: {type(error).__name__}: {error}", file=sys.stderr)
+            view = None
+        if view is None:
+            return (gr.skip(),) * len(outputs)
+        filled = [values if name == view else [gr.skip()] * len(components)
+                  for name, components in groups.items()]
+        return (gr.Tabs(selected=view), *[value for group in filled for value in group])
 
     def from_link(query: str, lens_prompt: str):
-        return open_view(state, dict(parse_qsl(query.lstrip("?"))), lens_prompt)
+        return respond(open_view, state, dict(parse_qsl(query.lstrip("?"))), lens_prompt)
 
     def from_address(request: gr.Request):
-        return open_view(state, dict(request.query_params), None)
+        return respond(open_view, state, dict(request.query_params), None)
 
-    nav.submit(guarded_view(from_link), [nav, lens["inputs"][0]], outputs, api_name=False, **UNQUEUED)
-    app.load(guarded_view(from_address), None, outputs, api_name=False, **UNQUEUED)
-
-
-def guarded_view(opener):
-    """Navigation never fails: a bad address shows its message in the view it names."""
-    @functools.wraps(opener)
-    def run(*args):
-        try:
-            return opener(*args)
-        except Exception as error:
-            print(f"explorer: could not open a view: {type(error).__name__}: {error}", file=sys.stderr)
-            return (gr.skip(),) * NAVIGATION_OUTPUTS
-    return run
+    nav.submit(from_link, [nav, groups["lens"][0]], outputs, api_name=False, **UNQUEUED)
+    app.load(from_address, None, outputs, api_name=False, **UNQUEUED)
 
 
 # --- handlers: what each button does, given the loaded state (the tabs below bind it) -------------
@@ -222,7 +215,32 @@ def run_lens(state: ExplorerState, text, target_word, position_value):
     if state.factorization is None:
         return render.note(f"signal flow unavailable: {state.factorization_note}"), heatmap, ""
     flow = views.signal_flow(state, idx, states, position_value)
-    return "", heatmap, render.flow_html(flow, lens.layers)
+    drivers = views.drivers(state, idx, states, position_value)
+    ablate = lambda signal: render.view_url("intervene", prompt=drivers.prompt, signals=signal,  # noqa: E731
+                                            watch=word_of(drivers.token))
+    return "", heatmap, render.flow_html(flow, lens.layers) + render.drivers_html(drivers, ablate)
+
+
+def intervention_result(state: ExplorerState, idx, kind, signals_text, layer_value=None, alpha_value=None,
+                        direction=views.CONCEPT, concept_word=None, watch_word=None) -> tuple:
+    """(intervention, summary, top-10 before, top-10 after) for one intervention."""
+    intervention = views.build_intervention(state, idx, kind, signals_text, layer_value, direction,
+                                            concept_word, alpha_value)
+    watched = [views.parse_word(state, watch_word, "watched word")] if watch_word else []
+    if kind == views.ADD_DIRECTION and direction == views.CONCEPT:
+        watched.append(views.parse_word(state, concept_word, "concept word"))
+    result = views.next_tokens(state, idx, intervention)
+    summary = render.intervention_summary(result, list(dict.fromkeys(watched)))
+    tables = render.next_token_rows(result, "before"), render.next_token_rows(result, "after")
+    return intervention, summary, *tables
+
+
+@guarded(outputs=3)
+def intervention_top(state: ExplorerState, text, kind, signals_text, watch_word):
+    """A removal's summary and top-10s without samples (what an 'ablate' link opens)."""
+    intervention, *shown = intervention_result(state, views.parse_prompt(state, text), kind, signals_text,
+                                               watch_word=watch_word)
+    return render.note(f"{intervention.description}; press Run intervention for samples"), *shown
 
 
 @guarded_stream(outputs=5)
@@ -234,17 +252,11 @@ def run_intervention(state: ExplorerState, text, kind, signals_text, layer_value
     top_k = views.parse_int(top_k_value, "top-k", 0, views.MAX_TOP_K) or None
     count = views.parse_int(tokens_value, "sample tokens", 1, views.MAX_NEW_TOKENS)
     seed = views.parse_int(seed_value, "seed", 0, 2**31 - 1)
-    intervention = views.build_intervention(state, idx, kind, signals_text, layer_value, direction,
-                                            concept_word, alpha_value)
-    watched = [views.parse_word(state, watch_word, "watched word")] if watch_word else []
-    if kind == views.ADD_DIRECTION and direction == views.CONCEPT:
-        watched.append(views.parse_word(state, concept_word, "concept word"))
-    result = views.next_tokens(state, idx, intervention)
-    summary = render.intervention_summary(result, list(dict.fromkeys(watched)))
-    tables = render.next_token_rows(result, "before"), render.next_token_rows(result, "after")
-    yield render.note(f"{result.description}; drawing samples..."), summary, *tables, "", ""
+    intervention, *shown = intervention_result(state, idx, kind, signals_text, layer_value, alpha_value,
+                                               direction, concept_word, watch_word)
+    yield render.note(f"{intervention.description}; drawing samples..."), *shown, "", ""
     plain_text, steered_text = views.paired_samples(state, idx, intervention, count, seed, temperature, top_k)
-    yield (render.note(f"{result.description}; weights unchanged (checked)"), summary, *tables, plain_text,
+    yield (render.note(f"{intervention.description}; weights unchanged (checked)"), *shown, plain_text,
            steered_text)
 
 
@@ -298,7 +310,7 @@ def token_tab(state: ExplorerState) -> dict:
     word.submit(show, word, [status, bars, neighbours], api_name=False, **UNQUEUED)
     solve.click(functools.partial(solve_analogy, state), [a, b, c], [analogy_status, answers],
                 api_name="analogy", **UNQUEUED)
-    return {"word": word, "outputs": [status, bars, neighbours]}
+    return [word, status, bars, neighbours]
 
 
 def signal_tab(state: ExplorerState) -> dict:
@@ -334,7 +346,7 @@ def signal_tab(state: ExplorerState) -> dict:
 
     signal_table.select(open_row, None, [signal, *outputs], api_name=False, **UNQUEUED).then(
         None, None, None, js="() => window.explorerRemember('signal')")
-    return {"id": signal, "outputs": outputs}
+    return [signal, *outputs]
 
 
 def all_signals(state: ExplorerState) -> list[list]:
@@ -354,14 +366,14 @@ def lens_tab(state: ExplorerState) -> dict:
     status = gr.HTML(elem_id="lens-status")
     heatmap = gr.HTML(elem_id="lens-heatmap")
     flow = gr.HTML(elem_id="lens-flow")
-    gr.Markdown(render.definitions("logit lens", "signal flow") +
+    gr.Markdown(render.definitions("logit lens", "signal flow", "drivers") +
                 f"\n\nThe heatmap shows at most the last {views.LENS_POSITIONS} positions.")
     button.click(functools.partial(run_lens, state), [prompt, target, position], [status, heatmap, flow],
                  api_name="lens", **UNQUEUED)
-    return {"inputs": [prompt, target, position], "outputs": [status, heatmap, flow]}
+    return [prompt, target, position, status, heatmap, flow]
 
 
-def intervene_tab(state: ExplorerState) -> None:
+def intervene_tab(state: ExplorerState) -> list:
     prompt = gr.Textbox(DEFAULT_LENS_PROMPT, label="prompt", lines=2, elem_id="intervene-prompt")
     kinds = views.INTERVENTIONS if state.factorization else [views.ADD_DIRECTION]
     kind = gr.Radio(kinds, value=kinds[0], label="intervention", elem_id="intervene-kind")
@@ -406,6 +418,7 @@ def intervene_tab(state: ExplorerState) -> None:
                  [prompt, kind, signals, layer, alpha, direction, concept, watch, temperature, top_k, tokens,
                   seed],
                  [status, summary, before, after, plain, steered], api_name="intervene")
+    return [prompt, kind, signals, watch, status, summary, before, after]
 
 
 def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True):

@@ -12,7 +12,7 @@ import math
 from urllib.parse import urlencode
 
 from explorer.tokens import token_label, token_piece
-from explorer.views import DEFINITIONS, Flow, Lens, NextTokens, SignalCard, TokenCard
+from explorer.views import DEFINITIONS, Drivers, Flow, Lens, NextTokens, SignalCard, TokenCard
 
 POSITIVE, NEGATIVE = "#2563eb", "#dc2626"  # blue for +, red for -, in bars, heatmaps and codebooks
 ERROR_CHARS = 300  # a status line longer than this is cut: the user's input is echoed, never in full
@@ -266,6 +266,18 @@ def flow_html(flow: Flow, layers: list[str]) -> str:
     return (f'<div class="explorer-note">{caption}</div><div class="explorer-scroll" id="flow-scroll">'
             f'<table class="explorer-grid" id="flow-grid">'
             f"<tr><th>layer \\ signal</th>{head}</tr>{''.join(rows)}</table></div>")
+
+
+def drivers_html(drivers: Drivers, ablate_url) -> str:
+    """The signals driving the prediction at a position, each with a link that ablates it
+    (`ablate_url(signal)`)."""
+    rows = [[signal_link(s), f"{a:+.3f}", f"{r:+.4f}", f"{c:+.4f}", link("ablate", ablate_url(s))]
+            for s, a, r, c in drivers.rows]
+    caption = (f"what drives the prediction {escape(token_label(drivers.token))!s} after position "
+               f"{drivers.position}: its logit {drivers.logit:+.3f} = sum over signals of a_s r_vs; the "
+               "largest shares")
+    return (f'<div class="explorer-note">{caption}</div>'
+            + table(["signal", "a_s", "r_vs", "a_s r_vs", ""], rows, "drivers-grid"))
 
 
 # --- Intervene --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ HISTOGRAM_BINS = 40
 LENS_POSITIONS = 24  # the lens heatmap shows at most the last this many positions
 FLOW_SIGNALS = 12  # signals in the flow heatmap
 FLOW_CODEBOOK = 3  # tokens named beside each signal in the flow
+DRIVER_SIGNALS = 8  # signals listed as driving a prediction
 TOP_NEXT = 10  # next-token candidates shown before and after an intervention
 ALPHA_LIMIT = 100.0  # |alpha| above this only saturates the residual stream
 MAX_NEW_TOKENS = 500
@@ -68,6 +69,9 @@ DEFINITIONS = {
                   "rank.",
     "signal flow": "a_s = ln_f(h_l) . basis_s after each layer at the chosen position, for the signals "
                    "strongest after the last layer.",
+    "drivers": "the signals with the largest a_s r_vs at the chosen position, v the predicted token: the "
+               "predicted logit is the sum of a_s r_vs over all signals; 'ablate' opens Intervene with that "
+               "signal removed at the readout.",
     "readout removal": "logits' = logits - sum over removed s of a_s r_vs: the output as if those signals "
                        "were zero in the final hidden state (the weights are not touched).",
     "residual removal": "after the chosen layer, at every position, the residual stream loses its "
@@ -336,6 +340,34 @@ class Flow:
     signals: list[int]
     activations: torch.Tensor  # (L+1, k)
     codebooks: list[list[int]]  # per signal, the tokens it promotes in the direction of its activation
+
+
+@dataclass
+class Drivers:
+    position: int
+    token: int  # the model's prediction after that position (its top-1 next token)
+    prompt: str  # the text up to and including that position
+    rows: list[tuple[int, float, float, float]]  # (signal, a_s, r_vs, a_s r_vs), largest contribution first
+    logit: float  # sum over every signal of a_s r_vs: the prediction's logit through the factorization
+
+
+@torch.no_grad()
+def drivers(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor, position_value) -> Drivers:
+    """Which signals drive the prediction at a position: the readout's logit for the predicted token v
+    is sum_s a_s r_vs (exactly on reflow, whose readout is W_recipe @ W_basis; through the post-hoc
+    factorization otherwise), so each signal's share is its a_s r_vs."""
+    needs_factorization(state, "the signals driving a prediction")
+    T = idx.size(1)
+    position = parse_int(position_value, "position", -T, T - 1) % T
+    fac = state.factorization
+    h = state.model.ln_f(states[-1, position])  # (C,) after the last layer
+    token = lens_logits(state.model, states[-1, position]).argmax().item()
+    activations = fac.signal_activations(h).float()  # (S,)
+    weights = fac.recipes[token].float()  # (S,)
+    contributions = activations * weights
+    top = contributions.topk(min(DRIVER_SIGNALS, contributions.numel())).indices.tolist()
+    rows = [(s, activations[s].item(), weights[s].item(), contributions[s].item()) for s in top]
+    return Drivers(position, token, decode(idx[0, :position + 1].tolist()), rows, contributions.sum().item())
 
 
 def residual_states(state: ExplorerState, idx: torch.Tensor) -> torch.Tensor:

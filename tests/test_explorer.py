@@ -173,6 +173,21 @@ def test_signal_flow_reads_every_layer_along_the_strongest_signals(state):
     assert views.signal_flow(state, idx, states, -1).position == idx.size(1) - 1
 
 
+def test_drivers_are_the_signals_shares_of_the_predicted_logit(state):
+    idx = views.parse_prompt(state, "I think that the man said")
+    states = views.residual_states(state, idx)
+    found = views.drivers(state, idx, states, 2)
+    logits = state.model(idx)[0][0, 2]  # (V,) the model's own readout at position 2
+    assert found.token == logits.argmax().item() and found.position == 2 and found.prompt == "I think that"
+    shares = final_signals(state, idx)[0, 2] * state.model.recipe[found.token].detach()  # a_s r_vs
+    # reflow's readout is W_recipe @ W_basis: the shares sum to the logit, up to float32 rounding of S terms
+    tolerance = 16 * torch.finfo(torch.float32).eps * shares.abs().sum().item()
+    assert found.logit == pytest.approx(logits[found.token].item(), abs=tolerance)
+    assert [s for s, *_ in found.rows] == shares.topk(views.DRIVER_SIGNALS).indices.tolist()
+    assert [c for *_, c in found.rows] == pytest.approx(shares.topk(views.DRIVER_SIGNALS).values.tolist(),
+                                                      abs=1e-5)
+
+
 # --- Intervene --------------------------------------------------------------------------------
 def test_readout_removal_is_the_readout_without_those_signals(state):
     idx = views.parse_prompt(state, "I think that")

@@ -175,7 +175,7 @@ def test_token_signal_token_lens_by_clicks_and_the_address_reopens_each_view(exp
         reopened.page.close()
 
 
-def test_lens_uses_a_log_scale_with_a_legend_and_opens_at_the_last_position(explorer, page):
+def test_lens_log_scale_legend_last_position_and_an_ablate_link(explorer, page):
     state = explorer[0]
     prompt = " the man said that he would" * 4  # longer than the page is wide
     page.run_lens(prompt, " the")
@@ -195,6 +195,20 @@ def test_lens_uses_a_log_scale_with_a_legend_and_opens_at_the_last_position(expl
     final = page.page.locator("#flow-grid tr").first.locator("th").last
     final.scroll_into_view_if_needed()  # every flow column can be reached
     expect(final).to_be_in_viewport()
+    drivers = views.drivers(state, idx, views.residual_states(state, idx), -1)
+    page.follow(page.page.locator("#drivers-grid").get_by_role("link", name="ablate").first)  # -> Intervene
+    intervene_tab = page.page.get_by_role("tab", name="Intervene", exact=True)
+    expect(intervene_tab).to_have_attribute("aria-selected", "true")
+    strongest = drivers.rows[0][0]
+    expect(page.page.locator("#intervene-signals textarea")).to_have_value(str(strongest))
+    assert "view=intervene" in page.page.url and f"signals={strongest}" in page.page.url
+    removal = views.build_intervention(state, idx, views.REMOVE_AT_READOUT, str(strongest))
+    result = views.next_tokens(state, idx, removal)
+    predicted = page.page.locator("#intervene-watched tr").nth(1).locator("td")
+    token = drivers.token  # the prediction, top-1 before; removing its strongest share lowers it
+    expect(predicted).to_have_text([label_of(token), render.probability(result.before[token].item()), "1",
+                                    render.probability(result.after[token].item()),
+                                    str(result.rank(token, "after"))])
 
 
 def test_intervention_shows_only_its_fields_and_the_change_it_made(explorer, page):
