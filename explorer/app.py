@@ -191,7 +191,7 @@ def solve_analogy(state: ExplorerState, a, b, c):
     return "", render.token_rows(views.analogy(state, a, b, c), "analogy-grid")
 
 
-@guarded(outputs=4)
+@guarded(outputs=3)
 def show_signal(state: ExplorerState, value):
     card = views.signal_card(state, value)
     return (render.signal_summary(card, state.signal_stats_note), render.histogram_html(card),

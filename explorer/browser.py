@@ -62,7 +62,9 @@ class ExplorerPage:
     def __init__(self, browser, url: str):
         self.page = browser.new_page(viewport=VIEWPORT)
         self.requests: list[str] = []
+        self.errors: list[str] = []  # uncaught exceptions in the page's JavaScript
         self.page.on("request", lambda request: self.requests.append(request.url))
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.goto(url)
         self.page.get_by_role("tab", name="Generate").wait_for()
 

@@ -334,7 +334,7 @@ def test_bad_input_is_one_line(state, call, message):
 
 def test_handlers_show_errors_in_the_page_and_clear_results(state, monkeypatch):
     status, *outputs = app.show_signal(state, 99)
-    assert "does not exist" in status and "explorer-error" in status and outputs == [None] * 4
+    assert "does not exist" in status and "explorer-error" in status and outputs == [None] * 3
     status, *_ = app.run_lens(state, "I think that", " the", 7)
     assert "position: 7 is outside -3 to 2" in status, status
     *_, (status, *outputs) = app.run_intervention(state, "I think", views.ADD_DIRECTION, "", 0, 1e9,

@@ -119,7 +119,7 @@ def test_each_signal_draws_its_own_histogram_and_contexts(explorer, page):
 def test_the_list_of_signals_sorts_and_opens_one_and_the_probe_reads_my_text(explorer, page):
     state = explorer[0]
     page.tab("Signal")
-    page.page.get_by_text("All signals").click()
+    page.page.get_by_role("button", name="All signals").click()
     header = page.page.locator("#signal-list th[title=selectivity]")
     header.hover()  # the column's menu shows on hover
     header.get_by_role("button", name="Open cell menu").click(force=True)
@@ -278,6 +278,7 @@ def test_nothing_leaves_the_machine(page, outgoing_connections):
     page (assets, fonts, analytics) or from the server."""
     assert page.external_requests() == []
     assert len(page.requests) > 10  # the page did load its assets, locally
+    assert page.errors == []  # and its script (links, addresses) never threw
     remote = [address for address in outgoing_connections
               if not (isinstance(address, tuple) and address[0] in LOOPBACK) and not isinstance(address, str)]
     assert remote == []
