@@ -222,10 +222,11 @@ def run_lens(state: ExplorerState, text, target_word, position_value):
 
 
 def intervention_result(state: ExplorerState, idx, kind, signals_text, layer_value=None, alpha_value=None,
-                        direction=views.CONCEPT, concept_word=None, watch_word=None) -> tuple:
+                        direction=views.CONCEPT, concept_word=None, steer_signal=None, positions_text=None,
+                        watch_word=None) -> tuple:
     """(intervention, summary, top-10 before, top-10 after) for one intervention."""
     intervention = views.build_intervention(state, idx, kind, signals_text, layer_value, direction,
-                                            concept_word, alpha_value)
+                                            concept_word, alpha_value, steer_signal, positions_text)
     watched = [views.parse_word(state, watch_word, "watched word")] if watch_word else []
     if kind == views.ADD_DIRECTION and direction == views.CONCEPT:
         watched.append(views.parse_word(state, concept_word, "concept word"))
@@ -245,7 +246,8 @@ def intervention_top(state: ExplorerState, text, kind, signals_text, watch_word)
 
 @guarded_stream(outputs=5)
 def run_intervention(state: ExplorerState, text, kind, signals_text, layer_value, alpha_value, direction,
-                     concept_word, watch_word, temperature_value, top_k_value, tokens_value, seed_value):
+                     concept_word, steer_signal, positions_text, watch_word, temperature_value, top_k_value,
+                     tokens_value, seed_value):
     """First the summary and the top-10 before and after (fast), then the two samples (generation)."""
     idx = views.parse_prompt(state, text)
     temperature = views.parse_temperature(temperature_value)
@@ -253,7 +255,8 @@ def run_intervention(state: ExplorerState, text, kind, signals_text, layer_value
     count = views.parse_int(tokens_value, "sample tokens", 1, views.MAX_NEW_TOKENS)
     seed = views.parse_int(seed_value, "seed", 0, 2**31 - 1)
     intervention, *shown = intervention_result(state, idx, kind, signals_text, layer_value, alpha_value,
-                                               direction, concept_word, watch_word)
+                                               direction, concept_word, steer_signal, positions_text,
+                                               watch_word)
     yield render.note(f"{intervention.description}; drawing samples..."), *shown, "", ""
     plain_text, steered_text = views.paired_samples(state, idx, intervention, count, seed, temperature, top_k)
     yield (render.note(f"{intervention.description}; weights unchanged (checked)"), *shown, plain_text,
@@ -261,11 +264,13 @@ def run_intervention(state: ExplorerState, text, kind, signals_text, layer_value
 
 
 def intervention_fields(kind: str, direction: str) -> tuple:
-    """Which of the Intervene tab's boxes apply: (signals, layer, alpha, direction, concept word)."""
+    """Which of the Intervene tab's boxes apply: (signals, layer, alpha, direction, concept word, signal to
+    steer along, positions)."""
     adds = kind == views.ADD_DIRECTION
     return (gr.update(visible=not adds), gr.update(visible=kind != views.REMOVE_AT_READOUT),
             gr.update(visible=adds), gr.update(visible=adds),
-            gr.update(visible=adds and direction == views.CONCEPT))
+            gr.update(visible=adds and direction == views.CONCEPT),
+            gr.update(visible=adds and direction == views.SIGNAL_DIRECTION), gr.update(visible=adds))
 
 
 # --- the tabs -------------------------------------------------------------------------------------
@@ -386,9 +391,14 @@ def intervene_tab(state: ExplorerState) -> list:
         alpha = gr.Number(1.0, label=f"alpha (|alpha| <= {views.ALPHA_LIMIT:g})", elem_id="intervene-alpha",
                           visible=visible[2])
     with gr.Row():
-        direction = gr.Radio(views.DIRECTIONS, value=views.CONCEPT, label="direction to add",
+        directions = views.DIRECTIONS if state.factorization else [views.CONCEPT, views.SENTIMENT]
+        direction = gr.Radio(directions, value=views.CONCEPT, label="direction to add",
                              elem_id="intervene-direction", visible=visible[3])
         concept = gr.Textbox(" love", label="concept word", elem_id="intervene-concept", visible=visible[4])
+        steer_signal = gr.Number(0, label="signal to steer along", elem_id="intervene-steer-signal",
+                                 visible=visible[5])
+        positions = gr.Textbox("", label="prompt positions (e.g. 0 3 -1; empty: every position)",
+                               elem_id="intervene-positions", visible=visible[6])
         watch = gr.Textbox(" be", label="watched word (probability and rank before and after)",
                            elem_id="intervene-watch")
     with gr.Row():
@@ -411,12 +421,12 @@ def intervene_tab(state: ExplorerState) -> list:
     missing = "" if state.factorization else f"\n\nSignal removal is unavailable: {state.factorization_note}."
     gr.Markdown(render.definitions("readout removal", "residual removal", "added direction", "probability",
                                    "KL") + missing)
-    fields = [signals, layer, alpha, direction, concept]
+    fields = [signals, layer, alpha, direction, concept, steer_signal, positions]
     kind.change(intervention_fields, [kind, direction], fields, api_name=False, **UNQUEUED)
     direction.change(intervention_fields, [kind, direction], fields, api_name=False, **UNQUEUED)
     button.click(functools.partial(run_intervention, state),
-                 [prompt, kind, signals, layer, alpha, direction, concept, watch, temperature, top_k, tokens,
-                  seed],
+                 [prompt, kind, signals, layer, alpha, direction, concept, steer_signal, positions, watch,
+                  temperature, top_k, tokens, seed],
                  [status, summary, before, after, plain, steered], api_name="intervene")
     return [prompt, kind, signals, watch, status, summary, before, after]
 

@@ -162,10 +162,10 @@ class ExplorerPage:
 
     def intervene(self, prompt: str, kind: str, signals: str = "", layer=0, alpha=1.0,
                   direction: str | None = None, concept: str = " love", watch: str = "", tokens=20, seed=0,
-                  temperature=1.0, top_k=40) -> None:
+                  temperature=1.0, top_k=40, steer_signal=0, positions: str = "") -> None:
         """Fill in the Intervene tab and run it; only the boxes that apply to `kind` are shown, and
         filled (views.INTERVENTIONS)."""
-        from explorer.views import ADD_DIRECTION, CONCEPT, REMOVE_AT_READOUT
+        from explorer.views import ADD_DIRECTION, CONCEPT, REMOVE_AT_READOUT, SIGNAL_DIRECTION
 
         self.tab("Intervene")
         self.type("intervene-prompt", prompt)
@@ -176,10 +176,13 @@ class ExplorerPage:
             self.type("intervene-layer", layer)
         if kind == ADD_DIRECTION:
             self.type("intervene-alpha", alpha)
-            if direction:
-                self.choose("intervene-direction", direction)
-            if direction in (None, CONCEPT):  # the concept box shows for a concept direction only
+            direction = direction or CONCEPT
+            self.choose("intervene-direction", direction)
+            if direction == CONCEPT:  # the concept box shows for a concept direction only
                 self.type("intervene-concept", concept)
+            if direction == SIGNAL_DIRECTION:
+                self.type("intervene-steer-signal", steer_signal)
+            self.type("intervene-positions", positions)
         self.type("intervene-watch", watch)
         self.type("intervene-temperature", temperature)
         self.type("intervene-top-k", top_k)

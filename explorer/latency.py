@@ -196,8 +196,8 @@ def run_benchmark(cfg: Config, ckpt: str | None) -> None:
         signals = " ".join(map(str, strongest))
     concept = cfg.concept_words[0]
     layer = state.n_layer // 2
-    intervene = lambda kind: first_yield(app.run_intervention(state, prompt, kind, signals, layer, 1.0,  # noqa: E731
-                                                              views.CONCEPT, concept, target, 1.0, 40, 20, 0))
+    intervene = lambda kind: first_yield(app.run_intervention(  # noqa: E731
+        state, prompt, kind, signals, layer, 1.0, views.CONCEPT, concept, 0, "", target, 1.0, 40, 20, 0))
     calls = {
         f"Token: {word!r}": (lambda: app.show_token(state, word), "/token", (word,)),
         f"Token: analogy {a!r} - {b!r} + {c!r}": (lambda: app.solve_analogy(state, a, b, c), "/analogy",

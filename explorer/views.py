@@ -45,7 +45,8 @@ ADD_DIRECTION = "add a direction"
 INTERVENTIONS = [REMOVE_AT_READOUT, REMOVE_FROM_RESIDUAL, ADD_DIRECTION]
 CONCEPT = "concept word"
 SENTIMENT = "sentiment (config's positive - negative words)"
-DIRECTIONS = [CONCEPT, SENTIMENT]
+SIGNAL_DIRECTION = "a signal's basis direction"
+DIRECTIONS = [CONCEPT, SENTIMENT, SIGNAL_DIRECTION]
 
 DEFINITIONS = {
     "recipe weight": "r_vs, entry s of token v's row of W_recipe: how much signal s goes into the token "
@@ -76,9 +77,10 @@ DEFINITIONS = {
                        "were zero in the final hidden state (the weights are not touched).",
     "residual removal": "after the chosen layer, at every position, the residual stream loses its "
                         "component in the span of the removed signals' basis rows (orthogonal projection).",
-    "added direction": "h <- h + alpha x n_l x u after the chosen layer at every position, u a unit vector "
-                       "(a concept word's vocab-matrix row, or mean positive minus mean negative word), "
-                       "n_l the mean residual-stream norm after that layer on this prompt.",
+    "added direction": "h <- h + alpha x n_l x u after the chosen layer at every position (or at the chosen "
+                       "prompt positions only), u a unit vector (a concept word's vocab-matrix row, mean "
+                       "positive minus mean negative word, or a signal's basis row), n_l the mean "
+                       "residual-stream norm after that layer on this prompt.",
     "probability": "next-token probability after the prompt, before and after the intervention; rank 1 = "
                    "the most probable token.",
     "KL": "KL(before || after) = sum_v p_before(v) log(p_before(v) / p_after(v)), in nats: how far the "
@@ -431,7 +433,8 @@ class Intervention:
 @torch.no_grad()
 def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signals_text: str | None = None,
                        layer_value=None, direction: str = CONCEPT, concept_word: str | None = None,
-                       alpha_value=None) -> Intervention:
+                       alpha_value=None, steer_signal=None,
+                       positions_text: str | None = None) -> Intervention:
     """The hooks (and readout edit) that carry out one intervention on this prompt. None of them
     writes to a weight: they edit activations as they pass."""
     model = state.model
@@ -459,6 +462,10 @@ def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signa
             negative = [parse_word(state, w, "negative_words") for w in state.cfg.negative_words]
             E = state.vocab_matrix.float()  # experiment 10's direction, from the precomputed matrix
             unit, name = F.normalize(E[positive].mean(0) - E[negative].mean(0), dim=0), "sentiment"
+        elif direction == SIGNAL_DIRECTION:
+            needs_factorization(state, "steering along a signal")
+            signal = parse_signal(state, steer_signal)
+            unit, name = F.normalize(state.factorization.basis[signal].float(), dim=0), f"signal {signal}"
         else:
             token = parse_word(state, concept_word, "concept word")
             unit = F.normalize(state.vocab_matrix[token].float(), dim=0)
@@ -466,10 +473,36 @@ def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signa
         with state.lock:
             norm = residual_norms(model, idx)[layer]
         vector = alpha * norm * unit
-        return Intervention({residual_hook(model, layer): steering_hook(vector)}, None,
-                            f"{name} direction added after layer {layer} with alpha {alpha:g} "
+        positions = parse_positions(positions_text, idx.size(1))
+        if positions is None:
+            hook, where = steering_hook(vector), "at every position"
+        else:
+            hook, where = positions_hook(vector, positions, idx.size(1)), f"at prompt positions {positions}"
+        return Intervention({residual_hook(model, layer): hook}, None,
+                            f"{name} direction added after layer {layer} {where} with alpha {alpha:g} "
                             f"(|vector| = {vector.norm():.3g})")
     raise UserError(f"unknown intervention {kind!r}; choose one of: {', '.join(INTERVENTIONS)}")
+
+
+def parse_positions(text: str | None, length: int) -> list[int] | None:
+    """Prompt positions from text like '0 3 -1' (negative counts from the end), or None for every one."""
+    words = (text or "").replace(",", " ").split()
+    if not words:
+        return None
+    return sorted({parse_int(word, "position", -length, length - 1) % length for word in words})
+
+
+def positions_hook(vector: torch.Tensor, positions: list[int], length: int):
+    """A hook adding `vector` at the given positions of the prompt's forward (length tokens, whole or
+    as the prefill of a generation); later tokens, which a cached generation feeds one at a time, are
+    left alone."""
+    def add(h, *_, **__):
+        if h.size(1) != length:
+            return h
+        mask = torch.zeros(length, 1, dtype=h.dtype, device=h.device)
+        mask[positions] = 1
+        return h + mask * vector.to(h.dtype)
+    return add
 
 
 @torch.no_grad()

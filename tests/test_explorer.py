@@ -243,6 +243,30 @@ def test_added_direction_is_alpha_times_the_mean_norm(state):
     assert added.tolist() == pytest.approx((3.0 * norm * unit).tolist(), abs=1e-5)  # experiment 10's
 
 
+def test_steering_along_a_signal_at_chosen_positions(state):
+    """A signal's basis row added after layer 0 at prompt positions 0 and -1 only: the residual stream
+    changes there and nowhere else, by alpha x n_0 x unit(basis_s); generated tokens are left alone."""
+    idx = views.parse_prompt(state, "I think that the man")
+    steer = views.build_intervention(state, idx, views.ADD_DIRECTION, layer_value=0, alpha_value=2.0,
+                                     direction=views.SIGNAL_DIRECTION, steer_signal=5, positions_text="0, -1")
+    assert "signal 5 direction" in steer.description and "positions [0, 4]" in steer.description
+    hook = steer.hooks["blocks.0.hook_resid_post"]
+    h = torch.zeros(1, 5, state.model.config.n_embd)
+    added = hook(h)[0]
+    norm = residual_states(state.model, idx)[1].norm(dim=-1).mean()
+    expected = 2.0 * norm * F.normalize(state.model.basis[5].detach(), dim=0)
+    for position in range(5):
+        want = expected if position in (0, 4) else torch.zeros_like(expected)
+        assert added[position].tolist() == pytest.approx(want.tolist(), abs=1e-5)
+    one_new_token = torch.ones(1, 1, state.model.config.n_embd)  # a cached generation's later step
+    assert torch.equal(hook(one_new_token), one_new_token)
+    with pytest.raises(UserError, match="position: 9 is outside -5 to 4"):
+        views.build_intervention(state, idx, views.ADD_DIRECTION, layer_value=0, alpha_value=1.0,
+                                 direction=views.SIGNAL_DIRECTION, steer_signal=5, positions_text="9")
+    result = views.next_tokens(state, idx, steer)
+    assert not torch.equal(result.before, result.after)
+
+
 def test_interventions_never_change_the_weights_and_a_change_is_caught(state):
     idx = views.parse_prompt(state, "I think that")
     before = [p.clone() for p in state.model.parameters()]
@@ -338,7 +362,7 @@ def test_handlers_show_errors_in_the_page_and_clear_results(state, monkeypatch):
     status, *_ = app.run_lens(state, "I think that", " the", 7)
     assert "position: 7 is outside -3 to 2" in status, status
     *_, (status, *outputs) = app.run_intervention(state, "I think", views.ADD_DIRECTION, "", 0, 1e9,
-                                                  views.CONCEPT, " he", "", 1.0, 40, 5, 0)
+                                                  views.CONCEPT, " he", 0, "", "", 1.0, 40, 5, 0)
     assert "too large" in status and outputs == [None] * 5
     status, *_ = app.show_token(state, "y" * 5000)  # a huge input is never echoed whole
     assert "far longer than one token" in status and len(status) < 300
@@ -364,7 +388,8 @@ def test_every_architecture_answers_every_tab(tmp_path, model_name):
         card = views.signal_card(state, 1)
         assert card.suppresses == [] and all(w > 0 for _, w in card.promotes)
     *_, (status, _, before, after, plain, steered) = app.run_intervention(
-        state, "I think that", views.ADD_DIRECTION, "", 1, 2.0, views.CONCEPT, " he", " the", 1.0, 40, 4, 0)
+        state, "I think that", views.ADD_DIRECTION, "", 1, 2.0, views.CONCEPT, " he", 0, "", " the",
+        1.0, 40, 4, 0)
     assert "weights unchanged (checked)" in status and before != after and plain != steered
     assert "".join(views.generate_text(state, "I think", 1.0, 5, 3, 0))
 

@@ -234,6 +234,16 @@ def test_intervention_shows_only_its_fields_and_the_change_it_made(explorer, pag
     expect(page.locator("intervene-signals")).to_be_hidden()
     expect(page.locator("intervene-alpha")).to_be_visible()
     expect(page.locator("intervene-temperature")).to_be_visible()
+    expect(page.locator("intervene-steer-signal")).to_be_hidden()  # for a signal's direction only
+    page.intervene("I think that", views.ADD_DIRECTION, layer=0, alpha=2.0, direction=views.SIGNAL_DIRECTION,
+                   steer_signal=5, positions="0 -1", tokens=4)
+    expect(page.locator("intervene-concept")).to_be_hidden()
+    expect(page.locator("intervene-status")).to_contain_text(
+        "signal 5 direction added after layer 0 at prompt positions [0, 2] with alpha 2")
+    steered = views.next_tokens(state, idx, views.build_intervention(
+        state, idx, views.ADD_DIRECTION, layer_value=0, alpha_value=2.0, direction=views.SIGNAL_DIRECTION,
+        steer_signal=5, positions_text="0 -1"))
+    expect(page.locator("intervene-change")).to_contain_text(f"KL(before || after) = {steered.kl():.4f} nats")
 
 
 def test_bad_input_shows_a_message_and_the_server_keeps_serving(page):
