@@ -63,6 +63,7 @@ class ExplorerPage:
         self.page = browser.new_page(viewport=VIEWPORT)
         self.requests: list[str] = []
         self.errors: list[str] = []  # uncaught exceptions in the page's JavaScript
+        self.last_call = None  # the request the last click sent
         self.page.on("request", lambda request: self.requests.append(request.url))
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.goto(url)
@@ -97,8 +98,9 @@ class ExplorerPage:
 
         for _ in range(CLICK_ATTEMPTS):
             try:
-                with self.page.expect_request(is_event_call, timeout=CLICK_REACHES_SERVER_MS):
+                with self.page.expect_request(is_event_call, timeout=CLICK_REACHES_SERVER_MS) as sent:
                     self.locator(button_id).click()
+                self.last_call = sent.value
                 return
             except PlaywrightTimeout:
                 continue
@@ -106,15 +108,19 @@ class ExplorerPage:
 
     def follow(self, link) -> None:
         """Click a link in an answer (a Playwright Locator) and wait until the view it opens answers."""
-        with self.page.expect_request(is_event_call, timeout=CLICK_REACHES_SERVER_MS):
+        with self.page.expect_request(is_event_call, timeout=CLICK_REACHES_SERVER_MS) as sent:
             link.click()
+        self.last_call = sent.value
         self.wait_until_answered()
 
     def wait_until_answered(self) -> None:
-        """Wait until no output shows Gradio's progress indicator."""
+        """Wait for the last click's call to be answered (an unqueued view's answer is in the response;
+        a queued one's streams after it, while Gradio shows its progress indicator), then until no
+        output shows that indicator."""
+        if self.last_call is not None:
+            self.last_call.response()  # blocks until the server has answered the call
+            self.last_call = None
         busy = "[data-testid=status-tracker]:not(.hide)"
-        with contextlib.suppress(Exception):  # a quick answer may come before we look
-            self.page.wait_for_selector(busy, timeout=2000)
         self.page.wait_for_function(f"() => !document.querySelector('{busy}')", timeout=CALL_TIMEOUT_MS)
 
     def text(self, element_id: str) -> str:

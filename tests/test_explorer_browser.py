@@ -3,8 +3,10 @@ driven with the same steps (explorer/browser.py) that take the README's screensh
 
 What an answer draws can land a little after Gradio hides its progress indicator (charts and HTML
 render asynchronously, later still on a loaded machine), so the tests wait for what they check:
-Playwright's `expect`, which retries until it holds or times out, or ExplorerPage.table, which waits
-for its rows; never a one-off count.
+Playwright's `expect`, which retries until it holds or times out, ExplorerPage.table, which waits for
+its rows, or `eventually` for a chart's drawn values (read from its bars' aria-labels); never a one-off
+count. Every token and signal is a link: the walk from view to view is by clicks, and each address the
+walk leaves in the bar reopens its view.
 """
 
 import re
