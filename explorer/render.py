@@ -27,7 +27,8 @@ CSS = """
 table.explorer-grid { border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 12px; }
 table.explorer-grid td, table.explorer-grid th { border: 1px solid #e5e7eb; padding: 2px 5px;
   text-align: center; white-space: pre; }
-a.explorer-link { color: inherit; text-decoration: underline dotted; cursor: pointer; }
+a.explorer-link { color: inherit; text-decoration: underline dotted; cursor: pointer;
+  padding: 0 !important; }  /* Gradio pads links 2px 8px: tokens of a text would drift apart */
 .explorer-bars { font-family: ui-monospace, monospace; font-size: 12px; }
 .explorer-bar-row { display: grid; grid-template-columns: 4em 1fr 1fr 5.5em; align-items: center;
   gap: 4px; height: 18px; text-decoration: none !important; }
