@@ -18,7 +18,7 @@ from explorer_workspace import make_state
 from train_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 
 from explorer import app, render, tokens, views
-from explorer.browser import ExplorerPage, chromium, chromium_path, served
+from explorer.browser import VIEWPORT, ExplorerPage, chromium, chromium_path, served
 
 pytest.importorskip("playwright", reason="pip install playwright (the dev extra) to drive Chromium")
 from playwright.sync_api import expect  # noqa: E402
@@ -177,9 +177,17 @@ def test_token_signal_token_lens_by_clicks_and_the_address_reopens_each_view(exp
         reopened.page.close()
 
 
-def test_lens_log_scale_legend_last_position_and_an_ablate_link(explorer, page):
-    state = explorer[0]
-    prompt = " the man said that he would" * 4  # longer than the page is wide
+@pytest.fixture
+def narrow(page):
+    """The page in a window narrower than the lens's 24 positions (a small laptop's, side by side)."""
+    page.page.set_viewport_size({"width": 720, "height": VIEWPORT["height"]})
+    yield page
+    page.page.set_viewport_size(VIEWPORT)
+
+
+def test_lens_log_scale_legend_last_position_and_an_ablate_link(explorer, narrow):
+    state, page = explorer[0], narrow
+    prompt = " the man said that he would" * 4  # 28 tokens: the last 24 are wider than the window
     page.run_lens(prompt, " the")
     expect(page.locator("lens-status")).to_have_text("")
     idx = views.parse_prompt(state, prompt)
