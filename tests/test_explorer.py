@@ -2,6 +2,7 @@
 and every bad input of issue 14 turned into one line (no browser here; see test_explorer_browser.py)."""
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -141,6 +142,13 @@ def test_signal_statistics_are_cached_per_checkpoint(tmp_path):
     changed = load_state(load_config(str(config_file)))
     assert any(k.startswith("signal statistics (cached in") for k in changed.timings)
     assert len(list((tmp_path / "reflow" / "explorer_cache").glob("signal_stats-*.pt"))) == 2
+    # A cache folder that is a link is not written through: the statistics are computed and not kept.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(tmp_path / "reflow" / "explorer_cache")
+    (tmp_path / "reflow" / "explorer_cache").symlink_to(elsewhere)
+    linked = load_state(load_config(str(config_file)))
+    assert any("is a link" in k for k in linked.timings) and list(elsewhere.iterdir()) == []
 
 
 # --- Lens -------------------------------------------------------------------------------------
