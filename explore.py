@@ -15,6 +15,8 @@ import time
 from core.config import load_config, parse_args
 from core.errors import UserError, exit_on_user_error
 
+MAX_PORT = 65535
+
 
 def split_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """The explorer's own flags; the rest (CONFIG and --key=value) is for parse_args."""
@@ -32,6 +34,9 @@ def main(argv: list[str]) -> None:
     config_file, overrides = parse_args(rest)
     if config_file is None:
         raise UserError("usage: python explore.py CONFIG [--ckpt PATH] [--host H] [--port P] [--benchmark]")
+    if flags.port is not None and not 1 <= flags.port <= MAX_PORT:
+        raise UserError(f"--port {flags.port} is not a TCP port; give one from 1 to {MAX_PORT} "
+                        "(or leave it out for the first free from 7860)")
     cfg = load_config(config_file, overrides)
     if flags.benchmark:
         from explorer.latency import run_benchmark

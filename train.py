@@ -212,7 +212,8 @@ def load_model(cfg: Config, ckpt_file: Path, data_folder: Path, dist: Distribute
         if cfg.vocab == "corpus":
             tokenizer = corpus_tokenizer(data_folder)
             architecture.vocab_size = tokenizer.vocab_size
-        check_memory_plan(replace(cfg, vocab_size=architecture.vocab_size), dist.device, dtype, dist.world_size)
+        sized = replace(cfg, vocab_size=architecture.vocab_size)
+        check_memory_plan(sized, dist.device, dtype, dist.world_size)
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
         return build_model(cfg.model, architecture), None, cfg, tokenizer
     checkpoint = load_checkpoint(ckpt_file if cfg.init_from == "resume" else cfg.init_from)
@@ -260,7 +261,8 @@ def start_log(cfg: Config, dist: Distributed, model: Transformer, device: str, d
     return log
 
 
-def check_closing_sample(cfg: Config, model: Transformer, tokenizer: Tokenizer, device: str, dtype: str) -> None:
+def check_closing_sample(cfg: Config, model: Transformer, tokenizer: Tokenizer, device: str,
+                         dtype: str) -> None:
     """The run ends with a sample; what it needs is checked now, not after hours of training."""
     if cfg.max_new_tokens > 0:
         try:

@@ -13,18 +13,23 @@ import functools
 import os
 import sys
 import traceback
+from pathlib import Path
+from urllib.parse import parse_qsl
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # must precede the import below
 
 import gradio as gr  # noqa: E402
 
 from core.errors import UserError  # noqa: E402
+from core.tokenizer import encode  # noqa: E402
 from explorer import render, views  # noqa: E402
 from explorer.state import ExplorerState  # noqa: E402
+from explorer.tokens import token_piece  # noqa: E402
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
 DEFAULT_PROMPT = "ROMEO:\nMy heart is"
+DEFAULT_LENS_PROMPT = "To be, or not to"
 # Views that answer from one forward or a table skip Gradio's queue, whose event stream added about
 # 100 ms per click in the browser (tiny model, loaded 2-core machine: ~100 ms against ~200-350 ms).
 # They still run concurrently, in the server's thread pool, and the state's lock serializes the
@@ -77,24 +82,91 @@ def header(state: ExplorerState) -> str:
     return (f"## reFlow explorer: {state.model_name}\n`{state.checkpoint}`{trained}; "
             f"{state.n_layer} layers, context {state.model.config.block_size}, "
             f"vocabulary {state.vocab_size}. "
-            f"Recipes and signals: {state.factorization_note}.")
+            f"Recipes and signals: {state.factorization_note}. "
+            "Every token and signal shown is a link; the address bar holds the view, to share or reopen.")
 
 
 def build_app(state: ExplorerState) -> gr.Blocks:
     """The page, with every handler bound to `state`."""
     with gr.Blocks(title=f"reFlow explorer: {state.model_name}", analytics_enabled=False) as app:
         gr.Markdown(header(state))
-        with gr.Tab("Generate", id="generate"):
-            generate_tab(state)
-        with gr.Tab("Token", id="token"):
-            token_tab(state)
-        with gr.Tab("Signal", id="signal"):
-            signal_tab(state)
-        with gr.Tab("Lens", id="lens"):
-            lens_tab(state)
-        with gr.Tab("Intervene", id="intervene"):
-            intervene_tab(state)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Generate", id="generate"):
+                generate_tab(state)
+            with gr.Tab("Token", id="token"):
+                token = token_tab(state)
+            with gr.Tab("Signal", id="signal"):
+                signal = signal_tab(state)
+            with gr.Tab("Lens", id="lens"):
+                lens = lens_tab(state)
+            with gr.Tab("Intervene", id="intervene"):
+                intervene = intervene_tab(state)
+        navigation(state, app, tabs, {"token": token, "signal": signal, "lens": lens, "intervene": intervene})
     return app
+
+
+# --- navigation: links and the address bar -------------------------------------------------------
+# A click on a link (render.link) is caught by this script: it puts the link's query in the address bar
+# and in a hidden box whose change opens the view on the server. A click on a view's own button
+# writes that view's inputs into the address bar. Opening an address (a shared link, a reload, a
+# link opened in a new tab) restores the view on load; Back reopens the previous one.
+NAVIGATION_SCRIPT = f"<script>{(Path(__file__).parent / 'navigation.js').read_text()}</script>"
+
+
+def word_of(token: int) -> str:
+    """What to type to get `token`: its text when that encodes back to it, else '#ID'."""
+    text = token_piece(token)
+    return text if encode(text) == [token] else f"#{token}"
+
+
+def open_view(state: ExplorerState, params: dict, lens_prompt: str | None) -> tuple[str | None, tuple]:
+    """(view, values) for an address's parameters: the view's inputs as they would be typed, then its
+    answer, in the order of the components navigation() lists for it; (None, ()) for no view."""
+    view = params.get("view")
+    if view == "token":
+        by_id = params.get("token", "").isdigit()
+        word = word_of(int(params["token"])) if by_id else params.get("word", "")
+        return view, (word, *show_token(state, word))
+    if view == "signal":
+        return view, (params.get("signal", ""), *show_signal(state, params.get("signal", "")))
+    if view == "lens":
+        inputs = (params.get("prompt") or lens_prompt or DEFAULT_LENS_PROMPT, params.get("target", ""),
+                  params.get("position", "-1"))
+        return view, (*inputs, *run_lens(state, *inputs))
+    if view == "intervene":  # signals removed at the readout: the top-10 at once, samples on Run
+        inputs = (params.get("prompt", ""), views.REMOVE_AT_READOUT, params.get("signals", ""),
+                  params.get("watch", ""))
+        return view, (*inputs, *intervention_top(state, *inputs))
+    return None, ()
+
+
+def navigation(state: ExplorerState, app: gr.Blocks, tabs, groups: dict[str, list]) -> None:
+    """Links and addresses open a view: `groups` maps each view to its components (inputs, then
+    outputs), which open_view fills; the others are left as they are."""
+    nav = gr.Textbox(elem_id="explorer-nav", elem_classes=["explorer-hidden"], show_label=False,
+                     container=False)
+    outputs = [tabs] + [component for components in groups.values() for component in components]
+
+    def respond(opener, *args):
+        try:
+            view, values = opener(*args)
+        except Exception as error:  # a bad address never breaks the page
+            print(f"explorer: could not open a view: {type(error).__name__}: {error}", file=sys.stderr)
+            view = None
+        if view is None:
+            return (gr.skip(),) * len(outputs)
+        filled = [values if name == view else [gr.skip()] * len(components)
+                  for name, components in groups.items()]
+        return (gr.Tabs(selected=view), *[value for group in filled for value in group])
+
+    def from_link(query: str, lens_prompt: str):
+        return respond(open_view, state, dict(parse_qsl(query.lstrip("?"))), lens_prompt)
+
+    def from_address(request: gr.Request):
+        return respond(open_view, state, dict(request.query_params), None)
+
+    nav.submit(from_link, [nav, groups["lens"][0]], outputs, api_name=False, **UNQUEUED)
+    app.load(from_address, None, outputs, api_name=False, **UNQUEUED)
 
 
 # --- handlers: what each button does, given the loaded state (the tabs below bind it) -------------
@@ -109,22 +181,27 @@ def show_token(state: ExplorerState, text):
     card = views.token_card(state, text)
     if state.factorization is None:
         card.note = "; ".join(filter(None, [card.note, f"no recipe chart: {state.factorization_note}"]))
-    order = [f"s{s}" for s, _ in card.recipe]  # strongest first, not alphabetical
-    plot = gr.BarPlot(render.recipe_bars(card), sort=order) if card.recipe else None
-    tokenizer = state.tokenizer
-    return render.token_status(tokenizer, card), plot, render.token_rows(tokenizer, card.neighbours)
+    lens_url = render.view_url("lens", target=word_of(card.token))
+    return (render.token_status(card, lens_url), render.recipe_bars(card),
+            render.token_rows(card.neighbours, "neighbours-grid"))
 
 
 @guarded(outputs=1)
 def solve_analogy(state: ExplorerState, a, b, c):
-    return "", render.token_rows(state.tokenizer, views.analogy(state, a, b, c))
+    return "", render.token_rows(views.analogy(state, a, b, c), "analogy-grid")
 
 
-@guarded(outputs=2)
+@guarded(outputs=3)
 def show_signal(state: ExplorerState, value):
     card = views.signal_card(state, value)
-    return (render.signal_summary(card, state.signal_stats_note), render.codebook_rows(state.tokenizer, card),
-            render.contexts_html(card))
+    return (render.signal_summary(card, state.signal_stats_note), render.histogram_html(card),
+            render.codebook_rows(card), render.contexts_html(card))
+
+
+@guarded(outputs=0)
+def probe_signal(state: ExplorerState, value, text):
+    signal, tokens, activations = views.signal_on_text(state, value, text)
+    return (render.probe_html(tokens, activations, signal),)
 
 
 @guarded(outputs=2)
@@ -132,29 +209,68 @@ def run_lens(state: ExplorerState, text, target_word, position_value):
     idx = views.parse_prompt(state, text)
     states = views.residual_states(state, idx)
     lens = views.logit_lens(state, idx, states, target_word)
+    prompt_of = lambda token: render.view_url("lens", prompt=text, target=word_of(token),  # noqa: E731
+                                              position=position_value)
+    heatmap = render.lens_html(lens, prompt_of)
     if state.factorization is None:
-        unavailable = render.note(f"signal flow unavailable: {state.factorization_note}")
-        return unavailable, render.lens_html(state.tokenizer, lens), ""
+        return render.note(f"signal flow unavailable: {state.factorization_note}"), heatmap, ""
     flow = views.signal_flow(state, idx, states, position_value)
-    return "", render.lens_html(state.tokenizer, lens), \
-        render.flow_html(state.tokenizer, flow, lens.layers)
+    drivers = views.drivers(state, idx, states, position_value)
+    ablate = lambda signal: render.view_url("intervene", prompt=drivers.prompt, signals=signal,  # noqa: E731
+                                            watch=word_of(drivers.token))
+    return "", heatmap, render.flow_html(flow, lens.layers) + render.drivers_html(drivers, ablate)
 
 
-@guarded_stream(outputs=4)
+def intervention_result(state: ExplorerState, idx, kind, signals_text, layer_value=None, alpha_value=None,
+                        direction=views.CONCEPT, concept_word=None, steer_signal=None, positions_text=None,
+                        watch_word=None) -> tuple:
+    """(intervention, summary, top-10 before, top-10 after) for one intervention."""
+    intervention = views.build_intervention(state, idx, kind, signals_text, layer_value, direction,
+                                            concept_word, alpha_value, steer_signal, positions_text)
+    watched = [views.parse_word(state, watch_word, "watched word")] if watch_word else []
+    if kind == views.ADD_DIRECTION and direction == views.CONCEPT:
+        watched.append(views.parse_word(state, concept_word, "concept word"))
+    result = views.next_tokens(state, idx, intervention)
+    summary = render.intervention_summary(result, list(dict.fromkeys(watched)))
+    tables = render.next_token_rows(result, "before"), render.next_token_rows(result, "after")
+    return intervention, summary, *tables
+
+
+@guarded(outputs=3)
+def intervention_top(state: ExplorerState, text, kind, signals_text, watch_word):
+    """A removal's summary and top-10s without samples (what an 'ablate' link opens)."""
+    intervention, *shown = intervention_result(state, views.parse_prompt(state, text), kind, signals_text,
+                                               watch_word=watch_word)
+    return render.note(f"{intervention.description}; press Run intervention for samples"), *shown
+
+
+@guarded_stream(outputs=5)
 def run_intervention(state: ExplorerState, text, kind, signals_text, layer_value, alpha_value, direction,
-                     concept_word, tokens_value, seed_value):
-    """First the top-10 before and after (fast), then the two samples (generation)."""
+                     concept_word, steer_signal, positions_text, watch_word, temperature_value, top_k_value,
+                     tokens_value, seed_value):
+    """First the summary and the top-10 before and after (fast), then the two samples (generation)."""
     idx = views.parse_prompt(state, text)
+    temperature = views.parse_temperature(temperature_value)
+    top_k = views.parse_int(top_k_value, "top-k", 0, views.MAX_TOP_K) or None
     count = views.parse_int(tokens_value, "sample tokens", 1, views.MAX_NEW_TOKENS)
     seed = views.parse_int(seed_value, "seed", 0, 2**31 - 1)
-    intervention = views.build_intervention(state, idx, kind, signals_text, layer_value, direction,
-                                            concept_word, alpha_value)
-    result = views.next_tokens(state, idx, intervention)
-    tables = (render.next_token_rows(state.tokenizer, result, "before"),
-              render.next_token_rows(state.tokenizer, result, "after"))
-    yield render.note(f"{result.description}; drawing samples..."), *tables, "", ""
-    plain_text, steered_text = views.paired_samples(state, idx, intervention, count, seed)
-    yield render.note(f"{result.description}; weights unchanged (checked)"), *tables, plain_text, steered_text
+    intervention, *shown = intervention_result(state, idx, kind, signals_text, layer_value, alpha_value,
+                                               direction, concept_word, steer_signal, positions_text,
+                                               watch_word)
+    yield render.note(f"{intervention.description}; drawing samples..."), *shown, "", ""
+    plain_text, steered_text = views.paired_samples(state, idx, intervention, count, seed, temperature, top_k)
+    yield (render.note(f"{intervention.description}; weights unchanged (checked)"), *shown, plain_text,
+           steered_text)
+
+
+def intervention_fields(kind: str, direction: str) -> tuple:
+    """Which of the Intervene tab's boxes apply: (signals, layer, alpha, direction, concept word, signal to
+    steer along, positions)."""
+    adds = kind == views.ADD_DIRECTION
+    return (gr.update(visible=not adds), gr.update(visible=kind != views.REMOVE_AT_READOUT),
+            gr.update(visible=adds), gr.update(visible=adds),
+            gr.update(visible=adds and direction == views.CONCEPT),
+            gr.update(visible=adds and direction == views.SIGNAL_DIRECTION), gr.update(visible=adds))
 
 
 # --- the tabs -------------------------------------------------------------------------------------
@@ -174,19 +290,15 @@ def generate_tab(state: ExplorerState) -> None:
                  [status, output], api_name="generate")
 
 
-def token_tab(state: ExplorerState) -> None:
+def token_tab(state: ExplorerState) -> dict:
     with gr.Row():
-        word = gr.Textbox(" king", label="word (one GPT-2 token; most words take a leading space)",
-                          elem_id="token-word")
+        word = gr.Textbox(" king", elem_id="token-word",
+                          label="word (one GPT-2 token, most with a leading space; or #ID, a token id)")
         button = gr.Button("Show token", variant="primary", elem_id="token-button")
     status = gr.HTML(elem_id="token-status")
     with gr.Row():
-        bars = gr.BarPlot(x="signal", y="weight", color="sign",
-                          color_map={"+": render.POSITIVE, "-": render.NEGATIVE},
-                          label=f"recipe: the {views.RECIPE_SIGNALS} largest |weights|",
-                          elem_id="token-recipe")
-        neighbours = gr.Dataframe(headers=["#", "token", "cosine"], interactive=False,
-                                  label=f"nearest tokens ({state.token_space})", elem_id="token-neighbours")
+        bars = gr.HTML(elem_id="token-recipe", label=f"recipe: the {views.RECIPE_SIGNALS} largest |weights|")
+        neighbours = gr.HTML(elem_id="token-neighbours", label=f"nearest tokens ({state.token_space})")
     gr.Markdown(f"**Analogy**: a - b + c, searched in {state.token_space}")
     with gr.Row():
         a = gr.Textbox(" king", label="a", elem_id="analogy-a")
@@ -194,66 +306,109 @@ def token_tab(state: ExplorerState) -> None:
         c = gr.Textbox(" woman", label="c", elem_id="analogy-c")
         solve = gr.Button("Solve", elem_id="analogy-button")
     analogy_status = gr.HTML(elem_id="analogy-status")
-    answers = gr.Dataframe(headers=["#", "token", "cosine"], label="answers", elem_id="analogy-answers",
-                           interactive=False)
+    answers = gr.HTML(elem_id="analogy-answers")
     gr.Markdown(render.definitions("recipe weight", "cosine", "analogy") +
-                f"\n\nSearches run over the {len(state.vocabulary):,} most frequent tokens of the training "
-                "text.")
+                f"\n\nNeighbours: the nearest of the {len(state.vocabulary):,} most frequent tokens of the "
+                f"training text, in {state.token_space}.")
     show = functools.partial(show_token, state)
     button.click(show, word, [status, bars, neighbours], api_name="token", **UNQUEUED)
     word.submit(show, word, [status, bars, neighbours], api_name=False, **UNQUEUED)
     solve.click(functools.partial(solve_analogy, state), [a, b, c], [analogy_status, answers],
                 api_name="analogy", **UNQUEUED)
+    return [word, status, bars, neighbours]
 
 
-def signal_tab(state: ExplorerState) -> None:
+def signal_tab(state: ExplorerState) -> dict:
     with gr.Row():
         signal = gr.Number(0, label="signal id", elem_id="signal-id")
         button = gr.Button("Show signal", variant="primary", elem_id="signal-button")
     status = gr.HTML(elem_id="signal-status")
-    codebook = gr.Dataframe(headers=["promotes", "weight", "suppresses", "weight"],
-                            label="codebook: tokens with the largest recipe weights in this signal's column",
-                            elem_id="signal-codebook", interactive=False)
-    gr.Markdown("**Top-activating contexts** (activation, then the text with the token highlighted)")
-    contexts = gr.HTML(elem_id="signal-contexts")
-    gr.Markdown(render.definitions("codebook", "activation", "firing rate", "selectivity"))
-    button.click(functools.partial(show_signal, state), signal, [status, codebook, contexts],
-                 api_name="signal", **UNQUEUED)
-
-
-def lens_tab(state: ExplorerState) -> None:
-    prompt = gr.Textbox("To be, or not to", label="prompt", lines=2, elem_id="lens-prompt")
     with gr.Row():
-        target = gr.Textbox(" be", label="target token (empty: the model's own prediction)",
-                            elem_id="lens-target")
+        histogram = gr.HTML(elem_id="signal-histogram")
+        codebook = gr.HTML(elem_id="signal-codebook")
+    gr.Markdown("**Top-activating contexts** (activation, a link to the text in the lens, the text shaded by "
+                "the signal)")
+    contexts = gr.HTML(elem_id="signal-contexts")
+    with gr.Row():
+        probe_text = gr.Textbox("To be, or not to be, that is the question", elem_id="signal-probe-prompt",
+                                label="test the signal on your text")
+        probe_button = gr.Button("Test", elem_id="signal-probe-button")
+    probe = gr.HTML(elem_id="signal-probe")
+    with gr.Accordion("All signals (click a header to sort, a row to open it)", open=False):
+        signal_table = gr.Dataframe(headers=["signal", "firing rate %", "selectivity", "top token"],
+                                    value=lambda: all_signals(state), interactive=False, max_height=400,
+                                    elem_id="signal-list")
+    gr.Markdown(render.definitions("codebook", "activation", "firing rate", "selectivity", "contexts"))
+    outputs = [status, histogram, codebook, contexts]
+    show = functools.partial(show_signal, state)
+    button.click(show, signal, outputs, api_name="signal", **UNQUEUED)
+    probe_button.click(functools.partial(probe_signal, state), [signal, probe_text], [probe],
+                       api_name="probe", **UNQUEUED)
+
+    def open_row(event: gr.SelectData):
+        chosen = event.row_value[0]
+        return chosen, *show(chosen)
+
+    signal_table.select(open_row, None, [signal, *outputs], api_name=False, **UNQUEUED).then(
+        None, None, None, js="() => window.explorerRemember('signal')")
+    return [signal, *outputs]
+
+
+def all_signals(state: ExplorerState) -> list[list]:
+    try:
+        return render.signal_list_rows(views.signal_list(state))
+    except UserError:
+        return []
+
+
+def lens_tab(state: ExplorerState) -> dict:
+    prompt = gr.Textbox(DEFAULT_LENS_PROMPT, label="prompt", lines=2, elem_id="lens-prompt")
+    with gr.Row():
+        target = gr.Textbox(" be", elem_id="lens-target",
+                            label="target token (empty: the model's own prediction; or #ID, a token id)")
         position = gr.Number(-1, label="signal-flow position (-1 = last)", elem_id="lens-position")
         button = gr.Button("Run lens", variant="primary", elem_id="lens-button")
     status = gr.HTML(elem_id="lens-status")
     heatmap = gr.HTML(elem_id="lens-heatmap")
     flow = gr.HTML(elem_id="lens-flow")
-    gr.Markdown(render.definitions("logit lens", "signal flow") +
+    gr.Markdown(render.definitions("logit lens", "signal flow", "drivers") +
                 f"\n\nThe heatmap shows at most the last {views.LENS_POSITIONS} positions.")
     button.click(functools.partial(run_lens, state), [prompt, target, position], [status, heatmap, flow],
                  api_name="lens", **UNQUEUED)
+    return [prompt, target, position, status, heatmap, flow]
 
 
-def intervene_tab(state: ExplorerState) -> None:
-    prompt = gr.Textbox("To be, or not to", label="prompt", lines=2, elem_id="intervene-prompt")
+def intervene_tab(state: ExplorerState) -> list:
+    prompt = gr.Textbox(DEFAULT_LENS_PROMPT, label="prompt", lines=2, elem_id="intervene-prompt")
     kinds = views.INTERVENTIONS if state.factorization else [views.ADD_DIRECTION]
     kind = gr.Radio(kinds, value=kinds[0], label="intervention", elem_id="intervene-kind")
+    visible = [update["visible"] for update in intervention_fields(kinds[0], views.CONCEPT)]
     with gr.Row():
-        signals = gr.Textbox("", label="signals to remove (ids, e.g. 3, 17, 42)", elem_id="intervene-signals")
+        signals = gr.Textbox("", label="signals to remove (ids, e.g. 3, 17, 42)", elem_id="intervene-signals",
+                             visible=visible[0])
         layer = gr.Number(state.n_layer // 2, label=f"layer (0 to {state.n_layer - 1})",
-                          elem_id="intervene-layer")
-        alpha = gr.Number(1.0, label=f"alpha (|alpha| <= {views.ALPHA_LIMIT:g})", elem_id="intervene-alpha")
+                          elem_id="intervene-layer", visible=visible[1])
+        alpha = gr.Number(1.0, label=f"alpha (|alpha| <= {views.ALPHA_LIMIT:g})", elem_id="intervene-alpha",
+                          visible=visible[2])
     with gr.Row():
-        direction = gr.Radio(views.DIRECTIONS, value=views.CONCEPT, label="direction to add",
-                             elem_id="intervene-direction")
-        concept = gr.Textbox(" love", label="concept word", elem_id="intervene-concept")
+        directions = views.DIRECTIONS if state.factorization else [views.CONCEPT, views.SENTIMENT]
+        direction = gr.Radio(directions, value=views.CONCEPT, label="direction to add",
+                             elem_id="intervene-direction", visible=visible[3])
+        concept = gr.Textbox(" love", label="concept word", elem_id="intervene-concept", visible=visible[4])
+        steer_signal = gr.Number(0, label="signal to steer along", elem_id="intervene-steer-signal",
+                                 visible=visible[5])
+        positions = gr.Textbox("", label="prompt positions (e.g. 0 3 -1; empty: every position)",
+                               elem_id="intervene-positions", visible=visible[6])
+        watch = gr.Textbox(" be", label="watched word (probability and rank before and after)",
+                           elem_id="intervene-watch")
+    with gr.Row():
+        temperature = gr.Number(1.0, label="sample temperature (0 = greedy)", elem_id="intervene-temperature")
+        top_k = gr.Number(40, label="sample top-k (0 = all)", elem_id="intervene-top-k")
         tokens = gr.Number(30, label="sample tokens", elem_id="intervene-tokens")
         seed = gr.Number(0, label="seed", elem_id="intervene-seed")
     button = gr.Button("Run intervention", variant="primary", elem_id="intervene-button")
     status = gr.HTML(elem_id="intervene-status")
+    summary = gr.HTML(elem_id="intervene-summary")
     headers = ["#", "token", "p before", "p after"]
     with gr.Row():
         before = gr.Dataframe(headers=headers, label="top-10 before", elem_id="intervene-before",
@@ -264,15 +419,21 @@ def intervene_tab(state: ExplorerState) -> None:
         plain = gr.Textbox(label="sample without the intervention", lines=5, elem_id="intervene-plain")
         steered = gr.Textbox(label="sample with it (same seed)", lines=5, elem_id="intervene-steered")
     missing = "" if state.factorization else f"\n\nSignal removal is unavailable: {state.factorization_note}."
-    gr.Markdown(render.definitions("readout removal", "residual removal", "added direction", "probability")
-                + missing)
+    gr.Markdown(render.definitions("readout removal", "residual removal", "added direction", "probability",
+                                   "KL") + missing)
+    fields = [signals, layer, alpha, direction, concept, steer_signal, positions]
+    kind.change(intervention_fields, [kind, direction], fields, api_name=False, **UNQUEUED)
+    direction.change(intervention_fields, [kind, direction], fields, api_name=False, **UNQUEUED)
     button.click(functools.partial(run_intervention, state),
-                 [prompt, kind, signals, layer, alpha, direction, concept, tokens, seed],
-                 [status, before, after, plain, steered], api_name="intervene")
+                 [prompt, kind, signals, layer, alpha, direction, concept, steer_signal, positions, watch,
+                  temperature, top_k, tokens, seed],
+                 [status, summary, before, after, plain, steered], api_name="intervene")
+    return [prompt, kind, signals, watch, status, summary, before, after]
 
 
 def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True):
     """Serve the page (no share link); returns Gradio's (server app, local URL, share URL)."""
     app.queue(default_concurrency_limit=4)  # two tabs at once; the model lock serializes forwards
     return app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
-                      quiet=True, theme=theme(), css=render.CSS, ssr_mode=False, footer_links=[])
+                      quiet=True, theme=theme(), css=render.CSS, head=NAVIGATION_SCRIPT, ssr_mode=False,
+                      footer_links=[])

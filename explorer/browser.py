@@ -62,7 +62,10 @@ class ExplorerPage:
     def __init__(self, browser, url: str):
         self.page = browser.new_page(viewport=VIEWPORT)
         self.requests: list[str] = []
+        self.errors: list[str] = []  # uncaught exceptions in the page's JavaScript
+        self.last_call = None  # the request the last click sent
         self.page.on("request", lambda request: self.requests.append(request.url))
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.goto(url)
         self.page.get_by_role("tab", name="Generate").wait_for()
 
@@ -95,18 +98,29 @@ class ExplorerPage:
 
         for _ in range(CLICK_ATTEMPTS):
             try:
-                with self.page.expect_request(is_event_call, timeout=CLICK_REACHES_SERVER_MS):
+                with self.page.expect_request(is_event_call, timeout=CLICK_REACHES_SERVER_MS) as sent:
                     self.locator(button_id).click()
+                self.last_call = sent.value
                 return
             except PlaywrightTimeout:
                 continue
         raise RuntimeError(f"clicking #{button_id} sent no request to the server, {CLICK_ATTEMPTS} times")
 
+    def follow(self, link) -> None:
+        """Click a link in an answer (a Playwright Locator) and wait until the view it opens answers."""
+        with self.page.expect_request(is_event_call, timeout=CLICK_REACHES_SERVER_MS) as sent:
+            link.click()
+        self.last_call = sent.value
+        self.wait_until_answered()
+
     def wait_until_answered(self) -> None:
-        """Wait until no output shows Gradio's progress indicator."""
+        """Wait for the last click's call to be answered (an unqueued view's answer is in the response;
+        a queued one's streams after it, while Gradio shows its progress indicator), then until no
+        output shows that indicator."""
+        if self.last_call is not None:
+            self.last_call.response()  # blocks until the server has answered the call
+            self.last_call = None
         busy = "[data-testid=status-tracker]:not(.hide)"
-        with contextlib.suppress(Exception):  # a quick answer may come before we look
-            self.page.wait_for_selector(busy, timeout=2000)
         self.page.wait_for_function(f"() => !document.querySelector('{busy}')", timeout=CALL_TIMEOUT_MS)
 
     def text(self, element_id: str) -> str:
@@ -121,6 +135,14 @@ class ExplorerPage:
         expect(body).to_have_count(rows, timeout=CALL_TIMEOUT_MS)
         return [[cell.strip() for cell in body.nth(i).locator("[role=gridcell]").all_inner_texts()]
                 for i in range(rows)]
+
+    def drawn_labels(self, element_id: str, prefix: str) -> list[str]:
+        """The aria-labels starting with `prefix` inside an element, in page order: what a chart drew,
+        bar by bar ("signal: s9; weight: 0.0605")."""
+        return self.page.evaluate(
+            "([id, prefix]) => [...document.querySelectorAll(`#${id} [aria-label]`)]"
+            ".map(e => e.getAttribute('aria-label')).filter(label => label.startsWith(prefix))",
+            [element_id, prefix])
 
     def wait_for_drawn(self, selector: str) -> None:
         """Wait until an answer's chart or table is in the page (before a screenshot)."""
@@ -145,16 +167,31 @@ class ExplorerPage:
         self.press("lens-button")
 
     def intervene(self, prompt: str, kind: str, signals: str = "", layer=0, alpha=1.0,
-                  direction: str | None = None, concept: str = " love", tokens=20, seed=0) -> None:
+                  direction: str | None = None, concept: str = " love", watch: str = "", tokens=20, seed=0,
+                  temperature=1.0, top_k=40, steer_signal=0, positions: str = "") -> None:
+        """Fill in the Intervene tab and run it; only the boxes that apply to `kind` are shown, and
+        filled (views.INTERVENTIONS)."""
+        from explorer.views import ADD_DIRECTION, CONCEPT, REMOVE_AT_READOUT, SIGNAL_DIRECTION
+
         self.tab("Intervene")
         self.type("intervene-prompt", prompt)
         self.choose("intervene-kind", kind)
-        self.type("intervene-signals", signals)
-        self.type("intervene-layer", layer)
-        self.type("intervene-alpha", alpha)
-        if direction:
+        if kind != ADD_DIRECTION:
+            self.type("intervene-signals", signals)
+        if kind != REMOVE_AT_READOUT:
+            self.type("intervene-layer", layer)
+        if kind == ADD_DIRECTION:
+            self.type("intervene-alpha", alpha)
+            direction = direction or CONCEPT
             self.choose("intervene-direction", direction)
-        self.type("intervene-concept", concept)
+            if direction == CONCEPT:  # the concept box shows for a concept direction only
+                self.type("intervene-concept", concept)
+            if direction == SIGNAL_DIRECTION:
+                self.type("intervene-steer-signal", steer_signal)
+            self.type("intervene-positions", positions)
+        self.type("intervene-watch", watch)
+        self.type("intervene-temperature", temperature)
+        self.type("intervene-top-k", top_k)
         self.type("intervene-tokens", tokens)
         self.type("intervene-seed", seed)
         self.press("intervene-button")

@@ -1,27 +1,51 @@
-"""The explorer's results as the page shows them: HTML snippets, tables (lists of rows) and chart data.
+"""The explorer's results as the page shows them: HTML snippets, tables and charts.
 
-No computation happens here; views.py computes, this file only formats.
+No computation happens here; views.py computes, this file only formats. Every token and signal the
+page shows is a link (`?view=token&token=ID`, `?view=signal&signal=S`, `?view=lens&...`): the page's
+script (app.py) opens it in place, and the same URL opened in a new tab restores that view.
+Charts are drawn in HTML, and each bar carries its value in an aria-label ("signal: s9; weight: 0.06"),
+which screen readers and the browser tests read.
 """
 
 import html
+import math
+from urllib.parse import urlencode
 
-import pandas as pd
-
-from core.tokenizer import Tokenizer
-from explorer.views import DEFINITIONS, Flow, Lens, NextTokens, SignalCard, TokenCard
+from explorer.tokens import token_label, token_piece
+from explorer.views import DEFINITIONS, Drivers, Flow, Lens, NextTokens, SignalCard, TokenCard
 
 POSITIVE, NEGATIVE = "#2563eb", "#dc2626"  # blue for +, red for -, in bars, heatmaps and codebooks
+ERROR_CHARS = 300  # a status line longer than this is cut: the user's input is echoed, never in full
+LENS_FLOOR_DECADES = 5  # the lens colour scale runs from p = 1e-5 (white) to p = 1 (full blue)
 
 CSS = """
 .explorer-error { color: #b91c1c; font-weight: 600; }
 .explorer-note { color: #374151; }
-.explorer-scroll { overflow-x: auto; }
+.explorer-scroll { overflow-x: auto; max-width: 100%; }
+.explorer-scroll.explorer-end { direction: rtl; }  /* opens scrolled to its last column */
+.explorer-end > div { direction: ltr; width: max-content; min-width: 100%; }  /* narrow: left-aligned */
 table.explorer-grid { border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 12px; }
 table.explorer-grid td, table.explorer-grid th { border: 1px solid #e5e7eb; padding: 2px 5px;
   text-align: center; white-space: pre; }
+a.explorer-link { color: inherit; text-decoration: underline dotted; cursor: pointer;
+  padding: 0 !important; }  /* Gradio pads links 2px 8px: tokens of a text would drift apart */
+.explorer-bars { font-family: ui-monospace, monospace; font-size: 12px; }
+.explorer-bar-row { display: grid; grid-template-columns: 4em 1fr 1fr 5.5em; align-items: center;
+  gap: 4px; height: 18px; text-decoration: none !important; }
+.explorer-bar-row:hover { background: #f3f4f6; }
+.explorer-bar { height: 12px; }
+.explorer-histogram { display: flex; align-items: flex-end; gap: 1px; height: 90px;
+  border-bottom: 1px solid #9ca3af; }
+.explorer-histogram > div { flex: 1; background: #93c5fd; min-height: 1px; }
 .explorer-context { font-family: ui-monospace, monospace; font-size: 13px; white-space: pre-wrap;
   margin: 2px 0; }
-.explorer-context mark { background: #fde68a; font-weight: 700; }
+.explorer-context span.explorer-active { outline: 1.5px solid #111827; font-weight: 700; }
+.explorer-legend-key { display: inline-block; width: 220px; vertical-align: middle; font-size: 11px; }
+.explorer-legend { display: block; height: 10px; border: 1px solid #d1d5db;
+  background: linear-gradient(to right, rgba(37, 99, 235, 0), rgba(37, 99, 235, 1)); }
+.explorer-legend-ticks { display: flex; justify-content: space-between; }
+.explorer-context a.explorer-link { text-decoration: none; }
+.explorer-hidden { display: none !important; }
 """
 
 
@@ -29,7 +53,28 @@ def escape(text: str) -> str:
     return html.escape(text, quote=True)
 
 
+def view_url(view: str, **params) -> str:
+    """The query string that opens a view (the page's script opens it in place; a new tab restores it)."""
+    return "?" + urlencode({"view": view, **params})
+
+
+def link(text: str, url: str, title: str = "") -> str:
+    tip = f' title="{escape(title)}"' if title else ""
+    return f'<a class="explorer-link" href="{escape(url)}"{tip}>{escape(text)}</a>'
+
+
+def token_link(token: int) -> str:
+    return link(token_label(token), view_url("token", token=token), f"token {token}: open its recipe")
+
+
+def signal_link(signal: int) -> str:
+    return link(f"s{signal}", view_url("signal", signal=signal), f"signal {signal}: open its view")
+
+
+# --- status lines ---------------------------------------------------------------------------------
 def error(message: str) -> str:
+    if len(message) > ERROR_CHARS:
+        message = message[:ERROR_CHARS] + "… (cut)"
     return f'<div class="explorer-error">&#9888; {escape(message)}</div>'
 
 
@@ -42,37 +87,60 @@ def definitions(*names: str) -> str:
     return "\n".join(f"- **{name}**: {DEFINITIONS[name]}" for name in names)
 
 
+def table(headers: list[str], rows: list[list[str]], element_id: str) -> str:
+    """An HTML table; cells are HTML already (links), headers plain text."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<table class="explorer-grid" id="{element_id}"><tr>{head}</tr>{body}</table>'
+
+
 # --- Token ------------------------------------------------------------------------------------
-def recipe_bars(card: TokenCard) -> pd.DataFrame | None:
-    """The recipe's strongest signals, as rows for a bar chart (signal, weight, sign)."""
+def recipe_bars(card: TokenCard) -> str:
+    """The recipe's strongest signals, strongest first, as horizontal bars around zero; each bar opens
+    its signal."""
     if not card.recipe:
-        return None
-    return pd.DataFrame({"signal": [f"s{s}" for s, _ in card.recipe],
-                         "weight": [w for _, w in card.recipe],
-                         "sign": ["+" if w >= 0 else "-" for _, w in card.recipe]})
+        return ""
+    scale = max(abs(w) for _, w in card.recipe) or 1.0
+    rows = []
+    for signal, weight in card.recipe:
+        width = f"{100 * abs(weight) / scale:.1f}%"
+        negative = f'<div class="explorer-bar" style="width: {width}; margin-left: auto; background: ' \
+                   f'{NEGATIVE}"></div>' if weight < 0 else "<div></div>"
+        positive = f'<div class="explorer-bar" style="width: {width}; background: {POSITIVE}"></div>' \
+            if weight >= 0 else "<div></div>"
+        url = escape(view_url("signal", signal=signal))
+        rows.append(f'<a class="explorer-link explorer-bar-row" href="{url}"'
+                    f' aria-label="signal: s{signal}; weight: {weight:.6g}" title="open signal {signal}">'
+                    f"<span>s{signal}</span>{negative}{positive}<span>{weight:+.4f}</span></a>")
+    return (f'<div class="explorer-note">recipe of {escape(token_label(card.token))}: the '
+            f"{len(card.recipe)} largest |weights| (red -, blue +); click a bar to open its signal</div>"
+            f'<div class="explorer-bars">{"".join(rows)}</div>')
 
 
-def token_status(tokenizer: Tokenizer, card: TokenCard) -> str:
-    """Which token the word is, and anything to know about its row."""
-    number = f"token {card.token}"
-    if tokenizer.remapped:  # the model's id is not GPT-2's: show both
-        number += f" (GPT-2 token {int(tokenizer.to_gpt2([card.token])[0])})"
-    return note("; ".join(filter(None, [f"{tokenizer.decode([card.token])!r} is {number}", card.note])))
+def token_status(card: TokenCard, lens_target_url: str) -> str:
+    """Which token the word is, anything to know about its row, and a link to the lens with it as target."""
+    said = "; ".join(filter(None, [f"{token_label(card.token)!r} is token {card.token}", card.note]))
+    return (f'<div class="explorer-note">{escape(said)} &middot; '
+            f'{link("see it as the logit lens target", lens_target_url)}</div>')
 
 
-def token_rows(tokenizer: Tokenizer, pairs: list[tuple[int, float]]) -> list[list]:
-    return [[rank + 1, tokenizer.label(token), round(value, 4)] for rank, (token, value) in enumerate(pairs)]
+def token_rows(pairs: list[tuple[int, float]], element_id: str) -> str:
+    """(token, cosine) pairs as a ranked table whose tokens are links."""
+    return table(["#", "token", "cosine"],
+                 [[str(rank + 1), token_link(token), f"{value:.4f}"]
+                  for rank, (token, value) in enumerate(pairs)],
+                 element_id)
 
 
 # --- Signal -----------------------------------------------------------------------------------
-def codebook_rows(tokenizer: Tokenizer, card: SignalCard) -> list[list]:
-    label, rows = tokenizer.label, []
+def codebook_rows(card: SignalCard) -> str:
+    rows = []
     for i in range(max(len(card.promotes), len(card.suppresses))):
         up = card.promotes[i] if i < len(card.promotes) else None
         down = card.suppresses[i] if i < len(card.suppresses) else None
-        rows.append([label(up[0]) if up else "", round(up[1], 4) if up else "",
-                     label(down[0]) if down else "", round(down[1], 4) if down else ""])
-    return rows
+        rows.append([token_link(up[0]) if up else "", f"{up[1]:.4f}" if up else "",
+                     token_link(down[0]) if down else "", f"{down[1]:.4f}" if down else ""])
+    return table(["promotes", "weight", "suppresses", "weight"], rows, "codebook-grid")
 
 
 def signal_summary(card: SignalCard, stats_note: str) -> str:
@@ -82,44 +150,109 @@ def signal_summary(card: SignalCard, stats_note: str) -> str:
                 f"selectivity {card.selectivity:.1f} ({stats_note})")
 
 
+def histogram_html(card: SignalCard) -> str:
+    """The signal's activations over the validation slice, counted in equal-width bins (log-height
+    bars would hide the tail's size, so heights are counts, and each bar says its range and count)."""
+    if card.histogram is None:
+        return ""
+    counts, edges = card.histogram
+    peak = max(counts) or 1
+    bars = "".join(f'<div style="height: {100 * c / peak:.1f}%" aria-label="activation {lo:.3g} to {hi:.3g}: '
+                   f'{c}" title="{lo:.3g} to {hi:.3g}: {c} positions"></div>'
+                   for c, lo, hi in zip(counts, edges, edges[1:], strict=False))
+    return (f'<div class="explorer-note">activation of s{card.signal} at {sum(counts):,} positions '
+            f"({len(counts)} bins from {edges[0]:.3g} to {edges[-1]:.3g})</div>"
+            f'<div class="explorer-histogram" id="signal-histogram-bars">{bars}</div>')
+
+
+def shaded_tokens(tokens: list[int], activations: list[float], scale: float, active: int | None) -> str:
+    """Tokens as text, each shaded by the signal's activation there (blue +, red -, relative to
+    `scale`); the token at index `active` outlined; each token opens its own view."""
+    pieces = []
+    for i, (token, value) in enumerate(zip(tokens, activations, strict=True)):
+        rgb = "37, 99, 235" if value >= 0 else "220, 38, 38"
+        strength = min(abs(value) / scale, 1.0) if scale > 0 else 0.0
+        mark = ' class="explorer-active"' if i == active else ""
+        text = escape(token_piece(token).replace("\n", "⏎"))
+        pieces.append(f'<a class="explorer-link" href="{escape(view_url("token", token=token))}" '
+                      f'title="{escape(token_label(token))}: a = {value:+.3f}"><span{mark} '
+                      f'style="background: rgba({rgb}, {strength:.2f})">{text}</span></a>')
+    return "".join(pieces)
+
+
 def contexts_html(card: SignalCard) -> str:
-    """Each top-activating context with the activating token highlighted."""
+    """Each top-activating context (distinct texts only), every token shaded by the activation, the
+    peak token outlined, and a link that opens the text up to it in the logit lens."""
     if not card.contexts:
         return ""
-    lines = [f'<div class="explorer-context">{value:+.3f}  {escape(left)}<mark>{escape(token)}</mark>'
-             f"{escape(right)}</div>" for value, left, token, right in card.contexts]
-    return "".join(lines).replace("\n", "⏎")
+    scale = max(abs(c.value) for c in card.contexts)
+    lines = []
+    for context in card.contexts:
+        prompt = "".join(token_piece(t) for t in context.tokens[:context.active + 1])
+        lens = link("lens", view_url("lens", prompt=prompt, target="", position=-1),
+                    "open this text up to the peak token in the logit lens")
+        lines.append(f'<div class="explorer-context">{context.value:+.3f} [{lens}]  '
+                     f"{shaded_tokens(context.tokens, context.activations, scale, context.active)}</div>")
+    return "".join(lines)
+
+
+def signal_list_rows(rows: list[tuple[int, float, float, int | None]]) -> list[list]:
+    """Rows of the sortable list of all signals: (signal, firing rate %, selectivity, top token)."""
+    return [[s, round(100 * rate, 2), round(selectivity, 2), token_label(top) if top is not None else ""]
+            for s, rate, selectivity, top in rows]
+
+
+def probe_html(tokens: list[int], activations: list[float], signal: int) -> str:
+    scale = max((abs(a) for a in activations), default=0.0)
+    peak = max(range(len(activations)), key=lambda i: activations[i]) if activations else None
+    return (f'<div class="explorer-note">s{signal} on your text: peak {activations[peak]:+.3f} at '
+            f"{escape(token_label(tokens[peak]))!s}</div>"
+            f'<div class="explorer-context" id="signal-probe-text">'
+            f"{shaded_tokens(tokens, activations, scale, peak)}</div>")
 
 
 # --- Lens -------------------------------------------------------------------------------------
-def lens_html(tokenizer: Tokenizer, lens: Lens) -> str:
-    """Layers down, positions across; each cell the top-1 token, shaded by the target's probability."""
-    label = tokenizer.label
-    head = "".join(f"<th>{p}<br>{escape(label(t))}</th>"
+def lens_strength(p: float) -> float:
+    """Colour strength of a probability on the lens's log scale: 0 at 10^-LENS_FLOOR_DECADES, 1 at 1."""
+    return min(max(1 + math.log10(max(p, 1e-30)) / LENS_FLOOR_DECADES, 0.0), 1.0)
+
+
+def lens_html(lens: Lens, prompt_of) -> str:
+    """Layers down, positions across; each cell the top-1 token, shaded by log10 of the target's
+    probability; scrolled to the last position. `prompt_of(token)` is the lens URL with that target."""
+    head = "".join(f"<th>{p}<br>{token_link(t)}</th>"
                    for p, t in zip(lens.positions, lens.tokens, strict=True))
     rows = []
     for i, name in enumerate(lens.layers):
         cells = []
         for j in range(len(lens.positions)):
-            p = lens.target_probs[i, j].item()
-            color = "#ffffff" if p > 0.5 else "#111827"
-            title = f"top-1 p = {lens.top_probs[i, j].item():.3f}; target p = {p:.3f}"
-            cells.append(f'<td style="background: rgba(37, 99, 235, {p:.3f}); color: {color}" '
-                         f'title="{escape(title)}">{escape(label(lens.top_tokens[i, j].item()))}</td>')
+            p, rank = lens.target_probs[i, j].item(), int(lens.target_ranks[i, j])
+            strength = lens_strength(p)
+            color = "#ffffff" if strength > 0.6 else "#111827"
+            top = lens.top_tokens[i, j].item()
+            title = (f"top-1 {token_label(top)} p = {lens.top_probs[i, j].item():.3f}; "
+                     f"target p = {p:.2e}, rank {rank}")
+            cells.append(f'<td style="background: rgba(37, 99, 235, {strength:.3f}); color: {color}" '
+                         f'title="{escape(title)}" data-target-p="{p:.6g}" data-target-rank="{rank}">'
+                         f"{link(token_label(top), prompt_of(top), title)}</td>")
         rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
-    final = lens.target_probs[-1, -1].item()
-    caption = (f"{escape(lens.target_note)}; its probability at the last position after the last layer: "
-               f"{final:.4f}. Cell: top-1 token; shade: target probability (white 0, blue 1).")
-    return (f'<div class="explorer-note">{caption}</div><div class="explorer-scroll">'
+    final, final_rank = lens.target_probs[-1, -1].item(), int(lens.target_ranks[-1, -1])
+    ticks = "".join(f"<span>{f'1e-{d}' if d else '1'}</span>" for d in range(LENS_FLOOR_DECADES, -1, -1))
+    caption = (f"{escape(lens.target_note)}; at the last position after the last layer: p = {final:.4g}, "
+               f"rank {final_rank}. Cell: top-1 token (click: make it the target); shade: the target's "
+               f'probability on a log scale <span class="explorer-legend-key"><span class="explorer-legend" '
+               f'id="lens-legend" title="white: p at or below 1e-{LENS_FLOOR_DECADES}; blue: p = 1"></span>'
+               f'<span class="explorer-legend-ticks">{ticks}</span></span>')
+    return (f'<div class="explorer-note">{caption}</div>'
+            f'<div class="explorer-scroll explorer-end" id="lens-scroll"><div>'
             f'<table class="explorer-grid" id="lens-grid">'
-            f"<tr><th>layer \\ position</th>{head}</tr>{''.join(rows)}</table></div>")
+            f"<tr><th>layer \\ position</th>{head}</tr>{''.join(rows)}</table></div></div>")
 
 
-def flow_html(tokenizer: Tokenizer, flow: Flow, layers: list[str]) -> str:
+def flow_html(flow: Flow, layers: list[str]) -> str:
     """Signals across, layers down; each cell a_s, red negative, blue positive."""
-    label = tokenizer.label
     scale = max(flow.activations.abs().max().item(), 1e-12)
-    head = "".join(f"<th>s{s}<br>{escape(' '.join(label(t) for t in book))}</th>"
+    head = "".join(f"<th>{signal_link(s)}<br>{' '.join(token_link(t) for t in book)}</th>"
                    for s, book in zip(flow.signals, flow.codebooks, strict=True))
     rows = []
     for i, name in enumerate(layers):
@@ -128,11 +261,24 @@ def flow_html(tokenizer: Tokenizer, flow: Flow, layers: list[str]) -> str:
             rgb = "37, 99, 235" if value >= 0 else "220, 38, 38"
             cells.append(f'<td style="background: rgba({rgb}, {abs(value) / scale:.3f})">{value:+.2f}</td>')
         rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
-    caption = (f"position {flow.position} ({escape(label(flow.token))}): the {len(flow.signals)} signals "
-               "strongest after the last layer, with the tokens each promotes in the direction it points.")
-    return (f'<div class="explorer-note">{caption}</div><div class="explorer-scroll">'
+    caption = (f"position {flow.position} ({escape(token_label(flow.token))}): the {len(flow.signals)} "
+               "signals strongest after the last layer, with the tokens each promotes in the direction it "
+               "points.")
+    return (f'<div class="explorer-note">{caption}</div><div class="explorer-scroll" id="flow-scroll">'
             f'<table class="explorer-grid" id="flow-grid">'
             f"<tr><th>layer \\ signal</th>{head}</tr>{''.join(rows)}</table></div>")
+
+
+def drivers_html(drivers: Drivers, ablate_url) -> str:
+    """The signals driving the prediction at a position, each with a link that ablates it
+    (`ablate_url(signal)`)."""
+    rows = [[signal_link(s), f"{a:+.3f}", f"{r:+.4f}", f"{c:+.4f}", link("ablate", ablate_url(s))]
+            for s, a, r, c in drivers.rows]
+    caption = (f"what drives the prediction {escape(token_label(drivers.token))!s} after position "
+               f"{drivers.position}: its logit {drivers.logit:+.3f} = sum over signals of a_s r_vs; the "
+               "largest shares")
+    return (f'<div class="explorer-note">{caption}</div>'
+            + table(["signal", "a_s", "r_vs", "a_s r_vs", ""], rows, "drivers-grid"))
 
 
 # --- Intervene --------------------------------------------------------------------------------
@@ -141,6 +287,16 @@ def probability(p: float) -> str:
     return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"
 
 
-def next_token_rows(tokenizer: Tokenizer, result: NextTokens, which: str) -> list[list]:
-    return [[rank + 1, tokenizer.label(token), probability(before), probability(after)]
+def next_token_rows(result: NextTokens, which: str) -> list[list]:
+    return [[rank + 1, token_label(token), probability(before), probability(after)]
             for rank, (token, before, after) in enumerate(result.top(which))]
+
+
+def intervention_summary(result: NextTokens, watched: list[int]) -> str:
+    """KL, entropy change and each watched word's probability and rank before and after, as a table."""
+    rows = [[token_link(t), probability(result.before[t].item()), str(result.rank(t, "before")),
+             probability(result.after[t].item()), str(result.rank(t, "after"))] for t in watched]
+    words = table(["word", "p before", "rank before", "p after", "rank after"], rows, "intervene-watched")
+    return (f'<div class="explorer-note" id="intervene-change">KL(before || after) = {result.kl():.4f} nats; '
+            f"entropy {result.entropy('before'):.3f} → {result.entropy('after'):.3f} nats "
+            f"({result.entropy('after') - result.entropy('before'):+.3f})</div>{words}")

@@ -28,7 +28,7 @@ from core.tokenizer import Tokenizer
 from experiments.context import Context
 from experiments.posthoc import Factorization
 from explorer.factorization import factorization_of
-from explorer.signal_stats import SignalStats, signal_statistics
+from explorer.signal_stats import SignalStats, cached_signal_statistics
 from models import Transformer
 
 SEARCH_VOCAB = 8000  # neighbour and analogy searches run over this many most frequent training tokens
@@ -120,18 +120,18 @@ def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
     timings["token tables"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    stats, stats_note = None, ""
+    stats, stats_note, cache_note = None, "", "none"
     if factorization is None:
         stats_note = note
     else:
         try:
             windows = text.text_windows()
-            stats = signal_statistics(model, factorization, windows, tokenizer)
+            stats, cache_note = cached_signal_statistics(model, factorization, windows, Path(file))
             stats_note = (f"over the first {windows.numel():,} tokens of {text.val_path} "
                           f"({len(windows)} windows of {windows.size(1)})")
         except UserError as error:
             stats_note = f"no per-signal statistics: {error}"
-    timings["signal statistics"] = time.perf_counter() - start
+    timings[f"signal statistics ({cache_note})"] = time.perf_counter() - start
 
     start = time.perf_counter()
     reference = [p.detach().clone() for p in model.parameters()]

@@ -6,6 +6,7 @@ The definitions the page prints beside each number are in DEFINITIONS.
 """
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -17,19 +18,25 @@ from experiments.common import lens_logits, residual_norms, steering_hook, token
 from explorer.model_interface import final_hook_name, hooked, recording_hook, replacing_hook, residual_hook
 from explorer.model_interface import residual_states as _residual_states
 from explorer.state import ExplorerState, restore_weights, weights_unchanged
+from explorer.tokens import token_label, token_piece
 from models.transformer import sample_next
 
 RECIPE_SIGNALS = 16  # bars in a token's recipe chart
 NEIGHBOURS = 10
 ANALOGY_ANSWERS = 10
 CODEBOOK_TOKENS = 10  # tokens per sign in a signal's codebook
+TOP_CONTEXTS = 8  # distinct top-activating contexts shown per signal
+CONTEXT_CANDIDATES = 256  # top positions searched for distinct contexts
+HISTOGRAM_BINS = 40
 LENS_POSITIONS = 24  # the lens heatmap shows at most the last this many positions
 FLOW_SIGNALS = 12  # signals in the flow heatmap
 FLOW_CODEBOOK = 3  # tokens named beside each signal in the flow
+DRIVER_SIGNALS = 8  # signals listed as driving a prediction
 TOP_NEXT = 10  # next-token candidates shown before and after an intervention
 ALPHA_LIMIT = 100.0  # |alpha| above this only saturates the residual stream
 MAX_NEW_TOKENS = 500
 MAX_TOP_K = 1000
+MAX_WORD_CHARS = 100  # a longer 'word' is refused before tokenizing (and never echoed whole)
 
 REMOVE_AT_READOUT = "remove signals at the readout"
 REMOVE_FROM_RESIDUAL = "remove signals from the residual stream"
@@ -37,7 +44,8 @@ ADD_DIRECTION = "add a direction"
 INTERVENTIONS = [REMOVE_AT_READOUT, REMOVE_FROM_RESIDUAL, ADD_DIRECTION]
 CONCEPT = "concept word"
 SENTIMENT = "sentiment (config's positive - negative words)"
-DIRECTIONS = [CONCEPT, SENTIMENT]
+SIGNAL_DIRECTION = "a signal's basis direction"
+DIRECTIONS = [CONCEPT, SENTIMENT, SIGNAL_DIRECTION]
 
 DEFINITIONS = {
     "recipe weight": "r_vs, entry s of token v's row of W_recipe: how much signal s goes into the token "
@@ -49,30 +57,50 @@ DEFINITIONS = {
     "codebook": "the tokens with the largest (+) and most negative (-) recipe weight r_vs in signal s's "
                 "column: what the signal promotes and suppresses at the output.",
     "activation": "a_s = ln_f(h) . basis_s: the final hidden state at a position read along signal s.",
-    "firing rate": "share of validation positions where a_s exceeds 0.5 x its peak over the slice.",
-    "selectivity": "peak of a_s / mean of max(a_s, 0) over the slice: how much stronger its best context "
-                   "is than its typical one.",
+    "firing rate": "share of validation positions where |a_s| exceeds 0.5 x its peak |a_s| over the slice.",
+    "selectivity": "peak |a_s| / mean |a_s| over the slice: how much stronger its best context is than its "
+                   "typical one.",
+    "contexts": "the positions of the slice where a_s is largest, one per distinct text; every token "
+                "shaded by a_s there (blue +, red -, full colour = the largest |a_s| shown), the peak token "
+                "outlined.",
     "logit lens": "softmax(vocab_matrix @ ln_f(h_l)) for the residual stream h_l after layer l ('embed' = "
-                  "before any layer) at each position: the cell shows the top-1 token, its colour the "
-                  "target's probability.",
+                  "before any layer) at each position: the cell shows the top-1 token, its colour "
+                  "log10 of the target's probability (white at 1e-5 or below, blue at 1); hover for p and "
+                  "rank.",
     "signal flow": "a_s = ln_f(h_l) . basis_s after each layer at the chosen position, for the signals "
                    "strongest after the last layer.",
+    "drivers": "the signals with the largest a_s r_vs at the chosen position, v the predicted token: the "
+               "predicted logit is the sum of a_s r_vs over all signals; 'ablate' opens Intervene with that "
+               "signal removed at the readout.",
     "readout removal": "logits' = logits - sum over removed s of a_s r_vs: the output as if those signals "
                        "were zero in the final hidden state (the weights are not touched).",
     "residual removal": "after the chosen layer, at every position, the residual stream loses its "
                         "component in the span of the removed signals' basis rows (orthogonal projection).",
-    "added direction": "h <- h + alpha x n_l x u after the chosen layer at every position, u a unit vector "
-                       "(a concept word's vocab-matrix row, or mean positive minus mean negative word), "
-                       "n_l the mean residual-stream norm after that layer on this prompt.",
-    "probability": "next-token probability after the prompt, before and after the intervention.",
+    "added direction": "h <- h + alpha x n_l x u after the chosen layer at every position (or at the chosen "
+                       "prompt positions only), u a unit vector (a concept word's vocab-matrix row, mean "
+                       "positive minus mean negative word, or a signal's basis row), n_l the mean "
+                       "residual-stream norm after that layer on this prompt.",
+    "probability": "next-token probability after the prompt, before and after the intervention; rank 1 = "
+                   "the most probable token.",
+    "KL": "KL(before || after) = sum_v p_before(v) log(p_before(v) / p_after(v)), in nats: how far the "
+          "intervention moved the next-token distribution. Entropy: -sum_v p(v) log p(v), in nats.",
 }
 
 
 # --- reading what the user typed ----------------------------------------------------------------
 def parse_word(state: ExplorerState, word: str | None, what: str = "word") -> int:
-    """The token id of a word that must be exactly one GPT-2 token in this model's vocabulary."""
+    """The token id of a word that must be exactly one GPT-2 token in this model's vocabulary, or of
+    `#ID` (a token id, for tokens that are not text on their own, like one byte of an emoji)."""
     if not word:
         raise UserError(f"{what}: empty; type a word, e.g. ' king' (most words take a leading space)")
+    if len(word) > MAX_WORD_CHARS:
+        raise UserError(f"{what}: {len(word):,} characters is far longer than one token; type one word")
+    if re.fullmatch(r"#\d+", word):
+        token = int(word[1:])
+        if token >= state.tokenizer.n_vocab:
+            raise UserError(f"{what}: token {token} does not exist; this model's tokens are 0 to "
+                            f"{state.tokenizer.n_vocab - 1}")
+        return token
     return token_id(word, state.tokenizer, what)
 
 
@@ -80,7 +108,7 @@ def parse_prompt(state: ExplorerState, text: str | None) -> torch.Tensor:
     """A prompt as a (1, T) batch on the model's device; empty or too long is refused."""
     if not text:
         raise UserError("the prompt is empty; type some text")
-    ids = state.tokenizer.encode(text, "the prompt")
+    ids = state.tokenizer.encode(text, "the prompt")  # a token the model lacks: one line naming it
     block = state.model.config.block_size
     if len(ids) > block:
         raise UserError(f"the prompt is {len(ids)} tokens, longer than this model's context of {block}; "
@@ -97,28 +125,36 @@ def as_number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def shown(value) -> str:
+    """What the user typed, for an error line: short, whatever they typed."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
 def parse_int(value, what: str, low: int, high: int) -> int:
     """A whole number in [low, high] from a number box (which may hold None, NaN or a float)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise UserError(f"{what}: the box is empty; give a whole number from {low} to {high}")
     number = as_number(value)
-    if number is None or number != int(number) or not low <= number <= high:
-        shown = "nothing" if value is None or value == "" else f"{value!r}"
-        raise UserError(f"{what}: {shown} is not a whole number from {low} to {high}")
+    if number is None:
+        raise UserError(f"{what}: {shown(value)} is not a number; give a whole number from {low} to {high}")
+    if number != int(number):
+        raise UserError(f"{what}: {number:g} is not a whole number; give one from {low} to {high}")
+    if not low <= number <= high:
+        raise UserError(f"{what}: {number:g} is outside {low} to {high}")
     return int(number)
 
 
-def parse_index(value, noun: str, what_it_is: str, count: int) -> int:
+def parse_index(value, noun: str, count: int) -> int:
     """One of `count` numbered things (signals, layers), or a line saying what exists."""
-    try:
-        return parse_int(value, noun, 0, count - 1)
-    except UserError:
-        if as_number(value) is None:
-            raise UserError(f"{noun}: {value!r} is not {what_it_is}; give one from 0 to {count - 1}")
-        raise UserError(f"{noun} {as_number(value):g} does not exist; "
-                        f"this model has {noun}s 0 to {count - 1}")
+    number = as_number(value)
+    if number is not None and number == int(number) and not 0 <= number < count:
+        raise UserError(f"{noun} {number:g} does not exist; this model has {noun}s 0 to {count - 1}")
+    return parse_int(value, noun, 0, count - 1)
 
 
 def parse_signal(state: ExplorerState, value) -> int:
-    return parse_index(value, "signal", "a signal id", state.factorization.n_signals)
+    return parse_index(value, "signal", state.factorization.n_signals)
 
 
 def parse_signals(state: ExplorerState, text: str | None) -> list[int]:
@@ -131,7 +167,7 @@ def parse_signals(state: ExplorerState, text: str | None) -> list[int]:
 
 
 def parse_layer(state: ExplorerState, value) -> int:
-    return parse_index(value, "layer", "a layer", state.n_layer)
+    return parse_index(value, "layer", state.n_layer)
 
 
 def parse_alpha(value) -> float:
@@ -175,8 +211,8 @@ def token_card(state: ExplorerState, word: str) -> TokenCard:
         recipe = [(s, row[s].item()) for s in top.tolist() if row[s] != 0]  # reflow-topk rows are sparse
     note = ""
     if token not in set(state.vocabulary.tolist()):
-        note = (f"{state.tokenizer.decode([token])!r} is not among the {len(state.vocabulary):,} most "
-                "frequent tokens of the training text: its row saw little or no training")
+        note = (f"{token_label(token)!r} is not among the {len(state.vocabulary):,} most frequent tokens of "
+                "the training text: its row saw little or no training")
     return TokenCard(token, recipe, nearest(state, state.token_table[token], exclude=[token]), note)
 
 
@@ -200,13 +236,22 @@ def analogy(state: ExplorerState, a: str, b: str, c: str) -> list[tuple[int, flo
 
 # --- Signal -----------------------------------------------------------------------------------
 @dataclass
+class Context:
+    value: float  # the signal's activation at the context's peak token
+    tokens: list[int]  # the tokens shown
+    activations: list[float]  # the signal's activation at each of them
+    active: int  # index of the peak token within `tokens`
+
+
+@dataclass
 class SignalCard:
     signal: int
     promotes: list[tuple[int, float]]  # (token, recipe weight), largest first
     suppresses: list[tuple[int, float]]  # (token, recipe weight), most negative first
     firing_rate: float | None
     selectivity: float | None
-    contexts: list[tuple[float, str, str, str]]  # (activation, text before, token, text after)
+    contexts: list[Context]  # top-activating, distinct texts, strongest first
+    histogram: tuple[list[int], list[float]] | None  # (counts, bin edges) of its activations
 
 
 def signal_card(state: ExplorerState, value) -> SignalCard:
@@ -222,11 +267,54 @@ def signal_card(state: ExplorerState, value) -> SignalCard:
     suppresses = [token(i) for i in down.indices.tolist() if column[i] < 0]
     stats = state.signal_stats
     if stats is None:
-        return SignalCard(signal, promotes, suppresses, None, None, [])
-    values, positions = stats.top_values[:, signal].tolist(), stats.top_positions[:, signal].tolist()
-    contexts = [(value, *stats.context(p)) for value, p in zip(values, positions, strict=True)]
+        return SignalCard(signal, promotes, suppresses, None, None, [], None)
+    activations = stats.activations[:, signal]
+    counts = torch.histc(activations, bins=HISTOGRAM_BINS, min=activations.min().item(),
+                         max=activations.max().item())
+    edges = torch.linspace(activations.min().item(), activations.max().item(), HISTOGRAM_BINS + 1)
     return SignalCard(signal, promotes, suppresses, stats.firing_rate[signal].item(),
-                      stats.selectivity[signal].item(), contexts)
+                      stats.selectivity[signal].item(), top_contexts(state, signal),
+                      ([int(c) for c in counts.tolist()], edges.tolist()))
+
+
+def top_contexts(state: ExplorerState, signal: int) -> list[Context]:
+    """The positions where the signal is largest, skipping any whose shown text repeats one already
+    kept (overlapping windows and repeated lines give the same context many times)."""
+    stats = state.signal_stats
+    activations = stats.activations[:, signal]
+    candidates = activations.topk(min(CONTEXT_CANDIDATES, len(activations)))
+    kept, seen = [], set()
+    for value, position in zip(candidates.values.tolist(), candidates.indices.tolist(), strict=True):
+        start, end = stats.context_span(position)
+        tokens = stats.tokens[start:end].tolist()
+        if tuple(tokens) in seen:
+            continue
+        seen.add(tuple(tokens))
+        kept.append(Context(value, tokens, activations[start:end].tolist(), position - start))
+        if len(kept) == TOP_CONTEXTS:
+            break
+    return kept
+
+
+@torch.no_grad()
+def signal_on_text(state: ExplorerState, value, text: str | None) -> tuple[int, list[int], list[float]]:
+    """(signal, tokens, its activation at each token) of a text the user typed."""
+    needs_factorization(state, "the Signal view")
+    signal = parse_signal(state, value)
+    idx = parse_prompt(state, text)
+    h = state.model.ln_f(residual_states(state, idx)[-1])  # (T, C) after the last layer
+    return signal, idx[0].tolist(), state.factorization.signal_activations(h)[:, signal].tolist()
+
+
+def signal_list(state: ExplorerState) -> list[tuple[int, float, float, int | None]]:
+    """Every signal: (id, firing rate, selectivity, the searchable token its recipe column favours most)."""
+    needs_factorization(state, "the signal list")
+    stats = state.signal_stats
+    if stats is None:
+        raise UserError(f"no signal list: {state.signal_stats_note}")
+    tops = state.factorization.recipes[state.vocabulary].argmax(dim=0).cpu()  # (S,)
+    return [(s, stats.firing_rate[s].item(), stats.selectivity[s].item(), state.vocabulary[tops[s]].item())
+            for s in range(state.factorization.n_signals)]
 
 
 # --- Lens -------------------------------------------------------------------------------------
@@ -239,6 +327,7 @@ class Lens:
     top_probs: torch.Tensor  # (L+1, P)
     target: int
     target_probs: torch.Tensor  # (L+1, P)
+    target_ranks: torch.Tensor  # (L+1, P) 1 = the target is the top-1 token
     target_note: str
 
 
@@ -249,6 +338,35 @@ class Flow:
     signals: list[int]
     activations: torch.Tensor  # (L+1, k)
     codebooks: list[list[int]]  # per signal, the tokens it promotes in the direction of its activation
+
+
+@dataclass
+class Drivers:
+    position: int
+    token: int  # the model's prediction after that position (its top-1 next token)
+    prompt: str  # the text up to and including that position
+    rows: list[tuple[int, float, float, float]]  # (signal, a_s, r_vs, a_s r_vs), largest contribution first
+    logit: float  # sum over every signal of a_s r_vs: the prediction's logit through the factorization
+
+
+@torch.no_grad()
+def drivers(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor, position_value) -> Drivers:
+    """Which signals drive the prediction at a position: the readout's logit for the predicted token v
+    is sum_s a_s r_vs (exactly on reflow, whose readout is W_recipe @ W_basis; through the post-hoc
+    factorization otherwise), so each signal's share is its a_s r_vs."""
+    needs_factorization(state, "the signals driving a prediction")
+    T = idx.size(1)
+    position = parse_int(position_value, "position", -T, T - 1) % T
+    fac = state.factorization
+    h = state.model.ln_f(states[-1, position])  # (C,) after the last layer
+    token = lens_logits(state.model, states[-1, position]).argmax().item()
+    activations = fac.signal_activations(h).float()  # (S,)
+    weights = fac.recipes[token].float()  # (S,)
+    contributions = activations * weights
+    top = contributions.topk(min(DRIVER_SIGNALS, contributions.numel())).indices.tolist()
+    rows = [(s, activations[s].item(), weights[s].item(), contributions[s].item()) for s in top]
+    text = state.tokenizer.decode(idx[0, :position + 1].tolist())
+    return Drivers(position, token, text, rows, contributions.sum().item())
 
 
 def residual_states(state: ExplorerState, idx: torch.Tensor) -> torch.Tensor:
@@ -265,16 +383,22 @@ def logit_lens(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor,
     typed = parse_word(state, target_word, "target") if target_word else None
     T = idx.size(1)
     positions = list(range(max(0, T - LENS_POSITIONS), T))
-    probs = F.softmax(lens_logits(state.model, states[:, positions]).float(), dim=-1)  # (L+1, P, V)
-    top_probs, top_tokens = probs.max(dim=-1)
+    # From the logits, without a (L+1, P, V) softmax: top-1 by argmax, probabilities via logsumexp,
+    # the target's rank by counting larger logits (about half the time of the softmax route).
+    logits = lens_logits(state.model, states[:, positions]).float()  # (L+1, P, V)
+    log_total = logits.logsumexp(dim=-1)
+    top_logits, top_tokens = logits.max(dim=-1)
     if typed is not None:
-        target, note = typed, f"target {state.tokenizer.decode([typed])!r} (typed)"
+        target, note = typed, f"target {token_piece(typed)!r} (typed)"
     else:
         target = top_tokens[-1, -1].item()
-        note = f"no target typed: the model's own next-token prediction {state.tokenizer.decode([target])!r}"
+        note = f"no target typed: the model's own next-token prediction {token_piece(target)!r}"
     names = ["embed"] + [f"L{i}" for i in range(state.n_layer)]
+    target_logits = logits[..., target]
+    ranks = 1 + (logits > target_logits[..., None]).sum(dim=-1)
+    top_probs, target_probs = (top_logits - log_total).exp(), (target_logits - log_total).exp()
     return Lens(names, positions, idx[0, positions].tolist(), top_tokens.cpu(), top_probs.cpu(), target,
-                probs[..., target].cpu(), note)
+                target_probs.cpu(), ranks.cpu(), note)
 
 
 @torch.no_grad()
@@ -306,7 +430,8 @@ class Intervention:
 @torch.no_grad()
 def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signals_text: str | None = None,
                        layer_value=None, direction: str = CONCEPT, concept_word: str | None = None,
-                       alpha_value=None) -> Intervention:
+                       alpha_value=None, steer_signal=None,
+                       positions_text: str | None = None) -> Intervention:
     """The hooks (and readout edit) that carry out one intervention on this prompt. None of them
     writes to a weight: they edit activations as they pass."""
     model = state.model
@@ -334,17 +459,47 @@ def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signa
             negative = [parse_word(state, w, "negative_words") for w in state.cfg.negative_words]
             E = state.vocab_matrix.float()  # experiment 10's direction, from the precomputed matrix
             unit, name = F.normalize(E[positive].mean(0) - E[negative].mean(0), dim=0), "sentiment"
+        elif direction == SIGNAL_DIRECTION:
+            needs_factorization(state, "steering along a signal")
+            signal = parse_signal(state, steer_signal)
+            unit, name = F.normalize(state.factorization.basis[signal].float(), dim=0), f"signal {signal}"
         else:
             token = parse_word(state, concept_word, "concept word")
             unit = F.normalize(state.vocab_matrix[token].float(), dim=0)
-            name = f"concept {state.tokenizer.decode([token])!r}"
+            name = f"concept {token_piece(token)!r}"
         with state.lock:
             norm = residual_norms(model, idx)[layer]
         vector = alpha * norm * unit
-        return Intervention({residual_hook(model, layer): steering_hook(vector)}, None,
-                            f"{name} direction added after layer {layer} with alpha {alpha:g} "
+        positions = parse_positions(positions_text, idx.size(1))
+        if positions is None:
+            hook, where = steering_hook(vector), "at every position"
+        else:
+            hook, where = positions_hook(vector, positions, idx.size(1)), f"at prompt positions {positions}"
+        return Intervention({residual_hook(model, layer): hook}, None,
+                            f"{name} direction added after layer {layer} {where} with alpha {alpha:g} "
                             f"(|vector| = {vector.norm():.3g})")
     raise UserError(f"unknown intervention {kind!r}; choose one of: {', '.join(INTERVENTIONS)}")
+
+
+def parse_positions(text: str | None, length: int) -> list[int] | None:
+    """Prompt positions from text like '0 3 -1' (negative counts from the end), or None for every one."""
+    words = (text or "").replace(",", " ").split()
+    if not words:
+        return None
+    return sorted({parse_int(word, "position", -length, length - 1) % length for word in words})
+
+
+def positions_hook(vector: torch.Tensor, positions: list[int], length: int):
+    """A hook adding `vector` at the given positions of the prompt's forward (length tokens, whole or
+    as the prefill of a generation); later tokens, which a cached generation feeds one at a time, are
+    left alone."""
+    def add(h, *_, **__):
+        if h.size(1) != length:
+            return h
+        mask = torch.zeros(length, 1, dtype=h.dtype, device=h.device)
+        mask[positions] = 1
+        return h + mask * vector.to(h.dtype)
+    return add
 
 
 @torch.no_grad()
@@ -371,6 +526,20 @@ class NextTokens:
         """(token, p before, p after) for the top k of `which` ('before' or 'after')."""
         probs = self.before if which == "before" else self.after
         return [(t, self.before[t].item(), self.after[t].item()) for t in probs.topk(k).indices.tolist()]
+
+    def rank(self, token: int, which: str) -> int:
+        """1 + how many tokens are more probable than `token` ('before' or 'after')."""
+        probs = self.before if which == "before" else self.after
+        return 1 + int((probs > probs[token]).sum())
+
+    def kl(self) -> float:
+        """KL(before || after) in nats: sum_v p_before(v) log(p_before(v) / p_after(v))."""
+        return F.kl_div(self.after.double().log(), self.before.double(), reduction="sum").item()
+
+    def entropy(self, which: str) -> float:
+        """-sum_v p(v) log p(v) in nats."""
+        probs = (self.before if which == "before" else self.after).double()
+        return -(probs * probs.clamp_min(1e-300).log()).sum().item()
 
 
 def next_tokens(state: ExplorerState, idx: torch.Tensor, intervention: Intervention) -> NextTokens:
@@ -425,7 +594,7 @@ def stream_tokens(state: ExplorerState, idx: torch.Tensor, max_new_tokens: int, 
         logits = logits[:, -1]
         if edit:
             logits = edit(final["h"][:, -1], logits)
-        token = sample_next(logits, temperature, top_k, generator)
+        token = sample_next(logits, temperature, top_k, generator, valid_vocab_size=state.tokenizer.n_vocab)
         idx = torch.cat((idx, token), dim=1)
         yield token.item()
 

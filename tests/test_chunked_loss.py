@@ -15,7 +15,6 @@ from core.checkpoint import load_checkpoint
 from models import MODELS, build_model
 from models.chunked_loss import chunked_cross_entropy
 
-
 # A weight's gradient sums over the 2 x 12 positions of a batch, and each position's contribution
 # over the tiny model's widest dimension (its 97-token vocabulary): the longest sum in the backward.
 GRADIENT_SUM_TERMS = 2 * 12 + 97

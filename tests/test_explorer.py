@@ -2,6 +2,7 @@
 and every bad input of issue 14 turned into one line (no browser here; see test_explorer_browser.py)."""
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from core.errors import UserError
 from core.tokenizer import encode
 from experiments.control_steering import sentiment_direction
 from experiments.related_work import selectivity_stats
-from explorer import app, views
+from explorer import app, render, tokens, views
 from explorer.model_interface import residual_states
 from explorer.state import load_state
 from models import MODELS
@@ -82,10 +83,72 @@ def test_signal_card_codebook_statistics_and_contexts(state):
     firing, selectivity = selectivity_stats(activations)
     assert card.firing_rate == pytest.approx(firing[signal].item())
     assert card.selectivity == pytest.approx(selectivity[signal].item(), rel=1e-4)
-    best = activations[:, signal].topk(len(card.contexts))
-    assert [c[0] for c in card.contexts] == pytest.approx(best.values.tolist(), rel=1e-4)
-    for (_, _, token, _), position in zip(card.contexts, best.indices.tolist(), strict=True):
-        assert encode(token) == [int(stats.tokens[position])]  # the highlighted token is where it fired
+    column_activations = activations[:, signal]
+    values = [c.value for c in card.contexts]
+    assert values[0] == pytest.approx(column_activations.max().item(), rel=1e-4)
+    assert values == sorted(values, reverse=True) and len(card.contexts) == views.TOP_CONTEXTS
+    texts = [tuple(c.tokens) for c in card.contexts]
+    assert len(set(texts)) == len(texts)  # deduplicated
+    tokens = torch.from_numpy(stats.tokens.astype("int64"))
+    for context in card.contexts:  # every shaded token carries its own activation
+        matches = [p for p in range(len(tokens) - len(context.tokens) + 1)
+                   if tokens[p:p + len(context.tokens)].tolist() == context.tokens
+                   and column_activations[p + context.active].item() == pytest.approx(context.value,
+                                                                                       rel=1e-4)]
+        assert matches, context
+        shown = column_activations[matches[0]:matches[0] + len(context.tokens)].tolist()
+        assert context.activations == pytest.approx(shown, rel=1e-4, abs=1e-5)
+        assert context.tokens[context.active] == tokens[matches[0] + context.active].item()
+    counts, edges = card.histogram
+    assert sum(counts) == len(column_activations) and len(edges) == len(counts) + 1
+    assert edges[0] == pytest.approx(column_activations.min().item(), rel=1e-4)
+    first_bin = ((column_activations >= edges[0]) & (column_activations < edges[1])).sum().item()
+    assert abs(counts[0] - first_bin) <= 1  # histc and this comparison may put an edge value apart
+
+
+def test_signal_on_my_text_and_the_list_of_all_signals(state):
+    signal, tokens, activations = views.signal_on_text(state, 5, "I think that the man")
+    idx = torch.tensor([encode("I think that the man")])
+    assert signal == 5 and tokens == idx[0].tolist()
+    assert activations == pytest.approx(final_signals(state, idx)[0, :, 5].tolist(), abs=1e-5)
+    rows = views.signal_list(state)
+    assert [s for s, *_ in rows] == list(range(state.factorization.n_signals))
+    s, rate, sel, top = rows[7]
+    assert rate == pytest.approx(state.signal_stats.firing_rate[7].item())
+    column = state.model.recipe[state.vocabulary, 7].detach()
+    assert top == state.vocabulary[column.argmax()].item()
+
+
+def test_signal_statistics_are_cached_per_checkpoint(tmp_path):
+    """A second start reads the statistics back (same numbers); a changed checkpoint computes them
+    afresh; a damaged cache file is recomputed, not trusted."""
+    from experiment_workspace import make_run
+
+    from core.config import load_config
+    config_file, cfg = make_run(tmp_path, "reflow")
+    first = load_state(load_config(str(config_file)))
+    assert any(k.startswith("signal statistics (cached in") for k in first.timings), first.timings
+    second = load_state(load_config(str(config_file)))
+    assert any(k.startswith("signal statistics (read from") for k in second.timings), second.timings
+    assert torch.equal(first.signal_stats.activations, second.signal_stats.activations)
+    cached, = (tmp_path / "reflow" / "explorer_cache").glob("signal_stats-*.pt")
+    cached.write_bytes(b"not a torch file")
+    third = load_state(load_config(str(config_file)))
+    assert any(k.startswith("signal statistics (cached in") for k in third.timings)
+    assert torch.equal(first.signal_stats.activations, third.signal_stats.activations)
+    checkpoint = torch.load(first.checkpoint, weights_only=True)
+    next(iter(v for k, v in checkpoint["model"].items() if k.endswith("basis")))[0, 0] += 1.0
+    torch.save(checkpoint, first.checkpoint)
+    changed = load_state(load_config(str(config_file)))
+    assert any(k.startswith("signal statistics (cached in") for k in changed.timings)
+    assert len(list((tmp_path / "reflow" / "explorer_cache").glob("signal_stats-*.pt"))) == 2
+    # A cache folder that is a link is not written through: the statistics are computed and not kept.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(tmp_path / "reflow" / "explorer_cache")
+    (tmp_path / "reflow" / "explorer_cache").symlink_to(elsewhere)
+    linked = load_state(load_config(str(config_file)))
+    assert any("is a link" in k for k in linked.timings) and list(elsewhere.iterdir()) == []
 
 
 # --- Lens -------------------------------------------------------------------------------------
@@ -116,6 +179,21 @@ def test_signal_flow_reads_every_layer_along_the_strongest_signals(state):
     assert flow.signals == final.abs().topk(views.FLOW_SIGNALS).indices.tolist()
     assert flow.activations[-1] == pytest.approx(final[flow.signals].tolist(), abs=1e-5)
     assert views.signal_flow(state, idx, states, -1).position == idx.size(1) - 1
+
+
+def test_drivers_are_the_signals_shares_of_the_predicted_logit(state):
+    idx = views.parse_prompt(state, "I think that the man said")
+    states = views.residual_states(state, idx)
+    found = views.drivers(state, idx, states, 2)
+    logits = state.model(idx)[0][0, 2]  # (V,) the model's own readout at position 2
+    assert found.token == logits.argmax().item() and found.position == 2 and found.prompt == "I think that"
+    shares = final_signals(state, idx)[0, 2] * state.model.recipe[found.token].detach()  # a_s r_vs
+    # reflow's readout is W_recipe @ W_basis: the shares sum to the logit, up to float32 rounding of S terms
+    tolerance = 16 * torch.finfo(torch.float32).eps * shares.abs().sum().item()
+    assert found.logit == pytest.approx(logits[found.token].item(), abs=tolerance)
+    assert [s for s, *_ in found.rows] == shares.topk(views.DRIVER_SIGNALS).indices.tolist()
+    assert [c for *_, c in found.rows] == pytest.approx(shares.topk(views.DRIVER_SIGNALS).values.tolist(),
+                                                      abs=1e-5)
 
 
 # --- Intervene --------------------------------------------------------------------------------
@@ -173,6 +251,30 @@ def test_added_direction_is_alpha_times_the_mean_norm(state):
     assert added.tolist() == pytest.approx((3.0 * norm * unit).tolist(), abs=1e-5)  # experiment 10's
 
 
+def test_steering_along_a_signal_at_chosen_positions(state):
+    """A signal's basis row added after layer 0 at prompt positions 0 and -1 only: the residual stream
+    changes there and nowhere else, by alpha x n_0 x unit(basis_s); generated tokens are left alone."""
+    idx = views.parse_prompt(state, "I think that the man")
+    steer = views.build_intervention(state, idx, views.ADD_DIRECTION, layer_value=0, alpha_value=2.0,
+                                     direction=views.SIGNAL_DIRECTION, steer_signal=5, positions_text="0, -1")
+    assert "signal 5 direction" in steer.description and "positions [0, 4]" in steer.description
+    hook = steer.hooks["blocks.0.hook_resid_post"]
+    h = torch.zeros(1, 5, state.model.config.n_embd)
+    added = hook(h)[0]
+    norm = residual_states(state.model, idx)[1].norm(dim=-1).mean()
+    expected = 2.0 * norm * F.normalize(state.model.basis[5].detach(), dim=0)
+    for position in range(5):
+        want = expected if position in (0, 4) else torch.zeros_like(expected)
+        assert added[position].tolist() == pytest.approx(want.tolist(), abs=1e-5)
+    one_new_token = torch.ones(1, 1, state.model.config.n_embd)  # a cached generation's later step
+    assert torch.equal(hook(one_new_token), one_new_token)
+    with pytest.raises(UserError, match="position: 9 is outside -5 to 4"):
+        views.build_intervention(state, idx, views.ADD_DIRECTION, layer_value=0, alpha_value=1.0,
+                                 direction=views.SIGNAL_DIRECTION, steer_signal=5, positions_text="9")
+    result = views.next_tokens(state, idx, steer)
+    assert not torch.equal(result.before, result.after)
+
+
 def test_interventions_never_change_the_weights_and_a_change_is_caught(state):
     idx = views.parse_prompt(state, "I think that")
     before = [p.clone() for p in state.model.parameters()]
@@ -187,6 +289,30 @@ def test_interventions_never_change_the_weights_and_a_change_is_caught(state):
     with pytest.raises(views.WeightsChanged, match="restored"):
         views.check_weights(state)
     assert all(torch.equal(p, q) for p, q in zip(state.model.parameters(), before, strict=True))
+
+
+def test_intervention_summary_kl_entropy_and_watched_ranks(state):
+    idx = views.parse_prompt(state, "I think that")
+    removal = views.build_intervention(state, idx, views.REMOVE_AT_READOUT, "1 4 9")
+    result = views.next_tokens(state, idx, removal)
+    p, q = result.before.double(), result.after.double()
+    assert result.kl() == pytest.approx((p * (p / q).log()).sum().item(), rel=1e-9)
+    assert result.entropy("after") == pytest.approx(-(q * q.log()).sum().item(), rel=1e-9)
+    order = q.argsort(descending=True).tolist()
+    assert result.rank(order[0], "after") == 1 and result.rank(order[5], "after") == 6
+    summary = render.intervention_summary(result, [order[5]])
+    assert f"{result.kl():.4f} nats" in summary and "<td>6</td>" in summary
+
+
+def test_byte_tokens_show_their_bytes():
+    """GPT-2 splits an emoji or a CJK character into byte tokens: each shows as its bytes, never '�'."""
+    pieces = [tokens.token_label(t) for t in encode("🙂 猫")]
+    assert all("\ufffd" not in piece for piece in pieces)
+    assert "".join(pieces).startswith("<0xF0>")  # 🙂 = F0 9F 99 82
+    assert tokens.token_label(encode(" king")[0]) == "·king"
+    assert tokens.token_label(50300) == "<pad 50300>"  # a padding row of the vocabulary
+    assert app.word_of(encode("🙂")[0]) == f"#{encode('🙂')[0]}" and app.word_of(50300) == "#50300"
+    assert app.word_of(encode(" king")[0]) == " king"
 
 
 # --- Generate ---------------------------------------------------------------------------------
@@ -214,15 +340,20 @@ def test_generate_text_grows_one_token_at_a_time(state):
     (lambda s: views.parse_prompt(s, " the" * 40), "longer than this model's context of 32"),
     (lambda s: views.signal_card(s, 16), "signal 16 does not exist; this model has signals 0 to 15"),
     (lambda s: views.signal_card(s, -1), "does not exist"),
-    (lambda s: views.signal_card(s, None), "signal: None is not a signal id; give one from 0 to 15"),
-    (lambda s: views.signal_card(s, 2.5), "signal 2.5 does not exist"),
+    (lambda s: views.signal_card(s, None), "signal: the box is empty; give a whole number from 0 to 15"),
+    (lambda s: views.signal_card(s, ""), "signal: the box is empty"),
+    (lambda s: views.signal_card(s, 2.5), "signal: 2.5 is not a whole number; give one from 0 to 15"),
+    (lambda s: views.signal_card(s, 3.5), "signal: 3.5 is not a whole number"),
     (lambda s: views.parse_layer(s, 2), "layer 2 does not exist; this model has layers 0 to 1"),
-    (lambda s: views.parse_layer(s, 0.5), "does not exist"),
-    (lambda s: views.parse_layer(s, float("nan")), "is not a layer"),
+    (lambda s: views.parse_layer(s, 0.5), "0.5 is not a whole number"),
+    (lambda s: views.parse_layer(s, float("nan")), "is not a number"),
+    (lambda s: views.token_card(s, "x" * 5000), "5,000 characters is far longer than one token"),
+    (lambda s: views.token_card(s, "#60000"), "token 60000 does not exist"),
     (lambda s: views.parse_alpha(1e9), "too large"),
     (lambda s: views.parse_alpha(float("nan")), "finite number"),
-    (lambda s: views.parse_signals(s, "1, x"), "'x' is not a signal id"),
-    (lambda s: views.parse_signals(s, "1 16.5"), "signal 16.5 does not exist"),
+    (lambda s: views.parse_signals(s, "1, x"), "signal: 'x' is not a number"),
+    (lambda s: views.parse_signals(s, "1 16.5"), "signal: 16.5 is not a whole number"),
+    (lambda s: views.parse_signals(s, "1 " + "9" * 5000), "signal: '99999"),
     (lambda s: views.parse_signals(s, ""), "no signals given"),
     (lambda s: list(views.generate_text(s, "I", 0.5, 0, 10_000, 0)), "max tokens"),
     (lambda s: list(views.generate_text(s, "I", math.inf, 0, 5, 0)), "temperature"),
@@ -230,17 +361,19 @@ def test_generate_text_grows_one_token_at_a_time(state):
 def test_bad_input_is_one_line(state, call, message):
     with pytest.raises(UserError, match=message) as error:
         call(state)
-    assert "\n" not in str(error.value)
+    assert "\n" not in str(error.value) and len(str(error.value)) < 200
 
 
 def test_handlers_show_errors_in_the_page_and_clear_results(state, monkeypatch):
-    status, codebook, contexts = app.show_signal(state, 99)
-    assert "does not exist" in status and "explorer-error" in status and codebook is None and contexts is None
+    status, *outputs = app.show_signal(state, 99)
+    assert "does not exist" in status and "explorer-error" in status and outputs == [None] * 3
     status, *_ = app.run_lens(state, "I think that", " the", 7)
-    assert "position: 7 is not a whole number from -3 to 2" in status, status
+    assert "position: 7 is outside -3 to 2" in status, status
     *_, (status, *outputs) = app.run_intervention(state, "I think", views.ADD_DIRECTION, "", 0, 1e9,
-                                                  views.CONCEPT, " he", 5, 0)
-    assert "too large" in status and outputs == [None] * 4
+                                                  views.CONCEPT, " he", 0, "", "", 1.0, 40, 5, 0)
+    assert "too large" in status and outputs == [None] * 5
+    status, *_ = app.show_token(state, "y" * 5000)  # a huge input is never echoed whole
+    assert "far longer than one token" in status and len(status) < 300
     monkeypatch.setattr(views, "token_card", lambda *_: 1 / 0)  # an unexpected failure: one line, no trace
     status, plot, rows = app.show_token(state, " he")
     assert "internal error (ZeroDivisionError" in status and "Traceback" not in status
@@ -253,7 +386,7 @@ def test_every_architecture_answers_every_tab(tmp_path, model_name):
     state = make_state(tmp_path, model_name)
     has_recipes = state.model.has_recipes
     status, plot, rows = app.show_token(state, " he")
-    assert len(rows) == views.NEIGHBOURS and (plot is not None) == has_recipes, status
+    assert rows.count("<tr>") == 1 + views.NEIGHBOURS and bool(plot) == has_recipes, status
     status, *_ = app.show_signal(state, 1)
     assert ("firing rate" in status) == has_recipes and ("unavailable" in status) != has_recipes
     status, heatmap, flow = app.run_lens(state, "I think that", " the", -1)
@@ -262,8 +395,9 @@ def test_every_architecture_answers_every_tab(tmp_path, model_name):
         assert len(views.token_card(state, " he").recipe) == state.cfg.topk
         card = views.signal_card(state, 1)
         assert card.suppresses == [] and all(w > 0 for _, w in card.promotes)
-    *_, (status, before, after, plain, steered) = app.run_intervention(
-        state, "I think that", views.ADD_DIRECTION, "", 1, 2.0, views.CONCEPT, " he", 4, 0)
+    *_, (status, _, before, after, plain, steered) = app.run_intervention(
+        state, "I think that", views.ADD_DIRECTION, "", 1, 2.0, views.CONCEPT, " he", 0, "", " the",
+        1.0, 40, 4, 0)
     assert "weights unchanged (checked)" in status and before != after and plain != steered
     assert "".join(views.generate_text(state, "I think", 1.0, 5, 3, 0))
 
@@ -318,6 +452,16 @@ def test_explore_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
     assert "usage: python explore.py CONFIG" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("port", ["-1", "70000"])
+def test_explore_refuses_a_port_out_of_range(tmp_path, capsys, port):
+    from experiment_workspace import make_run
+    config_file, _ = make_run(tmp_path, "reflow")
+    with pytest.raises(SystemExit) as exit_:
+        explore.main([str(config_file), f"--port={port}"])
+    assert exit_.value.code == 2
+    assert f"--port {port} is not a TCP port; give one from 1 to 65535" in capsys.readouterr().err
+
+
 def test_missing_validation_text_is_said_not_fatal(tmp_path):
     from experiment_workspace import make_run
     config_file, cfg = make_run(tmp_path, "reflow")
@@ -331,10 +475,9 @@ def test_missing_validation_text_is_said_not_fatal(tmp_path):
 def test_a_context_stays_within_the_window_the_model_saw(state):
     stats = state.signal_stats
     start = stats.window  # the first position of the second window
-    left, token, right = stats.context(start)
-    assert left == "" and encode(token) == [int(stats.tokens[start])]
-    left, _, _ = stats.context(start + 3)
-    assert encode(left) == stats.tokens[start:start + 3].tolist()
+    assert stats.context_span(start)[0] == start
+    assert stats.context_span(start + 3)[0] == start
+    assert stats.context_span(start - 1)[1] == start  # the end of the first window
 
 
 def test_explore_command_serves_the_page_and_stops_on_ctrl_c(tmp_path):

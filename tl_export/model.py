@@ -29,8 +29,8 @@ Hook names match, with these differences (ours -> TransformerLens'):
 """
 
 import io
-import os
 import json
+import os
 import warnings
 from pathlib import Path
 
