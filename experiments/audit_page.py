@@ -51,8 +51,9 @@ def load_reports(folder: Path) -> tuple[list[dict], list[str]]:
 
 
 def verdict_cell(beats) -> str:
-    return {True: f'<span class="yes">{_("yes")}</span>', False: f'<span class="no">{_("no")}</span>'}.get(
-        beats, '<span class="none">—</span>')
+    if beats is None:
+        return '<span class="none">—</span>'
+    return f'<span class="{"yes" if beats else "no"}">{format_cell(beats)}</span>'
 
 
 def link_if_exists(folder: Path, name: str | None, text: str) -> str:
@@ -64,10 +65,10 @@ def link_if_exists(folder: Path, name: str | None, text: str) -> str:
 def tally(report: dict) -> str:
     """The summary cell: how many judged metrics beat their control, and what each one beat."""
     if report.get("skipped"):
-        return f'<span class="none">{_("skipped")}</span>'
+        return '<span class="none">' + _("skipped") + "</span>"
     judged = [m for m in report.get("metrics", []) if m.get("beats_control") is not None]
     if not judged:
-        return f'<span class="none">{_("no test (descriptive)")}</span>'
+        return '<span class="none">' + _("no test (descriptive)") + "</span>"
     won = [m for m in judged if m["beats_control"]]
     kind = "yes" if len(won) == len(judged) else "no" if not won else "some"
     beaten = sorted({translate(str(m.get("against") or m.get("control_name"))) for m in won})
@@ -125,7 +126,7 @@ def render_section(folder: Path, r: dict) -> str:
     definitions = "".join(f"<li><b>{e(translate(k))}</b>: {e(v)}</li>"
                           for k, v in r.get("definitions", {}).items())
     if definitions:
-        parts.append(f"<details><summary>{_('Definitions')}</summary><ul>{definitions}</ul></details>")
+        parts.append("<details><summary>" + _("Definitions") + f"</summary><ul>{definitions}</ul></details>")
     figures = [f for f in r.get("figures", []) if (folder / f).is_file()]
     if figures:
         images = "".join(f'<a href="{e(f)}"><img src="{e(f)}" alt="{e(f)}" loading="lazy"></a>'
@@ -147,21 +148,21 @@ def render(folder: Path, reports: list[dict], broken: list[str]) -> str:
     lang = {"zh": "zh-CN"}.get(current_language(), current_language())
     head = ["<!DOCTYPE html>", f'<html lang="{lang}"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{_('reFlow audit')}</title>", f"<style>{CSS}</style></head><body><main>",
-            f"<h1>{_('reFlow interpretability audit')}</h1>",
+            "<title>" + _("reFlow audit") + "</title>", f"<style>{CSS}</style></head><body><main>",
+            "<h1>" + _("reFlow interpretability audit") + "</h1>",
             '<div class="meta">' + "<br>".join(f"<code>{e(c)}</code>" for c in checkpoints) + "</div>"]
     if not reports:
         head.append("<p>" + _("No experiment has run yet: {command}").format(
             command="<code>python experiment.py CONFIG --run all</code>") + "</p>")
     else:
-        head.append(f"<section><h2>{_('Experiments')}</h2><p class='meta'>" + e(_(
+        columns = [_("experiment"), _("group"), _("verdicts (what was beaten)"), _("run")]
+        head.append("<section><h2>" + _("Experiments") + "</h2><p class='meta'>" + e(_(
             "Each judged metric is tested against a null that can fail (rotated signal bases, shuffled "
             "labels, random word directions, random tokens, overlap-matched sentences, a trained "
             "reference); a metric beats it only when its Holm-corrected p-value is below 0.05. Random "
             "init is a floor, shown and never judged. The last column names what was beaten.")) + "</p>"
-            f"<table><tr><th>#</th><th>{_('experiment')}</th><th>{_('group')}</th>"
-            f"<th>{_('verdicts (what was beaten)')}</th><th>{_('run')}</th></tr>{summary_rows}</table>"
-            "</section>")
+            "<table><tr><th>#</th>" + "".join(f"<th>{c}</th>" for c in columns) +
+            f"</tr>{summary_rows}</table></section>")
     if broken:
         head.append("<p class='skipped'>" + _("Unreadable report files left out: {files}").format(
             files=e(", ".join(broken))) + "</p>")

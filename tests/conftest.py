@@ -1,7 +1,12 @@
+import os
+
 import pytest
 import torch
 
 from models import ModelConfig, build_model
+
+# lang="auto" follows the locale: the tests read English on any machine unless they ask for Chinese.
+os.environ["LC_ALL"] = "C.UTF-8"
 
 
 @pytest.fixture(autouse=True)
