@@ -64,7 +64,7 @@ def messages(lang: str):
     from babel.messages.pofile import read_po  # here: English never needs Babel
 
     with open(catalog_path(lang), "rb") as f:
-        return read_po(f, locale=lang, domain=DOMAIN)
+        return read_po(f, domain=DOMAIN)  # no locale: loading its CLDR data would cost ~0.5 s
 
 
 @functools.cache
@@ -101,9 +101,20 @@ def _(message: str) -> str:
     return catalog(_language).gettext(message)
 
 
+def pgettext(context: str, message: str) -> str:
+    """_ for an English word that means two things ("group": of words, of experiments): the context
+    tells the catalog which one."""
+    return catalog(_language).pgettext(context, message)
+
+
 def N_(message: str) -> str:
     """Mark English text for the catalog without translating it (it is stored; translate() shows it)."""
     return message
+
+
+@functools.cache
+def message_ids(lang: str) -> frozenset[str]:
+    return frozenset(m.id for m in messages(lang) if isinstance(m.id, str) and m.string and not m.fuzzy)
 
 
 FIELD = re.compile(r"\{(\w+)(?:[:!][^{}]*)?\}")
@@ -111,36 +122,58 @@ FIELD = re.compile(r"\{(\w+)(?:[:!][^{}]*)?\}")
 
 @functools.cache
 def templates(lang: str) -> list[tuple[re.Pattern, str]]:
-    """(pattern of the filled English text, translation) for every catalog message with {fields}."""
+    """(pattern of the filled English text, translation) for every catalog message with {fields},
+    the most literal text first."""
     found = []
     for message in messages(lang):
         if not isinstance(message.id, str) or not message.string or message.fuzzy:
             continue
-        if not FIELD.search(message.id) or not FIELD.sub("", message.id).strip():
+        literal = FIELD.sub("", message.id)
+        if literal == message.id or not literal.strip():
             continue  # no field, or nothing but fields: it would match any text
         pattern, end = "", 0
         for field in FIELD.finditer(message.id):
             pattern += re.escape(message.id[end:field.start()]) + f"(?P<{field.group(1)}>.+?)"
             end = field.end()
         pattern += re.escape(message.id[end:])
-        found.append((re.compile(pattern, re.DOTALL), FIELD.sub(r"{\1}", message.string)))
-    return found
+        found.append((len(literal), re.compile(pattern, re.DOTALL), FIELD.sub(r"{\1}", message.string)))
+    return [(pattern, translation) for _, pattern, translation in sorted(found, key=lambda t: -t[0])]
+
+
+def balanced(text: str) -> bool:
+    """Whether every bracket in text closes, in order: a field holds a whole phrase, never half of one."""
+    depth = 0
+    for character in text:
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(character, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def known(text: str, lang: str) -> str | None:
+    """text translated whole, or None: a catalog message, a number or a symbol (no word), or a
+    template whose every field is known in turn ("{control} (mean of {count}, sd {sd})" with control
+    "shuffled labels"). Half-known text is None, so a reader never sees half a sentence translated."""
+    if text in message_ids(lang):
+        return catalog(lang).gettext(text)
+    if not re.search(r"[A-Za-z]{2}", text):  # no word: a number (1.98e-05), a layer (L3), symbols
+        return text
+    for pattern, translation in templates(lang):  # a few hundred patterns: microseconds each
+        match = pattern.fullmatch(text)
+        if match and all(balanced(value) for value in match.groupdict().values()):
+            fields = {name: known(value, lang) for name, value in match.groupdict().items()}
+            if None not in fields.values():
+                return translation.format(**fields)
+    return None
 
 
 def translate(text: str, lang: str | None = None) -> str:
     """English text made earlier (maybe from a template: see N_) in the reader's language; text the
-    catalog does not know is returned as it is."""
+    catalog does not know whole is returned as it is."""
     lang = lang or _language
     if lang == "en" or not text:
         return text
-    exact = catalog(lang).gettext(text)
-    if exact != text:
-        return exact
-    for pattern, translation in templates(lang):  # a few hundred patterns: microseconds each
-        match = pattern.fullmatch(text)
-        if match:  # the fields may be messages too: "{control} (mean of {count}, sd {sd})"
-            return translation.format(**{k: translate(v, lang) for k, v in match.groupdict().items()})
-    return text
+    return known(text, lang) or text
 
 
 def use_cjk_font() -> str | None:

@@ -9,7 +9,7 @@ import html
 import json
 from pathlib import Path
 
-from core.i18n import _, current_language, translate
+from core.i18n import _, current_language, pgettext, translate
 from experiments.report import format_cell, metric_columns, write_atomic
 
 PAGE_NAME = "index.html"
@@ -155,7 +155,8 @@ def render(folder: Path, reports: list[dict], broken: list[str]) -> str:
         head.append("<p>" + _("No experiment has run yet: {command}").format(
             command="<code>python experiment.py CONFIG --run all</code>") + "</p>")
     else:
-        columns = [_("experiment"), _("group"), _("verdicts (what was beaten)"), _("run")]
+        columns = [_("experiment"), pgettext("experiment group", "group"), _("verdicts (what was beaten)"),
+                   _("run")]
         head.append("<section><h2>" + _("Experiments") + "</h2><p class='meta'>" + e(_(
             "Each judged metric is tested against a null that can fail (rotated signal bases, shuffled "
             "labels, random word directions, random tokens, overlap-matched sentences, a trained "
