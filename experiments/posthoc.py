@@ -66,7 +66,7 @@ def svd_factorization(embedding: torch.Tensor, rank: int) -> Factorization:
         "svd",
         _("post-hoc truncated SVD of the embedding at rank {k}{capped}: recipes = U diag(sigma), signals = "
           "the right singular vectors (relative error {error}).").format(
-            k=k, capped=capped, error=f"{relative_error(E, recipes, basis):.3g}"),
+            k=k, capped=capped, error=f"{frobenius_error(E, recipes, basis):.3g}"),
     )
 
 
@@ -111,11 +111,12 @@ def dictionary_factorization(
           "recipes coded by orthogonal matching pursuit with {nonzeros} nonzeros ({active} active) for "
           "{coverage} (relative error {error}).").format(
             atoms=atoms, nonzeros=nonzeros, active=f"{nonzeros / atoms:.1%}", coverage=coverage,
-            error=f"{relative_error(E[coded], recipes[coded], basis):.3g}"),
+            error=f"{frobenius_error(E[coded], recipes[coded], basis):.3g}"),
     )
 
 
-def relative_error(E: torch.Tensor, R: torch.Tensor, B: torch.Tensor) -> float:
+def frobenius_error(E: torch.Tensor, R: torch.Tensor, B: torch.Tensor) -> float:
+    """||E - R B|| / ||E|| (Frobenius), for the description written before the Factorization exists."""
     E = E.double()
     return ((E - R.double() @ B.double()).norm() / E.norm().clamp_min(1e-30)).item()
 
