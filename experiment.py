@@ -5,6 +5,7 @@
     python experiment.py config/train_shakespeare_reflow.py --run 1 3 5 --ckpt out/other/ckpt.pt
     python experiment.py config/train_shakespeare_gpt2_new.py --run 2 9 --posthoc=svd
     python experiment.py config/train_shakespeare_reflow.py --run all --reference out/shakespeare_gpt2_new
+    python experiment.py config/train_shakespeare_reflow.py --run all --lang=zh    # in Chinese
     python experiment.py --compare RUN RUN ...        # compare finished runs (see study.py --runs)
 
 The checkpoint is out_dir/ckpt.pt from the config, or --ckpt PATH. Reports go to
@@ -12,6 +13,8 @@ audit_reports/ beside the checkpoint: NN_slug.md, NN_slug.json, NN_slug_*.png, a
 (audit_reports_posthoc_svd/ etc. for gpt2 / gpt2-new read through a post-hoc factorization).
 --reference RUN adds a trained model (its post-hoc factorization for the recipe experiments) that
 the experiments measure beside the random-init controls.
+--lang=zh writes the menu, the reports, the audit page and the figures in Chinese (--lang=en in
+English; the default, auto, follows the locale: LC_ALL or LANG starting with zh). See docs/i18n.md.
 Any other --key=value overrides a config key (probe words, prompts, ...; see core/config.py).
 """
 
@@ -20,6 +23,7 @@ import sys
 
 from core.config import load_config, parse_args
 from core.errors import UserError, exit_on_user_error
+from core.i18n import _, use_language
 from core.wandb_login import check_wandb_ready
 from experiments.context import load_context
 from experiments.runner import check_runnable, menu, parse_selection, run_experiments
@@ -63,10 +67,10 @@ def ask() -> str:
     """Show the menu and read a selection; end of input is an error, not a silent exit."""
     print(menu())
     try:
-        return input("\nRun which experiments? Type all, or numbers like 1 3 5: ")
+        return input("\n" + _("Run which experiments? Type all, or numbers like 1 3 5: "))
     except EOFError:
-        raise UserError("no selection (end of input at the menu); type all or numbers, "
-                        "or pass --run all / --run 1 3 5")
+        raise UserError(_("no selection (end of input at the menu); type all or numbers, "
+                          "or pass --run all / --run 1 3 5"))
 
 
 @exit_on_user_error
@@ -81,6 +85,7 @@ def main(argv: list[str]) -> None:
     if config_file is None:
         raise UserError(USAGE)
     cfg = load_config(config_file, overrides)
+    use_language(cfg.lang)  # the menu, the reports and the audit page speak it
     if cfg.wandb_log:
         check_wandb_ready()
     if selection is not None:  # check the numbers before the (slower) checkpoint load

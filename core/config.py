@@ -31,6 +31,7 @@ from typing import Literal
 
 from core.errors import UserError
 from core.hardware import DEVICE_FORMS, DEVICE_PATTERN, DTYPES, device_unavailable
+from core.i18n import LANGUAGE_CHOICES
 from models import MODELS, ModelConfig
 from models.layers import checked
 
@@ -80,6 +81,7 @@ class Config:
     wandb_log: bool = False  # also log to Weights & Biases
     wandb_project: str = "reflow"  # wandb project name
     wandb_run_name: str = "run"  # wandb run name
+    lang: Literal[LANGUAGE_CHOICES] = "auto"  # 'en', 'zh', or 'auto' (the locale): menus, reports, figures
     # --- data -------------------------------------------------------------------------------
     data_dir: str = checked("data", nonempty=True)  # datasets live in data_dir/<dataset>/
     dataset: str = checked("openwebtext", nonempty=True)  # folder with train.bin, val.bin (+ *_mask.bin)

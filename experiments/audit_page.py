@@ -9,8 +9,9 @@ import html
 from pathlib import Path
 
 from core.errors import UserError
+from core.i18n import _, current_language, pgettext, translate
 from core.run_files import read_report
-from experiments.report import format_cell, write_atomic
+from experiments.report import format_cell, metric_columns, write_atomic
 
 PAGE_NAME = "index.html"
 
@@ -50,8 +51,9 @@ def load_reports(folder: Path) -> tuple[list[dict], list[str]]:
 
 
 def verdict_cell(beats) -> str:
-    return {True: '<span class="yes">yes</span>', False: '<span class="no">no</span>'}.get(
-        beats, '<span class="none">—</span>')
+    if beats is None:
+        return '<span class="none">—</span>'
+    return f'<span class="{"yes" if beats else "no"}">{format_cell(beats)}</span>'
 
 
 def link_if_exists(folder: Path, name: str | None, text: str) -> str:
@@ -63,25 +65,29 @@ def link_if_exists(folder: Path, name: str | None, text: str) -> str:
 def tally(report: dict) -> str:
     """The summary cell: how many judged metrics beat their control, and what each one beat."""
     if report.get("skipped"):
-        return '<span class="none">skipped</span>'
+        return '<span class="none">' + _("skipped") + "</span>"
     judged = [m for m in report.get("metrics", []) if m.get("beats_control") is not None]
     if not judged:
-        return '<span class="none">no test (descriptive)</span>'
+        return '<span class="none">' + _("no test (descriptive)") + "</span>"
     won = [m for m in judged if m["beats_control"]]
     kind = "yes" if len(won) == len(judged) else "no" if not won else "some"
-    beaten = sorted({str(m.get("against") or m.get("control_name")) for m in won})
-    detail = f": beats {html.escape(', '.join(beaten))}" if beaten else ": beats no control"
+    beaten = sorted({translate(str(m.get("against") or m.get("control_name"))) for m in won})
+    detail = _(": beats {controls}").format(controls=html.escape(_(", ").join(beaten))) if beaten \
+        else _(": beats no control")
     # A trained reference is what a reader should look at (issue 13 §5): its verdicts said on their own.
     versus = [m for m in judged if "reference" in str(m.get("against") or "")]
     if versus:
-        detail += "; vs reference: " + html.escape("; ".join(f"{m['name']}: {m['verdict']}" for m in versus))
-    return f'<span class="{kind}">{len(won)} of {len(judged)}</span>{detail}'
+        detail += _("; vs reference: ") + html.escape(_("; ").join(
+            f"{translate(m['name'])}: {translate(m['verdict'])}" for m in versus))
+    return f'<span class="{kind}">' + _("{won} of {judged}").format(won=len(won), judged=len(judged)) + \
+        f"</span>{detail}"
 
 
 def p_cell(m: dict) -> str:
     if m.get("p_value") is None:
         return "—"
-    return f"{m['p_value']:.3g} ({m.get('p_holm') or m['p_value']:.3g}), {m.get('test')}, n = {m.get('n')}"
+    return (f"{m['p_value']:.3g} ({m.get('p_holm') or m['p_value']:.3g}), {translate(str(m.get('test')))}, "
+            f"n = {m.get('n')}")
 
 
 def ci_cell(m: dict) -> str:
@@ -93,30 +99,34 @@ def render_section(folder: Path, r: dict) -> str:
     e = html.escape
     number = int(r["experiment"])
     parts = [f'<section id="exp-{number}">', f"<h2>{number}. {e(r['title'])}</h2>",
-             f'<div class="meta">{e(str(r.get("group", "")))} · model <code>{e(str(r.get("model")))}</code>'
-             f' · checkpoint <code>{e(str(r.get("checkpoint")))}</code> (iter {e(str(r.get("iter_num")))})'
-             f' · run {e(str(r.get("created")))}</div>']
-    links = [link_if_exists(folder, r.get("report"), "full report (markdown)"),
-             link_if_exists(folder, f"{Path(r.get('report') or 'x').stem}.json", "numbers (JSON)")]
+             '<div class="meta">' + _("{group} · model {model} · checkpoint {checkpoint} (iter {iter_num}) · "
+                                      "run {created}").format(
+                 group=e(str(r.get("group", ""))), model=f"<code>{e(str(r.get('model')))}</code>",
+                 checkpoint=f"<code>{e(str(r.get('checkpoint')))}</code>", iter_num=e(str(r.get("iter_num"))),
+                 created=e(str(r.get("created")))) + "</div>"]
+    links = [link_if_exists(folder, r.get("report"), _("full report (markdown)")),
+             link_if_exists(folder, f"{Path(r.get('report') or 'x').stem}.json", _("numbers (JSON)"))]
     links = [link for link in links if link]
     if links:
         parts.append(f'<p>{" · ".join(links)}</p>')
     if r.get("skipped"):
-        parts.append(f'<p class="skipped">Skipped: {e(r["skipped"])}</p></section>')
+        parts.append('<p class="skipped">' + _("Skipped: {reason}").format(reason=e(r["skipped"])) +
+                     "</p></section>")
         return "\n".join(parts)
     rows = "".join(
-        f"<tr><td>{e(m['name'])}</td><td class='num'>{e(format_cell(m.get('value')))}</td>"
+        f"<tr><td>{e(translate(m['name']))}</td><td class='num'>{e(format_cell(m.get('value')))}</td>"
         f"<td class='num'>{e(ci_cell(m))}</td>"
-        f"<td>{e(m.get('control_name') or '—')}</td><td class='num'>{e(format_cell(m.get('control')))}</td>"
+        f"<td>{e(translate(m.get('control_name') or '—'))}</td>"
+        f"<td class='num'>{e(format_cell(m.get('control')))}</td>"
         f"<td class='num'>{e(p_cell(m))}</td>"
-        f"<td>{verdict_cell(m.get('beats_control'))} {e(m.get('verdict') or '')}</td></tr>"
+        f"<td>{verdict_cell(m.get('beats_control'))} {e(translate(m.get('verdict') or ''))}</td></tr>"
         for m in r.get("metrics", []))
-    parts.append("<table><tr><th>metric</th><th>value</th><th>95% CI</th><th>control</th><th>control "
-                 "value</th>"
-                 f"<th>p (Holm)</th><th>verdict</th></tr>{rows}</table>")
-    definitions = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in r.get("definitions", {}).items())
+    header = "".join(f"<th>{e(name)}</th>" for name in metric_columns())
+    parts.append(f"<table><tr>{header}</tr>{rows}</table>")
+    definitions = "".join(f"<li><b>{e(translate(k))}</b>: {e(v)}</li>"
+                          for k, v in r.get("definitions", {}).items())
     if definitions:
-        parts.append(f"<details><summary>Definitions</summary><ul>{definitions}</ul></details>")
+        parts.append("<details><summary>" + _("Definitions") + f"</summary><ul>{definitions}</ul></details>")
     figures = [f for f in r.get("figures", []) if (folder / f).is_file()]
     if figures:
         images = "".join(f'<a href="{e(f)}"><img src="{e(f)}" alt="{e(f)}" loading="lazy"></a>'
@@ -135,26 +145,28 @@ def render(folder: Path, reports: list[dict], broken: list[str]) -> str:
         f"<td><a href='#exp-{int(r['experiment'])}'>{e(r['title'])}</a></td>"
         f"<td>{e(str(r.get('group', '')))}</td><td>{tally(r)}</td><td>{e(str(r.get('created')))}</td></tr>"
         for r in reports)
-    head = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+    lang = {"zh": "zh-CN"}.get(current_language(), current_language())
+    head = ["<!DOCTYPE html>", f'<html lang="{lang}"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            "<title>reFlow audit</title>", f"<style>{CSS}</style></head><body><main>",
-            "<h1>reFlow interpretability audit</h1>",
+            "<title>" + _("reFlow audit") + "</title>", f"<style>{CSS}</style></head><body><main>",
+            "<h1>" + _("reFlow interpretability audit") + "</h1>",
             '<div class="meta">' + "<br>".join(f"<code>{e(c)}</code>" for c in checkpoints) + "</div>"]
     if not reports:
-        head.append("<p>No experiment has run yet: <code>python experiment.py CONFIG --run all</code></p>")
+        head.append("<p>" + _("No experiment has run yet: {command}").format(
+            command="<code>python experiment.py CONFIG --run all</code>") + "</p>")
     else:
-        head.append("<section><h2>Experiments</h2><p class='meta'>Each judged metric is tested against "
-                    "a null "
-                    "that can fail (rotated signal bases, shuffled labels, random word directions, random "
-                    "tokens, overlap-matched sentences, a trained reference); a metric beats it only "
-                    "when its "
-                    "Holm-corrected p-value is below 0.05. Random init is a floor, shown and never judged. "
-                    "The last column names what was beaten.</p>"
-                    "<table><tr><th>#</th><th>experiment</th><th>group</th><th>verdicts (what was "
-                    "beaten)</th>"
-                    f"<th>run</th></tr>{summary_rows}</table></section>")
+        columns = [_("experiment"), pgettext("experiment group", "group"), _("verdicts (what was beaten)"),
+                   _("run")]
+        head.append("<section><h2>" + _("Experiments") + "</h2><p class='meta'>" + e(_(
+            "Each judged metric is tested against a null that can fail (rotated signal bases, shuffled "
+            "labels, random word directions, random tokens, overlap-matched sentences, a trained "
+            "reference); a metric beats it only when its Holm-corrected p-value is below 0.05. Random "
+            "init is a floor, shown and never judged. The last column names what was beaten.")) + "</p>"
+            "<table><tr><th>#</th>" + "".join(f"<th>{c}</th>" for c in columns) +
+            f"</tr>{summary_rows}</table></section>")
     if broken:
-        head.append(f"<p class='skipped'>Unreadable report files left out: {e(', '.join(broken))}</p>")
+        head.append("<p class='skipped'>" + _("Unreadable report files left out: {files}").format(
+            files=e(", ".join(broken))) + "</p>")
     body = [render_section(folder, r) for r in reports]
     return "\n".join(head + body + ["</main></body></html>"]) + "\n"
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
+from core.i18n import N_
 from core.metrics import ACTIVE_FRACTION, active_mask, effective_rank  # noqa: F401  (re-exported)
 from core.tokenizer import Tokenizer, decode, encode
 from models import Transformer
@@ -73,8 +74,8 @@ def token_space(model: Transformer) -> tuple[torch.Tensor, str]:
     """The (V, D) rows that describe each token, on the CPU: recipes (D = S) on the reflow family,
     the embedding (D = C) on gpt2 and gpt2-new, which have no recipes."""
     if model.has_recipes:
-        return model.effective_recipe().detach().float().cpu(), "recipe space"
-    return model.vocab_matrix().detach().float().cpu(), "embedding space"
+        return model.effective_recipe().detach().float().cpu(), N_("recipe space")
+    return model.vocab_matrix().detach().float().cpu(), N_("embedding space")
 
 
 def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from scipy import stats
 from tqdm import tqdm
 
+from core.i18n import N_, _
 from core.tokenizer import Tokenizer
 from experiments.common import (
     SAMPLES_PER_PROMPT,
@@ -59,7 +60,7 @@ def word_difference_directions(model, pool: list[int], sizes: tuple[int, int], c
     E = model.vocab_matrix().detach().float()
     pool_t = torch.tensor(pool, device=E.device)
     directions = []
-    for _ in range(count):
+    for _draw in range(count):
         pick = pool_t[torch.randperm(len(pool), generator=generator)[: sum(sizes)].to(E.device)]
         directions.append(E[pick[: sizes[0]]].mean(0) - E[pick[sizes[0] :]].mean(0))
     return F.normalize(torch.stack(directions), dim=-1)
@@ -145,23 +146,28 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
     null_best = null.max(0).values.tolist()  # each null direction also gets its best layer
     floor_best = [f.max().item() for f in floor]
 
-    report.define("held-out words", "positive_words and negative_words are split by position in the config "
-                  "(even: define the direction, odd: measure it), fixed before any checkpoint is evaluated; "
-                  f"defining {', '.join(label(t) for t in define_pos + define_neg)}; measuring "
-                  f"{', '.join(label(t) for t in held_pos + held_neg)}.")
-    report.define("sentiment log odds", "log(P(next token in held-out positive words) / P(in held-out "
-                  "negative words)) after each steering prompt, averaged over cfg.steer_prompts.")
-    report.define("steering", "h <- h + alpha * n_L * d after layer L, d the unit direction mean E[defining "
-                  "positive] - mean E[defining negative] (on reflow exactly (mean recipe difference) @ "
-                  "W_basis, so the same measure on E is this one), n_L the prompt's mean residual norm "
-                  f"there; alpha = {alpha}, swept over {', '.join(f'{a:g}' for a in alphas)}.")
-    report.define("word-difference null", f"{NULL_DIRECTIONS} directions mean E[A] - mean E[B] for "
-                  "random disjoint sets A, B of frequent non-sentiment words (sizes of the defining lists), "
-                  "each at its own best layer as the sentiment direction is.")
-    report.metric(f"shift on held-out words at +alpha (best layer, L{best})", plus[best].item(), null_best,
-                  f"word-difference null ({NULL_DIRECTIONS} directions)", higher_is_structure=True)
-    report.metric(f"shift on held-out words at -alpha (L{best})", minus[best].item(), null[best].tolist(),
-                  f"word-difference null ({NULL_DIRECTIONS} directions)", higher_is_structure=False)
+    report.define(N_("held-out words"), _(
+        "positive_words and negative_words are split by position in the config (even: define the direction, "
+        "odd: measure it), fixed before any checkpoint is evaluated; defining {defining}; measuring "
+        "{measuring}.").format(defining=", ".join(label(t) for t in define_pos + define_neg),
+                               measuring=", ".join(label(t) for t in held_pos + held_neg)))
+    report.define(N_("sentiment log odds"), _(
+        "log(P(next token in held-out positive words) / P(in held-out negative words)) after each steering "
+        "prompt, averaged over cfg.steer_prompts."))
+    report.define(N_("steering"), _(
+        "h <- h + alpha * n_L * d after layer L, d the unit direction mean E[defining positive] - mean "
+        "E[defining negative] (on reflow exactly (mean recipe difference) @ W_basis, so the same measure on "
+        "E is this one), n_L the prompt's mean residual norm there; alpha = {alpha}, swept over "
+        "{alphas}.").format(alpha=alpha, alphas=", ".join(f"{a:g}" for a in alphas)))
+    report.define(N_("word-difference null"), _(
+        "{count} directions mean E[A] - mean E[B] for random disjoint sets A, B of frequent non-sentiment "
+        "words (sizes of the defining lists), each at its own best layer as the sentiment direction "
+        "is.").format(count=NULL_DIRECTIONS))
+    word_null = N_("word-difference null ({count} directions)").format(count=NULL_DIRECTIONS)
+    report.metric(N_("shift on held-out words at +alpha (best layer, L{layer})").format(layer=best),
+                  plus[best].item(), null_best, word_null, higher_is_structure=True)
+    report.metric(N_("shift on held-out words at -alpha (L{layer})").format(layer=best), minus[best].item(),
+                  null[best].tolist(), word_null, higher_is_structure=False)
     if ctx.reference is not None:  # the same procedure in the reference, each model at its own best layer
         held = (held_pos, held_neg)
         per_prompt = lambda m, d, L: [held_out_shifts(m, [idx], d[None], [alpha], held)[L, 0, 0].item()
@@ -171,48 +177,53 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
         ref_best = int(held_out_shifts(ref_model, prompts, ref_direction[None], [alpha],
                                        (held_pos, held_neg))[:, 0, 0].argmax())
         ours, theirs = per_prompt(model, direction, best), per_prompt(ref_model, ref_direction, ref_best)
-        report.define("held-out shift (vs reference)", "per steering prompt, the held-out shift at +alpha at "
-                      "each model's own best layer, this model against the trained reference steered the "
-                      "same way with its own direction: a paired sign-flip test over prompts (with n "
-                      "prompts p cannot go below 1/2^n).")
-        report.metric("held-out shift at +alpha (vs reference)", float(np.mean(ours)), float(np.mean(theirs)),
-                      "reference model", higher_is_structure=True, p_value=paired_p(ours, theirs, True),
+        report.define(N_("held-out shift (vs reference)"), _(
+            "per steering prompt, the held-out shift at +alpha at each model's own best layer, this model "
+            "against the trained reference steered the same way with its own direction: a paired sign-flip "
+            "test over prompts (with n prompts p cannot go below 1/2^n)."))
+        report.metric(N_("held-out shift at +alpha (vs reference)"), float(np.mean(ours)),
+                      float(np.mean(theirs)), N_("reference model"), higher_is_structure=True,
+                      p_value=paired_p(ours, theirs, True),
                       n=len(ours), test="paired")
-    report.metric("in-sample shift on the defining words (not judged)", in_sample[best, 0, 0].item())
-    report.define("random-init floor", f"{len(ctx.controls)} random-init models, shown and not judged: "
-                  "each draw is a full sweep of layers, so 20 would multiply this experiment's time.")
-    report.metric("random-init floor: held-out shift (best layer)", plus[best].item(), floor_best,
-                  "random-init models")
-    report.metric("unsteered held-out log odds", steered_log_odds(
+    report.metric(N_("in-sample shift on the defining words (not judged)"), in_sample[best, 0, 0].item())
+    report.define(N_("random-init floor"), _(
+        "{count} random-init models, shown and not judged: each draw is a full sweep of layers, so 20 would "
+        "multiply this experiment's time.").format(count=len(ctx.controls)))
+    report.metric(N_("random-init floor: held-out shift (best layer)"), plus[best].item(), floor_best,
+                  N_("random-init models"))
+    report.metric(N_("unsteered held-out log odds"), steered_log_odds(
         model, prompts, [residual_norms(model, i) for i in prompts], 0, torch.zeros_like(direction)[None],
         held_pos, held_neg).item())
     # Where in depth steering still moves the prediction (the depth study's question; the paper: L0-L12
     # of 36 work, beyond L18 inert). After the last layer a direction reaches the readout directly.
     null_q95 = null.quantile(0.95, dim=1)  # (L,): the null's 95th percentile at each layer
     steerable = [L for L in layers if plus[L] > null_q95[L]]
-    report.define("steerable layers", "the layers L after which +alpha steering shifts the held-out log odds "
-                  "more than the 95th percentile of the word-difference null at that same layer; as a "
-                  "fraction of depth: their count / n_layer. Not judged: it says where, not whether.")
-    report.define("best steering layer", "(L + 1) / n_layer of the layer L with the largest held-out shift "
-                  "at +alpha (1: after the last layer, where the direction reaches the readout directly).")
-    report.metric("steerable layers (fraction of depth)", len(steerable) / model.config.n_layer)
-    report.metric("best steering layer (fraction of depth)", (best + 1) / model.config.n_layer)
-    report.table(["layer", "held-out shift (+alpha)", "held-out shift (-alpha)", "in-sample shift (+alpha)",
-                  "null 95th percentile (+alpha)"],
+    report.define(N_("steerable layers"), _(
+        "the layers L after which +alpha steering shifts the held-out log odds more than the 95th percentile "
+        "of the word-difference null at that same layer; as a fraction of depth: their count / n_layer. Not "
+        "judged: it says where, not whether."))
+    report.define(N_("best steering layer"), _(
+        "(L + 1) / n_layer of the layer L with the largest held-out shift at +alpha (1: after the last "
+        "layer, where the direction reaches the readout directly)."))
+    report.metric(N_("steerable layers (fraction of depth)"), len(steerable) / model.config.n_layer)
+    report.metric(N_("best steering layer (fraction of depth)"), (best + 1) / model.config.n_layer)
+    report.table([_("layer"), _("held-out shift (+alpha)"), _("held-out shift (-alpha)"),
+                  _("in-sample shift (+alpha)"), _("null 95th percentile (+alpha)")],
                  [[f"L{L}", plus[L].item(), minus[L].item(), in_sample[L, 0, 0].item(),
                    null_q95[L].item()] for L in layers],
-                 title=f"Sweep over layers at alpha = {alpha}")
+                 title=_("Sweep over layers at alpha = {alpha}").format(alpha=alpha))
     curve = shifts[best, :, 0]
     band = shifts[best, :, 2:]
-    report.table(["alpha", "held-out shift", "null 5th percentile", "null 95th percentile"],
+    report.table(["alpha", _("held-out shift"), _("null 5th percentile"), _("null 95th percentile")],
                  [[a, curve[i].item(), band[i].quantile(0.05).item(), band[i].quantile(0.95).item()]
-                  for i, a in enumerate(alphas)], title=f"Strength sweep at L{best}")
+                  for i, a in enumerate(alphas)], title=_("Strength sweep at L{layer}").format(layer=best))
     if model.has_recipes:
         recipe = model.effective_recipe()
         signal_direction = recipe[define_pos].mean(0) - recipe[define_neg].mean(0)
         top = signal_direction.abs().topk(min(8, signal_direction.numel())).indices.tolist()
-        report.say("Signals weighing most in the sentiment direction (mean positive - mean negative recipe): "
-                   + ", ".join(f"{s} ({signal_direction[s]:+.3f})" for s in top) + ".")
+        report.say(_("Signals weighing most in the sentiment direction (mean positive - mean negative "
+                     "recipe): {signals}.").format(
+            signals=", ".join(f"{s} ({signal_direction[s]:+.3f})" for s in top)))
 
     lines = []
     for i, idx in enumerate(prompts[:2]):
@@ -221,26 +232,27 @@ def emotion_surgery(ctx: Context, report: Report) -> None:
         vectors = alpha * norms[best] * torch.stack([0 * direction, direction, -direction])[:, None, :]
         texts = samples(model, ctx.tokenizer, idx.expand(3, -1), cfg.audit_sample_tokens, cfg.seed,
                         {model.resid_hook(best): steering_hook(vectors)})
-        for name, text in zip(("unsteered", "+alpha", "-alpha"), texts, strict=True):
+        for name, text in zip((_("unsteered"), "+alpha", "-alpha"), texts, strict=True):
             lines.append(f"[{name}] {cfg.steer_prompts[i]}{text}")
-    report.say(f"Samples steered at layer L{best} (one seed; illustration only):\n\n```\n" + "\n".join(lines)
-               + "\n```")
+    report.say(_("Samples steered at layer L{layer} (one seed; illustration only):").format(layer=best)
+               + "\n\n```\n" + "\n".join(lines) + "\n```")
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     x = np.arange(len(layers))
     axes[0].bar(x - 0.2, plus.numpy(), width=0.4, label="+alpha")
     axes[0].bar(x + 0.2, minus.numpy(), width=0.4, label="-alpha")
     axes[0].fill_between(x, null.quantile(0.05, dim=1).numpy(), null.quantile(0.95, dim=1).numpy(),
-                         color="gray", alpha=0.3, label="word-difference null, 5-95% (+alpha)")
+                         color="gray", alpha=0.3, label=_("word-difference null, 5-95% (+alpha)"))
     axes[0].axhline(0, color="k", lw=0.8)
     axes[0].set_xticks(x, [f"L{L}" for L in layers])
-    axes[0].set(xlabel="layer steered", ylabel="shift in held-out log odds", title="Emotion surgery by layer")
+    axes[0].set(xlabel=_("layer steered"), ylabel=_("shift in held-out log odds"),
+                title=_("Emotion surgery by layer"))
     axes[0].legend(fontsize=8)
-    axes[1].plot(alphas, curve.numpy(), "o-", color="C3", label="sentiment direction")
+    axes[1].plot(alphas, curve.numpy(), "o-", color="C3", label=_("sentiment direction"))
     axes[1].fill_between(alphas, band.quantile(0.05, dim=1).numpy(), band.quantile(0.95, dim=1).numpy(),
-                         color="gray", alpha=0.3, label="word-difference null, 5-95%")
-    axes[1].set(xlabel="alpha (x mean residual norm)", ylabel="shift in held-out log odds",
-                title=f"Strength sweep at L{best}")
+                         color="gray", alpha=0.3, label=_("word-difference null, 5-95%"))
+    axes[1].set(xlabel=_("alpha (x mean residual norm)"), ylabel=_("shift in held-out log odds"),
+                title=_("Strength sweep at L{layer}").format(layer=best))
     axes[1].legend(fontsize=8)
     report.figure(fig, "sweep")
 
@@ -253,7 +265,7 @@ def critical_alpha(model, idx: torch.Tensor, norm: float, layer: int, direction:
     a finer grid inside the first winning step: two batched forwards instead of a dozen sequential
     bisection steps, and it finds the first crossing without assuming there is only one."""
     low, high = 0.0, alpha_max
-    for _ in range(2):
+    for _refinement in range(2):
         alphas = torch.linspace(low, high, SEARCH_GRID, device=idx.device)
         probs = steered_next_token_probs(model, idx, layer, alphas[:, None] * norm * direction)
         wins = (probs.argmax(-1) == target).nonzero()
@@ -327,56 +339,60 @@ def concept_inception(ctx: Context, report: Report) -> None:
 
     ranked = lambda alphas: ranked_alphas(alphas, cfg.concept_alpha_max)
     inception_p = easier_than_null(best, best_null, cfg.concept_alpha_max)
-    report.define("critical alpha", "smallest alpha at which h <- h + alpha * n_L * e_c/|e_c| after layer L "
-                  "makes token c the top next token after the prompt (n_L: mean residual norm there, e_c: "
-                  f"c's vocab-matrix row); searched in [0, {cfg.concept_alpha_max}] on a grid refined "
-                  f"once (precision {cfg.concept_alpha_max / (SEARCH_GRID - 1) ** 2:.3g}), at the best "
-                  "layer; n/a if not reached. Lower: easier to incept.")
-    report.define("random-token null", f"the same search for {len(null_tokens)} random frequent words "
-                  "(a space and letters; not the concepts, not in the prompt), each along its own row; "
-                  "compared with the concepts by a one-sided Mann-Whitney U test (unreached counted as "
-                  "larger than any reached alpha). The direction is the token's own row, so no held-out "
-                  "words are involved; the prompt and words are fixed in the config before evaluation.")
+    report.define(N_("critical alpha"), _(
+        "smallest alpha at which h <- h + alpha * n_L * e_c/|e_c| after layer L makes token c the top next "
+        "token after the prompt (n_L: mean residual norm there, e_c: c's vocab-matrix row); searched in [0, "
+        "{alpha_max}] on a grid refined once (precision {precision}), at the best layer; n/a if not reached. "
+        "Lower: easier to incept.").format(alpha_max=cfg.concept_alpha_max,
+                                           precision=f"{cfg.concept_alpha_max / (SEARCH_GRID - 1) ** 2:.3g}"))
+    report.define(N_("random-token null"), _(
+        "the same search for {count} random frequent words (a space and letters; not the concepts, not in "
+        "the prompt), each along its own row; compared with the concepts by a one-sided Mann-Whitney U test "
+        "(unreached counted as larger than any reached alpha). The direction is the token's own row, so no "
+        "held-out words are involved; the prompt and words are fixed in the config before "
+        "evaluation.").format(count=len(null_tokens)))
     incepted = lambda alphas: sum(a is not None for a in alphas) / len(alphas)
-    report.metric("critical alpha (best layer, mean over concepts)", mean_reached(best),
+    report.metric(N_("critical alpha (best layer, mean over concepts)"), mean_reached(best),
                   mean_reached(best_null),
-                  f"random-token null ({len(null_tokens)} tokens)", higher_is_structure=False,
-                  p_value=inception_p, n=len(concepts), test="Mann-Whitney U vs null tokens")
-    report.metric("concepts incepted", incepted(best), incepted(best_null), "random tokens incepted")
+                  N_("random-token null ({count} tokens)").format(count=len(null_tokens)),
+                  higher_is_structure=False, p_value=inception_p, n=len(concepts),
+                  test=N_("Mann-Whitney U vs null tokens"))
+    report.metric(N_("concepts incepted"), incepted(best), incepted(best_null), N_("random tokens incepted"))
     if ctx.reference is not None:  # each concept along the reference's own row, in the reference
         theirs = [smallest(search(ctx.reference.model, concept)) for concept in concepts]
-        report.define("critical alpha (vs reference)", "per concept, the critical alpha at the best layer in "
-                      "this model and in the trained reference (its own row; unreached counted as twice "
-                      "the searched maximum): a paired sign-flip test over concepts, lower is easier (with n "
-                      "concepts p cannot go below 1/2^n).")
-        report.metric("critical alpha (vs reference)", float(np.mean(ranked(best))),
-                      float(np.mean(ranked(theirs))), "reference model", higher_is_structure=False,
+        report.define(N_("critical alpha (vs reference)"), _(
+            "per concept, the critical alpha at the best layer in this model and in the trained reference "
+            "(its own row; unreached counted as twice the searched maximum): a paired sign-flip test over "
+            "concepts, lower is easier (with n concepts p cannot go below 1/2^n)."))
+        report.metric(N_("critical alpha (vs reference)"), float(np.mean(ranked(best))),
+                      float(np.mean(ranked(theirs))), N_("reference model"), higher_is_structure=False,
                       p_value=paired_p(ranked(best), ranked(theirs), False), n=len(concepts), test="paired")
-    report.define("random-init floor", f"{len(ctx.controls)} random-init models, shown and not judged: "
-                  "each draw is a search per concept and layer, so 20 would multiply this experiment's time.")
-    report.metric("random-init floor: critical alpha", mean_reached(best),
+    report.define(N_("random-init floor"), _(
+        "{count} random-init models, shown and not judged: each draw is a search per concept and layer, so "
+        "20 would multiply this experiment's time.").format(count=len(ctx.controls)))
+    report.metric(N_("random-init floor: critical alpha"), mean_reached(best),
                   [mean_reached([seeds[i] for seeds in best_init]) for i in range(len(ctx.controls))],
-                  "random-init models, concept's own row")
-    report.table(["concept"] + [f"L{L}" for L in layers], table,
-                 title=f"Critical alpha after {cfg.concept_prompt!r}")
-    report.table(["null token", "critical alpha (best layer)"],
+                  N_("random-init models, concept's own row"))
+    report.table([_("concept")] + [f"L{L}" for L in layers], table,
+                 title=_("Critical alpha after {prompt}").format(prompt=repr(cfg.concept_prompt)))
+    report.table([_("null token"), _("critical alpha (best layer)")],
                  [[label(t), a] for t, a in zip(null_tokens, best_null, strict=True)],
-                 title="Random-token null")
+                 title=_("Random-token null"))
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     for row in table:
         values = [np.nan if a is None else a for a in row[1:]]
         axes[0].plot([f"L{L}" for L in layers], values, "o-", label=row[0])
-    axes[0].set(xlabel="layer injected", ylabel="critical alpha", title="Concept inception (missing: "
-                "not reached)",
-                ylim=(0, cfg.concept_alpha_max))
+    axes[0].set(xlabel=_("layer injected"), ylabel=_("critical alpha"),
+                title=_("Concept inception (missing: not reached)"), ylim=(0, cfg.concept_alpha_max))
     axes[0].legend(fontsize=8)
     axes[1].hist([a for a in best_null if a is not None], bins=15, color="C7", alpha=0.7,
-                 label="random tokens (best layer)")
+                 label=_("random tokens (best layer)"))
     for a, row in zip(best, table, strict=True):
         if a is not None:
             axes[1].axvline(a, lw=2, label=row[0])
-    axes[1].set(xlabel="critical alpha", ylabel="tokens", title="Concepts against the random-token null")
+    axes[1].set(xlabel=_("critical alpha"), ylabel=_("tokens"),
+                title=_("Concepts against the random-token null"))
     axes[1].legend(fontsize=8)
     report.figure(fig, "critical_alpha")
 
@@ -402,9 +418,9 @@ def hijack_measures(ctx: Context, positive: list[int], negative: list[int], wind
         probs = F.softmax(logits[:, -1].float(), dim=-1)
         gaps += js_divergence(probs[: len(pairs)], probs[len(pairs) :]).tolist()
         log_odds.append(sentiment_log_odds(next_token_probs(model, idx), positive, negative).item())
-    measures = {"perplexity": math.exp(loss), "reading gap": float(np.mean(gaps)),
-                "next-token sentiment log odds": float(np.mean(log_odds)),
-                "positive words generated": None, "negative words generated": None, "sample": None,
+    measures = {N_("perplexity"): math.exp(loss), N_("reading gap"): float(np.mean(gaps)),
+                N_("next-token sentiment log odds"): float(np.mean(log_odds)),
+                N_("positive words generated"): None, N_("negative words generated"): None, "sample": None,
                 "samples": None}
     if not generate:  # sampling is most of this function's time
         return measures
@@ -466,7 +482,7 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
     label = ctx.tokenizer.label  # the model's token ids as text
     model, cfg = ctx.model, ctx.cfg
     positive, negative = sentiment_ids(ctx)
-    (define_pos, held_pos), (_, held_neg) = split_held_out(positive), split_held_out(negative)
+    (define_pos, held_pos), (_defining, held_neg) = split_held_out(positive), split_held_out(negative)
     windows = ctx.text_windows(max_windows=HIJACK_WINDOWS)
     table = model.token_table()
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
@@ -495,33 +511,39 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
         model.load_state_dict(snapshot)
         raise AssertionError("Genetic Hijack did not restore the weights exactly")
 
-    where = "W_recipe" if model.has_recipes else "the embedding (gpt2 has no recipes)"
-    report.define("held-out words", "the sentiment lists split by position in the config (even: defining, "
-                  "odd: held out), fixed before evaluation. Edited: the held-out negative words "
-                  f"{', '.join(label(t) for t in held_neg)}; target: the mean of the defining positive words "
-                  f"{', '.join(label(t) for t in define_pos)}; measured against the held-out positive words "
-                  f"{', '.join(label(t) for t in held_pos)}, which no edit touches.")
-    report.define("edit", "for each held-out negative word n, row_n <- (1 - s) row_n + s * mean(target rows) "
-                  f"in {where}, s = {strength}; the same rows feed the input embedding and the output "
-                  "readout.")
-    report.define("reading gap", "mean JS divergence between the next-token distributions after 'prompt + "
-                  "held-out positive word' and 'prompt + held-out negative word' (pairs in config order).")
-    report.define("gap reduction", "1 - reading gap after the edit / before: the hijack succeeds when the "
-                  "edited negative words are read like the held-out positive ones.")
-    report.define("random-target null", f"the same rows pulled as far toward the mean of {NULL_EDITS} "
-                  "random sets "
-                  "of frequent non-sentiment words (size of the defining list): moving a row toward any "
-                  "average shrinks gaps somewhat, so the sentiment target must do more.")
-    report.define("restored bit for bit", "after the edits every tensor of the state dict equals its "
-                  "value before (torch.equal).")
+    where = "W_recipe" if model.has_recipes else _("the embedding (gpt2 has no recipes)")
+    report.define(N_("held-out words"), _(
+        "the sentiment lists split by position in the config (even: defining, odd: held out), fixed before "
+        "evaluation. Edited: the held-out negative words {edited}; target: the mean of the defining positive "
+        "words {target}; measured against the held-out positive words {measured}, which no edit "
+        "touches.").format(edited=", ".join(label(t) for t in held_neg),
+                           target=", ".join(label(t) for t in define_pos),
+                           measured=", ".join(label(t) for t in held_pos)))
+    report.define(N_("edit"), _(
+        "for each held-out negative word n, row_n <- (1 - s) row_n + s * mean(target rows) in {where}, s = "
+        "{strength}; the same rows feed the input embedding and the output readout.").format(
+        where=where, strength=strength))
+    report.define(N_("reading gap"), _(
+        "mean JS divergence between the next-token distributions after 'prompt + held-out positive word' and "
+        "'prompt + held-out negative word' (pairs in config order)."))
+    report.define(N_("gap reduction"), _(
+        "1 - reading gap after the edit / before: the hijack succeeds when the edited negative words are "
+        "read like the held-out positive ones."))
+    report.define(N_("random-target null"), _(
+        "the same rows pulled as far toward the mean of {count} random sets of frequent non-sentiment words "
+        "(size of the defining list): moving a row toward any average shrinks gaps somewhat, so the "
+        "sentiment target must do more.").format(count=NULL_EDITS))
+    report.define(N_("restored bit for bit"), _(
+        "after the edits every tensor of the state dict equals its value before (torch.equal)."))
     reduction = lambda g: 1 - g / gap_before
-    report.metric("gap reduction (held-out words)", reduction(after["gap"]),
+    report.metric(N_("gap reduction (held-out words)"), reduction(after["gap"]),
                   [reduction(g) for g in null_gaps],
-                  f"random-target null ({NULL_EDITS} edits)", higher_is_structure=True)
+                  N_("random-target null ({count} edits)").format(count=NULL_EDITS), higher_is_structure=True)
     if reduction(after["gap"]) <= 0:  # beating the null is then no hijack: say so beside the verdict
-        report.say(f"The edit did not shrink the reading gap on held-out words (reduction "
-                   f"{reduction(after['gap']):+.3f}); it only changed it less than random targets do "
-                   f"({np.mean([reduction(g) for g in null_gaps]):+.3f} on average).")
+        report.say(_("The edit did not shrink the reading gap on held-out words (reduction {reduction}); it "
+                     "only changed it less than random targets do ({null} on average).").format(
+            reduction=f"{reduction(after['gap']):+.3f}",
+            null=f"{np.mean([reduction(g) for g in null_gaps]):+.3f}"))
     if ctx.reference is not None:  # the same edit of the same rows in the reference's own table
         def pair_reductions(m):
             before_pairs = reading_gaps(ctx, held_pos, held_neg, m)
@@ -529,37 +551,40 @@ def genetic_hijack(ctx: Context, report: Report) -> None:
                                            lambda: reading_gaps(ctx, held_pos, held_neg, m))
             return 1 - after_pairs / before_pairs
         ours, theirs = pair_reductions(model), pair_reductions(ctx.reference.model)
-        report.define("gap reduction (vs reference)", "per held-out (positive, negative) pair, the gap "
-                      "reduction of the edit in this model and of the same edit in the trained reference's "
-                      "own table: a paired sign-flip test over pairs (with n pairs p cannot go below 1/2^n).")
-        report.metric("gap reduction (vs reference)", float(ours.mean()), float(theirs.mean()),
-                      "reference model", higher_is_structure=True, p_value=paired_p(ours, theirs, True),
+        report.define(N_("gap reduction (vs reference)"), _(
+            "per held-out (positive, negative) pair, the gap reduction of the edit in this model and of the "
+            "same edit in the trained reference's own table: a paired sign-flip test over pairs (with n "
+            "pairs p cannot go below 1/2^n)."))
+        report.metric(N_("gap reduction (vs reference)"), float(ours.mean()), float(theirs.mean()),
+                      N_("reference model"), higher_is_structure=True, p_value=paired_p(ours, theirs, True),
                       n=len(ours), test="paired")
-    report.metric("perplexity change", after["perplexity"] / before["perplexity"] - 1)
-    report.metric("restored bit for bit", restored)
+    report.metric(N_("perplexity change"), after["perplexity"] / before["perplexity"] - 1)
+    report.metric(N_("restored bit for bit"), restored)
     changed = sum(a != b for a, b in zip(before["samples"], after["samples"], strict=True))
-    report.metric("same-seed samples that changed", changed / len(before["samples"]))
-    report.define("same-seed samples that changed", f"share of the {len(before['samples'])} samples (seeded "
-                  "alike before and after) whose text differs: 0 means the edit changed no sampled token, so "
-                  "the samples shown below say nothing about it.")
-    report.define("next-token sentiment log odds", "log(P(positive word) / P(negative word)) for the next "
-                  "token after each steering prompt, averaged: the edit also changes how the hijacked words "
-                  "are scored as outputs.")
+    report.metric(N_("same-seed samples that changed"), changed / len(before["samples"]))
+    report.define(N_("same-seed samples that changed"), _(
+        "share of the {count} samples (seeded alike before and after) whose text differs: 0 means the edit "
+        "changed no sampled token, so the samples shown below say nothing about it.").format(
+        count=len(before["samples"])))
+    report.define(N_("next-token sentiment log odds"), _(
+        "log(P(positive word) / P(negative word)) for the next token after each steering prompt, averaged: "
+        "the edit also changes how the hijacked words are scored as outputs."))
     numbers = [key for key in before if key not in ("sample", "samples")]
-    report.table(["measure", "before", "held-out negatives hijacked"],
-                 [[key, before[key], after[key]] for key in numbers],
-                 title=f"Words counted over {SAMPLES_PER_PROMPT} samples per steering prompt, "
-                       f"{cfg.audit_sample_tokens} tokens each")
-    runs = (("before", before), ("hijacked", after))
-    report.say(f"First sample, same seed ({changed} of {len(before['samples'])} samples changed):\n\n```\n"
-               + "\n".join(f"[{name}] {m['sample']}" for name, m in runs) + "\n```")
+    report.table([_("measure"), _("before"), _("held-out negatives hijacked")],
+                 [[_(key), before[key], after[key]] for key in numbers],
+                 title=_("Words counted over {samples} samples per steering prompt, {tokens} tokens "
+                         "each").format(samples=SAMPLES_PER_PROMPT, tokens=cfg.audit_sample_tokens))
+    runs = ((_("before"), before), (_("hijacked"), after))
+    report.say(_("First sample, same seed ({changed} of {count} samples changed):").format(
+        changed=changed, count=len(before["samples"]))
+        + "\n\n```\n" + "\n".join(f"[{name}] {m['sample']}" for name, m in runs) + "\n```")
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    axes[0].hist([reduction(g) for g in null_gaps], bins=20, color="C7", alpha=0.7, label="random targets")
-    axes[0].axvline(reduction(after["gap"]), color="C3", lw=2, label="defining positive words")
-    axes[0].set(xlabel="gap reduction (held-out words)", ylabel="edits", title="Against the null")
+    axes[0].hist([reduction(g) for g in null_gaps], bins=20, color="C7", alpha=0.7, label=_("random targets"))
+    axes[0].axvline(reduction(after["gap"]), color="C3", lw=2, label=_("defining positive words"))
+    axes[0].set(xlabel=_("gap reduction (held-out words)"), ylabel=_("edits"), title=_("Against the null"))
     axes[0].legend(fontsize=8)
     for ax, key in zip(axes[1:], ["perplexity", "next-token sentiment log odds"], strict=True):
-        ax.bar(["before", "hijacked"], [before[key], after[key]], color=["C0", "C3"])
-        ax.set(title=key)
+        ax.bar([_("before"), _("hijacked")], [before[key], after[key]], color=["C0", "C3"])
+        ax.set(title=_(key))
     report.figure(fig, "effects")

@@ -13,6 +13,7 @@ import seaborn as sns
 import torch
 import torch.nn.functional as F
 
+from core.i18n import N_, _
 from experiments.common import (
     lens_logits,
     logits_at,
@@ -66,12 +67,13 @@ def layer_evolution(ctx: Context, report: Report) -> None:
     which the prediction crystallizes."""
     label = ctx.tokenizer.label  # the model's token ids as text
     names = layer_names(ctx.model)
-    report.define("logit lens", "softmax(vocab_matrix @ ln_f(h_l)) for the residual stream h_l at the last "
-                  "prompt position after layer l ('embed' = before any layer); after the last layer this "
-                  "is the model's own prediction.")
-    report.define("crystallization layer", "the first layer from which the target stays the top prediction "
-                  "through the last layer (n/a if it never becomes top).")
-    report.define("control", "the random-init model on the same prompts.")
+    report.define(N_("logit lens"), _(
+        "softmax(vocab_matrix @ ln_f(h_l)) for the residual stream h_l at the last prompt position after "
+        "layer l ('embed' = before any layer); after the last layer this is the model's own prediction."))
+    report.define(N_("crystallization layer"), _(
+        "the first layer from which the target stays the top prediction through the last layer (n/a if it "
+        "never becomes top)."))
+    report.define(N_("control"), _("the random-init model on the same prompts."))
     results, rows = [], []
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for n, (prompt, target_word) in enumerate(ctx.cfg.target_prompts):
@@ -83,15 +85,15 @@ def layer_evolution(ctx: Context, report: Report) -> None:
         crystal = crystallization_layer(result["rank"])
         rows.append([prompt, label(target), result["prob"][-1].item(), int(result["rank"][-1]),
                      names[crystal] if crystal is not None else "n/a", control["prob"][-1].item()])
-        report.table(["layer", "target prob", "target rank", "top token"],
+        report.table([_("layer"), _("target prob"), _("target rank"), _("top token")],
                      [[names[i], result["prob"][i].item(), int(result["rank"][i]), label(result["top"][i])]
                       for i in range(len(names))], title=f"{prompt!r} → {label(target)}")
         line = axes[0].plot(names, result["prob"].numpy(), "o-", label=f"{prompt[:28]!r}")[0]
         axes[0].plot(names, control["prob"].numpy(), ":", color=line.get_color())
         axes[1].plot(names, result["rank"].numpy(), "o-", color=line.get_color())
         axes[1].plot(names, control["rank"].numpy(), ":", color=line.get_color())
-    report.table(["prompt", "target", "final prob", "final rank", "crystallizes at",
-                  "final prob (random init)"], rows, title="Summary")
+    report.table([_("prompt"), _("target"), _("final prob"), _("final rank"), _("crystallizes at"),
+                  _("final prob (random init)")], rows, title=_("Summary"))
     # Per model: the mean over prompts; each random-init seed is one draw of the control.
     by_seed = [[lens(c, ctx.prompt(p, "target_prompts"), token_id(w, ctx.tokenizer, "target_prompts"))
                 for p, w in ctx.cfg.target_prompts] for c in ctx.floor_models()]
@@ -99,29 +101,33 @@ def layer_evolution(ctx: Context, report: Report) -> None:
     mean_prob = lambda rs: float(np.mean([r["prob"][-1].item() for r in rs]))
     mean_rank = lambda rs: float(np.exp(np.mean([np.log(r["rank"][-1].item()) for r in rs])))
     top_share = lambda rs: float(np.mean([int(r["rank"][-1]) == 1 for r in rs]))
-    report.define("intervals", "95% bootstrap intervals over the target prompts.")
-    report.define("final target rank", "the target's rank among all tokens in the model's own prediction "
-                  "(after the last layer; 1 = predicted), as a geometric mean over the target prompts.")
-    report.define("targets predicted first", "the fraction of target prompts whose target the model "
-                  "ranks first after the last layer.")
-    report.metric("final target probability", mean_prob(results), [mean_prob(rs) for rs in by_seed],
-                  "random-init models", higher_is_structure=True, ci=bootstrap_ci(final_probs))
-    report.metric("final target rank (geometric mean)", mean_rank(results), [mean_rank(rs) for rs in by_seed],
-                  "random-init models (floor)")
-    report.metric("targets predicted first", top_share(results), [top_share(rs) for rs in by_seed],
-                  "random-init models (floor)", ci=bootstrap_ci([float(r["rank"][-1] == 1) for r in results]))
+    report.define(N_("intervals"), _("95% bootstrap intervals over the target prompts."))
+    report.define(N_("final target rank"), _(
+        "the target's rank among all tokens in the model's own prediction (after the last layer; 1 = "
+        "predicted), as a geometric mean over the target prompts."))
+    report.define(N_("targets predicted first"), _(
+        "the fraction of target prompts whose target the model ranks first after the last layer."))
+    report.metric(N_("final target probability"), mean_prob(results), [mean_prob(rs) for rs in by_seed],
+                  N_("random-init models"), higher_is_structure=True, ci=bootstrap_ci(final_probs))
+    report.metric(N_("final target rank (geometric mean)"), mean_rank(results),
+                  [mean_rank(rs) for rs in by_seed], N_("random-init models (floor)"))
+    report.metric(N_("targets predicted first"), top_share(results), [top_share(rs) for rs in by_seed],
+                  N_("random-init models (floor)"),
+                  ci=bootstrap_ci([float(r["rank"][-1] == 1) for r in results]))
     if ctx.reference is not None:
         theirs = [lens(ctx.reference.model, ctx.prompt(p, "target_prompts"),
                        token_id(w, ctx.tokenizer, "target_prompts"))["prob"][-1].item()
                   for p, w in ctx.cfg.target_prompts]
-        report.metric("final target probability (vs reference)", mean_prob(results), float(np.mean(theirs)),
-                      "reference model", higher_is_structure=True, n=len(theirs), test="paired",
+        report.metric(N_("final target probability (vs reference)"), mean_prob(results),
+                      float(np.mean(theirs)), N_("reference model"), higher_is_structure=True,
+                      n=len(theirs), test="paired",
                       p_value=paired_p(final_probs, theirs, True))
-    axes[0].set(xlabel="layer", ylabel="target probability", title="Logit lens (dotted: random init)")
+    axes[0].set(xlabel=_("layer"), ylabel=_("target probability"),
+                title=_("Logit lens (dotted: random init)"))
     axes[0].legend(fontsize=7)
     axes[1].set_yscale("log")
     axes[1].invert_yaxis()
-    axes[1].set(xlabel="layer", ylabel="target rank (1 = top)", title="Target rank by layer")
+    axes[1].set(xlabel=_("layer"), ylabel=_("target rank (1 = top)"), title=_("Target rank by layer"))
     report.figure(fig, "lens")
 
 
@@ -150,34 +156,38 @@ def signal_flow(ctx: Context, report: Report) -> None:
     names = layer_names(ctx.model)
     k = min(TOP_SIGNALS, flow.size(-1))
     top = flow[-1, -1].abs().topk(k).indices  # strongest signals of the final readout
-    report.define("signal activation", "a_s = ln_f(h) . basis_s: the residual stream read along signal s, "
-                  "the quantity the output multiplies by each token's recipe weight r_vs.")
-    report.define("energy share", f"fraction of sum_s a_s^2 (last position, after the last layer) held by "
-                  f"the {k} strongest signals. Higher: the readout is concentrated in a few signals.")
-    report.define("persistence", f"overlap (Jaccard) of the {k} strongest signals after each layer with "
-                  "those after the last layer, averaged over layers: how early the final signals appear.")
+    report.define(N_("signal activation"), _(
+        "a_s = ln_f(h) . basis_s: the residual stream read along signal s, the quantity the output "
+        "multiplies by each token's recipe weight r_vs."))
+    report.define(N_("energy share"), _(
+        "fraction of sum_s a_s^2 (last position, after the last layer) held by the {k} strongest signals. "
+        "Higher: the readout is concentrated in a few signals.").format(k=k))
+    report.define(N_("persistence"), _(
+        "overlap (Jaccard) of the {k} strongest signals after each layer with those after the last layer, "
+        "averaged over layers: how early the final signals appear.").format(k=k))
     rotations = random_rotations(NULL_BASES, flow.size(-1), ctx.generator(report.number))
     null = [energy_share(flow[-1, -1] @ q, k) for q in rotations]
-    report.define("basis null", f"the energy share of the same state read in {NULL_BASES} Haar-random "
-                  "rotations "
-                  "of signal space (a -> a Q: the same model with W_recipe Q, Q^T W_basis).")
-    report.metric("energy share", energy_share(flow[-1, -1], k), null,
-                  f"basis null ({NULL_BASES} rotated signal bases)", higher_is_structure=True)
-    report.metric("energy share: percentile in the basis null",
+    report.define(N_("basis null"), _(
+        "the energy share of the same state read in {count} Haar-random rotations of signal space (a -> a "
+        "Q: the same model with W_recipe Q, Q^T W_basis).").format(count=NULL_BASES))
+    report.metric(N_("energy share"), energy_share(flow[-1, -1], k), null,
+                  N_("basis null ({count} rotated signal bases)").format(count=NULL_BASES),
+                  higher_is_structure=True)
+    report.metric(N_("energy share: percentile in the basis null"),
                   percentile(energy_share(flow[-1, -1], k), null))
-    report.metric("energy share (random-init floor)", energy_share(flow[-1, -1], k),
-                  [energy_share(f[-1, -1], k) for f in control_flows], "random-init models",
+    report.metric(N_("energy share (random-init floor)"), energy_share(flow[-1, -1], k),
+                  [energy_share(f[-1, -1], k) for f in control_flows], N_("random-init models"),
                   higher_is_structure=True)
     reference = ctx.reference.signal_model if ctx.reference is not None else None
     if reference is not None:  # the reference's own (native or post-hoc) signals on the same prompt
         theirs_flow = signal_readout(reference, idx)
         ours = [energy_share(a, k) for a in flow[-1]]
         theirs = [energy_share(a, min(k, theirs_flow.size(-1))) for a in theirs_flow[-1]]
-        report.define("energy share (vs reference)", "per position of the prompt, the energy share after the "
-                      "last layer in this model's signals and in the trained reference's (native or "
-                      "post-hoc): a paired sign-flip test over positions.")
-        report.metric("energy share (vs reference)", float(np.mean(ours)), float(np.mean(theirs)),
-                      "reference model", higher_is_structure=True, p_value=paired_p(ours, theirs, True),
+        report.define(N_("energy share (vs reference)"), _(
+            "per position of the prompt, the energy share after the last layer in this model's signals and "
+            "in the trained reference's (native or post-hoc): a paired sign-flip test over positions."))
+        report.metric(N_("energy share (vs reference)"), float(np.mean(ours)), float(np.mean(theirs)),
+                      N_("reference model"), higher_is_structure=True, p_value=paired_p(ours, theirs, True),
                       n=len(ours), test="paired")
 
     def persistence(f):
@@ -185,8 +195,8 @@ def signal_flow(ctx: Context, report: Report) -> None:
         final = strongest(f[-1, -1])
         return float(np.mean([len(final & strongest(a)) / len(final | strongest(a)) for a in f[:-1, -1]]))
 
-    report.metric("persistence", persistence(flow), [persistence(f) for f in control_flows],
-                  "random-init models")
+    report.metric(N_("persistence"), persistence(flow), [persistence(f) for f in control_flows],
+                  N_("random-init models"))
     recipe = ctx.model.effective_recipe().cpu()
     vocab = ctx.frequent_tokens
     rows = []
@@ -194,17 +204,18 @@ def signal_flow(ctx: Context, report: Report) -> None:
         sign = 1.0 if flow[-1, -1, s] >= 0 else -1.0
         promoted = vocab[(sign * recipe[vocab, s]).topk(min(5, len(vocab))).indices]
         rows.append([s, flow[-1, -1, s].item(), ", ".join(label(t) for t in promoted.tolist())])
-    report.table(["signal", "activation (last position, last layer)", "tokens it promotes here"], rows,
-                 title=f"Strongest signals for {prompt!r}")
+    report.table([_("signal"), _("activation (last position, last layer)"), _("tokens it promotes here")],
+                 rows, title=_("Strongest signals for {prompt}").format(prompt=repr(prompt)))
 
     tokens = [label(t) for t in idx[0].tolist()]
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
     sns.heatmap(flow[:, -1, top].numpy(), ax=axes[0], cmap="vlag", center=0, yticklabels=names,
                 xticklabels=top.tolist())
-    axes[0].set(xlabel="signal", ylabel="layer", title=f"Last position ({tokens[-1]!r}) across layers")
+    axes[0].set(xlabel=_("signal"), ylabel=_("layer"),
+                title=_("Last position ({token}) across layers").format(token=repr(tokens[-1])))
     sns.heatmap(flow[-1][:, top].numpy(), ax=axes[1], cmap="vlag", center=0, yticklabels=tokens,
                 xticklabels=top.tolist())
-    axes[1].set(xlabel="signal", ylabel="position", title="After the last layer, across positions")
+    axes[1].set(xlabel=_("signal"), ylabel=_("position"), title=_("After the last layer, across positions"))
     report.figure(fig, "heatmaps")
 
 
@@ -333,38 +344,44 @@ def causal_ablation(ctx: Context, report: Report) -> None:
     counts = sorted({1, min(ABLATE_K, basis.size(0))})
     signal = attribute_then_ablate(model, text, next_token, basis, recipe, counts)
     E = model.vocab_matrix().detach().float()
-    _, svd_rows = svd_factorization(E.cpu())
+    svd_rows = svd_factorization(E.cpu())[1]
     svd_rows = svd_rows.to(ctx.device)
     svd = attribute_then_ablate(model, text, next_token, svd_rows, E @ svd_rows.t(), counts)
     rotations = random_rotations(NULL_BASES, basis.size(0), ctx.generator(report.number)).to(ctx.device)
     nulls = {k: null_ablations(model, text, next_token, recipe, basis, rotations, k) for k in counts}
     positions = text.measure.size(0) * text.positions.numel()
 
-    report.define("procedure", f"signals ranked by mean contribution c_s = a_s r_ts to the true next token's "
-                  f"logit over {text.choose.size(0) * text.positions.numel()} positions of "
-                  f"{text.choose.size(0)} validation windows (a_s = ln_f(h) . basis_s, r_ts the "
-                  f"target's recipe weight); their basis rows projected out of the residual stream after "
-                  f"the embedding and after each of the {model.config.n_layer} layers (h <- h - h P, P the "
-                  f"projector onto their span) on {positions} positions of {text.measure.size(0)} other "
-                  "windows.")
-    report.define("log-prob drop", "mean over measured positions of log p(true next token) clean minus "
-                  "ablated. Higher: the removed directions carried the prediction.")
-    report.define("top-1 changed", "share of measured positions whose top prediction changes.")
-    report.define("basis null", f"the same attribute-then-ablate procedure in {NULL_BASES} Haar-random "
-                  "orthonormal rotations of signal space (W_recipe -> W_recipe Q, W_basis -> Q^T "
-                  "W_basis: the "
-                  "same model, other directions called signals), chosen and measured on the same halves. The "
-                  "signal basis's percentile among them is shown; the orthonormal SVD basis of E (right "
-                  "singular vectors, weights E V) beside.")
+    report.define(N_("procedure"), _(
+        "signals ranked by mean contribution c_s = a_s r_ts to the true next token's logit over {chosen} "
+        "positions of {windows} validation windows (a_s = ln_f(h) . basis_s, r_ts the target's recipe "
+        "weight); their basis rows projected out of the residual stream after the embedding and after each "
+        "of the {layers} layers (h <- h - h P, P the projector onto their span) on {positions} positions of "
+        "{other} other windows.").format(
+        chosen=text.choose.size(0) * text.positions.numel(), windows=text.choose.size(0),
+        layers=model.config.n_layer, positions=positions, other=text.measure.size(0)))
+    report.define(N_("log-prob drop"), _(
+        "mean over measured positions of log p(true next token) clean minus ablated. Higher: the removed "
+        "directions carried the prediction."))
+    report.define(N_("top-1 changed"), _("share of measured positions whose top prediction changes."))
+    report.define(N_("basis null"), _(
+        "the same attribute-then-ablate procedure in {count} Haar-random orthonormal rotations of signal "
+        "space (W_recipe -> W_recipe Q, W_basis -> Q^T W_basis: the same model, other directions called "
+        "signals), chosen and measured on the same halves. The signal basis's percentile among them is "
+        "shown; the orthonormal SVD basis of E (right singular vectors, weights E V) beside.").format(
+        count=NULL_BASES))
+    rotated_bases = N_("basis null (rotated signal bases)")
     for k in counts:
         drop, changed = signal[k]
         null_drop, null_changed = nulls[k][:, 0].tolist(), nulls[k][:, 1].tolist()
-        what = "the top signal" if k == 1 else f"the top {k} signals"
-        report.metric(f"log-prob drop, {what}", drop, null_drop, "basis null (rotated signal bases)",
+        what = N_("the top signal") if k == 1 else N_("the top {count} signals").format(count=k)
+        report.metric(N_("log-prob drop, {what}").format(what=what), drop, null_drop, rotated_bases,
                       higher_is_structure=True)
-        report.metric(f"log-prob drop, {what}: percentile in the basis null", percentile(drop, null_drop))
-        report.metric(f"log-prob drop, {k} SVD direction{'s' if k > 1 else ''} of E", svd[k][0])
-        report.metric(f"top-1 changed, {what}", changed, null_changed, "basis null (rotated signal bases)",
+        report.metric(N_("log-prob drop, {what}: percentile in the basis null").format(what=what),
+                      percentile(drop, null_drop))
+        svd_name = N_("log-prob drop, 1 SVD direction of E") if k == 1 else \
+            N_("log-prob drop, {count} SVD directions of E").format(count=k)
+        report.metric(svd_name, svd[k][0])
+        report.metric(N_("top-1 changed, {what}").format(what=what), changed, null_changed, rotated_bases,
                       higher_is_structure=True)
 
     reference = ctx.reference.signal_model if ctx.reference is not None else None
@@ -372,19 +389,21 @@ def causal_ablation(ctx: Context, report: Report) -> None:
         theirs = attribute_then_ablate(reference, text, next_token, reference.basis.detach().float(),
                                        reference.effective_recipe().detach().float(), counts)
         for k in counts:
-            report.metric(f"log-prob drop, top {k} signal{'s' if k > 1 else ''} of the reference",
-                          theirs[k][0], signal[k][0], "this model")
-        report.define("log-prob drop (vs reference)", "the drop from removing each model's own top "
-                      f"{max(counts)} signals (the reference: native or post-hoc), averaged per measured "
-                      "window; this model against the reference on the same windows and targets: a paired "
-                      "sign-flip test over windows. Higher: this model's chosen signals carry more of its "
-                      "predictions.")
+            name = N_("log-prob drop, top 1 signal of the reference") if k == 1 else \
+                N_("log-prob drop, top {count} signals of the reference").format(count=k)
+            report.metric(name, theirs[k][0], signal[k][0], N_("this model"))
+        report.define(N_("log-prob drop (vs reference)"), _(
+            "the drop from removing each model's own top {count} signals (the reference: native or "
+            "post-hoc), averaged per measured window; this model against the reference on the same windows "
+            "and targets: a paired sign-flip test over windows. Higher: this model's chosen signals carry "
+            "more of its predictions.").format(count=max(counts)))
         k = max(counts)
         ours = window_drops(model, text, next_token, basis, recipe, k)
         theirs_windows = window_drops(reference, text, next_token, reference.basis.detach().float(),
                                       reference.effective_recipe().detach().float(), k)
-        report.metric(f"log-prob drop, top {k} signals (vs reference)", float(ours.mean()),
-                      float(theirs_windows.mean()), "reference model", higher_is_structure=True,
+        report.metric(N_("log-prob drop, top {count} signals (vs reference)").format(count=k),
+                      float(ours.mean()), float(theirs_windows.mean()), N_("reference model"),
+                      higher_is_structure=True,
                       p_value=paired_p(ours, theirs_windows, True), n=len(ours), test="paired")
 
     vocab = ctx.frequent_tokens
@@ -392,16 +411,17 @@ def causal_ablation(ctx: Context, report: Report) -> None:
     for rank, s in enumerate(signal["chosen"]):
         codebook = vocab[recipe[vocab, s].cpu().topk(min(CODEBOOK_TOKENS, len(vocab))).indices]
         rows.append([rank + 1, s, ", ".join(label(t) for t in codebook.tolist())])
-    report.table(["#", "signal", "codebook: tokens with the largest recipe weight"], rows,
-                 title="Signals chosen on the first half (most contribution first)")
+    report.table(["#", _("signal"), _("codebook: tokens with the largest recipe weight")], rows,
+                 title=_("Signals chosen on the first half (most contribution first)"))
 
     fig, axes = plt.subplots(1, len(counts), figsize=(6 * len(counts), 4), squeeze=False)
     for ax, k in zip(axes[0], counts, strict=True):
         ax.hist(nulls[k][:, 0].numpy(), bins=25, color="C7", alpha=0.7,
-                label=f"random orthonormal bases ({NULL_BASES})")
-        ax.axvline(signal[k][0], color="C3", lw=2, label="signal basis")
-        ax.axvline(svd[k][0], color="C0", ls="--", label="SVD basis of E")
-        ax.set(xlabel="mean drop in log p(true next token)", ylabel="bases",
-               title=f"Removing the top {k} direction{'s' if k > 1 else ''} at every layer")
+                label=_("random orthonormal bases ({count})").format(count=NULL_BASES))
+        ax.axvline(signal[k][0], color="C3", lw=2, label=_("signal basis"))
+        ax.axvline(svd[k][0], color="C0", ls="--", label=_("SVD basis of E"))
+        ax.set(xlabel=_("mean drop in log p(true next token)"), ylabel=_("bases"),
+               title=_("Removing the top direction at every layer") if k == 1 else
+               _("Removing the top {count} directions at every layer").format(count=k))
         ax.legend(fontsize=8)
     report.figure(fig, "null")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from core.config import POSTHOC_CHOICES as POSTHOC_METHODS  # the config key `posthoc`
+from core.i18n import _
 
 DICTIONARY_PASSES = 3  # passes over the coded rows while fitting the atoms (more: slower, barely better)
 DICTIONARY_BATCH = 256
@@ -58,14 +59,14 @@ def svd_factorization(embedding: torch.Tensor, rank: int) -> Factorization:
     k = min(rank, E.size(1))
     U, sigma, Vh = torch.linalg.svd(E, full_matrices=False)
     recipes, basis = (U[:, :k] * sigma[:k]).float(), Vh[:k].float()
-    capped = f" (capped from {rank} at C = {E.size(1)})" if k < rank else ""
+    capped = _(" (capped from {rank} at C = {C})").format(rank=rank, C=E.size(1)) if k < rank else ""
     return Factorization(
         recipes,
         basis,
         "svd",
-        f"post-hoc truncated SVD of the embedding at rank {k}{capped}: recipes = U diag(sigma), "
-        f"signals = the right singular vectors (relative error "
-        f"{_error(E, recipes, basis):.3g}).",
+        _("post-hoc truncated SVD of the embedding at rank {k}{capped}: recipes = U diag(sigma), signals = "
+          "the right singular vectors (relative error {error}).").format(
+            k=k, capped=capped, error=f"{frobenius_error(E, recipes, basis):.3g}"),
     )
 
 
@@ -100,19 +101,22 @@ def dictionary_factorization(
     recipes = torch.zeros(E.size(0), atoms)
     recipes[coded] = torch.from_numpy(codes).float()
     basis = torch.from_numpy(learner.components_).float()
-    coverage = "every row" if rows is None else f"the {len(coded)} rows the experiments read (others 0)"
+    coverage = _("every row") if rows is None else \
+        _("the {count} rows the experiments read (others 0)").format(count=len(coded))
     return Factorization(
         recipes,
         basis,
         "dictionary",
-        f"post-hoc sparse dictionary of the embedding: {atoms} atoms (MiniBatchDictionaryLearning), "
-        f"recipes coded by orthogonal matching pursuit with {nonzeros} nonzeros "
-        f"({nonzeros / atoms:.1%} active) for {coverage} (relative error "
-        f"{_error(E[coded], recipes[coded], basis):.3g}).",
+        _("post-hoc sparse dictionary of the embedding: {atoms} atoms (MiniBatchDictionaryLearning), "
+          "recipes coded by orthogonal matching pursuit with {nonzeros} nonzeros ({active} active) for "
+          "{coverage} (relative error {error}).").format(
+            atoms=atoms, nonzeros=nonzeros, active=f"{nonzeros / atoms:.1%}", coverage=coverage,
+            error=f"{frobenius_error(E[coded], recipes[coded], basis):.3g}"),
     )
 
 
-def _error(E: torch.Tensor, R: torch.Tensor, B: torch.Tensor) -> float:
+def frobenius_error(E: torch.Tensor, R: torch.Tensor, B: torch.Tensor) -> float:
+    """||E - R B|| / ||E|| (Frobenius), for the description written before the Factorization exists."""
     E = E.double()
     return ((E - R.double() @ B.double()).norm() / E.norm().clamp_min(1e-30)).item()
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from scipy import stats
 from tqdm import tqdm
 
+from core.i18n import N_, _
 from core.tokenizer import Tokenizer
 from experiments.common import effective_rank
 from experiments.context import Context
@@ -26,7 +27,7 @@ GEOMETRY_WINDOWS = 16  # validation windows for the hidden-state statistics
 ATTENTION_WINDOWS = 4  # of which this many for the attention patterns (T x T each)
 RANDOM_PAIRS = 4096  # position pairs sampled for the anisotropy
 BATCH_WINDOWS = 8  # windows per forward pass
-MLP_ABOVE_RMS = "MLP units above layer RMS"  # formerly "active fraction", which read like the paper's 11%
+MLP_ABOVE_RMS = N_("MLP units above layer RMS")  # formerly "active fraction", which read like the paper's 11%
 FIRING_FRACTION = 0.5  # a signal fires where its activation exceeds this fraction of its peak
 NULL_POSITIONS = 4096  # positions read in each rotated basis of the selectivity null
 DASHBOARD_SIGNALS = 8
@@ -56,14 +57,14 @@ def layer_geometry(model, windows: torch.Tensor, generator: torch.Generator) -> 
                                    leave=False, disable=None)):
         # Attention patterns (T x T per head) only for the first ATTENTION_WINDOWS windows.
         first = batch[: max(ATTENTION_WINDOWS - n * BATCH_WINDOWS, 0)]
-        _, cache = model.run_with_cache(batch, names + mlp, stop_at_layer=L)
+        cache = model.run_with_cache(batch, names + mlp, stop_at_layer=L)[1]
         if len(first):
-            _, pattern_cache = model.run_with_cache(first, patterns, stop_at_layer=L)
+            pattern_cache = model.run_with_cache(first, patterns, stop_at_layer=L)[1]
             cache.update(pattern_cache)
         for name, value in cache.items():
             states.setdefault(name, []).append(value)
     # The embedding has no attention or MLP: those two start with a gap (NaN) at 'embed'.
-    out = {"effective rank": [], "anisotropy": [], "head similarity": [math.nan],
+    out = {N_("effective rank"): [], N_("anisotropy"): [], N_("head similarity"): [math.nan],
            MLP_ABOVE_RMS: [math.nan]}
     for name in names:
         H = torch.cat(states[name]).flatten(0, 1)  # (N, C)
@@ -90,42 +91,45 @@ def representation_geometry(ctx: Context, report: Report) -> None:
     control = controls[0]
     names = ["embed"] + [f"L{i}" for i in range(ctx.model.config.n_layer)]
     C = ctx.model.config.n_embd
-    report.define("effective rank", "exp(entropy of normalized singular values) of the centered hidden "
-                  f"states (all {windows.numel()} positions of {len(windows)} validation windows), "
-                  f"1 to C = {C}.")
-    report.define("anisotropy", f"mean cosine between the hidden states at {RANDOM_PAIRS} random pairs of "
-                  "positions (Ethayarajh, 2019): 0 = isotropic, near 1 = all in one narrow cone.")
-    report.define("head similarity", "mean cosine between the attention patterns (T x T, flattened) of every "
-                  f"pair of heads in a layer, over {ATTENTION_WINDOWS} windows. Lower: heads attend "
-                  "differently.")
-    report.define(MLP_ABOVE_RMS, "fraction of MLP hidden activations (SwiGLU / GELU outputs) whose magnitude "
-                  "exceeds their layer's RMS: a shape statistic of the MLP activations (a Gaussian "
-                  "gives 0.317). "
-                  "It is not the paper's 11% 'active signals per token', which is about recipes; see "
-                  "experiment 2.")
+    report.define(N_("effective rank"), _(
+        "exp(entropy of normalized singular values) of the centered hidden states (all {positions} "
+        "positions of {windows} validation windows), 1 to C = {C}.").format(
+        positions=windows.numel(), windows=len(windows), C=C))
+    report.define(N_("anisotropy"), _(
+        "mean cosine between the hidden states at {pairs} random pairs of positions (Ethayarajh, 2019): 0 = "
+        "isotropic, near 1 = all in one narrow cone.").format(pairs=RANDOM_PAIRS))
+    report.define(N_("head similarity"), _(
+        "mean cosine between the attention patterns (T x T, flattened) of every pair of heads in a layer, "
+        "over {windows} windows. Lower: heads attend differently.").format(windows=ATTENTION_WINDOWS))
+    report.define(MLP_ABOVE_RMS, _(
+        "fraction of MLP hidden activations (SwiGLU / GELU outputs) whose magnitude exceeds their layer's "
+        "RMS: a shape statistic of the MLP activations (a Gaussian gives 0.317). It is not the paper's 11% "
+        "'active signals per token', which is about recipes; see experiment 2."))
     last = len(names) - 1
-    report.metric("effective rank (last layer)", geometry["effective rank"][last],
-                  [c["effective rank"][last] for c in controls], "random-init models")
-    report.metric("anisotropy (last layer)", geometry["anisotropy"][last],
-                  [c["anisotropy"][last] for c in controls], "random-init models")
-    report.metric("head similarity (mean over layers)", float(np.nanmean(geometry["head similarity"])),
-                  [float(np.nanmean(c["head similarity"])) for c in controls], "random-init models",
+    report.metric(N_("effective rank (last layer)"), geometry["effective rank"][last],
+                  [c["effective rank"][last] for c in controls], N_("random-init models"))
+    report.metric(N_("anisotropy (last layer)"), geometry["anisotropy"][last],
+                  [c["anisotropy"][last] for c in controls], N_("random-init models"))
+    report.metric(N_("head similarity (mean over layers)"), float(np.nanmean(geometry["head similarity"])),
+                  [float(np.nanmean(c["head similarity"])) for c in controls], N_("random-init models"),
                   higher_is_structure=False)
-    report.metric(f"{MLP_ABOVE_RMS} (mean over layers)", float(np.nanmean(geometry[MLP_ABOVE_RMS])),
-                  [float(np.nanmean(c[MLP_ABOVE_RMS])) for c in controls], "random-init models")
-    report.say(f"Effective rank, anisotropy and the {MLP_ABOVE_RMS} describe the geometry and claim no "
-               "structure "
-               "by themselves; heads that attend less alike than at initialization have specialized.")
+    report.metric(N_("{measure} (mean over layers)").format(measure=MLP_ABOVE_RMS),
+                  float(np.nanmean(geometry[MLP_ABOVE_RMS])),
+                  [float(np.nanmean(c[MLP_ABOVE_RMS])) for c in controls], N_("random-init models"))
+    report.say(_("Effective rank, anisotropy and the {measure} describe the geometry and claim no structure "
+                 "by themselves; heads that attend less alike than at initialization have "
+                 "specialized.").format(measure=_(MLP_ABOVE_RMS)))
     rows = []
     for key in geometry:
-        rows.append([key] + [f"{v:.3g} ({c:.3g})" for v, c in zip(geometry[key], control[key], strict=True)])
-    report.table(["metric (random init)"] + names, rows, title="Per layer")
+        pairs = zip(geometry[key], control[key], strict=True)
+        rows.append([_(key)] + [f"{v:.3g} ({c:.3g})" for v, c in pairs])
+    report.table([_("metric (random init)")] + names, rows, title=_("Per layer"))
 
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     for ax, key in zip(axes, geometry, strict=True):
-        ax.plot(names, geometry[key], "o-", label="trained")
-        ax.plot(names, control[key], "s--", label="random init (control)")
-        ax.set(title=key, xlabel="layer")
+        ax.plot(names, geometry[key], "o-", label=_("trained"))
+        ax.plot(names, control[key], "s--", label=_("random init (control)"))
+        ax.set(title=_(key), xlabel=_("layer"))
         ax.tick_params(axis="x", labelsize=7)
     axes[0].legend(fontsize=8)
     report.figure(fig, "by_layer")
@@ -175,41 +179,48 @@ def signal_selectivity(ctx: Context, report: Report) -> None:
     firing, selectivity = selectivity_stats(activations)
     control_stats = [selectivity_stats(final_signals(c, windows)) for c in ctx.controls]
     control_firing, control_selectivity = control_stats[0]
-    report.define("activation", "a_s = ln_f(h) . basis_s at every position of the validation text "
-                  f"({activations.size(0)} positions).")
-    report.define("firing rate", f"share of positions where |a_s| exceeds {FIRING_FRACTION} x its peak |a_s| "
-                  "over the text (both signs: a signal's sign is arbitrary). Lower: rare, specific contexts.")
-    report.define("selectivity", "peak |a_s| / mean |a_s|: how much stronger its best context is than its "
-                  "typical one. Higher: a more feature-like, selective signal.")
-    report.define("random-init floor", f"{len(ctx.controls)} random-init models, shown and not judged: "
-                  "each draw is a forward pass over the whole validation text, so 20 would multiply this "
-                  "experiment's time.")
+    report.define(N_("activation"), _(
+        "a_s = ln_f(h) . basis_s at every position of the validation text ({count} positions).").format(
+        count=activations.size(0)))
+    report.define(N_("firing rate"), _(
+        "share of positions where |a_s| exceeds {fraction} x its peak |a_s| over the text (both signs: a "
+        "signal's sign is arbitrary). Lower: rare, specific contexts.").format(fraction=FIRING_FRACTION))
+    report.define(N_("selectivity"), _(
+        "peak |a_s| / mean |a_s|: how much stronger its best context is than its typical one. Higher: a more "
+        "feature-like, selective signal."))
+    report.define(N_("random-init floor"), _(
+        "{count} random-init models, shown and not judged: each draw is a forward pass over the whole "
+        "validation text, so 20 would multiply this experiment's time.").format(count=len(ctx.controls)))
     order = torch.randperm(len(activations), generator=ctx.generator(report.number))
     sample = activations[order[:NULL_POSITIONS]]
     rotations = random_rotations(NULL_BASES, activations.size(1), ctx.generator(report.number))
     null = selectivity_null(sample, rotations)
     sample_selectivity = selectivity_stats(sample)[1].median().item()
-    report.define("basis null", f"the median selectivity of {len(sample)} random positions read in "
-                  f"{NULL_BASES} "
-                  "Haar-random rotations of signal space (a -> a Q; the model is unchanged when W_recipe -> "
-                  "W_recipe Q, W_basis -> Q^T W_basis), against the signal basis on the same positions.")
-    report.metric("median selectivity (sampled positions)", sample_selectivity, null,
-                  f"basis null ({NULL_BASES} rotated signal bases)", higher_is_structure=True)
-    report.metric("median selectivity: percentile in the basis null", percentile(sample_selectivity, null))
-    report.metric("median selectivity", selectivity.median().item(),
-                  [s.median().item() for _, s in control_stats], "random-init models (floor)")
+    report.define(N_("basis null"), _(
+        "the median selectivity of {positions} random positions read in {count} Haar-random rotations of "
+        "signal space (a -> a Q; the model is unchanged when W_recipe -> W_recipe Q, W_basis -> Q^T "
+        "W_basis), against the signal basis on the same positions.").format(
+        positions=len(sample), count=NULL_BASES))
+    report.metric(N_("median selectivity (sampled positions)"), sample_selectivity, null,
+                  N_("basis null ({count} rotated signal bases)").format(count=NULL_BASES),
+                  higher_is_structure=True)
+    report.metric(N_("median selectivity: percentile in the basis null"),
+                  percentile(sample_selectivity, null))
+    report.metric(N_("median selectivity"), selectivity.median().item(),
+                  [s.median().item() for _firing, s in control_stats], N_("random-init models (floor)"))
     reference = ctx.reference.signal_model if ctx.reference is not None else None
     if reference is not None:  # the reference's own (native or post-hoc) signals on the same text
         theirs = selectivity_stats(final_signals(reference, windows))[1]
         test = stats.mannwhitneyu(selectivity.numpy(), theirs.numpy(), alternative="greater")
-        report.define("selectivity (vs reference)", "this model's signals' selectivities against the trained "
-                      "reference's signals' (native or post-hoc) on the same positions: a one-sided "
-                      "Mann-Whitney U test (signals of two models are not paired).")
-        report.metric("median selectivity (vs reference)", selectivity.median().item(),
-                      theirs.median().item(), "reference model", higher_is_structure=True,
+        report.define(N_("selectivity (vs reference)"), _(
+            "this model's signals' selectivities against the trained reference's signals' (native or "
+            "post-hoc) on the same positions: a one-sided Mann-Whitney U test (signals of two models are not "
+            "paired)."))
+        report.metric(N_("median selectivity (vs reference)"), selectivity.median().item(),
+                      theirs.median().item(), N_("reference model"), higher_is_structure=True,
                       p_value=float(test.pvalue), n=len(selectivity), test="Mann-Whitney U")
-    report.metric("median firing rate", firing.median().item(), [f.median().item() for f, _ in control_stats],
-                  "random-init models (floor)")
+    report.metric(N_("median firing rate"), firing.median().item(),
+                  [f.median().item() for f, _selectivity in control_stats], N_("random-init models (floor)"))
 
     tokens = windows.flatten().cpu().numpy()
     recipe = ctx.model.effective_recipe().cpu()
@@ -217,21 +228,23 @@ def signal_selectivity(ctx: Context, report: Report) -> None:
     for s in selectivity.topk(min(DASHBOARD_SIGNALS, selectivity.numel())).indices.tolist():
         promoted = vocab[recipe[vocab, s].topk(min(6, len(vocab))).indices].tolist()
         top = activations[:, s].abs().topk(DASHBOARD_CONTEXTS).indices.tolist()
-        report.table(["activation", "context ([[token]] where it fires)"],
+        report.table([_("activation"), _("context ([[token]] where it fires)")],
                      [[activations[p, s].item(), show_context(tokens, p, ctx.tokenizer)] for p in top],
-                     title=f"Signal {s}: selectivity {selectivity[s]:.1f}, firing rate {firing[s]:.2%}; "
-                           f"its recipe column promotes {', '.join(label(t) for t in promoted)}")
+                     title=_("Signal {signal}: selectivity {selectivity}, firing rate {rate}; its recipe "
+                             "column promotes {tokens}").format(
+                         signal=s, selectivity=f"{selectivity[s]:.1f}", rate=f"{firing[s]:.2%}",
+                         tokens=", ".join(label(t) for t in promoted)))
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     axes[0].scatter(control_firing.numpy(), control_selectivity.numpy(), s=6, alpha=0.5, color="C7",
-                    label="random init (control)")
-    axes[0].scatter(firing.numpy(), selectivity.numpy(), s=6, alpha=0.6, label="trained")
-    axes[0].set(xscale="log", yscale="log", xlabel="firing rate", ylabel="selectivity (max / mean)",
-                title="Every signal")
+                    label=_("random init (control)"))
+    axes[0].scatter(firing.numpy(), selectivity.numpy(), s=6, alpha=0.6, label=_("trained"))
+    axes[0].set(xscale="log", yscale="log", xlabel=_("firing rate"), ylabel=_("selectivity (max / mean)"),
+                title=_("Every signal"))
     axes[0].legend()
     bins = np.logspace(0, np.log10(max(selectivity.max().item(), control_selectivity.max().item()) + 1), 40)
-    axes[1].hist(selectivity.numpy(), bins=bins, alpha=0.7, label="trained")
-    axes[1].hist(control_selectivity.numpy(), bins=bins, alpha=0.5, label="random init (control)")
-    axes[1].set(xscale="log", xlabel="selectivity", ylabel="signals", title="Selectivity")
+    axes[1].hist(selectivity.numpy(), bins=bins, alpha=0.7, label=_("trained"))
+    axes[1].hist(control_selectivity.numpy(), bins=bins, alpha=0.5, label=_("random init (control)"))
+    axes[1].set(xscale="log", xlabel=_("selectivity"), ylabel=_("signals"), title=_("Selectivity"))
     axes[1].legend()
     report.figure(fig, "selectivity")

@@ -3,6 +3,10 @@
 Every file is written to a temporary name in the same folder and renamed over the target, so a
 reader (or a crash, or Ctrl-C) sees the previous report or the new one, never half of one.
 
+Metric names, control names, verdicts and definition keys are stored in English (studies and scripts
+read them) and shown in the reader's language through core.i18n.translate; titles, definitions and
+prose are written in the language of the run.
+
 The JSON keeps one schema, read back by the audit page and by anyone scripting over reports:
     {"experiment", "slug", "title", "group", "model", "checkpoint", "iter_num", "created",
      "definitions": {metric: text}, "metrics": [{"name", "value", "control", "control_name",
@@ -26,7 +30,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.atomic_write import replacing
+from core.i18n import N_, _, translate
 from experiments.statistics import ALPHA, MIN_NULL_DRAWS, empirical_p, holm
+
+TESTS = (N_("null draws"), N_("paired"))  # the names of the tests a metric may state, for the catalog
 
 
 @contextlib.contextmanager
@@ -98,11 +105,12 @@ class Report:
             draws = [d for d in (finite_or_none(c) for c in control) if d is not None]
             control = statistics.fmean(draws) if draws else None
             if len(draws) > 1:
-                control_name = f"{control_name} (mean of {len(draws)}, sd {statistics.stdev(draws):.3g})"
+                control_name = N_("{control} (mean of {count}, sd {sd})").format(
+                    control=control_name, count=len(draws), sd=f"{statistics.stdev(draws):.3g}")
         value, control = finite_or_none(value), finite_or_none(control)
         if (p_value is None and draws is not None and len(draws) >= MIN_NULL_DRAWS
                 and higher_is_structure is not None and value is not None):
-            p_value, n, test = empirical_p(value, draws, higher_is_structure), len(draws), "null draws"
+            p_value, n, test = empirical_p(value, draws, higher_is_structure), len(draws), TESTS[0]
         judged = higher_is_structure is not None and p_value is not None and value is not None
         if judged and control is None and draws is None:
             judged = False  # a missing control is no verdict
@@ -113,8 +121,8 @@ class Report:
             "ci": [finite_or_none(c) for c in ci] if ci else None, "n": n if judged else None,
             "test": test if judged else None,
             "verdict": None if judged or higher_is_structure is None or control_name is None or value is None
-            else f"floor only ({len(draws)} draws, no test): no verdict" if draws is not None
-            else "floor only (one value, no test): no verdict",
+            else N_("floor only ({count} draws, no test): no verdict").format(count=len(draws))
+            if draws is not None else N_("floor only (one value, no test): no verdict"),
         })
 
     def judge(self) -> None:
@@ -124,8 +132,9 @@ class Report:
         for m, adjusted in zip(judged, holm([m["p_value"] for m in judged]), strict=True):
             m["p_holm"] = adjusted
             m["beats_control"] = adjusted < ALPHA
-            m["verdict"] = (f"beats {m['against']}" if m["beats_control"] else
-                            f"not distinguishable from {m['against']} at n = {m['n']}")
+            m["verdict"] = (N_("beats {control}").format(control=m["against"]) if m["beats_control"] else
+                            N_("not distinguishable from {control} at n = {n}").format(control=m["against"],
+                                                                                        n=m["n"]))
 
     def say(self, markdown: str) -> None:
         self.sections.append(markdown.strip())
@@ -154,15 +163,18 @@ class Report:
         self.judge()
         judged = [m for m in self.metrics if m["beats_control"] is not None]
         if not judged:
-            return "No metric here is judged by a test; the numbers are descriptive, shown beside controls."
-        won = [f"{m['name']} ({m['verdict']})" for m in judged if m["beats_control"]]
-        lost = [m["name"] for m in judged if not m["beats_control"]]
-        text = f"{len(won)} of {len(judged)} judged metrics beat their control after Holm's correction"
+            return _("No metric here is judged by a test; the numbers are descriptive, shown beside "
+                     "controls.")
+        won = [f"{translate(m['name'])} ({translate(m['verdict'])})" for m in judged if m["beats_control"]]
+        lost = [translate(m["name"]) for m in judged if not m["beats_control"]]
+        text = _("{won} of {judged} judged metrics beat their control after Holm's correction").format(
+            won=len(won), judged=len(judged))
         if won:
-            text += ": " + "; ".join(won)
+            text += _(": ") + _("; ").join(won)
         if lost:
-            text += f". Not distinguishable from their control: {', '.join(lost)}"
-        return text + "."
+            text += _(". Not distinguishable from their control: {metrics}").format(
+                metrics=_(", ").join(lost))
+        return text + _(".")
 
     def to_json(self, created: str) -> dict:
         self.judge()
@@ -176,28 +188,26 @@ class Report:
     def to_markdown(self, created: str) -> str:
         self.judge()
         head = [f"# {self.number}. {self.title}", "",
-                f"Group {self.group} · model `{self.model}` · checkpoint `{self.checkpoint}` "
-                f"(iter {self.iter_num}) · {created}", ""]
+                _("Group {group} · model `{model}` · checkpoint `{checkpoint}` (iter {iter_num}) · {created}")
+                .format(group=self.group, model=self.model, checkpoint=self.checkpoint,
+                        iter_num=self.iter_num, created=created), ""]
         if self.skipped:
-            return "\n".join(head + [f"**Skipped:** {self.skipped}", ""])
-        out = head + [f"**Verdict:** {self.verdict()}", "", "## Definitions", ""]
-        out += [f"- **{name}**: {text}" for name, text in self.definitions.items()]
-        out += ["", "## Metrics", "", "| metric | value | 95% CI | control | control value | p (Holm) | "
-                "verdict |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            return "\n".join(head + [_("**Skipped:** {reason}").format(reason=self.skipped), ""])
+        out = head + [_("**Verdict:** {verdict}").format(verdict=self.verdict()), "", _("## Definitions"), ""]
+        out += [f"- **{translate(name)}**: {text}" for name, text in self.definitions.items()]
+        out += ["", _("## Metrics"), "", "| " + " | ".join(metric_columns()) + " |",
+                "|" + " --- |" * len(metric_columns())]
         for m in self.metrics:
-            out.append(f"| {m['name']} | {format_cell(m['value'])} | {format_ci(m['ci'])} | "
-                       f"{format_cell(m['control_name'] or '—')} | {format_cell(m['control'])} | "
-                       f"{format_p(m)} | {format_cell(m['verdict'] or '—')} |")
-        out += ["", f"Verdicts: a judged metric beats its control when its one-sided p-value, Holm-corrected "
-                    f"across this report's judged metrics, is below {ALPHA:g}. Tests: 'null draws' = "
-                    f"(1 + null draws at least as extreme) / (1 + draws), needing at least {MIN_NULL_DRAWS} "
-                    "draws; 'paired' = sign-flip permutation test over items; controls with fewer draws are "
-                    "floors, shown without a verdict."]
-        out += ["", "## Results", ""]
+            out.append(f"| {format_cell(translate(m['name']))} | {format_cell(m['value'])} | "
+                       f"{format_ci(m['ci'])} | "
+                       f"{format_cell(translate(m['control_name'] or '—'))} | {format_cell(m['control'])} | "
+                       f"{format_p(m)} | {format_cell(translate(m['verdict'] or '—'))} |")
+        out += ["", how_verdicts_are_reached()]
+        out += ["", _("## Results"), ""]
         for section in self.sections:
             out += [section, ""]
         if self.figures:
-            out += ["## Figures", ""] + [f"![{f}]({f})" for f in self.figures] + [""]
+            out += [_("## Figures"), ""] + [f"![{f}]({f})" for f in self.figures] + [""]
         return "\n".join(out)
 
     def write(self) -> Path:
@@ -209,6 +219,21 @@ class Report:
         return json_path
 
 
+def metric_columns() -> list[str]:
+    """The header of a metrics table (the report's and the audit page's)."""
+    return [_("metric"), _("value"), _("95% CI"), _("control"), _("control value"), _("p (Holm)"),
+            _("verdict")]
+
+
+def how_verdicts_are_reached() -> str:
+    return _("Verdicts: a judged metric beats its control when its one-sided p-value, Holm-corrected "
+             "across this report's judged metrics, is below {alpha}. Tests: 'null draws' = (1 + null draws "
+             "at least as extreme) / (1 + draws), needing at least {draws} draws; 'paired' = sign-flip "
+             "permutation test over items; controls with fewer draws are floors, shown without a "
+             "verdict.").format(
+        alpha=f"{ALPHA:g}", draws=MIN_NULL_DRAWS)
+
+
 def format_ci(ci) -> str:
     return "—" if not ci or None in ci else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
 
@@ -216,7 +241,7 @@ def format_ci(ci) -> str:
 def format_p(m: dict) -> str:
     if m["p_value"] is None:
         return "—"
-    return f"{m['p_value']:.3g} ({m['p_holm']:.3g}), {m['test']}, n = {m['n']}"
+    return f"{m['p_value']:.3g} ({m['p_holm']:.3g}), {translate(m['test'])}, n = {m['n']}"
 
 
 def format_cell(value) -> str:
@@ -224,7 +249,7 @@ def format_cell(value) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return _("yes") if value else _("no")
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):

@@ -5,10 +5,12 @@ before the first one runs, so a mistake costs one line and no report is overwrit
 """
 
 import time
+import unicodedata
 from pathlib import Path
 
 from core.config import Config
 from core.errors import UserError
+from core.i18n import N_, _, use_cjk_font, use_language
 from core.run_files import read_report
 from core.wandb_login import first_line
 from experiments.audit_page import write_audit_page
@@ -32,22 +34,22 @@ def parse_selection(text: str) -> tuple[list[int], bool]:
     experiment numbers, and whether they were named explicitly (not 'all')."""
     tokens = text.replace(",", " ").split()
     if not tokens:
-        raise UserError("no experiment chosen; type all, or numbers like 1 3 5")
+        raise UserError(_("no experiment chosen; type all, or numbers like 1 3 5"))
     if [t.lower() for t in tokens] == ["all"]:
         return list(EXPERIMENTS), False
     numbers = []
     for token in tokens:
         low, dash, high = token.partition("-")
         if not low.isdigit() or (dash and not high.isdigit()):
-            raise UserError(f"{token!r} is not an experiment number; type all, or numbers from 1 to "
-                            f"{max(EXPERIMENTS)} like 1 3 5")
+            raise UserError(_("{token!r} is not an experiment number; type all, or numbers from 1 to "
+                              "{last} like 1 3 5").format(token=token, last=max(EXPERIMENTS)))
         span = range(int(low), int(high) + 1) if dash else [int(low)]
         for n in span:
             if n not in EXPERIMENTS:
-                raise UserError(f"unknown experiment {n}; the experiments are numbered 1 to "
-                                f"{max(EXPERIMENTS)} (or type all)")
+                raise UserError(_("unknown experiment {number}; the experiments are numbered 1 to "
+                                  "{last} (or type all)").format(number=n, last=max(EXPERIMENTS)))
         if not span:
-            raise UserError(f"{token!r} is an empty range; write it low-high, like 2-5")
+            raise UserError(_("{token!r} is an empty range; write it low-high, like 2-5").format(token=token))
         numbers.extend(span)
     return list(dict.fromkeys(numbers)), True
 
@@ -68,15 +70,21 @@ def check_runnable(numbers: list[int], model_name: str, explicit: bool, posthoc:
 
 
 def menu() -> str:
-    """The experiments, grouped, one line each."""
+    """The experiments, grouped, one line each, in the language of core.i18n."""
     lines = []
     for letter, name in GROUPS.items():
-        lines.append(f"{letter}. {name}")
+        lines.append(f"{letter}. {_(name)}")
         for e in EXPERIMENTS.values():
             if e.group == letter:
-                note = "  [needs recipes]" if e.needs_recipes else ""
-                lines.append(f"  {e.number:2d}  {e.title:<24} {e.summary}{note}")
+                note = "  " + _("[needs recipes]") if e.needs_recipes else ""
+                lines.append(f"  {e.number:2d}  {padded(_(e.title), 24)} {_(e.summary)}{note}")
     return "\n".join(lines)
+
+
+def padded(text: str, width: int) -> str:
+    """text left-aligned in `width` terminal columns: a CJK character takes two."""
+    columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(width - columns, 0)
 
 
 def entries(cfg: Config, key: str) -> list[tuple[str, object]]:
@@ -138,26 +146,30 @@ def check_inputs(ctx: Context, experiments: list[Experiment]) -> None:
 def run_experiments(ctx: Context, numbers: list[int]) -> list[Path]:
     """Run the numbered experiments in order; each writes its report, then the audit page is rebuilt
     (also when an experiment fails or is interrupted, for the reports already written)."""
+    if use_language(ctx.cfg.lang) == "zh":
+        use_cjk_font()
     experiments = [EXPERIMENTS[n] for n in numbers]
     unable = {e.number for e in experiments if e.needs_recipes and not ctx.has_signals}
     check_inputs(ctx, [e for e in experiments if e.number not in unable])
     written: list[Path] = []
     try:
         for e in experiments:
-            report = Report(e.number, e.slug, e.title, f"{e.group}. {GROUPS[e.group]}",
+            report = Report(e.number, e.slug, _(e.title), f"{e.group}. {_(GROUPS[e.group])}",
                             folder=ctx.reports_dir, model=ctx.model_name, checkpoint=ctx.checkpoint,
                             iter_num=ctx.iter_num)
             start = time.perf_counter()
             if e.number in unable:
-                report.skip(f"{e.title} does not run on {ctx.model_name}: {e.needs_recipes}.")
+                report.skip(_("{title} does not run on {model}: {reason}.").format(
+                    title=_(e.title), model=ctx.model_name, reason=_(e.needs_recipes)))
             else:
                 e.run(context_for(ctx, e, report), report)
             written.append(report.write())
-            outcome = f"skipped ({e.needs_recipes})" if report.skipped else report.verdict()
-            print(f"{e.number:2d}. {e.title} ({time.perf_counter() - start:.1f} s): {outcome}", flush=True)
+            outcome = _("skipped ({reason})").format(reason=_(e.needs_recipes)) if report.skipped \
+                else report.verdict()
+            print(f"{e.number:2d}. {_(e.title)} ({time.perf_counter() - start:.1f} s): {outcome}", flush=True)
     finally:
         page = write_audit_page(ctx.reports_dir)
-        print(f"reports in {ctx.reports_dir}; open {page}")
+        print(_("reports in {folder}; open {page}").format(folder=ctx.reports_dir, page=page))
     if ctx.cfg.wandb_log:
         log_to_wandb(ctx, written)
     return written
@@ -169,13 +181,16 @@ def context_for(ctx: Context, e: Experiment, report: Report) -> Context:
     if e.needs_recipes or e.number in RECIPE_SPACE_EXPERIMENTS:
         ctx = ctx.in_signal_space()
         if ctx.factorization is not None and ctx.factorization.method != "native":
-            report.define("factorization", f"recipes and signals of this {ctx.model_name} model: "
-                          f"{ctx.factorization.description} Its random-init controls are factorized the "
-                          "same way.")
+            report.define(N_("factorization"), _(
+                "recipes and signals of this {model} model: {description} Its random-init controls are "
+                "factorized the same way.").format(model=ctx.model_name,
+                                                   description=ctx.factorization.description))
     if ctx.reference is not None:
         r = ctx.reference
-        how = f"; its recipes: {r.factorization.description}" if r.factorization else ""
-        report.define("trained reference", f"{r.model_name} from {r.checkpoint} (iter {r.iter_num}){how}")
+        how = _("; its recipes: {description}").format(description=r.factorization.description) \
+            if r.factorization else ""
+        report.define(N_("trained reference"), _("{model} from {checkpoint} (iter {iter_num})").format(
+            model=r.model_name, checkpoint=r.checkpoint, iter_num=r.iter_num) + how)
     return ctx
 
 

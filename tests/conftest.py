@@ -65,6 +65,8 @@ def no_process_outlives_its_test():
             except OSError:
                 pass
         pytest.fail(f"the test left {len(left)} process(es) running (now killed): {commands}")
+# lang="auto" follows the locale: the tests read English on any machine unless they ask for Chinese.
+os.environ["LC_ALL"] = "C.UTF-8"
 
 
 @pytest.fixture(autouse=True)
