@@ -94,17 +94,23 @@ def check_resumable(checkpoint: dict, file: Path) -> None:
 
 
 # --- run folders ------------------------------------------------------------------------------
+def read_json_object(path: Path, what: str, fix: str) -> dict:
+    """The JSON object in `path`; anything else (unreadable, not JSON, a list) refused in one line."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        refuse(path, "the file", f"cannot be read as JSON ({type(error).__name__})", fix)
+    if not isinstance(value, dict):
+        refuse(path, "the file", f"must hold {what}, got {type(value).__name__}", fix)
+    return value
+
+
 def read_val_history(path: Path) -> dict[str, dict[str, float]]:
     """A run's evaluations by step, {"step": {"train": loss, "val": loss}} ({} when there is no file)."""
     if not path.is_file():
         return {}
     fix = f"delete {path.name} to start the history afresh (the checkpoint is not affected)"
-    try:
-        history = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        refuse(path, "the file", f"cannot be read as JSON ({type(error).__name__})", fix)
-    if not isinstance(history, dict):
-        refuse(path, "the file", f"must hold an object of steps, got {type(history).__name__}", fix)
+    history = read_json_object(path, "an object of steps", fix)
     for step, losses in history.items():
         if not step.isdigit():
             refuse(path, f"step {step!r}", "is not a step number", fix)
@@ -116,12 +122,7 @@ def read_val_history(path: Path) -> dict[str, dict[str, float]]:
 def read_report(path: Path) -> dict:
     """An experiment's NN_slug.json (experiments/report.py writes it), with the fields its readers use."""
     fix = "run the experiment again to rewrite it"
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        refuse(path, "the file", f"cannot be read as JSON ({type(error).__name__})", fix)
-    if not isinstance(report, dict):
-        refuse(path, "the file", f"must hold an object, got {type(report).__name__}", fix)
+    report = read_json_object(path, "an object", fix)
     fields = {"experiment": int, "title": str, "metrics": list, "figures": list}
     for field, kind in fields.items():
         if not isinstance(report.get(field), kind) or isinstance(report.get(field), bool):
