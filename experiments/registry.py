@@ -91,4 +91,7 @@ EXPERIMENTS: dict[int, Experiment] = {e.number: e for e in [
     Experiment(14, "signal_selectivity", "Signal Selectivity", "E",
                "firing rate, selectivity and top contexts of every signal", "related_work.signal_selectivity",
                needs_recipes=f"{NO_SIGNALS} to read activations along", needs_text=True),
+    Experiment(15, "signals_vs_saes", "Signals vs SAEs", "E",
+               "native signals, SVD directions and TopK SAEs at equal L0: variance and CE loss recovered",
+               "sae_comparison.signals_vs_saes", needs_text=True),
 ]}
