@@ -41,6 +41,7 @@ POSTHOC_CHOICES = ("none", "svd", "dictionary")  # see experiments/posthoc.py
 SHARD_MODES = ("none", "optimizer", "full")  # see training/sharding.py
 VOCAB_CHOICES = ("gpt2", "corpus")  # see docs/vocab.md
 DEFAULT_VOCAB_SIZE = ModelConfig().vocab_size
+SAE_READINGS = ("all", "native", "svd", "sae")  # see experiments/sae_comparison.py
 
 
 def with_model_keys(cls):
@@ -183,6 +184,12 @@ class Config:
     rotate_basis_seed: int | None = checked(None, ge=0)  # control: init_basis_from's basis, randomly rotated
     freeze_basis: bool = False  # W_basis is not trained; reflow family
     freeze_recipes: bool = False  # W_recipe is not trained; reflow family
+    # --- native signals vs sparse autoencoders (issue 23): experiments/sae_comparison.py ----
+    sae_widths: list = field(default_factory=lambda: [128, 512, 2048])  # latents of each SAE, one per layer
+    sae_k: int = checked(14, ge=1)  # latents an SAE keeps per token; every reading is cut to this L0
+    sae_steps: int = checked(300, ge=1)  # training steps of each SAE (batches of 256 activations)
+    sae_train_tokens: int = checked(32768, ge=256)  # train.bin tokens whose activations train the SAEs
+    sae_reading: Literal[SAE_READINGS] = "all"  # one reading only (a study arm): native, svd, sae (1 width)
 
     def model_config(self) -> ModelConfig:
         """The architecture part of this config."""
@@ -241,6 +248,7 @@ def validate(config: Config) -> None:
         if not fits(value, hints[f.name], f.metadata):
             raise UserError(f"{f.name} must be {allowed(hints[f.name], f.metadata)}, got {value!r}")
     check_architecture(config)
+    check_sae_keys(config)
     check_run_keys(config)
 
 
@@ -263,6 +271,18 @@ def check_architecture(config: Config) -> None:
     if MODELS[config.model].uses_rope and head_size % 2:
         raise UserError(f"n_embd / n_head (the head size) must be even: {config.model} rotates positions "
                         f"in pairs of dimensions; got {config.n_embd} / {config.n_head} = {head_size}")
+
+
+def check_sae_keys(config: Config) -> None:
+    """The SAE widths are whole numbers of at least sae_k latents; one reading of SAEs names one width."""
+    widths = config.sae_widths
+    if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w >= config.sae_k
+                             for w in widths):
+        raise UserError(f"sae_widths must be a non-empty list of integers of at least sae_k "
+                        f"({config.sae_k}), got {widths!r}")
+    if config.sae_reading == "sae" and len(widths) != 1:
+        raise UserError(f"sae_reading='sae' compares one SAE: give one width, e.g. --sae_widths=[512], "
+                        f"got {widths!r}")
 
 
 def check_run_keys(config: Config) -> None:

@@ -242,10 +242,14 @@ class Context:
 
 def reports_dir_name(cfg: Config) -> str:
     """audit_reports, or audit_reports_posthoc_<method> for gpt2 / gpt2-new read through a post-hoc
-    factorization, so the reports of both readings of one checkpoint live side by side."""
-    if cfg.posthoc == "none" or MODELS[cfg.model].has_recipes:
-        return REPORTS_DIR_NAME
-    return f"{REPORTS_DIR_NAME}_posthoc_{cfg.posthoc}"
+    factorization, so the reports of both readings of one checkpoint live side by side; a single
+    sae_reading (a study arm of experiment 15) adds _reading_<reading>, e.g. _reading_sae512."""
+    name = REPORTS_DIR_NAME
+    if cfg.posthoc != "none" and not MODELS[cfg.model].has_recipes:
+        name += f"_posthoc_{cfg.posthoc}"
+    if cfg.sae_reading != "all":
+        name += f"_reading_{cfg.sae_reading}" + (str(cfg.sae_widths[0]) if cfg.sae_reading == "sae" else "")
+    return name
 
 
 def reports_dir_for(cfg: Config, ckpt: str | None) -> Path:

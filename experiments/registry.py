@@ -95,4 +95,7 @@ EXPERIMENTS: dict[int, Experiment] = {e.number: e for e in [
                "related_work.signal_selectivity",
                needs_recipes=N_("it has no recipes and no signal basis to read activations along"),
                needs_text=True),
+    Experiment(15, "signals_vs_saes", N_("Signals vs SAEs"), "E",
+               N_("native signals, SVD directions and TopK SAEs at equal L0: variance and CE loss recovered"),
+               "sae_comparison.signals_vs_saes", needs_text=True),
 ]}

@@ -6,8 +6,9 @@
 
 The SAE is SAELens' TopKTrainingSAE trained by its SAETrainer: encoder, ReLU then the k largest
 latents per token, decoder whose column norms rescale the latents (so the decoder acts with unit-norm
-columns), and the AuxK loss that gives dead latents (no firing for `dead_window` steps) a gradient
-by reconstructing the residual error from the top k_aux of them.
+columns), a decoder bias that starts at the activations' mean, and the AuxK loss that gives dead
+latents (no firing for `dead_window` steps) a gradient by reconstructing the residual error from the
+top k_aux of them.
 
 SAELens can also train through the TransformerLens export (tl_export/) with its own activation store
 and runner; this module feeds SAETrainer from our hook points instead, which reads the same
@@ -71,6 +72,12 @@ def train_topk_sae(activations: torch.Tensor, width: int, k: int, steps: int, se
         torch.manual_seed(seed)
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=activations.size(1), d_sae=width, k=k,
                                                     aux_loss_coefficient=aux_coefficient))
+        # The decoder bias starts at the activations' mean (SAELens' zero start is its default; Anthropic's
+        # SAEs start it at the geometric median): encoding reads x - b_dec, so the latents compete on how
+        # tokens differ, not on the mean, which dominates a residual stream. Measured on a 4 x 128 reflow
+        # (mean^2 / variance 236), 512 latents, 300 steps: FVE 0.67 with 28 latents alive -> 0.88, 111.
+        with torch.no_grad():
+            sae.b_dec.copy_(activations.mean(0))
         trainer = SAETrainer(
             SAETrainerConfig(total_training_samples=steps * batch_size, train_batch_size_samples=batch_size,
                              lr=lr, lr_end=lr, dead_feature_window=DEAD_WINDOW_STEPS,

@@ -30,6 +30,7 @@ SETTINGS = dict(
     positive_words=[" good", " well", " right"], negative_words=[" not", " no", " off"],
     steer_prompts=["I think that", "The man said"],
     concept_words=[" man"], concept_prompt="I know that", concept_alpha_max=8.0,
+    sae_widths=[16, 64], sae_k=4, sae_steps=20,  # experiment 15's SAEs, small enough for every `all` run
 )
 
 

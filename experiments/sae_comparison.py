@@ -1,0 +1,287 @@
+"""Group E, from related work: native signals vs sparse autoencoders (issue 23).
+
+15. Signals vs SAEs: at equal sparsity, do reflow's native signals explain the model as well as a
+    sparse autoencoder trained on the same activations?
+
+At a middle layer and the last layer (the residual stream after the block), each reading codes every
+token of the validation text with exactly sae_k non-zero coefficients and reconstructs the activation:
+  - native signals (reflow family only): a = h W_basis^T, the hidden state read along each signal;
+    the sae_k largest |a_s| are kept, and h is rebuilt through W_basis from them: the least-squares
+    h_hat in the span of the kept signals' basis rows (KeptSignals), so with every signal kept
+    (and S >= C) h_hat = h;
+  - SVD directions: the right singular vectors of the (uncentred) training activations, read and
+    rebuilt the same way (for an orthonormal basis, h_hat = sum of the kept (h . v_i) v_i);
+  - SAEs: SAELens TopK SAEs with sae_k active latents at each of sae_widths, trained here for
+    sae_steps steps on activations of the training text (sparse_autoencoders/).
+The first two have no bias; an SAE has an encoder and a decoder bias.
+"""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from core.errors import UserError
+from experiments.context import Context
+from experiments.report import Report
+from sparse_autoencoders.metrics import (
+    ce_loss_recovered,
+    dead_and_dense,
+    fraction_of_variance_explained,
+    l0,
+    latent_density,
+    next_token_loss,
+)
+from sparse_autoencoders.training import train_topk_sae
+
+BATCH_WINDOWS = 16  # windows per forward when collecting activations
+DECODE_TOKENS = 2048  # tokens decoded at once: (n, k, C) float64 kept directions, 4 MB at k = 14, C = 128
+MIN_FIRINGS = 5  # a feature counts for selectivity once it is non-zero on this many tokens
+NO_SAE_LENS = 'SAELens is not installed (pip install -e ".[sae]")'
+NATIVE, SVD = "native signals", "SVD directions"
+SAE_LEARNING_RATE = 1e-3  # a short budget learns more at 1e-3 than at 3e-4: FVE 0.92 vs 0.88 (512 latents,
+# 300 steps, the last layer of a 4 x 128 reflow)
+CHOSEN = "the chosen reading"  # the metric name under which a one-reading run (a study arm) reports it
+
+
+class KeptSignals:
+    """A linear reading kept to its k largest coefficients per token, and decoded through its directions.
+
+    encode(h) = the k largest |(h - m) . d_i| of the directions d_i (rows of `directions`), zero
+    elsewhere, m the `offset` (the training activations' mean; zero when None);
+    decode(code) = m + the least-squares reconstruction from those readings: c D_K with
+    (D_K D_K^T) c = a_K, D_K the kept directions. It is the projection of h - m onto their span: an
+    orthonormal basis gives sum a_i d_i, and keeping every direction of a rank-C set gives h back.
+    The offset plays the part of an SAE's decoder bias, so no reading wins by its constant alone.
+    Computed in float64."""
+
+    def __init__(self, directions: torch.Tensor, k: int, offset: torch.Tensor | None = None):
+        self.directions, self.k = directions.detach().double().cpu(), min(k, directions.size(0))
+        width = self.directions.size(1)
+        self.offset = torch.zeros(width, dtype=torch.float64) if offset is None else offset.double().cpu()
+
+    def encode(self, h: torch.Tensor) -> torch.Tensor:
+        readings = (h.double().cpu() - self.offset) @ self.directions.t()
+        kept = readings.abs().topk(self.k, dim=-1).indices
+        return torch.zeros_like(readings).scatter_(-1, kept, readings.gather(-1, kept))
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        flat = code.flatten(0, -2)
+        out = torch.empty(flat.size(0), self.directions.size(1), dtype=torch.float64)
+        for start in range(0, flat.size(0), DECODE_TOKENS):
+            chunk = flat[start:start + DECODE_TOKENS]
+            kept = chunk.abs().topk(self.k, dim=-1).indices  # (n, k)
+            D = self.directions[kept]  # (n, k, C)
+            gram = D @ D.transpose(1, 2)  # (n, k, k)
+            c = torch.linalg.pinv(gram, hermitian=True) @ chunk.gather(-1, kept).unsqueeze(-1)  # (n, k, 1)
+            out[start:start + DECODE_TOKENS] = (c.transpose(1, 2) @ D).squeeze(1)
+        return out.reshape(*code.shape[:-1], -1) + self.offset
+
+
+def native_reading(basis: torch.Tensor, k: int, offset: torch.Tensor | None = None) -> KeptSignals:
+    """Signals a = (h - offset) W_basis^T, the rows of W_basis as the directions."""
+    return KeptSignals(basis, k, offset)
+
+
+def svd_reading(activations: torch.Tensor, k: int) -> KeptSignals:
+    """The right singular vectors of the centred activations (N, C), their mean as the offset: the
+    orthonormal basis (PCA) fitted to them."""
+    mean = activations.double().mean(0)
+    return KeptSignals(torch.linalg.svd(activations.double() - mean, full_matrices=False).Vh, k, mean)
+
+
+def middle_and_last(n_layer: int) -> dict[str, int]:
+    """{'middle layer': n_layer // 2 - 1, 'last layer': n_layer - 1} (one entry when they coincide)."""
+    layers = {"middle layer": max(n_layer // 2 - 1, 0), "last layer": n_layer - 1}
+    return layers if layers["middle layer"] != layers["last layer"] else {"last layer": n_layer - 1}
+
+
+@torch.no_grad()
+def activations_at(model, windows: torch.Tensor, hooks: list[str]) -> dict[str, torch.Tensor]:
+    """{hook: (n * T, C) float32} for every position of windows (n, T), without the vocabulary readout."""
+    chunks: dict[str, list] = {h: [] for h in hooks}
+    for batch in windows.split(BATCH_WINDOWS):
+        _, cache = model.run_with_cache(batch, hooks, stop_at_layer=model.config.n_layer)
+        for h in hooks:
+            chunks[h].append(cache[h].float().flatten(0, 1).cpu())
+    return {h: torch.cat(c) for h, c in chunks.items()}
+
+
+def single_token_selectivity(code: torch.Tensor, tokens: torch.Tensor) -> float | None:
+    """Median over features non-zero on at least MIN_FIRINGS tokens of the share of a feature's |code|
+    mass that lands on its one most-carrying current token id; None when no feature fires that often."""
+    ids, compact = torch.unique(tokens, return_inverse=True)
+    mass = torch.zeros(len(ids), code.size(1), dtype=torch.float64)
+    mass.index_add_(0, compact, code.abs().double())
+    fires = (code != 0).sum(0) >= MIN_FIRINGS
+    if not fires.any():
+        return None
+    share = mass.max(0).values / mass.sum(0).clamp_min(1e-300)
+    return share[fires].quantile(0.5).item()  # the midpoint of an even count, not its lower value
+
+
+def training_windows(ctx: Context, T: int) -> tuple[torch.Tensor, str]:
+    """(n, T) windows of the SAE training text: the first sae_train_tokens of train.bin beside val.bin, or,
+    where there is none, the validation text after the tokens the experiment evaluates on."""
+    train = ctx.val_path.with_name("train.bin")
+    if train.is_file():
+        tokens = np.memmap(train, dtype=np.uint16, mode="r")[: ctx.cfg.sae_train_tokens]
+        where = f"the first {len(tokens)} tokens of {train}"
+    else:
+        tokens = ctx.all_val_tokens[ctx.cfg.audit_tokens:][: ctx.cfg.sae_train_tokens]
+        where = f"{len(tokens)} validation tokens after the evaluated ones (there is no {train})"
+    n = len(tokens) // T
+    if n * T < 256:  # one SAE batch
+        raise UserError(f"experiment 15 trains its SAEs on {where}: fewer than 256 tokens; prepare "
+                        f"train.bin (python data/{ctx.cfg.dataset}/prepare.py) or raise sae_train_tokens")
+    ids = np.asarray(tokens[: n * T], dtype=np.int64)
+    if train.is_file():  # GPT-2 ids on disk; the model's own through its tokenizer (vocab='corpus')
+        ids = ctx.tokenizer.from_gpt2(ids, str(train), fix="it was prepared for another model")
+    return torch.from_numpy(ids.reshape(n, T)).to(ctx.device), where
+
+
+@torch.no_grad()
+def evaluate(model, reading, hook: str, x: torch.Tensor, windows: torch.Tensor, tokens: torch.Tensor,
+             clean: float, ablated: float) -> dict:
+    """L0, FVE, CE loss spliced and recovered, selectivity, dead and dense features of one reading."""
+    code = reading.encode(x)  # (N, features)
+    reconstruct = lambda h: reading.decode(reading.encode(h.float())).to(h.dtype)  # noqa: E731
+    spliced = next_token_loss(model, windows, {hook: reconstruct})
+    dead, dense = dead_and_dense(latent_density(code))
+    return {"L0": l0(code), "FVE": fraction_of_variance_explained(x, reading.decode(code)),
+            "CE with it": spliced, "CE recovered": ce_loss_recovered(clean, spliced, ablated),
+            "selectivity": single_token_selectivity(code, tokens), "dead": dead, "dense": dense}
+
+
+def readings_to_compute(ctx: Context) -> list[str]:
+    """The readings this run computes: every one, or the one sae_reading names (a study arm)."""
+    cfg = ctx.cfg
+    names = {"native": [NATIVE], "svd": [SVD], "sae": [f"SAE {w} latents" for w in cfg.sae_widths]}
+    if cfg.sae_reading != "all":
+        return names[cfg.sae_reading]
+    return [NATIVE, SVD] + names["sae"]
+
+
+@torch.no_grad()
+def signals_vs_saes(ctx: Context, report: Report) -> None:
+    """Signals vs SAEs: native signals, SVD directions and TopK SAEs, each at L0 = sae_k per token, at a
+    middle and the last layer: fraction of variance explained, CE loss recovered when spliced in, and
+    single-token selectivity of their features, on the validation text."""
+    cfg, model = ctx.cfg, ctx.model
+    T = model.config.block_size
+    tokens = ctx.audit_text.astype(np.int64)
+    n = len(tokens) // (T + 1)
+    if n < 1:
+        raise UserError(f"experiment 15 needs audit_tokens of at least block_size + 1 ({T + 1}), "
+                        f"got {len(tokens)}")
+    windows = torch.from_numpy(tokens[: n * (T + 1)].reshape(n, T + 1)).to(ctx.device)  # inputs + target
+    current = windows[:, :-1].flatten().cpu()
+    layers = middle_and_last(model.config.n_layer)
+    hooks = {where: model.resid_hook(layer) for where, layer in layers.items()}
+    evaluated = activations_at(model, windows[:, :-1], list(hooks.values()))
+    wanted = readings_to_compute(ctx)
+    # Every reading is fitted on train.bin activations: the SAEs and SVD directions themselves, and
+    # for native signals the mean they are read around (an SAE's decoder bias starts there too).
+    train_windows, train_text = training_windows(ctx, T)
+    trained = activations_at(model, train_windows, list(hooks.values()))
+    define(ctx, report, n * T, train_text)
+
+    clean = next_token_loss(model, windows)
+    results: dict[tuple[str, str], dict] = {}
+    not_computed: dict[str, str] = {}
+    for where, hook in hooks.items():
+        ablated = next_token_loss(model, windows, {hook: torch.zeros_like})
+        for name in wanted:
+            if name == NATIVE and not model.has_recipes:
+                not_computed[name] = f"{ctx.model_name} has no W_basis: native signals do not apply"
+                continue
+            if name == NATIVE:
+                reading = native_reading(model.basis, cfg.sae_k, offset=trained[hook].mean(0))
+            elif name == SVD:
+                reading = svd_reading(trained[hook], cfg.sae_k)
+            else:
+                try:
+                    width = int(name.split()[1])
+                    with torch.enable_grad():  # this function reads under no_grad; training needs it
+                        reading = train_topk_sae(trained[hook], width=width, k=cfg.sae_k, steps=cfg.sae_steps,
+                                                 seed=cfg.seed, lr=SAE_LEARNING_RATE)
+                except UserError as error:
+                    if "SAELens" not in str(error):
+                        raise
+                    not_computed[name] = NO_SAE_LENS
+                    continue
+            results[name, where] = evaluate(model, reading, hook, evaluated[hook], windows, current, clean,
+                                            ablated)
+            results[name, where]["CE zero-ablated"] = ablated
+    record(ctx, report, results, layers, clean, not_computed)
+
+
+def define(ctx: Context, report: Report, positions: int, train_text: str | None) -> None:
+    cfg = ctx.cfg
+    report.define("readings", f"each codes every token with sae_k = {cfg.sae_k} non-zero coefficients. "
+                  "Native signals: a = (h - m) W_basis^T, m the mean training activation, the sae_k largest "
+                  "|a_s| kept, h rebuilt as m + the least-squares fit in the span of the kept signals' basis "
+                  "rows given their readings (the projection of h - m on that span; exact when every signal "
+                  "is kept and W_basis has rank C). SVD directions: the right singular vectors of the "
+                  "centred training activations (PCA), read and rebuilt the same way around their mean. SAE "
+                  f"N latents: a SAELens TopK SAE of N latents, k = sae_k, decoder bias started at the mean, "
+                  f"trained {cfg.sae_steps} steps of 256 activations at learning rate {SAE_LEARNING_RATE} "
+                  f"(seed {cfg.seed}). So every reading has the mean as its constant (the SAE learns its "
+                  "own from there) and they differ only in their directions and codes.")
+    report.define("activations", f"the residual stream after the block (blocks.L.hook_resid_post) at "
+                  f"{positions} positions of the validation text (its first audit_tokens, in windows of "
+                  "block_size + 1 tokens: inputs and next-token targets)."
+                  + (f" SVD directions and SAEs are fitted on {train_text}." if train_text else ""))
+    report.define("L0", "mean number of non-zero coefficients per token (sae_k by construction; fewer where "
+                  "a coefficient is exactly 0).")
+    report.define("fraction of variance explained", "1 - E||h - h_hat||^2 / (E||h||^2 - ||E h||^2) over the "
+                  "evaluated tokens (SAELens' explained variance): 1 for a perfect reconstruction, 0 for "
+                  "the mean activation.")
+    report.define("CE loss recovered", "(CE_zero - CE_spliced) / (CE_zero - CE_clean): the next-token "
+                  "loss with the reconstruction spliced in at the layer, against the clean loss and the loss "
+                  "with that activation set to zero (SAELens' ce_loss_score). 1: the splice costs nothing.")
+    report.define("single-token selectivity", "per feature (signal, direction, latent) non-zero on at least "
+                  f"{MIN_FIRINGS} evaluated tokens: the share of its |coefficient| mass that falls on its "
+                  "single most-carrying current token id; the median over such features. 1: each feature "
+                  "is a one-token detector.")
+    report.define("dead and dense", "features non-zero on no evaluated token, and on more than 10% of them.")
+    report.define("SVD floor", "the SVD directions' value at the same layer and L0: a basis fitted to the "
+                  "activations' variance and nothing else, shown beside each other reading, not judged.")
+
+
+def record(ctx: Context, report: Report, results: dict, layers: dict, clean: float,
+           not_computed: dict) -> None:
+    """Metrics for every reading and layer (and under CHOSEN for a one-reading run), a table, a figure."""
+    report.metric("CE loss, clean", clean)
+    for (name, where), r in results.items():
+        floor = results.get((SVD, where)) if name != SVD else None
+        for metric, key in (("fraction of variance explained", "FVE"), ("CE loss recovered", "CE recovered")):
+            control = floor[key] if floor else None
+            report.metric(f"{metric}, {name}, {where}", r[key], control,
+                          "SVD floor (same layer and L0)" if floor else None)
+        if r["selectivity"] is not None:
+            report.metric(f"single-token selectivity, {name}, {where}", r["selectivity"])
+        if ctx.cfg.sae_reading != "all":
+            report.metric(f"fraction of variance explained, {CHOSEN}, {where}", r["FVE"])
+            report.metric(f"CE loss recovered, {CHOSEN}, {where}", r["CE recovered"])
+            if r["selectivity"] is not None:
+                report.metric(f"single-token selectivity, {CHOSEN}, {where}", r["selectivity"])
+    for name, why in not_computed.items():
+        report.say(f"**{name}: not computed** ({why}); no metric of it is reported.")
+    report.table(["reading", "layer", "L0", "FVE", "CE with it", "CE zero-ablated", "CE recovered",
+                  "selectivity", "dead", "dense"],
+                 [[name, where, r["L0"], r["FVE"], r["CE with it"], r["CE zero-ablated"], r["CE recovered"],
+                   r["selectivity"], r["dead"], r["dense"]] for (name, where), r in results.items()],
+                 title=f"Readings at L0 = {ctx.cfg.sae_k} (clean CE {clean:.4f})")
+    report.say("Each reading keeps the same number of coefficients per token, so FVE and CE recovered "
+               "compare how much of the activation, and of the model's loss, that many features carry. "
+               "Across seeds and models, studies/sae_vs_signals.py tests the differences.")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    names = list(dict.fromkeys(name for name, _ in results))
+    for ax, key in zip(axes, ("FVE", "CE recovered"), strict=True):
+        for i, where in enumerate(layers):
+            values = [results[name, where][key] if (name, where) in results else np.nan for name in names]
+            ax.bar(np.arange(len(names)) + 0.4 * i, values, width=0.4, label=where)
+        ax.set_xticks(np.arange(len(names)) + 0.2, names, rotation=20, fontsize=8)
+        ax.set(title=f"{key} at L0 = {ctx.cfg.sae_k}")
+    axes[0].legend(fontsize=8)
+    report.figure(fig, "readings")
