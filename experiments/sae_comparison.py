@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from core.errors import UserError
+from core.i18n import N_, _, translate
 from experiments.context import Context
 from experiments.report import Report
 from sparse_autoencoders.metrics import (
@@ -36,11 +37,12 @@ from sparse_autoencoders.training import train_topk_sae
 BATCH_WINDOWS = 16  # windows per forward when collecting activations
 DECODE_TOKENS = 2048  # tokens decoded at once: (n, k, C) float64 kept directions, 4 MB at k = 14, C = 128
 MIN_FIRINGS = 5  # a feature counts for selectivity once it is non-zero on this many tokens
-NO_SAE_LENS = 'SAELens is not installed (pip install -e ".[sae]")'
-NATIVE, SVD = "native signals", "SVD directions"
+NO_SAE_LENS = N_('SAELens is not installed (pip install -e ".[sae]")')
+NATIVE, SVD = N_("native signals"), N_("SVD directions")
+MIDDLE, LAST = N_("middle layer"), N_("last layer")
 SAE_LEARNING_RATE = 1e-3  # a short budget learns more at 1e-3 than at 3e-4: FVE 0.92 vs 0.88 (512 latents,
 # 300 steps, the last layer of a 4 x 128 reflow)
-CHOSEN = "the chosen reading"  # the metric name under which a one-reading run (a study arm) reports it
+CHOSEN = N_("the chosen reading")  # the metric name under which a one-reading run (a study arm) reports it
 
 
 class KeptSignals:
@@ -91,8 +93,8 @@ def svd_reading(activations: torch.Tensor, k: int) -> KeptSignals:
 
 def middle_and_last(n_layer: int) -> dict[str, int]:
     """{'middle layer': n_layer // 2 - 1, 'last layer': n_layer - 1} (one entry when they coincide)."""
-    layers = {"middle layer": max(n_layer // 2 - 1, 0), "last layer": n_layer - 1}
-    return layers if layers["middle layer"] != layers["last layer"] else {"last layer": n_layer - 1}
+    layers = {MIDDLE: max(n_layer // 2 - 1, 0), LAST: n_layer - 1}
+    return layers if layers[MIDDLE] != layers[LAST] else {LAST: n_layer - 1}
 
 
 @torch.no_grad()
@@ -121,22 +123,24 @@ def single_token_selectivity(code: torch.Tensor, tokens: torch.Tensor) -> float 
 
 def training_windows(ctx: Context, T: int) -> tuple[torch.Tensor, str]:
     """(n, T) windows of the SAE training text: the first sae_train_tokens of train.bin beside val.bin, or,
-    where there is none, the validation text after the tokens the experiment evaluates on."""
+    where there is none, the validation text after the tokens the experiment evaluates on; and that text
+    described in the reader's language."""
     train = ctx.val_path.with_name("train.bin")
     if train.is_file():
         tokens = np.memmap(train, dtype=np.uint16, mode="r")[: ctx.cfg.sae_train_tokens]
-        where = f"the first {len(tokens)} tokens of {train}"
+        where = N_("the first {count} tokens of {path}")
     else:
         tokens = ctx.all_val_tokens[ctx.cfg.audit_tokens:][: ctx.cfg.sae_train_tokens]
-        where = f"{len(tokens)} validation tokens after the evaluated ones (there is no {train})"
+        where = N_("{count} validation tokens after the evaluated ones (there is no {path})")
     n = len(tokens) // T
-    if n * T < 256:  # one SAE batch
-        raise UserError(f"experiment 15 trains its SAEs on {where}: fewer than 256 tokens; prepare "
+    if n * T < 256:  # one SAE batch; the error in English, as every error but the menu's
+        raise UserError(f"experiment 15 trains its SAEs on {where.format(count=len(tokens), path=train)}: "
+                        "fewer than 256 tokens; prepare "
                         f"train.bin (python data/{ctx.cfg.dataset}/prepare.py) or raise sae_train_tokens")
     ids = np.asarray(tokens[: n * T], dtype=np.int64)
     if train.is_file():  # GPT-2 ids on disk; the model's own through its tokenizer (vocab='corpus')
         ids = ctx.tokenizer.from_gpt2(ids, str(train), fix="it was prepared for another model")
-    return torch.from_numpy(ids.reshape(n, T)).to(ctx.device), where
+    return torch.from_numpy(ids.reshape(n, T)).to(ctx.device), _(where).format(count=len(tokens), path=train)
 
 
 @torch.no_grad()
@@ -155,7 +159,8 @@ def evaluate(model, reading, hook: str, x: torch.Tensor, windows: torch.Tensor, 
 def readings_to_compute(ctx: Context) -> list[str]:
     """The readings this run computes: every one, or the one sae_reading names (a study arm)."""
     cfg = ctx.cfg
-    names = {"native": [NATIVE], "svd": [SVD], "sae": [f"SAE {w} latents" for w in cfg.sae_widths]}
+    saes = [N_("SAE {width} latents").format(width=width) for width in cfg.sae_widths]
+    names = {"native": [NATIVE], "svd": [SVD], "sae": saes}
     if cfg.sae_reading != "all":
         return names[cfg.sae_reading]
     return [NATIVE, SVD] + names["sae"]
@@ -192,7 +197,8 @@ def signals_vs_saes(ctx: Context, report: Report) -> None:
         ablated = next_token_loss(model, windows, {hook: torch.zeros_like})
         for name in wanted:
             if name == NATIVE and not model.has_recipes:
-                not_computed[name] = f"{ctx.model_name} has no W_basis: native signals do not apply"
+                not_computed[name] = _("{model} has no W_basis: native signals do not apply").format(
+                    model=ctx.model_name)
                 continue
             if name == NATIVE:
                 reading = native_reading(model.basis, cfg.sae_k, offset=trained[hook].mean(0))
@@ -207,7 +213,7 @@ def signals_vs_saes(ctx: Context, report: Report) -> None:
                 except UserError as error:
                     if "SAELens" not in str(error):
                         raise
-                    not_computed[name] = NO_SAE_LENS
+                    not_computed[name] = _(NO_SAE_LENS)
                     continue
             results[name, where] = evaluate(model, reading, hook, evaluated[hook], windows, current, clean,
                                             ablated)
@@ -217,71 +223,83 @@ def signals_vs_saes(ctx: Context, report: Report) -> None:
 
 def define(ctx: Context, report: Report, positions: int, train_text: str | None) -> None:
     cfg = ctx.cfg
-    report.define("readings", f"each codes every token with sae_k = {cfg.sae_k} non-zero coefficients. "
-                  "Native signals: a = (h - m) W_basis^T, m the mean training activation, the sae_k largest "
-                  "|a_s| kept, h rebuilt as m + the least-squares fit in the span of the kept signals' basis "
-                  "rows given their readings (the projection of h - m on that span; exact when every signal "
-                  "is kept and W_basis has rank C). SVD directions: the right singular vectors of the "
-                  "centred training activations (PCA), read and rebuilt the same way around their mean. SAE "
-                  f"N latents: a SAELens TopK SAE of N latents, k = sae_k, decoder bias started at the mean, "
-                  f"trained {cfg.sae_steps} steps of 256 activations at learning rate {SAE_LEARNING_RATE} "
-                  f"(seed {cfg.seed}). So every reading has the mean as its constant (the SAE learns its "
-                  "own from there) and they differ only in their directions and codes.")
-    report.define("activations", f"the residual stream after the block (blocks.L.hook_resid_post) at "
-                  f"{positions} positions of the validation text (its first audit_tokens, in windows of "
-                  "block_size + 1 tokens: inputs and next-token targets)."
-                  + (f" SVD directions and SAEs are fitted on {train_text}." if train_text else ""))
-    report.define("L0", "mean number of non-zero coefficients per token (sae_k by construction; fewer where "
-                  "a coefficient is exactly 0).")
-    report.define("fraction of variance explained", "1 - E||h - h_hat||^2 / (E||h||^2 - ||E h||^2) over the "
-                  "evaluated tokens (SAELens' explained variance): 1 for a perfect reconstruction, 0 for "
-                  "the mean activation.")
-    report.define("CE loss recovered", "(CE_zero - CE_spliced) / (CE_zero - CE_clean): the next-token "
-                  "loss with the reconstruction spliced in at the layer, against the clean loss and the loss "
-                  "with that activation set to zero (SAELens' ce_loss_score). 1: the splice costs nothing.")
-    report.define("single-token selectivity", "per feature (signal, direction, latent) non-zero on at least "
-                  f"{MIN_FIRINGS} evaluated tokens: the share of its |coefficient| mass that falls on its "
-                  "single most-carrying current token id; the median over such features. 1: each feature "
-                  "is a one-token detector.")
-    report.define("dead and dense", "features non-zero on no evaluated token, and on more than 10% of them.")
-    report.define("SVD floor", "the SVD directions' value at the same layer and L0: a basis fitted to the "
-                  "activations' variance and nothing else, shown beside each other reading, not judged.")
+    report.define(N_("readings"), _(
+        "each codes every token with sae_k = {k} non-zero coefficients. Native signals: a = (h - m) "
+        "W_basis^T, m the mean training activation, the sae_k largest |a_s| kept, h rebuilt as m + the "
+        "least-squares fit in the span of the kept signals' basis rows given their readings (the projection "
+        "of h - m on that span; exact when every signal is kept and W_basis has rank C). SVD directions: the "
+        "right singular vectors of the centred training activations (PCA), read and rebuilt the same way "
+        "around their mean. SAE N latents: a SAELens TopK SAE of N latents, k = sae_k, decoder bias started "
+        "at the mean, trained {steps} steps of 256 activations at learning rate {lr} (seed {seed}). So every "
+        "reading has the mean as its constant (the SAE learns its own from there) and they differ only in "
+        "their directions and codes.").format(k=cfg.sae_k, steps=cfg.sae_steps, lr=SAE_LEARNING_RATE,
+                                              seed=cfg.seed))
+    report.define(N_("activations"), _(
+        "the residual stream after the block (blocks.L.hook_resid_post) at {positions} positions of the "
+        "validation text (its first audit_tokens, in windows of block_size + 1 tokens: inputs and "
+        "next-token targets).").format(positions=positions)
+        + (_(" SVD directions and SAEs are fitted on {text}.").format(text=train_text) if train_text else ""))
+    report.define("L0", _("mean number of non-zero coefficients per token (sae_k by construction; fewer "
+                          "where a coefficient is exactly 0)."))
+    report.define(N_("fraction of variance explained"), _(
+        "1 - E||h - h_hat||^2 / (E||h||^2 - ||E h||^2) over the evaluated tokens (SAELens' explained "
+        "variance): 1 for a perfect reconstruction, 0 for the mean activation."))
+    report.define(N_("CE loss recovered"), _(
+        "(CE_zero - CE_spliced) / (CE_zero - CE_clean): the next-token loss with the reconstruction spliced "
+        "in at the layer, against the clean loss and the loss with that activation set to zero (SAELens' "
+        "ce_loss_score). 1: the splice costs nothing."))
+    report.define(N_("single-token selectivity"), _(
+        "per feature (signal, direction, latent) non-zero on at least {count} evaluated tokens: the share of "
+        "its |coefficient| mass that falls on its single most-carrying current token id; the median over "
+        "such features. 1: each feature is a one-token detector.").format(count=MIN_FIRINGS))
+    report.define(N_("dead and dense"), _(
+        "features non-zero on no evaluated token, and on more than 10% of them."))
+    report.define(N_("SVD floor"), _(
+        "the SVD directions' value at the same layer and L0: a basis fitted to the activations' variance and "
+        "nothing else, shown beside each other reading, not judged."))
 
 
 def record(ctx: Context, report: Report, results: dict, layers: dict, clean: float,
            not_computed: dict) -> None:
     """Metrics for every reading and layer (and under CHOSEN for a one-reading run), a table, a figure."""
-    report.metric("CE loss, clean", clean)
+    report.metric(N_("CE loss, clean"), clean)
+    named = N_("{metric}, {reading}, {layer}")  # each part a catalog message: shown translated
+    fve, recovered, selectivity = (N_("fraction of variance explained"), N_("CE loss recovered"),
+                                   N_("single-token selectivity"))
     for (name, where), r in results.items():
         floor = results.get((SVD, where)) if name != SVD else None
-        for metric, key in (("fraction of variance explained", "FVE"), ("CE loss recovered", "CE recovered")):
+        for metric, key in ((fve, "FVE"), (recovered, "CE recovered")):
             control = floor[key] if floor else None
-            report.metric(f"{metric}, {name}, {where}", r[key], control,
-                          "SVD floor (same layer and L0)" if floor else None)
+            report.metric(named.format(metric=metric, reading=name, layer=where), r[key], control,
+                          N_("SVD floor (same layer and L0)") if floor else None)
         if r["selectivity"] is not None:
-            report.metric(f"single-token selectivity, {name}, {where}", r["selectivity"])
+            report.metric(named.format(metric=selectivity, reading=name, layer=where), r["selectivity"])
         if ctx.cfg.sae_reading != "all":
-            report.metric(f"fraction of variance explained, {CHOSEN}, {where}", r["FVE"])
-            report.metric(f"CE loss recovered, {CHOSEN}, {where}", r["CE recovered"])
+            report.metric(named.format(metric=fve, reading=CHOSEN, layer=where), r["FVE"])
+            report.metric(named.format(metric=recovered, reading=CHOSEN, layer=where), r["CE recovered"])
             if r["selectivity"] is not None:
-                report.metric(f"single-token selectivity, {CHOSEN}, {where}", r["selectivity"])
+                report.metric(named.format(metric=selectivity, reading=CHOSEN, layer=where), r["selectivity"])
     for name, why in not_computed.items():
-        report.say(f"**{name}: not computed** ({why}); no metric of it is reported.")
-    report.table(["reading", "layer", "L0", "FVE", "CE with it", "CE zero-ablated", "CE recovered",
-                  "selectivity", "dead", "dense"],
-                 [[name, where, r["L0"], r["FVE"], r["CE with it"], r["CE zero-ablated"], r["CE recovered"],
-                   r["selectivity"], r["dead"], r["dense"]] for (name, where), r in results.items()],
-                 title=f"Readings at L0 = {ctx.cfg.sae_k} (clean CE {clean:.4f})")
-    report.say("Each reading keeps the same number of coefficients per token, so FVE and CE recovered "
-               "compare how much of the activation, and of the model's loss, that many features carry. "
-               "Across seeds and models, studies/sae_vs_signals.py tests the differences.")
+        report.say(_("**{reading}: not computed** ({why}); no metric of it is reported.").format(
+            reading=translate(name), why=why))
+    report.table([_("reading"), _("layer"), "L0", _("FVE"), _("CE with it"), _("CE zero-ablated"),
+                  _("CE recovered"), _("selectivity"), _("dead"), _("dense")],
+                 [[translate(name), _(where), r["L0"], r["FVE"], r["CE with it"], r["CE zero-ablated"],
+                   r["CE recovered"], r["selectivity"], r["dead"], r["dense"]]
+                  for (name, where), r in results.items()],
+                 title=_("Readings at L0 = {k} (clean CE {clean})").format(k=ctx.cfg.sae_k,
+                                                                           clean=f"{clean:.4f}"))
+    report.say(_("Each reading keeps the same number of coefficients per token, so FVE and CE recovered "
+                 "compare how much of the activation, and of the model's loss, that many features carry. "
+                 "Across seeds and models, studies/sae_vs_signals.py tests the differences."))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    names = list(dict.fromkeys(name for name, _ in results))
+    names = list(dict.fromkeys(name for name, _reading in results))
     for ax, key in zip(axes, ("FVE", "CE recovered"), strict=True):
         for i, where in enumerate(layers):
             values = [results[name, where][key] if (name, where) in results else np.nan for name in names]
-            ax.bar(np.arange(len(names)) + 0.4 * i, values, width=0.4, label=where)
-        ax.set_xticks(np.arange(len(names)) + 0.2, names, rotation=20, fontsize=8)
-        ax.set(title=f"{key} at L0 = {ctx.cfg.sae_k}")
+            ax.bar(np.arange(len(names)) + 0.4 * i, values, width=0.4, label=_(where))
+        ax.set_xticks(np.arange(len(names)) + 0.2, [translate(name) for name in names], rotation=20,
+                      fontsize=8)
+        ax.set(title=_("{measure} at L0 = {k}").format(measure=_(key), k=ctx.cfg.sae_k))
     axes[0].legend(fontsize=8)
     report.figure(fig, "readings")
