@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 from experiment_workspace import SETTINGS
@@ -20,6 +21,7 @@ import study as study_script
 from core.checkpoint import CHECKPOINT_NAME
 from core.config import Config
 from core.errors import UserError
+from core.i18n import use_language
 from core.tokenizer import encode
 from studying import compare, runs
 from studying.compare import group_runs, rotation_baselines
@@ -181,10 +183,21 @@ def test_a_rerun_of_a_finished_study_trains_nothing_and_compare_reads_runs_as_th
     comparison = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert set(comparison["arms"]) == {"model=reflow", "model=gpt2-new"}
     assert "3:effective rank" in [m["name"] for m in comparison["metrics"]]
-    experiment.main(["--compare", *runs, f"--out={tmp_path / 'cmp2'}"])  # the same from experiment.py
+    fonts = {key: matplotlib.rcParams[key]
+             for key in ("font.family", "font.sans-serif", "axes.unicode_minus")}
+    try:  # the same from experiment.py, in Chinese: the JSON's identifiers and numbers do not change
+        experiment.main(["--compare", *runs, f"--out={tmp_path / 'cmp2'}", "--lang=zh"])
+    finally:
+        use_language("en")
+        matplotlib.rcParams.update(fonts)
     again = json.loads((tmp_path / "cmp2" / "comparison.json").read_text())
-    assert again["metrics"] == comparison["metrics"]
+    without_prose = [{k: v for k, v in m.items() if k != "definition"} for m in comparison["metrics"]]
+    assert [{k: v for k, v in m.items() if k != "definition"} for m in again["metrics"]] == without_prose
     assert all(r["role"] == "exploratory" for c in again["comparisons"] for r in c["results"])
+    assert set(again["arms"]) == {"model=reflow", "model=gpt2-new"} and again["title"] == "运行对比"
+    markdown = (tmp_path / "cmp2" / "comparison.md").read_text(encoding="utf-8")
+    assert "## 探索性：model=reflow 对 model=gpt2-new（未校正，不下结论）" in markdown
+    assert "| 3:有效秩 |" in markdown and "Exploratory" not in markdown
 
 
 def test_a_run_given_twice_is_refused(killed_and_finished, tmp_path, capsys):
