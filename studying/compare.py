@@ -1,6 +1,6 @@
 """From runs to a comparison: a study's own runs, or any finished runs named on the command line.
 
-    python study.py --runs out/a_seed1 out/a_seed2 out/b_seed1 out/b_seed2 [--out DIR]
+    python study.py --runs out/a_seed1 out/a_seed2 out/b_seed1 out/b_seed2 [--out=DIR] [--lang=zh]
     python experiment.py --compare RUN RUN ...            (the same)
 
 Runs given by hand are grouped into arms by their configs: runs whose training configs differ only
@@ -19,19 +19,36 @@ from pathlib import Path
 from core.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from core.config import Config, from_dict, parse_args
 from core.errors import UserError
+from core.i18n import LANGUAGE_CHOICES, _, use_cjk_font, use_language
 from experiments.context import reports_dir_name
 from studying.comparison import ComparisonInput, write_comparison
 from studying.floors import floors_of
 from studying.outcomes import VAL_LOSS, check_metrics_exist, collect, read_report_metrics, val_windows
 from studying.spec import GAIN, SEED_KEYS, Study, check_writable_folder
 
-RUN_KEYS = set(SEED_KEYS) | {"always_save_checkpoint", "wandb_log", "wandb_project", "eval_only"}
+# Keys that differ between runs of one arm. lang only sets the language of messages and reports: a run
+# trained under another locale is the same run.
+RUN_KEYS = set(SEED_KEYS) | {"always_save_checkpoint", "wandb_log", "wandb_project", "eval_only", "lang"}
 # Metrics that read the recipes only through cosines (nearest neighbours, cosine silhouette, 3CosAdd):
 # the same for any rotation of signal space. A full-rank SVD's recipes U diag(sigma) = E V are such a
 # rotation of the embedding E, so on these an SVD arm is its model's own embedding, not a factorization.
 ROTATION_INVARIANT = (
     "1:top-pair cosine", "1:group agreement", "4:silhouette", "5:MRR", "5:answers ranked first"
 )
+
+
+def check_language(lang: str) -> str:
+    """--lang as given, refused in one line unless 'auto', 'en' or 'zh'."""
+    if lang not in LANGUAGE_CHOICES:
+        choices = ", ".join(repr(c) for c in LANGUAGE_CHOICES[:-1]) + f" or {LANGUAGE_CHOICES[-1]!r}"
+        raise UserError(f"--lang must be {choices}, got {lang!r}")
+    return lang
+
+
+def speak(lang: str) -> None:
+    """Write the comparison (markdown, page, figures) in `lang` ('auto', 'en' or 'zh'), as --lang asks."""
+    if use_language(check_language(lang)) == "zh":
+        use_cjk_font()
 
 
 def compare_study(study: Study, command: str) -> Path:
@@ -45,18 +62,21 @@ def compare_study(study: Study, command: str) -> Path:
         check_distinct_runs([r.run_dir for r in runs], arm)
         arms[arm], configs[arm] = runs, study.run_config(arm, study.seeds[0])
         overrides = study.arms[arm]
-        descriptions[arm] = ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "the base config"
+        descriptions[arm] = ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or _("the base config")
     check_metrics_exist(study.metrics, [r for runs in arms.values() for r in runs])
     shared = ", ".join(f"{k}={v!r}" for k, v in study.settings.items())
+    base = (_("base config: {path} with {settings}").format(path=study.base_config, settings=shared) if shared
+            else _("base config: {path}").format(path=study.base_config))
     notes = [
-        f"command: {command}",
-        f"base config: {study.base_config}" + (f" with {shared}" if shared else ""),
-        f"runs in {study.runs_dir}",
+        _("command: {command}").format(command=command),
+        base,
+        _("runs in {folder}").format(folder=study.runs_dir),
     ] + ([study.description] if study.description else [])
     primary = {m: {pair: study.direction(m, pair) for pair in study.comparisons} for m in study.primary}
     first = configs[next(iter(study.arms))]
     data = ComparisonInput(
-        f"Study: {study.name}", arms, descriptions, study.metrics, study.comparisons, notes, primary,
+        _("Study: {name}").format(name=study.name), arms, descriptions, study.metrics, study.comparisons,
+        notes, primary,
         floors_of(first, val_windows(first)), rotation_baselines(configs, study.metrics),
     )
     return write_comparison(data, Path(study.results_dir))
@@ -69,10 +89,9 @@ def rotation_baselines(configs: dict[str, Config], metrics: list[str]) -> dict[t
         if cfg.posthoc == "svd" and cfg.n_signals >= cfg.n_embd:
             for metric in metrics:
                 if metric.removesuffix(GAIN) in ROTATION_INVARIANT:
-                    notes[(arm, metric)] = (
-                        f"{arm} is {cfg.model}'s own embedding on this cosine metric (a full-rank SVD "
-                        "rotates it)"
-                    )
+                    notes[(arm, metric)] = _(
+                        "{arm} is {model}'s own embedding on this cosine metric (a full-rank SVD rotates it)"
+                    ).format(arm=arm, model=cfg.model)
     return notes
 
 
@@ -154,12 +173,14 @@ def report_metrics(run_dir: Path, cfg: Config) -> list[str]:
     return names
 
 
-def compare_runs(run_dirs: list[Path], out: Path, command: str) -> Path:
+def compare_runs(run_dirs: list[Path], out: Path, command: str, lang: str = "auto") -> Path:
+    """Group the runs into arms, compare every pair (all exploratory) and write it to `out` in `lang`."""
     for d in run_dirs:
         if not (d / CHECKPOINT_NAME).is_file():
             raise UserError(f"{d} is not a run directory (no {CHECKPOINT_NAME} in it)")
     check_writable_folder(str(out), "out")
     check_distinct_runs(run_dirs)
+    speak(lang)
     arms = group_runs(run_dirs)
     for arm, runs in arms.items():
         check_one_run_per_seed([(d, cfg.seed) for d, cfg in runs], arm)
@@ -174,33 +195,36 @@ def compare_runs(run_dirs: list[Path], out: Path, command: str) -> Path:
     outcomes = {arm: [collect(d, cfg, metrics) for d, cfg in runs] for arm, runs in arms.items()}
     check_metrics_exist(metrics, [o for runs in outcomes.values() for o in runs])
     descriptions = {
-        arm: f"{len(runs)} runs: " + ", ".join(str(d) for d, _ in runs) for arm, runs in arms.items()
+        arm: _("{count} runs: {runs}").format(count=len(runs), runs=", ".join(str(d) for d, _cfg in runs))
+        for arm, runs in arms.items()
     }
     names = list(arms)
     pairs = list(itertools.combinations(names, 2)) if len(names) <= 4 else [(names[0], n) for n in names[1:]]
     first = next(iter(arms.values()))[0][1]
     configs = {arm: runs[0][1] for arm, runs in arms.items()}
-    notes = [f"command: {command}", "no metric was named before these runs trained: every one is exploratory"]
+    notes = [_("command: {command}").format(command=command),
+             _("no metric was named before these runs trained: every one is exploratory")]
     data = ComparisonInput(
-        "Comparison of runs", outcomes, descriptions, metrics, pairs, notes, {},
+        _("Comparison of runs"), outcomes, descriptions, metrics, pairs, notes, {},
         floors_of(first, val_windows(first)), rotation_baselines(configs, metrics),
     )
     return write_comparison(data, out)
 
 
 def compare_runs_main(argv: list[str]) -> None:
-    """`--runs RUN RUN ... [--out DIR]` (the part after --compare / --runs)."""
+    """`--runs RUN RUN ... [--out=DIR] [--lang=zh]` (the part after --compare / --runs)."""
     out, runs, rest = Path("out/comparison"), [], []
     for arg in argv:
         (rest if arg.startswith("--") else runs).append(arg)
     _, overrides = parse_args(rest)
     for key in overrides:
-        if key != "out":
-            raise UserError(f"unknown option --{key}; compare takes RUN RUN ... and --out=DIR")
+        if key not in ("out", "lang"):
+            raise UserError(f"unknown option --{key}; compare takes RUN RUN ..., --out=DIR and --lang=en|zh")
+    lang = check_language(overrides.get("lang", "auto"))
     if not overrides.get("out", "x").strip():
         raise UserError("--out= is empty; give a folder, e.g. --out=out/my_comparison")
     out = Path(overrides.get("out", out))
     if len(runs) < 4:
         raise UserError("give at least 4 runs (2 arms x 2 seeds): --runs RUN RUN RUN RUN ...")
-    page = compare_runs([Path(r) for r in runs], out, "compare " + " ".join(argv))
+    page = compare_runs([Path(r) for r in runs], out, "compare " + " ".join(argv), lang)
     print(f"comparison written to {out}; open {page}")

@@ -8,6 +8,11 @@ arm's val loss clears each; one row per metric (its definition, each arm's mean 
 the random-init reference); the study's pre-registered primary metrics with the direction it expects;
 then one Holm family over every primary cell of every comparison, each with its 95% interval, test,
 verdict and leave-one-seed-out robustness; and every other cell as exploratory (studying/statistics.py).
+
+Language (core.i18n): comparison.json keeps English what tools read (metric names, roles, directions,
+tests, verdicts, floor names: the same words whatever the language); its prose (title, notes, the floor
+definition, baselines) is in the language of the run. comparison.md, index.html and the figures show
+everything in that language, the identifiers through translate().
 """
 
 import html
@@ -19,15 +24,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from core.i18n import N_, _, current_language, translate
 from experiments.audit_page import CSS
 from experiments.report import atomic_path, write_atomic
 from studying.floors import Floors
 from studying.outcomes import VAL_LOSS, RunOutcome
+from studying.spec import GAIN
 from studying.statistics import RULE, Cell, Summary, decide
 
 JSON_NAME, MARKDOWN_NAME, PAGE_NAME = "comparison.json", "comparison.md", "index.html"
 CURVES_NAME = "val_loss_curves.png"
-FLOOR_DEFINITION = (
+PRIMARY, EXPLORATORY = N_("primary"), N_("exploratory")  # a metric's role, as the JSON names it
+FLOOR_DEFINITION = N_(
     "count-based models of train.bin scored on the same val text as the runs (studying/floors.py): add-one "
     "unigram; bigram and trigram interpolated with it, weights tuned on held-out windows of train.bin. "
     "Margin = floor minus the arm's mean val loss (positive: the arm clears the floor by that much)."
@@ -83,7 +91,7 @@ def metric_rows(data: ComparisonInput) -> list[dict]:
             definition = definition or next(
                 (r.definitions[metric] for r in runs if metric in r.definitions), ""
             )
-        role = "primary" if metric in data.primary else "exploratory"
+        role = PRIMARY if metric in data.primary else EXPLORATORY
         metrics.append({"name": metric, "role": role, "definition": definition, "arms": per_arm,
                         "random_init": references})
     return metrics
@@ -101,7 +109,7 @@ def floor_margins(data: ComparisonInput) -> dict | None:
             mean = sum(losses) / len(losses)
             arms[arm] = {"val loss": mean, "margins": {name: value - mean for name, value in floors.items()},
                          "worst seed margins": {name: value - max(losses) for name, value in floors.items()}}
-    return {"definition": FLOOR_DEFINITION, "floors": floors,
+    return {"definition": _(FLOOR_DEFINITION), "floors": floors,
             "weights": {"bigram": data.floors.bigram_weights, "trigram": data.floors.trigram_weights},
             "arms": arms}
 
@@ -126,7 +134,7 @@ def build(data: ComparisonInput) -> dict:
             baseline = " ".join(data.baselines.get((arm, metric), "") for arm in (a, b)).strip()
             rows.append({
                 "metric": d.metric,
-                "role": "primary" if d.primary else "exploratory",
+                "role": PRIMARY if d.primary else EXPLORATORY,
                 "expected": d.direction,
                 "test": d.test,
                 "n": list(d.n),
@@ -155,7 +163,8 @@ def build(data: ComparisonInput) -> dict:
             m: {pair_name(*pair): d for pair, d in by_pair.items()} for m, by_pair in data.primary.items()
         },
         "floors": floor_margins(data),
-        "baselines": [f"{arm} on {metric}: {text}" for (arm, metric), text in data.baselines.items()],
+        "baselines": [_("{arm} on {metric}: {note}").format(arm=arm, metric=shown_metric(metric), note=text)
+                      for (arm, metric), text in data.baselines.items()],
         "metrics": metric_rows(data),
         "comparisons": comparisons,
         "figures": figure_names(data),
@@ -182,9 +191,26 @@ def to_json_safe(value):
     return value
 
 
+# The floors' names, as comparison.json keys them (studying/floors.py); marked here for the catalog.
+FLOOR_NAMES = (N_("unigram"), N_("bigram"), N_("trigram"))
+
+
+def shown_metric(name: str) -> str:
+    """A metric's name ("N:name", maybe with GAIN) in the reader's language; the number stays."""
+    gain = name.endswith(GAIN)
+    number, sep, rest = name.removesuffix(GAIN).rpartition(":")
+    return number + sep + translate(rest) + (_(" (gain over control)") if gain else "")
+
+
+def shown_pair(pair: str) -> str:
+    """"a vs b" (pair_name) in the reader's language; arm names are the study's own."""
+    a, _vs, b = pair.partition(" vs ")
+    return _("{a} vs {b}").format(a=a, b=b)
+
+
 def cell(summary: dict) -> str:
     if not summary["n"]:
-        return "n/a (n = 0)"
+        return _("n/a (n = 0)")
     sd = f" ± {summary['sd']:.3g}" if summary["n"] > 1 else ""
     return f"{summary['mean']:.4g}{sd} (n = {summary['n']})"
 
@@ -201,91 +227,108 @@ def test_text(r: dict) -> str:
     if not r["test"]:
         return "—"
     if r["test"] == "paired t":
-        return f"paired t, n = {r['n'][0]} seeds"
-    return f"{r['test']}, n = {r['n'][0]} vs {r['n'][1]}"
+        return _("paired t-test, n = {count} seeds").format(count=r["n"][0])
+    return _("Welch t-test, n = {count_a} vs {count_b}").format(count_a=r["n"][0], count_b=r["n"][1])
 
 
 def robustness(r: dict) -> str:
     if r["fragile"]:
-        return "fragile: " + "; ".join(r["fragile_because"])
-    return "robust to leaving out any one seed"
+        return _("fragile: {reasons}").format(reasons="; ".join(translate(b) for b in r["fragile_because"]))
+    return _("robust to leaving out any one seed")
 
 
 def tables(result: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    """The comparison's tables as (title, header, rows) of text: the markdown and the page draw the same."""
+    """The comparison's tables as (title, header, rows) of text in the reader's language: the markdown
+    and the page draw the same."""
     arms = list(result["arms"])
-    out = [("Metrics (mean ± sd over training seeds)", ["metric", "role", *arms, "random init"],
-            [[m["name"], m["role"], *(cell(m["arms"][a]) for a in arms), random_init_text(m)]
+    out = [(_("Metrics (mean ± sd over training seeds)"), [_("metric"), _("role"), *arms, _("random init")],
+            [[shown_metric(m["name"]), translate(m["role"]), *(cell(m["arms"][a]) for a in arms),
+              random_init_text(m)]
              for m in result["metrics"]])]
     if result["floors"]:
         f = result["floors"]
         names = list(f["floors"])
-        out.append(("Floors (nats on the val text) and each arm's margin (floor − mean val loss)",
-                    ["", *names],
-                    [["floor", *(fmt(f["floors"][n]) for n in names)]]
-                    + [[f"{arm} (val loss {fmt(v['val loss'])})", *(f"{v['margins'][n]:+.3g}" for n in names)]
+        out.append((_("Floors (nats on the val text) and each arm's margin (floor − mean val loss)"),
+                    ["", *(translate(n) for n in names)],
+                    [[_("floor"), *(fmt(f["floors"][n]) for n in names)]]
+                    + [[_("{arm} (val loss {loss})").format(arm=arm, loss=fmt(v["val loss"])),
+                        *(f"{v['margins'][n]:+.3g}" for n in names)]
                        for arm, v in f["arms"].items()]))
-    primaries = [(c, r) for c in result["comparisons"] for r in c["results"] if r["role"] == "primary"]
-    out.append(("Primary metrics: one Holm family",
-                ["comparison", "metric", "expected (b vs a)", "difference b − a [95% CI]", "test", "p",
-                 "p (sign-flip)", "p (Holm)", "verdict", "robustness"],
-                [[pair_name(c["a"], c["b"]), r["metric"], r["expected"], interval(r), test_text(r),
-                  fmt(r["p"]), fmt(r["p_sign_flip"]), fmt(r["p_holm"]),
-                  r["verdict"] + (f" ({r['baseline']})" if r["baseline"] else ""), robustness(r)]
+    primaries = [(c, r) for c in result["comparisons"] for r in c["results"] if r["role"] == PRIMARY]
+    out.append((_("Primary metrics: one Holm family"),
+                [_("comparison"), _("metric"), _("expected (b vs a)"), _("difference b − a [95% CI]"),
+                 _("test"), "p", _("p (sign-flip)"), _("p (Holm)"), _("verdict"), _("robustness")],
+                [[shown_pair(pair_name(c["a"], c["b"])), shown_metric(r["metric"]), translate(r["expected"]),
+                  interval(r), test_text(r), fmt(r["p"]), fmt(r["p_sign_flip"]), fmt(r["p_holm"]),
+                  translate(r["verdict"]) + (f" ({r['baseline']})" if r["baseline"] else ""), robustness(r)]
                  for c, r in primaries]))
     for c in result["comparisons"]:
-        rows = [[r["metric"], interval(r), test_text(r), fmt(r["p"]), fmt(r["smallest_detectable"]),
-                 r["baseline"] or ""] for r in c["results"] if r["role"] == "exploratory"]
+        rows = [[shown_metric(r["metric"]), interval(r), test_text(r), fmt(r["p"]),
+                 fmt(r["smallest_detectable"]), r["baseline"] or ""]
+                for r in c["results"] if r["role"] == EXPLORATORY]
         if rows:
-            out.append((f"Exploratory: {pair_name(c['a'], c['b'])} (unadjusted, no verdict)",
-                        ["metric", "difference b − a [95% CI]", "test", "p (unadjusted)",
-                         "smallest detectable (alpha 0.05)", "baseline"], rows))
+            out.append((_("Exploratory: {comparison} (unadjusted, no verdict)").format(
+                            comparison=shown_pair(pair_name(c["a"], c["b"]))),
+                        [_("metric"), _("difference b − a [95% CI]"), _("test"), _("p (unadjusted)"),
+                         _("smallest detectable (alpha 0.05)"), _("baseline")], rows))
     return out
 
 
+def primary_lines(result: dict) -> list[tuple[str, str]]:
+    """(metric, what the study expects in each comparison), in the reader's language."""
+    return [(shown_metric(m), _(", ").join(f"{shown_pair(pair)} {translate(d)}"
+                                           for pair, d in by_pair.items()))
+            for m, by_pair in result["primary"].items()]
+
+
 def markdown(result: dict) -> str:
-    out = [f"# {result['title']}", "", f"Written {result['created']} · machine: {result['machine']}", ""]
+    out = [f"# {result['title']}", "",
+           _("Written {time} · machine: {machine}").format(time=result["created"], machine=result["machine"]),
+           ""]
     out += [f"- {note}" for note in result["notes"]] + [""]
-    out += ["## Arms", ""] + [
-        f"- **{arm}**: {text} (seeds {result['seeds'][arm]})" for arm, text in result["arms"].items()
+    out += [_("## Arms"), ""] + [
+        _("- **{arm}**: {description} (seeds {seeds})").format(
+            arm=arm, description=text, seeds=result["seeds"][arm])
+        for arm, text in result["arms"].items()
     ] + [""]
-    out += ["## Primary metrics (named in the study file before it ran)", ""] + [
-        f"- **{m}**: " + ", ".join(f"{pair} {d}" for pair, d in by_pair.items())
-        for m, by_pair in result["primary"].items()
-    ] + ["", f"**Rule.** {result['rule']}", ""]
+    out += [_("## Primary metrics (named in the study file before it ran)"), ""] + [
+        f"- **{m}**: {expected}" for m, expected in primary_lines(result)
+    ] + ["", _("**Rule.** {rule}").format(rule=translate(result["rule"])), ""]
     if result["floors"]:
-        out += [f"**Floors.** {result['floors']['definition']}", ""]
+        out += [_("**Floors.** {definition}").format(definition=result["floors"]["definition"]), ""]
     out += [f"- {line}" for line in result["baselines"]] + ([""] if result["baselines"] else [])
     for title, header, rows in tables(result):
         out += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         out += ["| " + " | ".join(row) + " |" for row in rows] + [""]
-    out += ["## Definitions", ""] + [
-        f"- **{m['name']}**: {m['definition'] or '(see the report)'}" for m in result["metrics"]
+    see_report = _("(see the report)")
+    out += [_("## Definitions"), ""] + [
+        f"- **{shown_metric(m['name'])}**: {m['definition'] or see_report}" for m in result["metrics"]
     ]
-    out += ["", "## Figures", ""] + [f"![{f}]({f})" for f in result["figures"]] + [""]
+    out += ["", _("## Figures"), ""] + [f"![{f}]({f})" for f in result["figures"]] + [""]
     return "\n".join(out)
 
 
 def page(result: dict) -> str:
-    """The comparison as one self-contained page in the audit page's style."""
+    """The comparison as one self-contained page in the audit page's style, in the reader's language."""
     e = html.escape
+    lang = "zh-CN" if current_language() == "zh" else "en"
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        f'<html lang="{lang}"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{e(result['title'])}</title><style>{CSS}</style></head><body><main>",
         f"<h1>{e(result['title'])}</h1>",
         f"<div class='meta'>{e(result['created'])} · {e(result['machine'])}<br>"
         + "<br>".join(e(n) for n in result["notes"])
         + "</div>",
-        "<section><h2>Arms</h2><ul>"
-        + "".join(f"<li><b>{e(a)}</b>: {e(t)} (seeds {e(str(result['seeds'][a]))})</li>"
-                  for a, t in result["arms"].items())
+        "<section><h2>" + e(_("Arms")) + "</h2><ul>"
+        + "".join("<li><b>{arm}</b>: {text}</li>".format(
+            arm=e(a), text=e(_("{description} (seeds {seeds})").format(description=t, seeds=seeds)))
+            for a, t in result["arms"].items() for seeds in [result["seeds"][a]])
         + "</ul></section>",
-        "<section><h2>Primary metrics</h2><ul>"
-        + "".join(f"<li><b>{e(m)}</b>: {e(', '.join(f'{p} {d}' for p, d in by_pair.items()))}</li>"
-                  for m, by_pair in result["primary"].items())
-        + f"</ul><p class='meta'>{e(result['rule'])}</p>"
+        "<section><h2>" + e(_("Primary metrics")) + "</h2><ul>"
+        + "".join(f"<li><b>{e(m)}</b>: {e(expected)}</li>" for m, expected in primary_lines(result))
+        + f"</ul><p class='meta'>{e(translate(result['rule']))}</p>"
         + (f"<p class='meta'>{e(result['floors']['definition'])}</p>" if result["floors"] else "")
         + "".join(f"<p class='meta'>{e(line)}</p>" for line in result["baselines"])
         + "</section>",
@@ -294,15 +337,16 @@ def page(result: dict) -> str:
         head = "".join(f"<th>{e(h)}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows)
         parts.append(f"<section><h2>{e(title)}</h2><table><tr>{head}</tr>{body}</table></section>")
-    definitions = "".join(f"<li><b>{e(m['name'])}</b>: {e(m['definition'])}</li>" for m in result["metrics"])
+    definitions = "".join(f"<li><b>{e(shown_metric(m['name']))}</b>: {e(m['definition'])}</li>"
+                          for m in result["metrics"])
     images = "".join(
         f'<a href="{e(f)}"><img src="{e(f)}" alt="{e(f)}" loading="lazy"></a>' for f in result["figures"]
     )
     parts += [
-        f"<section><h2>Definitions</h2><ul>{definitions}</ul></section>",
-        f"<section class='figures'><h2>Figures</h2>{images}</section>",
-        f"<p class='meta'><a href='{MARKDOWN_NAME}'>markdown</a> · "
-        f"<a href='{JSON_NAME}'>numbers (JSON)</a></p>",
+        "<section><h2>" + e(_("Definitions")) + f"</h2><ul>{definitions}</ul></section>",
+        "<section class='figures'><h2>" + e(_("Figures")) + f"</h2>{images}</section>",
+        f"<p class='meta'><a href='{MARKDOWN_NAME}'>" + e(_("markdown")) + "</a> · "
+        f"<a href='{JSON_NAME}'>" + e(_("numbers (JSON)")) + "</a></p>",
         "</main></body></html>",
     ]
     return "\n".join(parts) + "\n"
@@ -344,7 +388,8 @@ def draw_figures(data: ComparisonInput, result: dict, folder: Path) -> None:
             if ref is not None:
                 ax.scatter([i], [ref], marker="x", color="gray", zorder=2)
         ax.set_xticks(range(len(arms)), arms, rotation=20, ha="right")
-        ax.set_title(f"{m['name']}\nseeds (dots), mean and 95% interval (bar), random init (x)", fontsize=9)
+        ax.set_title(shown_metric(m["name"]) + "\n"
+                     + _("seeds (dots), mean and 95% interval (bar), random init (x)"), fontsize=9)
         save_figure(fig, folder / name)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, (arm, runs) in enumerate(data.arms.items()):
@@ -358,7 +403,8 @@ def draw_figures(data: ComparisonInput, result: dict, folder: Path) -> None:
                 marker=".",
                 label=arm if j == 0 else None,
             )
-    ax.set(xlabel="step", ylabel="val loss (training's evaluations)", title="Validation loss of every run")
+    ax.set(xlabel=_("step"), ylabel=_("val loss (training's evaluations)"),
+           title=_("Validation loss of every run"))
     ax.legend()
     save_figure(fig, folder / CURVES_NAME)
 

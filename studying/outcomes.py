@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from core.checkpoint import architecture_of, load_checkpoint, model_from_checkpoint, tokenizer_of
 from core.config import Config
 from core.errors import UserError
+from core.i18n import N_, _, translate
 from experiments.context import reports_dir_name
 from experiments.registry import EXPERIMENTS
 from experiments.report import write_atomic
@@ -37,14 +38,15 @@ from studying.spec import GAIN
 from training.run_log import VAL_HISTORY_NAME, read_val_history
 
 VAL_LOSS = "val loss"
-VAL_LOSS_DEFINITION = (
+# Definitions are prose: written into the comparison in its language (core.i18n).
+VAL_LOSS_DEFINITION = N_(
     "mean next-token cross-entropy (nats) of the final checkpoint on audit_tokens tokens of "
     "val.bin, in block_size windows spread evenly over the split: the same text for every run and arm. "
     "Lower is better. Reference: the same on a random-init model of the arm."
 )
 VAL_LOSS_FILE = "study_val_loss.json"
 CRYSTALLIZATION = "crystallization depth"
-CRYSTALLIZATION_DEFINITION = (
+CRYSTALLIZATION_DEFINITION = N_(
     "for each target prompt, the first layer l from which the logit lens (final norm, "
     "vocab matrix) ranks the target #1 through the last layer, as l / n_layer (0: "
     "after the embedding, 1: only after the last layer); mean over the prompts whose "
@@ -90,7 +92,7 @@ def text_loss(model, windows: np.ndarray) -> float:
     y = torch.from_numpy(windows[:, 1:])
     total = 0.0
     for xb, yb in zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH), strict=True):
-        logits, _ = model(xb)
+        logits, _loss = model(xb)
         total += F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="sum").item()
     return total / y.numel()
 
@@ -176,11 +178,11 @@ def collect(run_dir: Path, cfg: Config, metrics: list[str]) -> RunOutcome:
     }
     if VAL_LOSS in metrics:
         outcome.values[VAL_LOSS], outcome.random_init[VAL_LOSS] = val_loss(run_dir, cfg)
-        outcome.definitions[VAL_LOSS] = VAL_LOSS_DEFINITION
+        outcome.definitions[VAL_LOSS] = _(VAL_LOSS_DEFINITION)
         outcome.available.add(VAL_LOSS)
     if CRYSTALLIZATION in metrics:
         outcome.available.add(CRYSTALLIZATION)
-        outcome.definitions[CRYSTALLIZATION] = CRYSTALLIZATION_DEFINITION
+        outcome.definitions[CRYSTALLIZATION] = _(CRYSTALLIZATION_DEFINITION)
         depth = crystallization_depth(run_dir, cfg)
         if depth is not None:
             outcome.values[CRYSTALLIZATION] = depth
@@ -189,7 +191,7 @@ def collect(run_dir: Path, cfg: Config, metrics: list[str]) -> RunOutcome:
         if metric in (VAL_LOSS, CRYSTALLIZATION):
             continue
         gain = metric.endswith(GAIN)
-        number, _, name = metric.removesuffix(GAIN).partition(":")
+        number, _sep, name = metric.removesuffix(GAIN).partition(":")
         report = read_report_metrics(folder, int(number))
         if report is None or report.get("skipped"):
             continue
@@ -212,8 +214,10 @@ def collect(run_dir: Path, cfg: Config, metrics: list[str]) -> RunOutcome:
         if gain:
             named = [m for m in report.get("metrics", []) if m["name"] == name.strip()]
             baseline = named[0].get("control_name") if named else None
-            definition = (f"{name.strip()} minus its control in the same report ({baseline or 'none'}), "
-                          f"per run: the gain over that baseline. {definition}").strip()
+            definition = _("{metric} minus its control in the same report ({control}), per run: the gain "
+                           "over that baseline. {definition}").format(
+                metric=translate(name.strip()), control=translate(baseline) if baseline else _("none"),
+                definition=definition).strip()
         outcome.definitions[metric] = definition
     return outcome
 

@@ -48,7 +48,9 @@ def check_same_training(study: Study, arm: str, seed: int) -> None:
         return
     saved = load_checkpoint(run_dir).get("config", {})
     wanted = study.run_config(arm, seed).to_dict()
-    ignored = set(EVALUATION_KEYS) | set(SEED_KEYS) - {"seed"} | {"always_save_checkpoint", "wandb_log"}
+    # lang sets only the language of messages: a run trained under another locale is the same run.
+    ignored = set(EVALUATION_KEYS) | set(SEED_KEYS) - {"seed"} | {"always_save_checkpoint", "wandb_log",
+                                                                 "lang"}
     differences = [
         f"{k} {saved[k]!r} vs {v!r}"
         for k, v in wanted.items()

@@ -33,12 +33,13 @@ from pathlib import Path
 
 from core.config import Config, check_key, check_type, load_config, read_config_file
 from core.errors import UserError
+from core.i18n import N_
 from experiments.registry import EXPERIMENTS
 from studying.metric_names import example_names, reportable
 from studying.statistics import DIRECTIONS, MAX_PRIMARY
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-STUDY_METRICS = ("val loss", "crystallization depth")  # computed by the study (studying/outcomes.py)
+STUDY_METRICS = (N_("val loss"), N_("crystallization depth"))  # computed by the study (studying/outcomes.py)
 GAIN = " (gain over control)"  # "N:name (gain over control)": the metric minus its report's control
 NAME_BYTES = 255  # the longest file name Linux, macOS and Windows file systems all take
 # Keys that only the experiments read: arms differing only in these share their trained runs.
@@ -141,7 +142,7 @@ def load_study(path: str, overrides: dict[str, str] | None = None) -> Study:
     for key, value in (overrides or {}).items():
         if key not in ("runs_dir", "results_dir"):
             raise UserError(
-                f"unknown study option --{key}; study.py takes --runs_dir=DIR and --results_dir=DIR"
+                f"unknown study option --{key}; study.py takes --runs_dir=DIR, --results_dir=DIR, --lang"
             )
         if not value.strip():
             raise UserError(f"--{key}= is empty; give a folder, e.g. --{key}=out/my_study")

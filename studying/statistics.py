@@ -32,26 +32,35 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
+from core.i18n import N_
+
 ALPHA = 0.05
 POWER = 0.8  # the power at which the smallest detectable effect is stated
 MAX_EXACT_SEEDS = 16  # up to 2^16 sign flips are enumerated; beyond, FLIP_DRAWS random ones
 FLIP_DRAWS = 100_000
 MAX_PRIMARY = 5  # primary metrics a study may name: more would spend its Holm family on breadth
-DIRECTIONS = ("higher", "lower", "differs")  # what a claim expects of the second arm against the first
-HOLDS, OPPOSITE = "holds", "opposite direction detected"
-NOT_TESTABLE = "not testable at this scale"
-NO_DIFFERENCE = "no detectable difference"
-RULE = (
-    f"Per comparison (second arm minus first) and metric: the difference of means and its 95% confidence "
-    f"interval. Arms trained at the same seeds are paired by seed: paired t-test (decides) and an exact "
-    f"sign-flip permutation test over all 2^n flips (reported); arms without shared seeds get Welch's "
-    f"t-test. The study's primary metrics (named in the study file before it ran, at most {MAX_PRIMARY}) "
-    f"of every comparison form one Holm family at alpha = {ALPHA}; a primary cell's verdict is "
-    f'"{HOLDS}" (Holm p < {ALPHA} in the expected direction), "{OPPOSITE}", "{NO_DIFFERENCE} (smallest '
-    f'detectable effect X)" (X: the difference the test would detect with power {POWER} at level '
-    f'alpha / m, in the metric\'s units) or "{NOT_TESTABLE} (why)". A verdict is fragile when leaving '
-    f"out any one seed changes it. Every other metric is exploratory: interval and p unadjusted, no verdict."
-)
+# What a claim expects of the second arm against the first.
+DIRECTIONS = (N_("higher"), N_("lower"), N_("differs"))
+# The verdict vocabulary stays English in comparison.json (tools read it); the markdown and the page
+# show it translated (core.i18n.translate), so each word and template is marked for the catalog.
+HOLDS, OPPOSITE = N_("holds"), N_("opposite direction detected")
+NOT_TESTABLE, NO_DIFFERENCE = "not testable at this scale", "no detectable difference"  # the categories
+NOT_TESTABLE_BECAUSE = N_("not testable at this scale ({reason})")
+NO_DIFFERENCE_DETECTABLE = N_("no detectable difference (smallest detectable effect {effect})")
+NO_VERDICT = N_("exploratory: no verdict")
+WITHOUT_SEED = N_("without seed {seed}: {verdict}")
+RULE = N_(
+    "Per comparison (second arm minus first) and metric: the difference of means and its 95% confidence "
+    "interval. Arms trained at the same seeds are paired by seed: paired t-test (decides) and an exact "
+    "sign-flip permutation test over all 2^n flips (reported); arms without shared seeds get Welch's "
+    "t-test. The study's primary metrics (named in the study file before it ran, at most {max_primary}) "
+    "of every comparison form one Holm family at alpha = {alpha}; a primary cell's verdict is "
+    '"holds" (Holm p below alpha, in the expected direction), "opposite direction detected", "no '
+    'detectable difference (smallest detectable effect X)" (X: the difference the test would detect '
+    "with power {power} at level alpha / m, in the metric's units) or \"not testable at this scale "
+    '(why)". A verdict is fragile when leaving out any one seed changes it. Every other metric is '
+    "exploratory: interval and p unadjusted, no verdict."
+).format(max_primary=MAX_PRIMARY, alpha=ALPHA, power=POWER)
 
 
 @dataclass
@@ -109,7 +118,7 @@ class Difference:
     direction: str | None = None
     p_holm: float = math.nan
     detected: bool = False
-    verdict: str = "exploratory: no verdict"
+    verdict: str = NO_VERDICT
     fragile: bool = False
     fragile_because: list[str] = field(default_factory=list)
 
@@ -167,7 +176,8 @@ def paired_test(cell: Cell, level: float) -> Difference:
     diff = float(np.mean(b - a)) if n else math.nan
     if n < 2:
         return Difference(cell.metric, "", (n, n), diff, math.nan, math.nan, math.nan,
-                          reason=f"{n} seed{'s' if n != 1 else ''} with a value in both arms; needs 2")
+                          reason=(N_("1 seed with a value in both arms; needs 2") if n == 1 else
+                                  N_("{count} seeds with a value in both arms; needs 2").format(count=n)))
     d = b - a
     sd = float(d.std(ddof=1))
     if sd == 0:  # every seed gave the same difference: it is exact
@@ -191,7 +201,8 @@ def welch_test(cell: Cell, level: float) -> Difference:
     diff = float(b.mean() - a.mean()) if n_a and n_b else math.nan
     if n_a < 2 or n_b < 2:
         return Difference(cell.metric, "", (n_a, n_b), diff, math.nan, math.nan, math.nan,
-                          reason=f"n = {n_a} vs {n_b}; needs 2 per arm")
+                          reason=N_("n = {count_a} vs {count_b}; needs 2 per arm").format(
+                              count_a=n_a, count_b=n_b))
     if a.var(ddof=1) + b.var(ddof=1) == 0:  # every seed gave one value in each arm: the difference is exact
         p = 0.0 if diff != 0 else 1.0
         return Difference(cell.metric, "Welch", (n_a, n_b), diff, diff, diff, p, smallest_detectable=0.0)
@@ -206,9 +217,9 @@ def welch_test(cell: Cell, level: float) -> Difference:
 def verdict(d: Difference) -> str:
     """The verdict vocabulary: what the rule decides for one primary cell."""
     if d.reason:
-        return f"{NOT_TESTABLE} ({d.reason})"
+        return NOT_TESTABLE_BECAUSE.format(reason=d.reason)
     if not d.detected:
-        return f"{NO_DIFFERENCE} (smallest detectable effect {d.smallest_detectable:.3g})"
+        return NO_DIFFERENCE_DETECTABLE.format(effect=f"{d.smallest_detectable:.3g}")
     expected = d.direction == "differs" or (d.difference > 0) == (d.direction == "higher")
     return HOLDS if expected else OPPOSITE
 
@@ -261,5 +272,5 @@ def decide(cells: list[Cell], alpha: float = ALPHA) -> list[Difference]:
         for d, other in zip(results, again, strict=True):
             if d.primary and category(other) != category(d):
                 d.fragile = True
-                d.fragile_because.append(f"without seed {seed}: {other.verdict}")
+                d.fragile_because.append(WITHOUT_SEED.format(seed=seed, verdict=other.verdict))
     return results

@@ -19,7 +19,7 @@ import experiment
 import explore
 from core.config import REPO_ROOT, Config, check_key, check_type, parse_args, parse_value
 from core.errors import UserError
-from studying.compare import compare_runs_main
+from studying.compare import check_language, compare_runs_main
 from studying.spec import load_study
 
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
@@ -123,6 +123,7 @@ def study_script(argv: list[str]) -> list[str]:
     if argv[:1] == ["--runs"]:
         return compare_arguments(argv[1:])
     study_file, overrides = parse_args(argv)
+    check_language(overrides.pop("lang", "auto"))  # study.py's own option, beside the study's
     load_study(study_file, overrides)  # reads the study file and its keys; trains nothing
     return [study_file]
 

@@ -15,6 +15,7 @@ from matplotlib import font_manager
 from matplotlib.text import Text
 
 import experiment
+import study as study_script
 from core import i18n
 from core.config import load_config
 from core.errors import UserError
@@ -22,7 +23,7 @@ from experiments.registry import EXPERIMENTS
 from experiments.report import Report
 
 # Where the messages live: docs/i18n.md extracts them from the same places.
-SOURCES = ["experiment.py", "core", "experiments"]
+SOURCES = ["experiment.py", "study.py", "core", "experiments", "studying"]
 FIELD = re.compile(r"\{(\w+)(?:[:!][^{}]*)?\}")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -185,3 +186,69 @@ def test_menu_speaks_chinese(tmp_path, monkeypatch, capsys, chinese):
         experiment.main([str(config_file), "--lang=zh"])
     assert exit_status.value.code == 2
     assert "'seven' 不是实验编号" in capsys.readouterr().err
+
+
+def test_a_study_comparison_in_chinese_keeps_its_json_identifiers_english(tmp_path, monkeypatch, chinese):
+    """study.py --lang=zh: comparison.md, index.html and the figures speak Chinese, the verdicts in the
+    catalog's words; comparison.json keeps the English names tools read (metrics, roles, tests, verdicts)."""
+    from test_study import constructed_comparison
+
+    from studying import comparison
+    from studying.compare import speak
+
+    has_cjk_font = any("CJK" in font.name for font in font_manager.fontManager.ttflist)
+    fonts_used, cjk_texts = set(), []
+    save = comparison.save_figure
+
+    def save_figure(fig, path):  # the font matplotlib picks for every Chinese text of every figure
+        for text in fig.findobj(Text):
+            if CJK.search(text.get_text()):
+                cjk_texts.append(text.get_text())
+                font = font_manager.findfont(text.get_fontproperties(), fallback_to_default=False)
+                fonts_used.add(Path(font))
+        save(fig, path)
+
+    monkeypatch.setattr(comparison, "save_figure", save_figure)
+    speak("zh")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        comparison.write_comparison(constructed_comparison(), tmp_path)
+    if has_cjk_font:
+        assert not [w for w in caught if "missing from font" in str(w.message)]
+        assert fonts_used and all("CJK" in font.name for font in fonts_used), fonts_used
+    assert "验证损失" in cjk_texts[0] and "随机初始化（x）" in cjk_texts[0]
+    assert "每次运行的验证损失" in cjk_texts and len(cjk_texts) >= 3
+
+    result = json.loads((tmp_path / "comparison.json").read_text(encoding="utf-8"))
+    (topk_loss, topk_cosine), (svd_loss, _cosine) = (c["results"] for c in result["comparisons"])
+    assert topk_loss["verdict"] == "opposite direction detected" and topk_loss["test"] == "paired t"
+    assert svd_loss["verdict"].startswith("no detectable difference (smallest detectable effect ")
+    assert topk_cosine["role"] == "exploratory" and topk_cosine["verdict"] == "exploratory: no verdict"
+    assert [m["name"] for m in result["metrics"]] == ["val loss", "1:top-pair cosine"]
+    assert result["primary"] == {"val loss": {"reflow vs topk": "lower", "reflow vs svd": "differs"}}
+    assert set(result["floors"]["floors"]) == {"unigram", "bigram", "trigram"}
+    effect = svd_loss["verdict"].removeprefix("no detectable difference (smallest detectable effect ")[:-1]
+
+    markdown = (tmp_path / "comparison.md").read_text(encoding="utf-8")
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    for shown in (markdown, page):
+        assert "检测到相反方向" in shown and f"无可检测差异（最小可检测效应 {effect}）" in shown
+        assert "主要指标：一个 Holm 校正族" in shown and "探索性：reflow 对 topk（未校正，不下结论）" in shown
+        assert "配对 t 检验，n = 6 个种子" in shown and "1:最相似词对余弦" in shown
+        assert "一元模型下限" in shown and "三元模型下限" in shown and "“成立”" in shown
+        assert "opposite direction" not in shown and "Holm family" not in shown and "paired t" not in shown
+    assert markdown.startswith("# constructed\n") and "| 验证损失 | 主要指标 |" in markdown
+    assert "svd 就是 gpt2-new 自身的嵌入" in markdown
+    assert '<html lang="zh-CN">' in page and "<h2>实验组</h2>" in page
+    # Verdicts filled from nested templates, as a fragile or untestable cell shows them.
+    assert i18n.translate("not testable at this scale (1 seed with a value in both arms; needs 2)") == \
+        "在此规模下无法检验（两组都有值的种子只有 1 个；至少需要 2 个）"
+    assert i18n.translate("without seed 3: no detectable difference (smallest detectable effect 0.12)") == \
+        "去掉种子 3：无可检测差异（最小可检测效应 0.12）"
+
+
+def test_study_and_compare_take_lang_and_refuse_another(capsys, chinese):
+    with pytest.raises(SystemExit) as exit_status:
+        study_script.main(["--runs", "a", "b", "--lang=fr"])
+    assert exit_status.value.code == 2
+    assert "--lang must be 'auto', 'en' or 'zh', got 'fr'" in capsys.readouterr().err

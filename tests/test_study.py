@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 from experiment_workspace import SETTINGS
@@ -17,12 +18,17 @@ from statsmodels.stats.multitest import multipletests
 
 import experiment
 import study as study_script
+from core.checkpoint import CHECKPOINT_NAME
 from core.config import Config
+from core.errors import UserError
+from core.i18n import use_language
 from core.tokenizer import encode
-from studying.compare import rotation_baselines
+from studying import compare, runs
+from studying.compare import group_runs, rotation_baselines
 from studying.comparison import ComparisonInput, write_comparison
 from studying.floors import Floors
 from studying.outcomes import RunOutcome
+from studying.runs import check_same_training
 from studying.spec import load_study
 
 REPO = Path(__file__).resolve().parent.parent
@@ -177,10 +183,21 @@ def test_a_rerun_of_a_finished_study_trains_nothing_and_compare_reads_runs_as_th
     comparison = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert set(comparison["arms"]) == {"model=reflow", "model=gpt2-new"}
     assert "3:effective rank" in [m["name"] for m in comparison["metrics"]]
-    experiment.main(["--compare", *runs, f"--out={tmp_path / 'cmp2'}"])  # the same from experiment.py
+    fonts = {key: matplotlib.rcParams[key]
+             for key in ("font.family", "font.sans-serif", "axes.unicode_minus")}
+    try:  # the same from experiment.py, in Chinese: the JSON's identifiers and numbers do not change
+        experiment.main(["--compare", *runs, f"--out={tmp_path / 'cmp2'}", "--lang=zh"])
+    finally:
+        use_language("en")
+        matplotlib.rcParams.update(fonts)
     again = json.loads((tmp_path / "cmp2" / "comparison.json").read_text())
-    assert again["metrics"] == comparison["metrics"]
+    without_prose = [{k: v for k, v in m.items() if k != "definition"} for m in comparison["metrics"]]
+    assert [{k: v for k, v in m.items() if k != "definition"} for m in again["metrics"]] == without_prose
     assert all(r["role"] == "exploratory" for c in again["comparisons"] for r in c["results"])
+    assert set(again["arms"]) == {"model=reflow", "model=gpt2-new"} and again["title"] == "运行对比"
+    markdown = (tmp_path / "cmp2" / "comparison.md").read_text(encoding="utf-8")
+    assert "## 探索性：model=reflow 对 model=gpt2-new（未校正，不下结论）" in markdown
+    assert "| 3:有效秩 |" in markdown and "Exploratory" not in markdown
 
 
 def test_a_run_given_twice_is_refused(killed_and_finished, tmp_path, capsys):
@@ -294,10 +311,9 @@ def test_the_shipped_studies_load_and_share_runs_between_posthoc_readings():
     assert native.run_dir("reflow", 1) != native.run_dir("gpt2_new_svd", 1)
 
 
-def test_a_comparison_of_constructed_runs_records_its_design(tmp_path):
-    """comparison.json from constructed outcomes: the pre-registered primaries, one Holm family over
-    every comparison's primaries, exploratory cells without verdicts, floors with each arm's margin,
-    and the SVD arm named as the raw embedding on a cosine metric."""
+def constructed_comparison() -> ComparisonInput:
+    """Three arms of six seeds, without training: topk's val loss is higher than reflow's (the study
+    expected lower), svd's as reflow's with more spread; svd is a full-rank SVD (a rotation baseline)."""
     rng = np.random.default_rng(0)
     block = rng.normal(0, 1, 6)  # what a seed does to every arm
 
@@ -313,8 +329,16 @@ def test_a_comparison_of_constructed_runs_records_its_design(tmp_path):
                "reflow": Config(n_embd=64, n_signals=64)}
     baselines = rotation_baselines(configs, ["val loss", "1:top-pair cosine"])
     floors = Floors(6.0, 5.0, 4.9, [0.2, 0.8], [0.2, 0.5, 0.3])
-    data = ComparisonInput("constructed", arms, dict.fromkeys(arms, ""), ["val loss", "1:top-pair cosine"],
+    return ComparisonInput("constructed", arms, dict.fromkeys(arms, ""), ["val loss", "1:top-pair cosine"],
                            pairs, [], primary, floors, baselines)
+
+
+def test_a_comparison_of_constructed_runs_records_its_design(tmp_path):
+    """comparison.json from constructed outcomes: the pre-registered primaries, one Holm family over
+    every comparison's primaries, exploratory cells without verdicts, floors with each arm's margin,
+    and the SVD arm named as the raw embedding on a cosine metric."""
+    data = constructed_comparison()
+    arms = data.arms
     write_comparison(data, tmp_path)
     result = json.loads((tmp_path / "comparison.json").read_text())
     assert result["primary"] == {"val loss": {"reflow vs topk": "lower", "reflow vs svd": "differs"}}
@@ -333,6 +357,28 @@ def test_a_comparison_of_constructed_runs_records_its_design(tmp_path):
     assert math.isclose(margins["unigram"], 6.0 - topk_mean)
     assert "Primary metrics: one Holm family" in (tmp_path / "comparison.md").read_text()
     assert "opposite direction detected" in (tmp_path / "index.html").read_text()
+
+
+def test_a_run_trained_in_another_language_is_the_same_run(tmp_path, monkeypatch):
+    """lang sets only the language of messages: neither the study's check of a run's saved settings
+    nor the grouping of runs into arms tells runs apart by it; a setting training reads still does."""
+    study = load_study(str(write_workspace(tmp_path)))
+    run_dir = study.run_dir("reflow", 1)
+    run_dir.mkdir(parents=True)
+    (run_dir / CHECKPOINT_NAME).touch()
+    saved = {**study.run_config("reflow", 1).to_dict(), "lang": "zh"}
+    monkeypatch.setattr(runs, "load_checkpoint", lambda folder: {"config": saved})
+    check_same_training(study, "reflow", 1)  # not refused
+    saved["n_layer"] += 1
+    with pytest.raises(UserError, match="n_layer"):
+        check_same_training(study, "reflow", 1)
+
+    configs = {Path(f"{arm}_{seed}_{lang}"): Config(seed=seed, lang=lang, n_signals=signals)
+               for arm, signals in (("a", 32), ("b", 64)) for seed, lang in ((1, "en"), (2, "zh"))}
+    monkeypatch.setattr(compare, "run_config", configs.get)
+    arms = group_runs(list(configs))
+    assert {name: [d.name for d, _ in found] for name, found in arms.items()} == {
+        "n_signals=32": ["a_1_en", "a_2_zh"], "n_signals=64": ["b_1_en", "b_2_zh"]}
 
 
 def test_every_metric_an_experiment_can_report_is_known_to_the_study_loader():
