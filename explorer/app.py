@@ -21,10 +21,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # must precede the i
 import gradio as gr  # noqa: E402
 
 from core.errors import UserError  # noqa: E402
-from core.tokenizer import encode  # noqa: E402
 from explorer import render, views  # noqa: E402
 from explorer.state import ExplorerState  # noqa: E402
-from explorer.tokens import token_piece  # noqa: E402
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
@@ -113,19 +111,13 @@ def build_app(state: ExplorerState) -> gr.Blocks:
 NAVIGATION_SCRIPT = f"<script>{(Path(__file__).parent / 'navigation.js').read_text()}</script>"
 
 
-def word_of(token: int) -> str:
-    """What to type to get `token`: its text when that encodes back to it, else '#ID'."""
-    text = token_piece(token)
-    return text if encode(text) == [token] else f"#{token}"
-
-
 def open_view(state: ExplorerState, params: dict, lens_prompt: str | None) -> tuple[str | None, tuple]:
     """(view, values) for an address's parameters: the view's inputs as they would be typed, then its
     answer, in the order of the components navigation() lists for it; (None, ()) for no view."""
     view = params.get("view")
     if view == "token":
         by_id = params.get("token", "").isdigit()
-        word = word_of(int(params["token"])) if by_id else params.get("word", "")
+        word = state.tokenizer.word(int(params["token"])) if by_id else params.get("word", "")
         return view, (word, *show_token(state, word))
     if view == "signal":
         return view, (params.get("signal", ""), *show_signal(state, params.get("signal", "")))
@@ -181,27 +173,27 @@ def show_token(state: ExplorerState, text):
     card = views.token_card(state, text)
     if state.factorization is None:
         card.note = "; ".join(filter(None, [card.note, f"no recipe chart: {state.factorization_note}"]))
-    lens_url = render.view_url("lens", target=word_of(card.token))
-    return (render.token_status(card, lens_url), render.recipe_bars(card),
-            render.token_rows(card.neighbours, "neighbours-grid"))
+    lens_url = render.view_url("lens", target=state.tokenizer.word(card.token))
+    return (render.token_status(state.tokenizer, card, lens_url), render.recipe_bars(state.tokenizer, card),
+            render.token_rows(state.tokenizer, card.neighbours, "neighbours-grid"))
 
 
 @guarded(outputs=1)
 def solve_analogy(state: ExplorerState, a, b, c):
-    return "", render.token_rows(views.analogy(state, a, b, c), "analogy-grid")
+    return "", render.token_rows(state.tokenizer, views.analogy(state, a, b, c), "analogy-grid")
 
 
 @guarded(outputs=3)
 def show_signal(state: ExplorerState, value):
     card = views.signal_card(state, value)
     return (render.signal_summary(card, state.signal_stats_note), render.histogram_html(card),
-            render.codebook_rows(card), render.contexts_html(card))
+            render.codebook_rows(state.tokenizer, card), render.contexts_html(state.tokenizer, card))
 
 
 @guarded(outputs=0)
 def probe_signal(state: ExplorerState, value, text):
     signal, tokens, activations = views.signal_on_text(state, value, text)
-    return (render.probe_html(tokens, activations, signal),)
+    return (render.probe_html(state.tokenizer, tokens, activations, signal),)
 
 
 @guarded(outputs=2)
@@ -209,16 +201,17 @@ def run_lens(state: ExplorerState, text, target_word, position_value):
     idx = views.parse_prompt(state, text)
     states = views.residual_states(state, idx)
     lens = views.logit_lens(state, idx, states, target_word)
-    prompt_of = lambda token: render.view_url("lens", prompt=text, target=word_of(token),  # noqa: E731
+    prompt_of = lambda token: render.view_url("lens", prompt=text, target=state.tokenizer.word(token),  # noqa: E731
                                               position=position_value)
-    heatmap = render.lens_html(lens, prompt_of)
+    heatmap = render.lens_html(state.tokenizer, lens, prompt_of)
     if state.factorization is None:
         return render.note(f"signal flow unavailable: {state.factorization_note}"), heatmap, ""
     flow = views.signal_flow(state, idx, states, position_value)
     drivers = views.drivers(state, idx, states, position_value)
     ablate = lambda signal: render.view_url("intervene", prompt=drivers.prompt, signals=signal,  # noqa: E731
-                                            watch=word_of(drivers.token))
-    return "", heatmap, render.flow_html(flow, lens.layers) + render.drivers_html(drivers, ablate)
+                                            watch=state.tokenizer.word(drivers.token))
+    return "", heatmap, (render.flow_html(state.tokenizer, flow, lens.layers)
+                         + render.drivers_html(state.tokenizer, drivers, ablate))
 
 
 def intervention_result(state: ExplorerState, idx, kind, signals_text, layer_value=None, alpha_value=None,
@@ -231,8 +224,9 @@ def intervention_result(state: ExplorerState, idx, kind, signals_text, layer_val
     if kind == views.ADD_DIRECTION and direction == views.CONCEPT:
         watched.append(views.parse_word(state, concept_word, "concept word"))
     result = views.next_tokens(state, idx, intervention)
-    summary = render.intervention_summary(result, list(dict.fromkeys(watched)))
-    tables = render.next_token_rows(result, "before"), render.next_token_rows(result, "after")
+    summary = render.intervention_summary(state.tokenizer, result, list(dict.fromkeys(watched)))
+    tables = (render.next_token_rows(state.tokenizer, result, "before"),
+              render.next_token_rows(state.tokenizer, result, "after"))
     return intervention, summary, *tables
 
 
@@ -356,7 +350,7 @@ def signal_tab(state: ExplorerState) -> dict:
 
 def all_signals(state: ExplorerState) -> list[list]:
     try:
-        return render.signal_list_rows(views.signal_list(state))
+        return render.signal_list_rows(state.tokenizer, views.signal_list(state))
     except UserError:
         return []
 

@@ -18,7 +18,6 @@ from experiments.common import lens_logits, residual_norms, steering_hook, token
 from explorer.model_interface import final_hook_name, hooked, recording_hook, replacing_hook, residual_hook
 from explorer.model_interface import residual_states as _residual_states
 from explorer.state import ExplorerState, restore_weights, weights_unchanged
-from explorer.tokens import token_label, token_piece
 from models.transformer import sample_next
 
 RECIPE_SIGNALS = 16  # bars in a token's recipe chart
@@ -211,8 +210,8 @@ def token_card(state: ExplorerState, word: str) -> TokenCard:
         recipe = [(s, row[s].item()) for s in top.tolist() if row[s] != 0]  # reflow-topk rows are sparse
     note = ""
     if token not in set(state.vocabulary.tolist()):
-        note = (f"{token_label(token)!r} is not among the {len(state.vocabulary):,} most frequent tokens of "
-                "the training text: its row saw little or no training")
+        note = (f"{state.tokenizer.label(token)!r} is not among the {len(state.vocabulary):,} most frequent "
+                "tokens of the training text: its row saw little or no training")
     return TokenCard(token, recipe, nearest(state, state.token_table[token], exclude=[token]), note)
 
 
@@ -389,10 +388,10 @@ def logit_lens(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor,
     log_total = logits.logsumexp(dim=-1)
     top_logits, top_tokens = logits.max(dim=-1)
     if typed is not None:
-        target, note = typed, f"target {token_piece(typed)!r} (typed)"
+        target, note = typed, f"target {state.tokenizer.piece(typed)!r} (typed)"
     else:
         target = top_tokens[-1, -1].item()
-        note = f"no target typed: the model's own next-token prediction {token_piece(target)!r}"
+        note = f"no target typed: the model's own next-token prediction {state.tokenizer.piece(target)!r}"
     names = ["embed"] + [f"L{i}" for i in range(state.n_layer)]
     target_logits = logits[..., target]
     ranks = 1 + (logits > target_logits[..., None]).sum(dim=-1)
@@ -466,7 +465,7 @@ def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signa
         else:
             token = parse_word(state, concept_word, "concept word")
             unit = F.normalize(state.vocab_matrix[token].float(), dim=0)
-            name = f"concept {token_piece(token)!r}"
+            name = f"concept {state.tokenizer.piece(token)!r}"
         with state.lock:
             norm = residual_norms(model, idx)[layer]
         vector = alpha * norm * unit
