@@ -9,10 +9,13 @@ which screen readers and the browser tests read.
 
 import html
 import math
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from core.tokenizer import Tokenizer
 from explorer.views import DEFINITIONS, Drivers, Flow, Lens, NextTokens, SignalCard, TokenCard
+
+Translator = Callable[[str], str]  # core.i18n.translator(lang): the page's language
 
 POSITIVE, NEGATIVE = "#2563eb", "#dc2626"  # blue for +, red for -, in bars, heatmaps and codebooks
 ERROR_CHARS = 300  # a status line longer than this is cut: the user's input is echoed, never in full
@@ -82,9 +85,9 @@ def note(message: str) -> str:
     return f'<div class="explorer-note">{escape(message)}</div>' if message else ""
 
 
-def definitions(*names: str) -> str:
-    """Markdown list of the named definitions, for the foot of a tab."""
-    return "\n".join(f"- **{name}**: {DEFINITIONS[name]}" for name in names)
+def definitions(_: Translator, *names: str) -> str:
+    """Markdown list of the named definitions, for the foot of a tab, in the page's language (`_`)."""
+    return "\n".join(f"- **{_(name)}**: {_(DEFINITIONS[name])}" for name in names)
 
 
 def table(headers: list[str], rows: list[list[str]], element_id: str) -> str:
@@ -117,11 +120,13 @@ def recipe_bars(tokenizer: Tokenizer, card: TokenCard) -> str:
             f'<div class="explorer-bars">{"".join(rows)}</div>')
 
 
-def token_status(tokenizer: Tokenizer, card: TokenCard, lens_target_url: str) -> str:
-    """Which token the word is, anything to know about its row, and a link to the lens with it as target."""
-    said = "; ".join(filter(None, [f"{tokenizer.label(card.token)!r} is token {card.token}", card.note]))
-    return (f'<div class="explorer-note">{escape(said)} &middot; '
-            f'{link("see it as the logit lens target", lens_target_url)}</div>')
+def token_status(tokenizer: Tokenizer, card: TokenCard, lens_target_url: str, _: Translator) -> str:
+    """Which token the word is, anything to know about its row, and a link to the lens with it as target
+    (`_`: the page's language)."""
+    which = _("{word} is token {token}").format(word=repr(tokenizer.label(card.token)), token=card.token)
+    said = "; ".join(filter(None, [which, card.note]))
+    lens_link = link(_("see it as the logit lens target"), lens_target_url)
+    return f'<div class="explorer-note">{escape(said)} &middot; {lens_link}</div>'
 
 
 def token_rows(tokenizer: Tokenizer, pairs: list[tuple[int, float]], element_id: str) -> str:
@@ -143,11 +148,12 @@ def codebook_rows(tokenizer: Tokenizer, card: SignalCard) -> str:
     return table(["promotes", "weight", "suppresses", "weight"], rows, "codebook-grid")
 
 
-def signal_summary(card: SignalCard, stats_note: str) -> str:
+def signal_summary(card: SignalCard, stats_note: str, _: Translator) -> str:
     if card.firing_rate is None:
-        return note(f"signal {card.signal}: {stats_note}")
-    return note(f"signal {card.signal}: firing rate {card.firing_rate:.2%}, "
-                f"selectivity {card.selectivity:.1f} ({stats_note})")
+        return note(_("signal {signal}: {note}").format(signal=card.signal, note=stats_note))
+    return note(_("signal {signal}: firing rate {rate}, selectivity {selectivity} ({note})").format(
+        signal=card.signal, rate=f"{card.firing_rate:.2%}", selectivity=f"{card.selectivity:.1f}",
+        note=stats_note))
 
 
 def histogram_html(card: SignalCard) -> str:

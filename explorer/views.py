@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
+from core.i18n import N_
 from experiments.common import lens_logits, residual_norms, steering_hook, token_id
 from explorer.model_interface import final_hook_name, hooked, recording_hook, replacing_hook, residual_hook
 from explorer.model_interface import residual_states as _residual_states
@@ -46,43 +47,57 @@ SENTIMENT = "sentiment (config's positive - negative words)"
 SIGNAL_DIRECTION = "a signal's basis direction"
 DIRECTIONS = [CONCEPT, SENTIMENT, SIGNAL_DIRECTION]
 
-DEFINITIONS = {
-    "recipe weight": "r_vs, entry s of token v's row of W_recipe: how much signal s goes into the token "
-                     "(bars: the largest |r_vs|, blue positive, red negative).",
-    "cosine": "cosine similarity between two tokens' rows in the token space (recipes, or the embedding "
-              "on models without recipes); 1 = same direction.",
-    "analogy": "3CosAdd: the tokens whose unit rows are closest (cosine) to unit(a) - unit(b) + unit(c), "
-               "a, b and c themselves left out.",
-    "codebook": "the tokens with the largest (+) and most negative (-) recipe weight r_vs in signal s's "
-                "column: what the signal promotes and suppresses at the output.",
-    "activation": "a_s = ln_f(h) . basis_s: the final hidden state at a position read along signal s.",
-    "firing rate": "share of validation positions where |a_s| exceeds 0.5 x its peak |a_s| over the slice.",
-    "selectivity": "peak |a_s| / mean |a_s| over the slice: how much stronger its best context is than its "
-                   "typical one.",
-    "contexts": "the positions of the slice where a_s is largest, one per distinct text; every token "
-                "shaded by a_s there (blue +, red -, full colour = the largest |a_s| shown), the peak token "
-                "outlined.",
-    "logit lens": "softmax(vocab_matrix @ ln_f(h_l)) for the residual stream h_l after layer l ('embed' = "
-                  "before any layer) at each position: the cell shows the top-1 token, its colour "
-                  "log10 of the target's probability (white at 1e-5 or below, blue at 1); hover for p and "
-                  "rank.",
-    "signal flow": "a_s = ln_f(h_l) . basis_s after each layer at the chosen position, for the signals "
-                   "strongest after the last layer.",
-    "drivers": "the signals with the largest a_s r_vs at the chosen position, v the predicted token: the "
-               "predicted logit is the sum of a_s r_vs over all signals; 'ablate' opens Intervene with that "
-               "signal removed at the readout.",
-    "readout removal": "logits' = logits - sum over removed s of a_s r_vs: the output as if those signals "
-                       "were zero in the final hidden state (the weights are not touched).",
-    "residual removal": "after the chosen layer, at every position, the residual stream loses its "
-                        "component in the span of the removed signals' basis rows (orthogonal projection).",
-    "added direction": "h <- h + alpha x n_l x u after the chosen layer at every position (or at the chosen "
-                       "prompt positions only), u a unit vector (a concept word's vocab-matrix row, mean "
-                       "positive minus mean negative word, or a signal's basis row), n_l the mean "
-                       "residual-stream norm after that layer on this prompt.",
-    "probability": "next-token probability after the prompt, before and after the intervention; rank 1 = "
-                   "the most probable token.",
-    "KL": "KL(before || after) = sum_v p_before(v) log(p_before(v) / p_after(v)), in nats: how far the "
-          "intervention moved the next-token distribution. Entropy: -sum_v p(v) log p(v), in nats.",
+DEFINITIONS = {  # N_: the page shows them in its language (render.definitions)
+    N_("recipe weight"): N_(
+        "r_vs, entry s of token v's row of W_recipe: how much signal s goes into the token (bars: the "
+        "largest |r_vs|, blue positive, red negative)."),
+    N_("cosine"): N_(
+        "cosine similarity between two tokens' rows in the token space (recipes, or the embedding on "
+        "models without recipes); 1 = same direction."),
+    N_("analogy"): N_(
+        "3CosAdd: the tokens whose unit rows are closest (cosine) to unit(a) - unit(b) + unit(c), a, b "
+        "and c themselves left out."),
+    N_("codebook"): N_(
+        "the tokens with the largest (+) and most negative (-) recipe weight r_vs in signal s's column: "
+        "what the signal promotes and suppresses at the output."),
+    N_("activation"): N_(
+        "a_s = ln_f(h) . basis_s: the final hidden state at a position read along signal s."),
+    N_("firing rate"): N_(
+        "share of validation positions where |a_s| exceeds 0.5 x its peak |a_s| over the slice."),
+    N_("selectivity"): N_(
+        "peak |a_s| / mean |a_s| over the slice: how much stronger its best context is than its typical "
+        "one."),
+    N_("contexts"): N_(
+        "the positions of the slice where a_s is largest, one per distinct text; every token shaded by "
+        "a_s there (blue +, red -, full colour = the largest |a_s| shown), the peak token outlined."),
+    N_("logit lens"): N_(
+        "softmax(vocab_matrix @ ln_f(h_l)) for the residual stream h_l after layer l ('embed' = before "
+        "any layer) at each position: the cell shows the top-1 token, its colour log10 of the target's "
+        "probability (white at 1e-5 or below, blue at 1); hover for p and rank."),
+    N_("signal flow"): N_(
+        "a_s = ln_f(h_l) . basis_s after each layer at the chosen position, for the signals strongest "
+        "after the last layer."),
+    N_("drivers"): N_(
+        "the signals with the largest a_s r_vs at the chosen position, v the predicted token: the "
+        "predicted logit is the sum of a_s r_vs over all signals; 'ablate' opens Intervene with that "
+        "signal removed at the readout."),
+    N_("readout removal"): N_(
+        "logits' = logits - sum over removed s of a_s r_vs: the output as if those signals were zero in "
+        "the final hidden state (the weights are not touched)."),
+    N_("residual removal"): N_(
+        "after the chosen layer, at every position, the residual stream loses its component in the span "
+        "of the removed signals' basis rows (orthogonal projection)."),
+    N_("added direction"): N_(
+        "h <- h + alpha x n_l x u after the chosen layer at every position (or at the chosen prompt "
+        "positions only), u a unit vector (a concept word's vocab-matrix row, mean positive minus mean "
+        "negative word, or a signal's basis row), n_l the mean residual-stream norm after that layer on "
+        "this prompt."),
+    N_("probability"): N_(
+        "next-token probability after the prompt, before and after the intervention; rank 1 = the most "
+        "probable token."),
+    N_("KL"): N_(
+        "KL(before || after) = sum_v p_before(v) log(p_before(v) / p_after(v)), in nats: how far the "
+        "intervention moved the next-token distribution. Entropy: -sum_v p(v) log p(v), in nats."),
 }
 
 

@@ -294,6 +294,30 @@ def test_two_tabs_at_once(explorer):
     second.page.close()
 
 
+def test_lang_zh_serves_a_chinese_page(explorer, tmp_path):
+    """lang='zh' (python explore.py CONFIG --lang=zh): the tabs, buttons and status lines are drawn in
+    Chinese, also after a second lookup; the English page (the other tests) is unchanged."""
+    state = make_state(tmp_path, "reflow", lang="zh")
+    with served(state) as url:
+        page = ExplorerPage(explorer[2], url)
+        expect(page.page.get_by_role("tab", name="词元", exact=True)).to_be_visible()
+        expect(page.page.get_by_role("tab", name="Token", exact=True)).to_have_count(0)
+        page.tab("词元")
+        expect(page.locator("token-button")).to_have_text("显示词元")
+        for word in (" he", " she"):  # the second answer must replace the first
+            page.type("token-word", word)
+            page.press("token-button")
+            token = views.parse_word(state, word)
+            expect(page.locator("token-status")).to_contain_text(
+                f"{state.tokenizer.label(token)!r} 是第 {token} 号词元 · 在 logit 透镜中作为目标查看")
+        page.tab("信号")
+        page.type("signal-id", 1)
+        page.press("signal-button")
+        expect(page.locator("signal-status")).to_contain_text("信号 1：激活频率")
+        assert page.errors == []
+        page.page.close()
+
+
 def test_nothing_leaves_the_machine(page, outgoing_connections):
     """Run last in this module: after every tab was used, no request left 127.0.0.1, from the
     page (assets, fonts, analytics) or from the server."""

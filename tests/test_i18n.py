@@ -22,7 +22,7 @@ from experiments.registry import EXPERIMENTS
 from experiments.report import Report
 
 # Where the messages live: docs/i18n.md extracts them from the same places.
-SOURCES = ["experiment.py", "core", "experiments"]
+SOURCES = ["experiment.py", "core", "experiments", "explorer"]
 FIELD = re.compile(r"\{(\w+)(?:[:!][^{}]*)?\}")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
