@@ -218,8 +218,9 @@ def run_lens(state: ExplorerState, text, target_word, position_value):
     drivers = views.drivers(state, idx, states, position_value)
     ablate = lambda signal: render.view_url("intervene", prompt=drivers.prompt, signals=signal,  # noqa: E731
                                             watch=state.tokenizer.word(drivers.token))
-    return "", heatmap, (render.flow_html(state.tokenizer, flow, lens.layers)
-                         + render.drivers_html(state.tokenizer, drivers, ablate))
+    _ = translator(state.cfg.lang)
+    return "", heatmap, (render.flow_html(state.tokenizer, flow, lens.layers, _)
+                         + render.drivers_html(state.tokenizer, drivers, ablate, _))
 
 
 def intervention_result(state: ExplorerState, idx, kind, signals_text, layer_value=None, alpha_value=None,
@@ -232,7 +233,8 @@ def intervention_result(state: ExplorerState, idx, kind, signals_text, layer_val
     if kind == views.ADD_DIRECTION and direction == views.CONCEPT:
         watched.append(views.parse_word(state, concept_word, "concept word"))
     result = views.next_tokens(state, idx, intervention)
-    summary = render.intervention_summary(state.tokenizer, result, list(dict.fromkeys(watched)))
+    summary = render.intervention_summary(state.tokenizer, result, list(dict.fromkeys(watched)),
+                                          translator(state.cfg.lang))
     tables = (render.next_token_rows(state.tokenizer, result, "before"),
               render.next_token_rows(state.tokenizer, result, "after"))
     return intervention, summary, *tables

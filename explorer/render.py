@@ -256,7 +256,7 @@ def lens_html(tokenizer: Tokenizer, lens: Lens, prompt_of) -> str:
             f"<tr><th>layer \\ position</th>{head}</tr>{''.join(rows)}</table></div></div>")
 
 
-def flow_html(tokenizer: Tokenizer, flow: Flow, layers: list[str]) -> str:
+def flow_html(tokenizer: Tokenizer, flow: Flow, layers: list[str], _: Translator) -> str:
     """Signals across, layers down; each cell a_s, red negative, blue positive."""
     scale = max(flow.activations.abs().max().item(), 1e-12)
     head = "".join(f"<th>{signal_link(s)}<br>{' '.join(token_link(tokenizer, t) for t in book)}</th>"
@@ -268,24 +268,24 @@ def flow_html(tokenizer: Tokenizer, flow: Flow, layers: list[str]) -> str:
             rgb = "37, 99, 235" if value >= 0 else "220, 38, 38"
             cells.append(f'<td style="background: rgba({rgb}, {abs(value) / scale:.3f})">{value:+.2f}</td>')
         rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
-    caption = (f"position {flow.position} ({escape(tokenizer.label(flow.token))}): the {len(flow.signals)} "
-               "signals strongest after the last layer, with the tokens each promotes in the direction it "
-               "points.")
+    caption = escape(_("position {position} ({token}): the {count} signals strongest after the last layer, "
+                       "with the tokens each promotes in the direction it points.").format(
+        position=flow.position, token=tokenizer.label(flow.token), count=len(flow.signals)))
     return (f'<div class="explorer-note">{caption}</div><div class="explorer-scroll" id="flow-scroll">'
             f'<table class="explorer-grid" id="flow-grid">'
             f"<tr><th>layer \\ signal</th>{head}</tr>{''.join(rows)}</table></div>")
 
 
-def drivers_html(tokenizer: Tokenizer, drivers: Drivers, ablate_url) -> str:
+def drivers_html(tokenizer: Tokenizer, drivers: Drivers, ablate_url, _: Translator) -> str:
     """The signals driving the prediction at a position, each with a link that ablates it
     (`ablate_url(signal)`)."""
     rows = [[signal_link(s), f"{a:+.3f}", f"{r:+.4f}", f"{c:+.4f}", link("ablate", ablate_url(s))]
             for s, a, r, c in drivers.rows]
-    caption = (f"what drives the prediction {escape(tokenizer.label(drivers.token))!s} after position "
-               f"{drivers.position}: its logit {drivers.logit:+.3f} = sum over signals of a_s r_vs; the "
-               "largest shares")
+    caption = escape(_("what drives the prediction {token} after position {position}: its logit {logit} = "
+                       "sum over signals of a_s r_vs; the largest shares").format(
+        token=tokenizer.label(drivers.token), position=drivers.position, logit=f"{drivers.logit:+.3f}"))
     return (f'<div class="explorer-note">{caption}</div>'
-            + table(["signal", "a_s", "r_vs", "a_s r_vs", ""], rows, "drivers-grid"))
+            + table([_("signal"), "a_s", "r_vs", "a_s r_vs", ""], rows, "drivers-grid"))
 
 
 # --- Intervene --------------------------------------------------------------------------------
@@ -299,11 +299,14 @@ def next_token_rows(tokenizer: Tokenizer, result: NextTokens, which: str) -> lis
             for rank, (token, before, after) in enumerate(result.top(which))]
 
 
-def intervention_summary(tokenizer: Tokenizer, result: NextTokens, watched: list[int]) -> str:
+def intervention_summary(tokenizer: Tokenizer, result: NextTokens, watched: list[int], _: Translator) -> str:
     """KL, entropy change and each watched word's probability and rank before and after, as a table."""
     rows = [[token_link(tokenizer, t), probability(result.before[t].item()), str(result.rank(t, "before")),
              probability(result.after[t].item()), str(result.rank(t, "after"))] for t in watched]
-    words = table(["word", "p before", "rank before", "p after", "rank after"], rows, "intervene-watched")
-    return (f'<div class="explorer-note" id="intervene-change">KL(before || after) = {result.kl():.4f} nats; '
-            f"entropy {result.entropy('before'):.3f} → {result.entropy('after'):.3f} nats "
-            f"({result.entropy('after') - result.entropy('before'):+.3f})</div>{words}")
+    headers = [_("word"), _("p before"), _("rank before"), _("p after"), _("rank after")]
+    words = table(headers, rows, "intervene-watched")
+    before, after = result.entropy("before"), result.entropy("after")
+    change = _("KL(before || after) = {kl} nats; entropy {before} → {after} nats ({change})").format(
+        kl=f"{result.kl():.4f}", before=f"{before:.3f}", after=f"{after:.3f}",
+        change=f"{after - before:+.3f}")
+    return f'<div class="explorer-note" id="intervene-change">{escape(change)}</div>{words}'

@@ -13,6 +13,7 @@ from train_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 
 import explore
 from core.errors import UserError
+from core.i18n import translator
 from core.tokenizer import GPT2_VOCAB_SIZE, Tokenizer, encode
 from experiments.control_steering import sentiment_direction
 from experiments.related_work import selectivity_stats
@@ -301,7 +302,7 @@ def test_intervention_summary_kl_entropy_and_watched_ranks(state):
     assert result.entropy("after") == pytest.approx(-(q * q.log()).sum().item(), rel=1e-9)
     order = q.argsort(descending=True).tolist()
     assert result.rank(order[0], "after") == 1 and result.rank(order[5], "after") == 6
-    summary = render.intervention_summary(state.tokenizer, result, [order[5]])
+    summary = render.intervention_summary(state.tokenizer, result, [order[5]], translator('en'))
     assert f"{result.kl():.4f} nats" in summary and "<td>6</td>" in summary
 
 

@@ -314,6 +314,11 @@ def test_lang_zh_serves_a_chinese_page(explorer, tmp_path):
         page.type("signal-id", 1)
         page.press("signal-button")
         expect(page.locator("signal-status")).to_contain_text("信号 1：激活频率")
+        page.tab("透镜")
+        page.type("lens-prompt", "I think that the man said")
+        page.type("lens-target", "")
+        page.press("lens-button")
+        expect(page.locator("lens-flow")).to_contain_text("之后驱动预测")
         assert page.errors == []
         page.page.close()
 
