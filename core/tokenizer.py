@@ -9,6 +9,7 @@ speaks its own ids: GPT-2's (vocab='gpt2'), or a dense range standing for the GP
 holds (vocab='corpus', docs/vocab.md). `Tokenizer` is the one place that maps between the two.
 """
 
+import codecs
 import functools
 from pathlib import Path
 
@@ -38,6 +39,14 @@ def get_tokenizer() -> tiktoken.Encoding:
         special_tokens={END_OF_TEXT: END_OF_TEXT_ID},
         explicit_n_vocab=GPT2_VOCAB_SIZE,
     )
+
+
+def _bytes_as_hex(error: UnicodeDecodeError) -> tuple[str, int]:
+    return "".join(f"<0x{b:02X}>" for b in error.object[error.start:error.end]), error.end
+
+
+# GPT-2 splits an emoji or a CJK character across byte tokens: a token's stray bytes read as `<0xF0>`.
+codecs.register_error("tokenizer_hex_bytes", _bytes_as_hex)
 
 
 def encode(text: str) -> list[int]:
@@ -104,10 +113,30 @@ class Tokenizer:
         real = [i for i in (int(i) for i in ids) if i < self.n_vocab]
         return decode(self.to_gpt2(real).tolist())
 
+    def piece(self, token: int) -> str:
+        """The text of one model id, its bytes that are not whole UTF-8 characters as `<0xF0>` (never
+        U+FFFD); a padding row (n_vocab and up) as `<pad ID>`."""
+        token = int(token)
+        if token >= self.n_vocab:
+            return f"<pad {token}>"  # padding rows stand for no text
+        text = get_tokenizer().decode_single_token_bytes(int(self.gpt2_ids[token]))
+        return text.decode("utf-8", errors="tokenizer_hex_bytes")
+
     def label(self, token: int) -> str:
-        """A token as readable text for tables and plots (newline as \\n, leading space as '·')."""
-        text = self.decode([token]).replace("\n", "\\n")
+        """A token as readable text for tables, pages and plots: its piece, newline as \\n, a leading
+        space as '·'."""
+        text = self.piece(token).replace("\n", "\\n")
         return "·" + text[1:] if text.startswith(" ") else text
+
+    def word(self, token: int) -> str:
+        """What to type to get `token`: its text when that encodes back to exactly it, else '#ID' (a
+        byte of an emoji, a padding row)."""
+        token = int(token)
+        if token < self.n_vocab:
+            text = self.piece(token)
+            if encode(text) == [int(self.gpt2_ids[token])]:
+                return text
+        return f"#{token}"
 
     @property
     def end_of_text_id(self) -> int | None:

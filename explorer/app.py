@@ -21,10 +21,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # must precede the i
 import gradio as gr  # noqa: E402
 
 from core.errors import UserError  # noqa: E402
-from core.tokenizer import encode  # noqa: E402
+from core.i18n import translator  # noqa: E402
 from explorer import render, views  # noqa: E402
 from explorer.state import ExplorerState  # noqa: E402
-from explorer.tokens import token_piece  # noqa: E402
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
@@ -78,28 +77,33 @@ def guarded_stream(outputs: int):
 
 
 def header(state: ExplorerState) -> str:
-    trained = f", step {state.iter_num}" if state.iter_num is not None else ""
-    return (f"## reFlow explorer: {state.model_name}\n`{state.checkpoint}`{trained}; "
-            f"{state.n_layer} layers, context {state.model.config.block_size}, "
-            f"vocabulary {state.vocab_size}. "
-            f"Recipes and signals: {state.factorization_note}. "
-            "Every token and signal shown is a link; the address bar holds the view, to share or reopen.")
+    _ = translator(state.cfg.lang)
+    trained = _(", step {step}").format(step=state.iter_num) if state.iter_num is not None else ""
+    title = _("reFlow explorer: {model}").format(model=state.model_name)
+    return (f"## {title}\n`{state.checkpoint}`{trained}; "
+            + _("{layers} layers, context {context}, vocabulary {vocabulary}. ").format(
+                layers=state.n_layer, context=state.model.config.block_size, vocabulary=state.vocab_size)
+            + _("Recipes and signals: {note}. ").format(note=state.factorization_note)
+            + _("Every token and signal shown is a link; the address bar holds the view, to share or "
+                "reopen."))
 
 
 def build_app(state: ExplorerState) -> gr.Blocks:
     """The page, with every handler bound to `state`."""
-    with gr.Blocks(title=f"reFlow explorer: {state.model_name}", analytics_enabled=False) as app:
+    _ = translator(state.cfg.lang)
+    title = _("reFlow explorer: {model}").format(model=state.model_name)
+    with gr.Blocks(title=title, analytics_enabled=False) as app:
         gr.Markdown(header(state))
         with gr.Tabs() as tabs:
-            with gr.Tab("Generate", id="generate"):
+            with gr.Tab(_("Generate"), id="generate"):
                 generate_tab(state)
-            with gr.Tab("Token", id="token"):
+            with gr.Tab(_("Token"), id="token"):
                 token = token_tab(state)
-            with gr.Tab("Signal", id="signal"):
+            with gr.Tab(_("Signal"), id="signal"):
                 signal = signal_tab(state)
-            with gr.Tab("Lens", id="lens"):
+            with gr.Tab(_("Lens"), id="lens"):
                 lens = lens_tab(state)
-            with gr.Tab("Intervene", id="intervene"):
+            with gr.Tab(_("Intervene"), id="intervene"):
                 intervene = intervene_tab(state)
         navigation(state, app, tabs, {"token": token, "signal": signal, "lens": lens, "intervene": intervene})
     return app
@@ -113,19 +117,13 @@ def build_app(state: ExplorerState) -> gr.Blocks:
 NAVIGATION_SCRIPT = f"<script>{(Path(__file__).parent / 'navigation.js').read_text()}</script>"
 
 
-def word_of(token: int) -> str:
-    """What to type to get `token`: its text when that encodes back to it, else '#ID'."""
-    text = token_piece(token)
-    return text if encode(text) == [token] else f"#{token}"
-
-
 def open_view(state: ExplorerState, params: dict, lens_prompt: str | None) -> tuple[str | None, tuple]:
     """(view, values) for an address's parameters: the view's inputs as they would be typed, then its
     answer, in the order of the components navigation() lists for it; (None, ()) for no view."""
     view = params.get("view")
     if view == "token":
         by_id = params.get("token", "").isdigit()
-        word = word_of(int(params["token"])) if by_id else params.get("word", "")
+        word = state.tokenizer.word(int(params["token"])) if by_id else params.get("word", "")
         return view, (word, *show_token(state, word))
     if view == "signal":
         return view, (params.get("signal", ""), *show_signal(state, params.get("signal", "")))
@@ -181,27 +179,29 @@ def show_token(state: ExplorerState, text):
     card = views.token_card(state, text)
     if state.factorization is None:
         card.note = "; ".join(filter(None, [card.note, f"no recipe chart: {state.factorization_note}"]))
-    lens_url = render.view_url("lens", target=word_of(card.token))
-    return (render.token_status(card, lens_url), render.recipe_bars(card),
-            render.token_rows(card.neighbours, "neighbours-grid"))
+    lens_url = render.view_url("lens", target=state.tokenizer.word(card.token))
+    return (render.token_status(state.tokenizer, card, lens_url, translator(state.cfg.lang)),
+            render.recipe_bars(state.tokenizer, card),
+            render.token_rows(state.tokenizer, card.neighbours, "neighbours-grid"))
 
 
 @guarded(outputs=1)
 def solve_analogy(state: ExplorerState, a, b, c):
-    return "", render.token_rows(views.analogy(state, a, b, c), "analogy-grid")
+    return "", render.token_rows(state.tokenizer, views.analogy(state, a, b, c), "analogy-grid")
 
 
 @guarded(outputs=3)
 def show_signal(state: ExplorerState, value):
     card = views.signal_card(state, value)
-    return (render.signal_summary(card, state.signal_stats_note), render.histogram_html(card),
-            render.codebook_rows(card), render.contexts_html(card))
+    return (render.signal_summary(card, state.signal_stats_note, translator(state.cfg.lang)),
+            render.histogram_html(card), render.codebook_rows(state.tokenizer, card),
+            render.contexts_html(state.tokenizer, card))
 
 
 @guarded(outputs=0)
 def probe_signal(state: ExplorerState, value, text):
     signal, tokens, activations = views.signal_on_text(state, value, text)
-    return (render.probe_html(tokens, activations, signal),)
+    return (render.probe_html(state.tokenizer, tokens, activations, signal),)
 
 
 @guarded(outputs=2)
@@ -209,16 +209,18 @@ def run_lens(state: ExplorerState, text, target_word, position_value):
     idx = views.parse_prompt(state, text)
     states = views.residual_states(state, idx)
     lens = views.logit_lens(state, idx, states, target_word)
-    prompt_of = lambda token: render.view_url("lens", prompt=text, target=word_of(token),  # noqa: E731
+    prompt_of = lambda token: render.view_url("lens", prompt=text, target=state.tokenizer.word(token),  # noqa: E731
                                               position=position_value)
-    heatmap = render.lens_html(lens, prompt_of)
+    heatmap = render.lens_html(state.tokenizer, lens, prompt_of)
     if state.factorization is None:
         return render.note(f"signal flow unavailable: {state.factorization_note}"), heatmap, ""
     flow = views.signal_flow(state, idx, states, position_value)
     drivers = views.drivers(state, idx, states, position_value)
     ablate = lambda signal: render.view_url("intervene", prompt=drivers.prompt, signals=signal,  # noqa: E731
-                                            watch=word_of(drivers.token))
-    return "", heatmap, render.flow_html(flow, lens.layers) + render.drivers_html(drivers, ablate)
+                                            watch=state.tokenizer.word(drivers.token))
+    _ = translator(state.cfg.lang)
+    return "", heatmap, (render.flow_html(state.tokenizer, flow, lens.layers, _)
+                         + render.drivers_html(state.tokenizer, drivers, ablate, _))
 
 
 def intervention_result(state: ExplorerState, idx, kind, signals_text, layer_value=None, alpha_value=None,
@@ -231,8 +233,10 @@ def intervention_result(state: ExplorerState, idx, kind, signals_text, layer_val
     if kind == views.ADD_DIRECTION and direction == views.CONCEPT:
         watched.append(views.parse_word(state, concept_word, "concept word"))
     result = views.next_tokens(state, idx, intervention)
-    summary = render.intervention_summary(result, list(dict.fromkeys(watched)))
-    tables = render.next_token_rows(result, "before"), render.next_token_rows(result, "after")
+    summary = render.intervention_summary(state.tokenizer, result, list(dict.fromkeys(watched)),
+                                          translator(state.cfg.lang))
+    tables = (render.next_token_rows(state.tokenizer, result, "before"),
+              render.next_token_rows(state.tokenizer, result, "after"))
     return intervention, summary, *tables
 
 
@@ -275,41 +279,45 @@ def intervention_fields(kind: str, direction: str) -> tuple:
 
 # --- the tabs -------------------------------------------------------------------------------------
 def generate_tab(state: ExplorerState) -> None:
-    prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", lines=3, elem_id="generate-prompt")
+    _ = translator(state.cfg.lang)
+    prompt = gr.Textbox(DEFAULT_PROMPT, label=_("prompt"), lines=3, elem_id="generate-prompt")
     with gr.Row():
-        temperature = gr.Number(0.8, label="temperature (0 = greedy)", elem_id="generate-temperature")
-        top_k = gr.Number(40, label="top-k (0 = all tokens)", elem_id="generate-top-k")
-        max_tokens = gr.Number(100, label=f"max new tokens (1 to {views.MAX_NEW_TOKENS})",
-                               elem_id="generate-max-tokens")
-        seed = gr.Number(0, label="seed", elem_id="generate-seed")
-    button = gr.Button("Generate", variant="primary", elem_id="generate-button")
+        temperature = gr.Number(0.8, label=_("temperature (0 = greedy)"), elem_id="generate-temperature")
+        top_k = gr.Number(40, label=_("top-k (0 = all tokens)"), elem_id="generate-top-k")
+        max_tokens = gr.Number(100, elem_id="generate-max-tokens",
+                               label=_("max new tokens (1 to {count})").format(count=views.MAX_NEW_TOKENS))
+        seed = gr.Number(0, label=_("seed"), elem_id="generate-seed")
+    button = gr.Button(_("Generate"), variant="primary", elem_id="generate-button")
     status = gr.HTML(elem_id="generate-status")
-    output = gr.Textbox(label="prompt + continuation (tokens appear as they are drawn, KV cache)", lines=8,
+    output = gr.Textbox(label=_("prompt + continuation (tokens appear as they are drawn, KV cache)"), lines=8,
                         elem_id="generate-output")
     button.click(functools.partial(generate, state), [prompt, temperature, top_k, max_tokens, seed],
                  [status, output], api_name="generate")
 
 
 def token_tab(state: ExplorerState) -> dict:
+    _ = translator(state.cfg.lang)
     with gr.Row():
         word = gr.Textbox(" king", elem_id="token-word",
-                          label="word (one GPT-2 token, most with a leading space; or #ID, a token id)")
-        button = gr.Button("Show token", variant="primary", elem_id="token-button")
+                          label=_("word (one GPT-2 token, most with a leading space; or #ID, a token id)"))
+        button = gr.Button(_("Show token"), variant="primary", elem_id="token-button")
     status = gr.HTML(elem_id="token-status")
     with gr.Row():
-        bars = gr.HTML(elem_id="token-recipe", label=f"recipe: the {views.RECIPE_SIGNALS} largest |weights|")
-        neighbours = gr.HTML(elem_id="token-neighbours", label=f"nearest tokens ({state.token_space})")
-    gr.Markdown(f"**Analogy**: a - b + c, searched in {state.token_space}")
+        bars = gr.HTML(elem_id="token-recipe",
+                       label=_("recipe: the {count} largest |weights|").format(count=views.RECIPE_SIGNALS))
+        neighbours = gr.HTML(elem_id="token-neighbours",
+                             label=_("nearest tokens ({space})").format(space=state.token_space))
+    gr.Markdown(_("**Analogy**: a - b + c, searched in {space}").format(space=state.token_space))
     with gr.Row():
         a = gr.Textbox(" king", label="a", elem_id="analogy-a")
         b = gr.Textbox(" man", label="b", elem_id="analogy-b")
         c = gr.Textbox(" woman", label="c", elem_id="analogy-c")
-        solve = gr.Button("Solve", elem_id="analogy-button")
+        solve = gr.Button(_("Solve"), elem_id="analogy-button")
     analogy_status = gr.HTML(elem_id="analogy-status")
     answers = gr.HTML(elem_id="analogy-answers")
-    gr.Markdown(render.definitions("recipe weight", "cosine", "analogy") +
-                f"\n\nNeighbours: the nearest of the {len(state.vocabulary):,} most frequent tokens of the "
-                f"training text, in {state.token_space}.")
+    gr.Markdown(render.definitions(_, "recipe weight", "cosine", "analogy") + "\n\n" +
+                _("Neighbours: the nearest of the {count} most frequent tokens of the training text, in "
+                  "{space}.").format(count=f"{len(state.vocabulary):,}", space=state.token_space))
     show = functools.partial(show_token, state)
     button.click(show, word, [status, bars, neighbours], api_name="token", **UNQUEUED)
     word.submit(show, word, [status, bars, neighbours], api_name=False, **UNQUEUED)
@@ -319,26 +327,27 @@ def token_tab(state: ExplorerState) -> dict:
 
 
 def signal_tab(state: ExplorerState) -> dict:
+    _ = translator(state.cfg.lang)
     with gr.Row():
-        signal = gr.Number(0, label="signal id", elem_id="signal-id")
-        button = gr.Button("Show signal", variant="primary", elem_id="signal-button")
+        signal = gr.Number(0, label=_("signal id"), elem_id="signal-id")
+        button = gr.Button(_("Show signal"), variant="primary", elem_id="signal-button")
     status = gr.HTML(elem_id="signal-status")
     with gr.Row():
         histogram = gr.HTML(elem_id="signal-histogram")
         codebook = gr.HTML(elem_id="signal-codebook")
-    gr.Markdown("**Top-activating contexts** (activation, a link to the text in the lens, the text shaded by "
-                "the signal)")
+    gr.Markdown(_("**Top-activating contexts** (activation, a link to the text in the lens, the text shaded "
+                  "by the signal)"))
     contexts = gr.HTML(elem_id="signal-contexts")
     with gr.Row():
         probe_text = gr.Textbox("To be, or not to be, that is the question", elem_id="signal-probe-prompt",
-                                label="test the signal on your text")
-        probe_button = gr.Button("Test", elem_id="signal-probe-button")
+                                label=_("test the signal on your text"))
+        probe_button = gr.Button(_("Test"), elem_id="signal-probe-button")
     probe = gr.HTML(elem_id="signal-probe")
-    with gr.Accordion("All signals (click a header to sort, a row to open it)", open=False):
+    with gr.Accordion(_("All signals (click a header to sort, a row to open it)"), open=False):
         signal_table = gr.Dataframe(headers=["signal", "firing rate %", "selectivity", "top token"],
                                     value=lambda: all_signals(state), interactive=False, max_height=400,
                                     elem_id="signal-list")
-    gr.Markdown(render.definitions("codebook", "activation", "firing rate", "selectivity", "contexts"))
+    gr.Markdown(render.definitions(_, "codebook", "activation", "firing rate", "selectivity", "contexts"))
     outputs = [status, histogram, codebook, contexts]
     show = functools.partial(show_signal, state)
     button.click(show, signal, outputs, api_name="signal", **UNQUEUED)
@@ -356,70 +365,75 @@ def signal_tab(state: ExplorerState) -> dict:
 
 def all_signals(state: ExplorerState) -> list[list]:
     try:
-        return render.signal_list_rows(views.signal_list(state))
+        return render.signal_list_rows(state.tokenizer, views.signal_list(state))
     except UserError:
         return []
 
 
 def lens_tab(state: ExplorerState) -> dict:
-    prompt = gr.Textbox(DEFAULT_LENS_PROMPT, label="prompt", lines=2, elem_id="lens-prompt")
+    _ = translator(state.cfg.lang)
+    prompt = gr.Textbox(DEFAULT_LENS_PROMPT, label=_("prompt"), lines=2, elem_id="lens-prompt")
     with gr.Row():
         target = gr.Textbox(" be", elem_id="lens-target",
-                            label="target token (empty: the model's own prediction; or #ID, a token id)")
-        position = gr.Number(-1, label="signal-flow position (-1 = last)", elem_id="lens-position")
-        button = gr.Button("Run lens", variant="primary", elem_id="lens-button")
+                            label=_("target token (empty: the model's own prediction; or #ID, a token id)"))
+        position = gr.Number(-1, label=_("signal-flow position (-1 = last)"), elem_id="lens-position")
+        button = gr.Button(_("Run lens"), variant="primary", elem_id="lens-button")
     status = gr.HTML(elem_id="lens-status")
     heatmap = gr.HTML(elem_id="lens-heatmap")
     flow = gr.HTML(elem_id="lens-flow")
-    gr.Markdown(render.definitions("logit lens", "signal flow", "drivers") +
-                f"\n\nThe heatmap shows at most the last {views.LENS_POSITIONS} positions.")
+    gr.Markdown(render.definitions(_, "logit lens", "signal flow", "drivers") + "\n\n" +
+                _("The heatmap shows at most the last {count} positions.").format(count=views.LENS_POSITIONS))
     button.click(functools.partial(run_lens, state), [prompt, target, position], [status, heatmap, flow],
                  api_name="lens", **UNQUEUED)
     return [prompt, target, position, status, heatmap, flow]
 
 
 def intervene_tab(state: ExplorerState) -> list:
-    prompt = gr.Textbox(DEFAULT_LENS_PROMPT, label="prompt", lines=2, elem_id="intervene-prompt")
+    _ = translator(state.cfg.lang)
+    prompt = gr.Textbox(DEFAULT_LENS_PROMPT, label=_("prompt"), lines=2, elem_id="intervene-prompt")
     kinds = views.INTERVENTIONS if state.factorization else [views.ADD_DIRECTION]
-    kind = gr.Radio(kinds, value=kinds[0], label="intervention", elem_id="intervene-kind")
+    kind = gr.Radio(kinds, value=kinds[0], label=_("intervention"), elem_id="intervene-kind")
     visible = [update["visible"] for update in intervention_fields(kinds[0], views.CONCEPT)]
     with gr.Row():
-        signals = gr.Textbox("", label="signals to remove (ids, e.g. 3, 17, 42)", elem_id="intervene-signals",
-                             visible=visible[0])
-        layer = gr.Number(state.n_layer // 2, label=f"layer (0 to {state.n_layer - 1})",
+        signals = gr.Textbox("", label=_("signals to remove (ids, e.g. 3, 17, 42)"),
+                             elem_id="intervene-signals", visible=visible[0])
+        layer = gr.Number(state.n_layer // 2, label=_("layer (0 to {last})").format(last=state.n_layer - 1),
                           elem_id="intervene-layer", visible=visible[1])
-        alpha = gr.Number(1.0, label=f"alpha (|alpha| <= {views.ALPHA_LIMIT:g})", elem_id="intervene-alpha",
-                          visible=visible[2])
+        alpha = gr.Number(1.0, label=_("alpha (|alpha| <= {limit})").format(limit=f"{views.ALPHA_LIMIT:g}"),
+                          elem_id="intervene-alpha", visible=visible[2])
     with gr.Row():
         directions = views.DIRECTIONS if state.factorization else [views.CONCEPT, views.SENTIMENT]
-        direction = gr.Radio(directions, value=views.CONCEPT, label="direction to add",
+        direction = gr.Radio(directions, value=views.CONCEPT, label=_("direction to add"),
                              elem_id="intervene-direction", visible=visible[3])
-        concept = gr.Textbox(" love", label="concept word", elem_id="intervene-concept", visible=visible[4])
-        steer_signal = gr.Number(0, label="signal to steer along", elem_id="intervene-steer-signal",
+        concept = gr.Textbox(" love", label=_("concept word"), elem_id="intervene-concept",
+                             visible=visible[4])
+        steer_signal = gr.Number(0, label=_("signal to steer along"), elem_id="intervene-steer-signal",
                                  visible=visible[5])
-        positions = gr.Textbox("", label="prompt positions (e.g. 0 3 -1; empty: every position)",
+        positions = gr.Textbox("", label=_("prompt positions (e.g. 0 3 -1; empty: every position)"),
                                elem_id="intervene-positions", visible=visible[6])
-        watch = gr.Textbox(" be", label="watched word (probability and rank before and after)",
+        watch = gr.Textbox(" be", label=_("watched word (probability and rank before and after)"),
                            elem_id="intervene-watch")
     with gr.Row():
-        temperature = gr.Number(1.0, label="sample temperature (0 = greedy)", elem_id="intervene-temperature")
-        top_k = gr.Number(40, label="sample top-k (0 = all)", elem_id="intervene-top-k")
-        tokens = gr.Number(30, label="sample tokens", elem_id="intervene-tokens")
-        seed = gr.Number(0, label="seed", elem_id="intervene-seed")
-    button = gr.Button("Run intervention", variant="primary", elem_id="intervene-button")
+        temperature = gr.Number(1.0, label=_("sample temperature (0 = greedy)"),
+                                elem_id="intervene-temperature")
+        top_k = gr.Number(40, label=_("sample top-k (0 = all)"), elem_id="intervene-top-k")
+        tokens = gr.Number(30, label=_("sample tokens"), elem_id="intervene-tokens")
+        seed = gr.Number(0, label=_("seed"), elem_id="intervene-seed")
+    button = gr.Button(_("Run intervention"), variant="primary", elem_id="intervene-button")
     status = gr.HTML(elem_id="intervene-status")
     summary = gr.HTML(elem_id="intervene-summary")
     headers = ["#", "token", "p before", "p after"]
     with gr.Row():
-        before = gr.Dataframe(headers=headers, label="top-10 before", elem_id="intervene-before",
+        before = gr.Dataframe(headers=headers, label=_("top-10 before"), elem_id="intervene-before",
                               interactive=False)
-        after = gr.Dataframe(headers=headers, label="top-10 after", elem_id="intervene-after",
+        after = gr.Dataframe(headers=headers, label=_("top-10 after"), elem_id="intervene-after",
                              interactive=False)
     with gr.Row():
-        plain = gr.Textbox(label="sample without the intervention", lines=5, elem_id="intervene-plain")
-        steered = gr.Textbox(label="sample with it (same seed)", lines=5, elem_id="intervene-steered")
-    missing = "" if state.factorization else f"\n\nSignal removal is unavailable: {state.factorization_note}."
-    gr.Markdown(render.definitions("readout removal", "residual removal", "added direction", "probability",
+        plain = gr.Textbox(label=_("sample without the intervention"), lines=5, elem_id="intervene-plain")
+        steered = gr.Textbox(label=_("sample with it (same seed)"), lines=5, elem_id="intervene-steered")
+    missing = "" if state.factorization else "\n\n" + _("Signal removal is unavailable: {note}.").format(
+        note=state.factorization_note)
+    gr.Markdown(render.definitions(_, "readout removal", "residual removal", "added direction", "probability",
                                    "KL") + missing)
     fields = [signals, layer, alpha, direction, concept, steer_signal, positions]
     kind.change(intervention_fields, [kind, direction], fields, api_name=False, **UNQUEUED)

@@ -67,7 +67,7 @@ class ExplorerPage:
         self.page.on("request", lambda request: self.requests.append(request.url))
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.goto(url)
-        self.page.get_by_role("tab", name="Generate").wait_for()
+        self.page.get_by_role("tab").first.wait_for()  # the tabs are drawn (named in the page's language)
 
     def external_requests(self) -> list[str]:
         """Requests that left this machine (anything but 127.0.0.1 and inline data)."""

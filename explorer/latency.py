@@ -91,7 +91,7 @@ def js_string(text: str) -> str:
 def browser_cases(state, cfg) -> list[BrowserCase]:
     """Token (two words), a recipe bar's link, Signal (two ids), Lens (two targets) and Intervene's
     summary (two signal sets), each checked by what the page draws for that input."""
-    from explorer import render, tokens, views
+    from explorer import render, views
 
     cards = {w: views.token_card(state, w) for w in cfg.probe_words}
     strongest = {w: card.recipe[0][0] if card.recipe else None for w, card in cards.items()}
@@ -146,7 +146,7 @@ def browser_cases(state, cfg) -> list[BrowserCase]:
                                  signal_drawn))
 
     def lens_drawn(which):
-        shown = tokens.token_label(views.parse_word(state, targets[which])).replace("·", " ")
+        shown = state.tokenizer.label(views.parse_word(state, targets[which])).replace("·", " ")
         word = js_string(f"target {shown!r}")
         return f"document.querySelector('#lens-heatmap')?.innerText.includes({word})"
 

@@ -9,10 +9,13 @@ which screen readers and the browser tests read.
 
 import html
 import math
+from collections.abc import Callable
 from urllib.parse import urlencode
 
-from explorer.tokens import token_label, token_piece
+from core.tokenizer import Tokenizer
 from explorer.views import DEFINITIONS, Drivers, Flow, Lens, NextTokens, SignalCard, TokenCard
+
+Translator = Callable[[str], str]  # core.i18n.translator(lang): the page's language
 
 POSITIVE, NEGATIVE = "#2563eb", "#dc2626"  # blue for +, red for -, in bars, heatmaps and codebooks
 ERROR_CHARS = 300  # a status line longer than this is cut: the user's input is echoed, never in full
@@ -63,8 +66,8 @@ def link(text: str, url: str, title: str = "") -> str:
     return f'<a class="explorer-link" href="{escape(url)}"{tip}>{escape(text)}</a>'
 
 
-def token_link(token: int) -> str:
-    return link(token_label(token), view_url("token", token=token), f"token {token}: open its recipe")
+def token_link(tokenizer: Tokenizer, token: int) -> str:
+    return link(tokenizer.label(token), view_url("token", token=token), f"token {token}: open its recipe")
 
 
 def signal_link(signal: int) -> str:
@@ -82,9 +85,9 @@ def note(message: str) -> str:
     return f'<div class="explorer-note">{escape(message)}</div>' if message else ""
 
 
-def definitions(*names: str) -> str:
-    """Markdown list of the named definitions, for the foot of a tab."""
-    return "\n".join(f"- **{name}**: {DEFINITIONS[name]}" for name in names)
+def definitions(_: Translator, *names: str) -> str:
+    """Markdown list of the named definitions, for the foot of a tab, in the page's language (`_`)."""
+    return "\n".join(f"- **{_(name)}**: {_(DEFINITIONS[name])}" for name in names)
 
 
 def table(headers: list[str], rows: list[list[str]], element_id: str) -> str:
@@ -95,7 +98,7 @@ def table(headers: list[str], rows: list[list[str]], element_id: str) -> str:
 
 
 # --- Token ------------------------------------------------------------------------------------
-def recipe_bars(card: TokenCard) -> str:
+def recipe_bars(tokenizer: Tokenizer, card: TokenCard) -> str:
     """The recipe's strongest signals, strongest first, as horizontal bars around zero; each bar opens
     its signal."""
     if not card.recipe:
@@ -112,42 +115,45 @@ def recipe_bars(card: TokenCard) -> str:
         rows.append(f'<a class="explorer-link explorer-bar-row" href="{url}"'
                     f' aria-label="signal: s{signal}; weight: {weight:.6g}" title="open signal {signal}">'
                     f"<span>s{signal}</span>{negative}{positive}<span>{weight:+.4f}</span></a>")
-    return (f'<div class="explorer-note">recipe of {escape(token_label(card.token))}: the '
+    return (f'<div class="explorer-note">recipe of {escape(tokenizer.label(card.token))}: the '
             f"{len(card.recipe)} largest |weights| (red -, blue +); click a bar to open its signal</div>"
             f'<div class="explorer-bars">{"".join(rows)}</div>')
 
 
-def token_status(card: TokenCard, lens_target_url: str) -> str:
-    """Which token the word is, anything to know about its row, and a link to the lens with it as target."""
-    said = "; ".join(filter(None, [f"{token_label(card.token)!r} is token {card.token}", card.note]))
-    return (f'<div class="explorer-note">{escape(said)} &middot; '
-            f'{link("see it as the logit lens target", lens_target_url)}</div>')
+def token_status(tokenizer: Tokenizer, card: TokenCard, lens_target_url: str, _: Translator) -> str:
+    """Which token the word is, anything to know about its row, and a link to the lens with it as target
+    (`_`: the page's language)."""
+    which = _("{word} is token {token}").format(word=repr(tokenizer.label(card.token)), token=card.token)
+    said = "; ".join(filter(None, [which, card.note]))
+    lens_link = link(_("see it as the logit lens target"), lens_target_url)
+    return f'<div class="explorer-note">{escape(said)} &middot; {lens_link}</div>'
 
 
-def token_rows(pairs: list[tuple[int, float]], element_id: str) -> str:
+def token_rows(tokenizer: Tokenizer, pairs: list[tuple[int, float]], element_id: str) -> str:
     """(token, cosine) pairs as a ranked table whose tokens are links."""
     return table(["#", "token", "cosine"],
-                 [[str(rank + 1), token_link(token), f"{value:.4f}"]
+                 [[str(rank + 1), token_link(tokenizer, token), f"{value:.4f}"]
                   for rank, (token, value) in enumerate(pairs)],
                  element_id)
 
 
 # --- Signal -----------------------------------------------------------------------------------
-def codebook_rows(card: SignalCard) -> str:
+def codebook_rows(tokenizer: Tokenizer, card: SignalCard) -> str:
     rows = []
     for i in range(max(len(card.promotes), len(card.suppresses))):
         up = card.promotes[i] if i < len(card.promotes) else None
         down = card.suppresses[i] if i < len(card.suppresses) else None
-        rows.append([token_link(up[0]) if up else "", f"{up[1]:.4f}" if up else "",
-                     token_link(down[0]) if down else "", f"{down[1]:.4f}" if down else ""])
+        rows.append([token_link(tokenizer, up[0]) if up else "", f"{up[1]:.4f}" if up else "",
+                     token_link(tokenizer, down[0]) if down else "", f"{down[1]:.4f}" if down else ""])
     return table(["promotes", "weight", "suppresses", "weight"], rows, "codebook-grid")
 
 
-def signal_summary(card: SignalCard, stats_note: str) -> str:
+def signal_summary(card: SignalCard, stats_note: str, _: Translator) -> str:
     if card.firing_rate is None:
-        return note(f"signal {card.signal}: {stats_note}")
-    return note(f"signal {card.signal}: firing rate {card.firing_rate:.2%}, "
-                f"selectivity {card.selectivity:.1f} ({stats_note})")
+        return note(_("signal {signal}: {note}").format(signal=card.signal, note=stats_note))
+    return note(_("signal {signal}: firing rate {rate}, selectivity {selectivity} ({note})").format(
+        signal=card.signal, rate=f"{card.firing_rate:.2%}", selectivity=f"{card.selectivity:.1f}",
+        note=stats_note))
 
 
 def histogram_html(card: SignalCard) -> str:
@@ -165,7 +171,8 @@ def histogram_html(card: SignalCard) -> str:
             f'<div class="explorer-histogram" id="signal-histogram-bars">{bars}</div>')
 
 
-def shaded_tokens(tokens: list[int], activations: list[float], scale: float, active: int | None) -> str:
+def shaded_tokens(tokenizer: Tokenizer, tokens: list[int], activations: list[float], scale: float,
+                  active: int | None) -> str:
     """Tokens as text, each shaded by the signal's activation there (blue +, red -, relative to
     `scale`); the token at index `active` outlined; each token opens its own view."""
     pieces = []
@@ -173,14 +180,14 @@ def shaded_tokens(tokens: list[int], activations: list[float], scale: float, act
         rgb = "37, 99, 235" if value >= 0 else "220, 38, 38"
         strength = min(abs(value) / scale, 1.0) if scale > 0 else 0.0
         mark = ' class="explorer-active"' if i == active else ""
-        text = escape(token_piece(token).replace("\n", "⏎"))
+        text = escape(tokenizer.piece(token).replace("\n", "⏎"))
         pieces.append(f'<a class="explorer-link" href="{escape(view_url("token", token=token))}" '
-                      f'title="{escape(token_label(token))}: a = {value:+.3f}"><span{mark} '
+                      f'title="{escape(tokenizer.label(token))}: a = {value:+.3f}"><span{mark} '
                       f'style="background: rgba({rgb}, {strength:.2f})">{text}</span></a>')
     return "".join(pieces)
 
 
-def contexts_html(card: SignalCard) -> str:
+def contexts_html(tokenizer: Tokenizer, card: SignalCard) -> str:
     """Each top-activating context (distinct texts only), every token shaded by the activation, the
     peak token outlined, and a link that opens the text up to it in the logit lens."""
     if not card.contexts:
@@ -188,27 +195,27 @@ def contexts_html(card: SignalCard) -> str:
     scale = max(abs(c.value) for c in card.contexts)
     lines = []
     for context in card.contexts:
-        prompt = "".join(token_piece(t) for t in context.tokens[:context.active + 1])
+        prompt = tokenizer.decode(context.tokens[:context.active + 1])
         lens = link("lens", view_url("lens", prompt=prompt, target="", position=-1),
                     "open this text up to the peak token in the logit lens")
-        lines.append(f'<div class="explorer-context">{context.value:+.3f} [{lens}]  '
-                     f"{shaded_tokens(context.tokens, context.activations, scale, context.active)}</div>")
+        shaded = shaded_tokens(tokenizer, context.tokens, context.activations, scale, context.active)
+        lines.append(f'<div class="explorer-context">{context.value:+.3f} [{lens}]  {shaded}</div>')
     return "".join(lines)
 
 
-def signal_list_rows(rows: list[tuple[int, float, float, int | None]]) -> list[list]:
+def signal_list_rows(tokenizer: Tokenizer, rows: list[tuple[int, float, float, int | None]]) -> list[list]:
     """Rows of the sortable list of all signals: (signal, firing rate %, selectivity, top token)."""
-    return [[s, round(100 * rate, 2), round(selectivity, 2), token_label(top) if top is not None else ""]
+    return [[s, round(100 * rate, 2), round(selectivity, 2), tokenizer.label(top) if top is not None else ""]
             for s, rate, selectivity, top in rows]
 
 
-def probe_html(tokens: list[int], activations: list[float], signal: int) -> str:
+def probe_html(tokenizer: Tokenizer, tokens: list[int], activations: list[float], signal: int) -> str:
     scale = max((abs(a) for a in activations), default=0.0)
     peak = max(range(len(activations)), key=lambda i: activations[i]) if activations else None
     return (f'<div class="explorer-note">s{signal} on your text: peak {activations[peak]:+.3f} at '
-            f"{escape(token_label(tokens[peak]))!s}</div>"
+            f"{escape(tokenizer.label(tokens[peak]))!s}</div>"
             f'<div class="explorer-context" id="signal-probe-text">'
-            f"{shaded_tokens(tokens, activations, scale, peak)}</div>")
+            f"{shaded_tokens(tokenizer, tokens, activations, scale, peak)}</div>")
 
 
 # --- Lens -------------------------------------------------------------------------------------
@@ -217,10 +224,10 @@ def lens_strength(p: float) -> float:
     return min(max(1 + math.log10(max(p, 1e-30)) / LENS_FLOOR_DECADES, 0.0), 1.0)
 
 
-def lens_html(lens: Lens, prompt_of) -> str:
+def lens_html(tokenizer: Tokenizer, lens: Lens, prompt_of) -> str:
     """Layers down, positions across; each cell the top-1 token, shaded by log10 of the target's
     probability; scrolled to the last position. `prompt_of(token)` is the lens URL with that target."""
-    head = "".join(f"<th>{p}<br>{token_link(t)}</th>"
+    head = "".join(f"<th>{p}<br>{token_link(tokenizer, t)}</th>"
                    for p, t in zip(lens.positions, lens.tokens, strict=True))
     rows = []
     for i, name in enumerate(lens.layers):
@@ -230,11 +237,11 @@ def lens_html(lens: Lens, prompt_of) -> str:
             strength = lens_strength(p)
             color = "#ffffff" if strength > 0.6 else "#111827"
             top = lens.top_tokens[i, j].item()
-            title = (f"top-1 {token_label(top)} p = {lens.top_probs[i, j].item():.3f}; "
+            title = (f"top-1 {tokenizer.label(top)} p = {lens.top_probs[i, j].item():.3f}; "
                      f"target p = {p:.2e}, rank {rank}")
             cells.append(f'<td style="background: rgba(37, 99, 235, {strength:.3f}); color: {color}" '
                          f'title="{escape(title)}" data-target-p="{p:.6g}" data-target-rank="{rank}">'
-                         f"{link(token_label(top), prompt_of(top), title)}</td>")
+                         f"{link(tokenizer.label(top), prompt_of(top), title)}</td>")
         rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
     final, final_rank = lens.target_probs[-1, -1].item(), int(lens.target_ranks[-1, -1])
     ticks = "".join(f"<span>{f'1e-{d}' if d else '1'}</span>" for d in range(LENS_FLOOR_DECADES, -1, -1))
@@ -249,10 +256,10 @@ def lens_html(lens: Lens, prompt_of) -> str:
             f"<tr><th>layer \\ position</th>{head}</tr>{''.join(rows)}</table></div></div>")
 
 
-def flow_html(flow: Flow, layers: list[str]) -> str:
+def flow_html(tokenizer: Tokenizer, flow: Flow, layers: list[str], _: Translator) -> str:
     """Signals across, layers down; each cell a_s, red negative, blue positive."""
     scale = max(flow.activations.abs().max().item(), 1e-12)
-    head = "".join(f"<th>{signal_link(s)}<br>{' '.join(token_link(t) for t in book)}</th>"
+    head = "".join(f"<th>{signal_link(s)}<br>{' '.join(token_link(tokenizer, t) for t in book)}</th>"
                    for s, book in zip(flow.signals, flow.codebooks, strict=True))
     rows = []
     for i, name in enumerate(layers):
@@ -261,24 +268,24 @@ def flow_html(flow: Flow, layers: list[str]) -> str:
             rgb = "37, 99, 235" if value >= 0 else "220, 38, 38"
             cells.append(f'<td style="background: rgba({rgb}, {abs(value) / scale:.3f})">{value:+.2f}</td>')
         rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
-    caption = (f"position {flow.position} ({escape(token_label(flow.token))}): the {len(flow.signals)} "
-               "signals strongest after the last layer, with the tokens each promotes in the direction it "
-               "points.")
+    caption = escape(_("position {position} ({token}): the {count} signals strongest after the last layer, "
+                       "with the tokens each promotes in the direction it points.").format(
+        position=flow.position, token=tokenizer.label(flow.token), count=len(flow.signals)))
     return (f'<div class="explorer-note">{caption}</div><div class="explorer-scroll" id="flow-scroll">'
             f'<table class="explorer-grid" id="flow-grid">'
             f"<tr><th>layer \\ signal</th>{head}</tr>{''.join(rows)}</table></div>")
 
 
-def drivers_html(drivers: Drivers, ablate_url) -> str:
+def drivers_html(tokenizer: Tokenizer, drivers: Drivers, ablate_url, _: Translator) -> str:
     """The signals driving the prediction at a position, each with a link that ablates it
     (`ablate_url(signal)`)."""
     rows = [[signal_link(s), f"{a:+.3f}", f"{r:+.4f}", f"{c:+.4f}", link("ablate", ablate_url(s))]
             for s, a, r, c in drivers.rows]
-    caption = (f"what drives the prediction {escape(token_label(drivers.token))!s} after position "
-               f"{drivers.position}: its logit {drivers.logit:+.3f} = sum over signals of a_s r_vs; the "
-               "largest shares")
+    caption = escape(_("what drives the prediction {token} after position {position}: its logit {logit} = "
+                       "sum over signals of a_s r_vs; the largest shares").format(
+        token=tokenizer.label(drivers.token), position=drivers.position, logit=f"{drivers.logit:+.3f}"))
     return (f'<div class="explorer-note">{caption}</div>'
-            + table(["signal", "a_s", "r_vs", "a_s r_vs", ""], rows, "drivers-grid"))
+            + table([_("signal"), "a_s", "r_vs", "a_s r_vs", ""], rows, "drivers-grid"))
 
 
 # --- Intervene --------------------------------------------------------------------------------
@@ -287,16 +294,19 @@ def probability(p: float) -> str:
     return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"
 
 
-def next_token_rows(result: NextTokens, which: str) -> list[list]:
-    return [[rank + 1, token_label(token), probability(before), probability(after)]
+def next_token_rows(tokenizer: Tokenizer, result: NextTokens, which: str) -> list[list]:
+    return [[rank + 1, tokenizer.label(token), probability(before), probability(after)]
             for rank, (token, before, after) in enumerate(result.top(which))]
 
 
-def intervention_summary(result: NextTokens, watched: list[int]) -> str:
+def intervention_summary(tokenizer: Tokenizer, result: NextTokens, watched: list[int], _: Translator) -> str:
     """KL, entropy change and each watched word's probability and rank before and after, as a table."""
-    rows = [[token_link(t), probability(result.before[t].item()), str(result.rank(t, "before")),
+    rows = [[token_link(tokenizer, t), probability(result.before[t].item()), str(result.rank(t, "before")),
              probability(result.after[t].item()), str(result.rank(t, "after"))] for t in watched]
-    words = table(["word", "p before", "rank before", "p after", "rank after"], rows, "intervene-watched")
-    return (f'<div class="explorer-note" id="intervene-change">KL(before || after) = {result.kl():.4f} nats; '
-            f"entropy {result.entropy('before'):.3f} → {result.entropy('after'):.3f} nats "
-            f"({result.entropy('after') - result.entropy('before'):+.3f})</div>{words}")
+    headers = [_("word"), _("p before"), _("rank before"), _("p after"), _("rank after")]
+    words = table(headers, rows, "intervene-watched")
+    before, after = result.entropy("before"), result.entropy("after")
+    change = _("KL(before || after) = {kl} nats; entropy {before} → {after} nats ({change})").format(
+        kl=f"{result.kl():.4f}", before=f"{before:.3f}", after=f"{after:.3f}",
+        change=f"{after - before:+.3f}")
+    return f'<div class="explorer-note" id="intervene-change">{escape(change)}</div>{words}'

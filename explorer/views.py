@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
+from core.i18n import N_
 from experiments.common import lens_logits, residual_norms, steering_hook, token_id
 from explorer.model_interface import final_hook_name, hooked, recording_hook, replacing_hook, residual_hook
 from explorer.model_interface import residual_states as _residual_states
 from explorer.state import ExplorerState, restore_weights, weights_unchanged
-from explorer.tokens import token_label, token_piece
 from models.transformer import sample_next
 
 RECIPE_SIGNALS = 16  # bars in a token's recipe chart
@@ -47,43 +47,57 @@ SENTIMENT = "sentiment (config's positive - negative words)"
 SIGNAL_DIRECTION = "a signal's basis direction"
 DIRECTIONS = [CONCEPT, SENTIMENT, SIGNAL_DIRECTION]
 
-DEFINITIONS = {
-    "recipe weight": "r_vs, entry s of token v's row of W_recipe: how much signal s goes into the token "
-                     "(bars: the largest |r_vs|, blue positive, red negative).",
-    "cosine": "cosine similarity between two tokens' rows in the token space (recipes, or the embedding "
-              "on models without recipes); 1 = same direction.",
-    "analogy": "3CosAdd: the tokens whose unit rows are closest (cosine) to unit(a) - unit(b) + unit(c), "
-               "a, b and c themselves left out.",
-    "codebook": "the tokens with the largest (+) and most negative (-) recipe weight r_vs in signal s's "
-                "column: what the signal promotes and suppresses at the output.",
-    "activation": "a_s = ln_f(h) . basis_s: the final hidden state at a position read along signal s.",
-    "firing rate": "share of validation positions where |a_s| exceeds 0.5 x its peak |a_s| over the slice.",
-    "selectivity": "peak |a_s| / mean |a_s| over the slice: how much stronger its best context is than its "
-                   "typical one.",
-    "contexts": "the positions of the slice where a_s is largest, one per distinct text; every token "
-                "shaded by a_s there (blue +, red -, full colour = the largest |a_s| shown), the peak token "
-                "outlined.",
-    "logit lens": "softmax(vocab_matrix @ ln_f(h_l)) for the residual stream h_l after layer l ('embed' = "
-                  "before any layer) at each position: the cell shows the top-1 token, its colour "
-                  "log10 of the target's probability (white at 1e-5 or below, blue at 1); hover for p and "
-                  "rank.",
-    "signal flow": "a_s = ln_f(h_l) . basis_s after each layer at the chosen position, for the signals "
-                   "strongest after the last layer.",
-    "drivers": "the signals with the largest a_s r_vs at the chosen position, v the predicted token: the "
-               "predicted logit is the sum of a_s r_vs over all signals; 'ablate' opens Intervene with that "
-               "signal removed at the readout.",
-    "readout removal": "logits' = logits - sum over removed s of a_s r_vs: the output as if those signals "
-                       "were zero in the final hidden state (the weights are not touched).",
-    "residual removal": "after the chosen layer, at every position, the residual stream loses its "
-                        "component in the span of the removed signals' basis rows (orthogonal projection).",
-    "added direction": "h <- h + alpha x n_l x u after the chosen layer at every position (or at the chosen "
-                       "prompt positions only), u a unit vector (a concept word's vocab-matrix row, mean "
-                       "positive minus mean negative word, or a signal's basis row), n_l the mean "
-                       "residual-stream norm after that layer on this prompt.",
-    "probability": "next-token probability after the prompt, before and after the intervention; rank 1 = "
-                   "the most probable token.",
-    "KL": "KL(before || after) = sum_v p_before(v) log(p_before(v) / p_after(v)), in nats: how far the "
-          "intervention moved the next-token distribution. Entropy: -sum_v p(v) log p(v), in nats.",
+DEFINITIONS = {  # N_: the page shows them in its language (render.definitions)
+    N_("recipe weight"): N_(
+        "r_vs, entry s of token v's row of W_recipe: how much signal s goes into the token (bars: the "
+        "largest |r_vs|, blue positive, red negative)."),
+    N_("cosine"): N_(
+        "cosine similarity between two tokens' rows in the token space (recipes, or the embedding on "
+        "models without recipes); 1 = same direction."),
+    N_("analogy"): N_(
+        "3CosAdd: the tokens whose unit rows are closest (cosine) to unit(a) - unit(b) + unit(c), a, b "
+        "and c themselves left out."),
+    N_("codebook"): N_(
+        "the tokens with the largest (+) and most negative (-) recipe weight r_vs in signal s's column: "
+        "what the signal promotes and suppresses at the output."),
+    N_("activation"): N_(
+        "a_s = ln_f(h) . basis_s: the final hidden state at a position read along signal s."),
+    N_("firing rate"): N_(
+        "share of validation positions where |a_s| exceeds 0.5 x its peak |a_s| over the slice."),
+    N_("selectivity"): N_(
+        "peak |a_s| / mean |a_s| over the slice: how much stronger its best context is than its typical "
+        "one."),
+    N_("contexts"): N_(
+        "the positions of the slice where a_s is largest, one per distinct text; every token shaded by "
+        "a_s there (blue +, red -, full colour = the largest |a_s| shown), the peak token outlined."),
+    N_("logit lens"): N_(
+        "softmax(vocab_matrix @ ln_f(h_l)) for the residual stream h_l after layer l ('embed' = before "
+        "any layer) at each position: the cell shows the top-1 token, its colour log10 of the target's "
+        "probability (white at 1e-5 or below, blue at 1); hover for p and rank."),
+    N_("signal flow"): N_(
+        "a_s = ln_f(h_l) . basis_s after each layer at the chosen position, for the signals strongest "
+        "after the last layer."),
+    N_("drivers"): N_(
+        "the signals with the largest a_s r_vs at the chosen position, v the predicted token: the "
+        "predicted logit is the sum of a_s r_vs over all signals; 'ablate' opens Intervene with that "
+        "signal removed at the readout."),
+    N_("readout removal"): N_(
+        "logits' = logits - sum over removed s of a_s r_vs: the output as if those signals were zero in "
+        "the final hidden state (the weights are not touched)."),
+    N_("residual removal"): N_(
+        "after the chosen layer, at every position, the residual stream loses its component in the span "
+        "of the removed signals' basis rows (orthogonal projection)."),
+    N_("added direction"): N_(
+        "h <- h + alpha x n_l x u after the chosen layer at every position (or at the chosen prompt "
+        "positions only), u a unit vector (a concept word's vocab-matrix row, mean positive minus mean "
+        "negative word, or a signal's basis row), n_l the mean residual-stream norm after that layer on "
+        "this prompt."),
+    N_("probability"): N_(
+        "next-token probability after the prompt, before and after the intervention; rank 1 = the most "
+        "probable token."),
+    N_("KL"): N_(
+        "KL(before || after) = sum_v p_before(v) log(p_before(v) / p_after(v)), in nats: how far the "
+        "intervention moved the next-token distribution. Entropy: -sum_v p(v) log p(v), in nats."),
 }
 
 
@@ -211,8 +225,8 @@ def token_card(state: ExplorerState, word: str) -> TokenCard:
         recipe = [(s, row[s].item()) for s in top.tolist() if row[s] != 0]  # reflow-topk rows are sparse
     note = ""
     if token not in set(state.vocabulary.tolist()):
-        note = (f"{token_label(token)!r} is not among the {len(state.vocabulary):,} most frequent tokens of "
-                "the training text: its row saw little or no training")
+        note = (f"{state.tokenizer.label(token)!r} is not among the {len(state.vocabulary):,} most frequent "
+                "tokens of the training text: its row saw little or no training")
     return TokenCard(token, recipe, nearest(state, state.token_table[token], exclude=[token]), note)
 
 
@@ -389,10 +403,10 @@ def logit_lens(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor,
     log_total = logits.logsumexp(dim=-1)
     top_logits, top_tokens = logits.max(dim=-1)
     if typed is not None:
-        target, note = typed, f"target {token_piece(typed)!r} (typed)"
+        target, note = typed, f"target {state.tokenizer.piece(typed)!r} (typed)"
     else:
         target = top_tokens[-1, -1].item()
-        note = f"no target typed: the model's own next-token prediction {token_piece(target)!r}"
+        note = f"no target typed: the model's own next-token prediction {state.tokenizer.piece(target)!r}"
     names = ["embed"] + [f"L{i}" for i in range(state.n_layer)]
     target_logits = logits[..., target]
     ranks = 1 + (logits > target_logits[..., None]).sum(dim=-1)
@@ -466,7 +480,7 @@ def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signa
         else:
             token = parse_word(state, concept_word, "concept word")
             unit = F.normalize(state.vocab_matrix[token].float(), dim=0)
-            name = f"concept {token_piece(token)!r}"
+            name = f"concept {state.tokenizer.piece(token)!r}"
         with state.lock:
             norm = residual_norms(model, idx)[layer]
         vector = alpha * norm * unit

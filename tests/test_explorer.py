@@ -1,21 +1,23 @@
 """The explorer's computations on a tiny checkpoint, each checked against an independent computation,
 and every bad input of issue 14 turned into one line (no browser here; see test_explorer_browser.py)."""
 
+import html
 import math
 import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
-from explorer_workspace import make_state
+from explorer_workspace import make_corpus_state, make_state
 from train_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 
 import explore
 from core.errors import UserError
-from core.tokenizer import encode
+from core.i18n import translator
+from core.tokenizer import GPT2_VOCAB_SIZE, Tokenizer, encode
 from experiments.control_steering import sentiment_direction
 from experiments.related_work import selectivity_stats
-from explorer import app, render, tokens, views
+from explorer import app, render, views
 from explorer.model_interface import residual_states
 from explorer.state import load_state
 from models import MODELS
@@ -300,19 +302,49 @@ def test_intervention_summary_kl_entropy_and_watched_ranks(state):
     assert result.entropy("after") == pytest.approx(-(q * q.log()).sum().item(), rel=1e-9)
     order = q.argsort(descending=True).tolist()
     assert result.rank(order[0], "after") == 1 and result.rank(order[5], "after") == 6
-    summary = render.intervention_summary(result, [order[5]])
+    summary = render.intervention_summary(state.tokenizer, result, [order[5]], translator('en'))
     assert f"{result.kl():.4f} nats" in summary and "<td>6</td>" in summary
 
 
 def test_byte_tokens_show_their_bytes():
     """GPT-2 splits an emoji or a CJK character into byte tokens: each shows as its bytes, never '�'."""
-    pieces = [tokens.token_label(t) for t in encode("🙂 猫")]
+    tokenizer = Tokenizer(GPT2_VOCAB_SIZE + 47)  # GPT-2's ids, padded as a 50304-row model pads them
+    pieces = [tokenizer.label(t) for t in encode("🙂 猫")]
     assert all("\ufffd" not in piece for piece in pieces)
     assert "".join(pieces).startswith("<0xF0>")  # 🙂 = F0 9F 99 82
-    assert tokens.token_label(encode(" king")[0]) == "·king"
-    assert tokens.token_label(50300) == "<pad 50300>"  # a padding row of the vocabulary
-    assert app.word_of(encode("🙂")[0]) == f"#{encode('🙂')[0]}" and app.word_of(50300) == "#50300"
-    assert app.word_of(encode(" king")[0]) == " king"
+    assert tokenizer.label(encode(" king")[0]) == "·king"
+    assert tokenizer.label(50300) == "<pad 50300>"  # a padding row of the vocabulary
+    assert tokenizer.word(encode("🙂")[0]) == f"#{encode('🙂')[0]}" and tokenizer.word(50300) == "#50300"
+    assert tokenizer.word(encode(" king")[0]) == " king"
+
+
+def test_a_corpus_vocabulary_s_tokens_are_shown_and_typed_through_its_tokenizer(tmp_path):
+    """vocab='corpus': model id i stands for GPT-2 id gpt2_ids[i]; the token card, the lens header,
+    the signal list and the words a link fills in all say the word the model id stands for."""
+    state = make_corpus_state(tmp_path)
+    tokenizer = state.tokenizer
+    the = tokenizer.encode(" the")[0]
+    as_gpt2 = Tokenizer(GPT2_VOCAB_SIZE)  # what the page showed when it took model ids for GPT-2's
+    assert the != encode(" the")[0] and as_gpt2.label(the) != "·the"
+    assert tokenizer.label(the) == "·the" and tokenizer.word(the) == " the"
+
+    status, _, _ = app.show_token(state, " the")
+    assert f"&#x27;·the&#x27; is token {the}" in status and "target=+the" in status  # the lens link's target
+    assert f"{as_gpt2.label(the)!r} is token" not in html.unescape(status)
+
+    prompt = "You shall find of the king 猫"
+    _, heatmap, flow = app.run_lens(state, prompt, " the", -1)
+    assert f'href="?view=token&amp;token={the}" title="token {the}: open its recipe">·the</a>' in heatmap
+    cat = tokenizer.encode(" 猫")
+    assert [tokenizer.label(t) for t in cat] == ["·<0xE7>", "<0x8C>", "<0xAB>"]  # 猫 = E7 8C AB
+    assert all(f">{html.escape(tokenizer.label(t))}</a>" in heatmap for t in cat)
+    assert tokenizer.word(cat[-1]) == f"#{cat[-1]}"  # a byte alone is typed by its model id
+    assert "target &#x27; the&#x27;" in heatmap and "\ufffd" not in heatmap + flow
+
+    top_tokens = [top for _, _, _, top in views.signal_list(state)]
+    shown = [row[3] for row in app.all_signals(state)]
+    assert shown == [tokenizer.label(t) for t in top_tokens]
+    assert shown != [as_gpt2.label(t) for t in top_tokens]
 
 
 # --- Generate ---------------------------------------------------------------------------------

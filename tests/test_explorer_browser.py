@@ -17,7 +17,7 @@ import pytest
 from explorer_workspace import make_state
 from train_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 
-from explorer import app, render, tokens, views
+from explorer import render, views
 from explorer.browser import VIEWPORT, ExplorerPage, chromium, chromium_path, served
 
 pytest.importorskip("playwright", reason="pip install playwright (the dev extra) to drive Chromium")
@@ -28,7 +28,6 @@ if chromium_path() is None:
     pytest.skip("Chromium is not installed (/usr/bin/chromium); apt-get install -y chromium",
                 allow_module_level=True)
 
-label_of = tokens.token_label
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -100,7 +99,7 @@ def test_each_lookup_draws_its_own_token_s_recipe(explorer, page):
         read = lambda: rounded_recipe(drawn_bars(page, "token-recipe", "signal: ", recipe_bar))  # noqa: E731
         assert eventually(read, rounded_recipe(card.recipe)) == rounded_recipe(card.recipe), word
         neighbours = page.page.locator("#neighbours-grid td:nth-child(2)")
-        expect(neighbours).to_have_text([label_of(t) for t, _ in card.neighbours])
+        expect(neighbours).to_have_text([state.tokenizer.label(t) for t, _ in card.neighbours])
 
 
 def test_each_signal_draws_its_own_histogram_and_contexts(explorer, page):
@@ -112,10 +111,11 @@ def test_each_signal_draws_its_own_histogram_and_contexts(explorer, page):
         counts = card.histogram[0]
         assert eventually(lambda: drawn_bars(page, "signal-histogram", "activation ", histogram_bar),
                           counts) == counts
-        peaks = [label_of(c.tokens[c.active]).replace("\\n", "⏎").replace("·", " ") for c in card.contexts]
+        peaks = [state.tokenizer.label(c.tokens[c.active]).replace("\\n", "⏎").replace("·", " ")
+                 for c in card.contexts]
         expect(page.page.locator("#signal-contexts .explorer-active")).to_have_text(peaks)
         codebook = page.page.locator("#codebook-grid td:nth-child(1)")
-        expect(codebook).to_have_text([label_of(t) for t, _ in card.promotes])
+        expect(codebook).to_have_text([state.tokenizer.label(t) for t, _ in card.promotes])
 
 
 def test_the_list_of_signals_sorts_and_opens_one_and_the_probe_reads_my_text(explorer, page):
@@ -139,7 +139,7 @@ def test_the_list_of_signals_sorts_and_opens_one_and_the_probe_reads_my_text(exp
     _, tokens, activations = views.signal_on_text(state, most_selective, text)
     shaded = page.page.locator("#signal-probe-text a")
     expect(shaded).to_have_count(len(tokens))
-    expected = [f"{label_of(t)}: a = {a:+.3f}" for t, a in zip(tokens, activations, strict=True)]
+    expected = [f"{state.tokenizer.label(t)}: a = {a:+.3f}" for t, a in zip(tokens, activations, strict=True)]
     assert [shaded.nth(i).get_attribute("title") for i in range(len(tokens))] == expected
 
 
@@ -157,11 +157,12 @@ def test_token_signal_token_lens_by_clicks_and_the_address_reopens_each_view(exp
     promoted = next(t for t, _ in views.signal_card(state, strongest).promotes if t != he)
     page.follow(page.page.locator(f"#codebook-grid a[href='?view=token&token={promoted}']"))
     expect(page.locator("token-status")).to_contain_text(f"is token {promoted}")
-    expect(page.page.locator("#token-word textarea")).to_have_value(app.word_of(promoted))
+    expect(page.page.locator("#token-word textarea")).to_have_value(state.tokenizer.word(promoted))
     token_url = page.page.url
     page.follow(page.locator("token-status").get_by_text("see it as the logit lens target"))
     expect(page.page.get_by_role("tab", name="Lens", exact=True)).to_have_attribute("aria-selected", "true")
-    expect(page.locator("lens-heatmap")).to_contain_text(f"target {label_of(promoted).replace('·', ' ')!r}")
+    shown = state.tokenizer.label(promoted).replace('·', ' ')
+    expect(page.locator("lens-heatmap")).to_contain_text(f"target {shown!r}")
     lens_url = page.page.url
     lens_caption = page.locator("lens-heatmap").locator(".explorer-note").inner_text().split(". Cell")[0]
     idx = views.parse_prompt(state, "I think that the man said")
@@ -216,8 +217,8 @@ def test_lens_log_scale_legend_last_position_and_an_ablate_link(explorer, narrow
     result = views.next_tokens(state, idx, removal)
     predicted = page.page.locator("#intervene-watched tr").nth(1).locator("td")
     token = drivers.token  # the prediction, top-1 before; removing its strongest share lowers it
-    expect(predicted).to_have_text([label_of(token), render.probability(result.before[token].item()), "1",
-                                    render.probability(result.after[token].item()),
+    label, before = state.tokenizer.label(token), render.probability(result.before[token].item())
+    expect(predicted).to_have_text([label, before, "1", render.probability(result.after[token].item()),
                                     str(result.rank(token, "after"))])
 
 
@@ -291,6 +292,35 @@ def test_two_tabs_at_once(explorer):
         expect(tab.page.locator("#generate-output textarea")).to_have_value(continued)
     first.page.close()
     second.page.close()
+
+
+def test_lang_zh_serves_a_chinese_page(explorer, tmp_path):
+    """lang='zh' (python explore.py CONFIG --lang=zh): the tabs, buttons and status lines are drawn in
+    Chinese, also after a second lookup; the English page (the other tests) is unchanged."""
+    state = make_state(tmp_path, "reflow", lang="zh")
+    with served(state) as url:
+        page = ExplorerPage(explorer[2], url)
+        expect(page.page.get_by_role("tab", name="词元", exact=True)).to_be_visible()
+        expect(page.page.get_by_role("tab", name="Token", exact=True)).to_have_count(0)
+        page.tab("词元")
+        expect(page.locator("token-button")).to_have_text("显示词元")
+        for word in (" he", " she"):  # the second answer must replace the first
+            page.type("token-word", word)
+            page.press("token-button")
+            token = views.parse_word(state, word)
+            expect(page.locator("token-status")).to_contain_text(
+                f"{state.tokenizer.label(token)!r} 是第 {token} 号词元 · 在 logit 透镜中作为目标查看")
+        page.tab("信号")
+        page.type("signal-id", 1)
+        page.press("signal-button")
+        expect(page.locator("signal-status")).to_contain_text("信号 1：激活频率")
+        page.tab("透镜")
+        page.type("lens-prompt", "I think that the man said")
+        page.type("lens-target", "")
+        page.press("lens-button")
+        expect(page.locator("lens-flow")).to_contain_text("之后驱动预测")
+        assert page.errors == []
+        page.page.close()
 
 
 def test_nothing_leaves_the_machine(page, outgoing_connections):

@@ -23,7 +23,7 @@ from experiments.registry import EXPERIMENTS
 from experiments.report import Report
 
 # Where the messages live: docs/i18n.md extracts them from the same places.
-SOURCES = ["experiment.py", "study.py", "core", "experiments", "studying"]
+SOURCES = ["experiment.py", "study.py", "core", "experiments", "studying", "explorer"]
 FIELD = re.compile(r"\{(\w+)(?:[:!][^{}]*)?\}")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
