@@ -19,7 +19,14 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
 
 def name_pattern(node: ast.expr) -> str | None:
-    """A regex for the name an argument gives, or None when the source does not say it."""
+    """A regex for the name an argument gives, or None when the source does not say it. A name marked
+    for the catalog, N_("MRR"), is its literal; a catalog template filled by .format() is a pattern
+    (each {field} any text), as an f-string is."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "N_" and node.args:
+        return name_pattern(node.args[0])
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format":
+        template = name_pattern(node.func.value)
+        return None if template is None else re.sub(r"\\\{[^}]*\\\}", ".+", template)
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return re.escape(node.value)
     if isinstance(node, ast.JoinedStr):
