@@ -12,8 +12,8 @@ init_from decides where the weights come from:
   a path     a checkpoint file or run directory to fine-tune: its weights and architecture, a
              fresh optimizer, step 0.
 
-On CUDA, the memory plan of a step (core/memory_plan.py) is checked against the GPU before the model
-reaches it: a plan that does not fit is refused in one line naming settings that do
+The memory plan of a step (core/memory_plan.py) is checked before the model is built: on CUDA against
+the GPU, refused in one line naming settings that fit; elsewhere against the machine's memory
 (training/memory_check.py; --memory_check=False runs anyway).
 
 Checkpoints go to out_dir/ckpt.pt at each evaluation (always, or only when val loss improves, per
