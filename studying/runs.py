@@ -160,8 +160,9 @@ def die_with_parent() -> None:
 
 def run_child(command: list[str], log_path: Path, on_line, on_start=lambda pid: None) -> None:
     """Run a script from the repository root, its output appended to log_path and each line shown to
-    on_line. Ctrl-C or SIGTERM reaches the child as Ctrl-C (train.py then saves its checkpoint) and
-    stops the study once the child has ended."""
+    on_line. Ctrl-C or SIGTERM reaches the child as SIGTERM (train.py then saves its checkpoint) and
+    stops the study once the child has ended. Not as SIGINT: a study started with `&` from a script
+    inherits SIGINT ignored, its children too, and they would train on."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(command)}\n")
@@ -183,7 +184,7 @@ def run_child(command: list[str], log_path: Path, on_line, on_start=lambda pid: 
 
         def stop(*_):
             stopped.append(True)
-            child.send_signal(signal.SIGINT)
+            child.send_signal(signal.SIGTERM)
 
         previous = signal.signal(signal.SIGTERM, stop)
         try:
@@ -197,7 +198,7 @@ def run_child(command: list[str], log_path: Path, on_line, on_start=lambda pid: 
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
-    if stopped or code == 130 or code == -signal.SIGINT:
+    if stopped or code == 130 or code in (-signal.SIGINT, -signal.SIGTERM):
         raise KeyboardInterrupt
     if code != 0:
         tail = log_path.read_text(encoding="utf-8").strip().splitlines()[-1:] or [""]

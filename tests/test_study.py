@@ -119,6 +119,29 @@ def killed_and_finished(tmp_path_factory):
     return root, study, first_run, mtime, killed_events, second.stdout
 
 
+def test_a_study_started_with_sigint_ignored_still_stops_its_child_on_sigterm(tmp_path):
+    """`python study.py ... &` in a script starts the study, and so its children, with SIGINT ignored:
+    a stop must reach train.py as a signal it still hears, and the run saves before both end."""
+    study_file = write_workspace(tmp_path)
+    with open(tmp_path / "base.py", "a") as base:  # a run long enough to be stopped in the middle
+        base.write("max_iters = 100000\nlr_decay_iters = 100000\neval_interval = 100000\n")
+    command = [sys.executable, str(REPO / "study.py"), str(study_file)]
+    ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731  as bash does for &
+    started = subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               preexec_fn=ignore_sigint)
+    deadline = time.time() + 120
+    run_log = tmp_path / "runs" / load_study(str(study_file)).run_name("reflow", 1) / "train.log"
+    while not (run_log.exists() and "iter 2/" in run_log.read_text()):
+        assert started.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    started.send_signal(signal.SIGTERM)
+    assert started.wait(timeout=60) == 130, started.stderr.read().decode()
+    child = next(e["pid"] for e in events(tmp_path) if e["event"] == "child")
+    wait_gone(child, timeout=5)  # ended with the study, not orphaned and training on
+    assert "stopped at step" in run_log.read_text()
+    started.stderr.close()
+
+
 def test_the_study_finishes_without_retraining_finished_runs(killed_and_finished):
     root, study, first_run, mtime, killed_events, output = killed_and_finished
     assert (first_run / "ckpt.pt").stat().st_mtime_ns == mtime
