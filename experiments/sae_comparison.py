@@ -32,6 +32,7 @@ from sparse_autoencoders.metrics import (
     latent_density,
     next_token_loss,
 )
+from sparse_autoencoders.saving import save_sae
 from sparse_autoencoders.training import train_topk_sae
 
 BATCH_WINDOWS = 16  # windows per forward when collecting activations
@@ -210,6 +211,9 @@ def signals_vs_saes(ctx: Context, report: Report) -> None:
                     with torch.enable_grad():  # this function reads under no_grad; training needs it
                         reading = train_topk_sae(trained[hook], width=width, k=cfg.sae_k, steps=cfg.sae_steps,
                                                  seed=cfg.seed, lr=SAE_LEARNING_RATE)
+                    # Kept for the explorer (explore.py --posthoc=sae:FOLDER): reports/saes/last_layer_512/
+                    save_sae(reading, ctx.reports_dir / "saes" / f"{where.replace(' ', '_')}_{width}", hook,
+                             ctx.checkpoint)
                 except UserError as error:
                     if "SAELens" not in str(error):
                         raise

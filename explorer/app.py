@@ -193,8 +193,10 @@ def solve_analogy(state: ExplorerState, a, b, c):
 @guarded(outputs=3)
 def show_signal(state: ExplorerState, value):
     card = views.signal_card(state, value)
+    codebook = (render.codebook_rows(state.tokenizer, card) if state.reading.recipes is not None
+                else render.note(f"no codebook: {state.factorization_note}"))
     return (render.signal_summary(card, state.signal_stats_note, translator(state.cfg.lang)),
-            render.histogram_html(card), render.codebook_rows(state.tokenizer, card),
+            render.histogram_html(card), codebook,
             render.contexts_html(state.tokenizer, card))
 
 
@@ -347,7 +349,10 @@ def signal_tab(state: ExplorerState) -> dict:
         signal_table = gr.Dataframe(headers=["signal", "firing rate %", "selectivity", "top token"],
                                     value=lambda: all_signals(state), interactive=False, max_height=400,
                                     elem_id="signal-list")
-    gr.Markdown(render.definitions(_, "codebook", "activation", "firing rate", "selectivity", "contexts"))
+    has_codebook = state.reading is None or state.reading.recipes is not None  # an SAE latent has none
+    activation = state.reading.definition if state.reading is not None else "activation"
+    gr.Markdown(render.definitions(_, *["codebook"] * has_codebook, activation, "firing rate", "selectivity",
+                                   "contexts"))
     outputs = [status, histogram, codebook, contexts]
     show = functools.partial(show_signal, state)
     button.click(show, signal, outputs, api_name="signal", **UNQUEUED)

@@ -165,12 +165,12 @@ def first_yield(generator):
     return next(iter(generator))
 
 
-def run_benchmark(cfg: Config, ckpt: str | None) -> None:
+def run_benchmark(cfg: Config, ckpt: str | None, sae: str | None = None) -> None:
     start = time.perf_counter()
     from explorer import app, views  # gradio's import is part of start-up
     from explorer.state import load_state
     import_s = time.perf_counter() - start
-    state = load_state(cfg, ckpt)
+    state = load_state(cfg, ckpt, sae)
     start = time.perf_counter()
     page = app.build_app(state)
     _, url, _ = app.launch(page, block=False)

@@ -1,7 +1,8 @@
 """Per-signal statistics over a fixed slice of validation text: experiment 14's dashboard, precomputed
 once at start-up so that the Signal tab answers from a table.
 
-activation: a_s = ln_f(h) . basis_s, the final hidden state read along signal s, at every position.
+activation: what the reading gives (explorer/reading.py) at every position: a_s = ln_f(h) . basis_s, the
+final hidden state read along signal s, or an SAE's latent on the residual stream after its layer.
 firing rate: share of positions where |a_s| exceeds FIRING_FRACTION x its peak |a_s| over the slice.
 selectivity: peak |a_s| / mean |a_s|: how much stronger its best context is than its typical one.
 (Both from experiments/related_work.py, so the explorer and the report agree.)
@@ -9,8 +10,8 @@ selectivity: peak |a_s| / mean |a_s|: how much stronger its best context is than
 The activations themselves are kept (N*T x S floats, 8 MB for S = 256), so a signal's contexts can be
 shaded token by token and its histogram drawn without another forward. They cost most of the start-up
 (a forward over the slice), so they are cached on disk beside the checkpoint, under a key that hashes
-the checkpoint file, the text slice and the signal basis: a second start on the same checkpoint reads
-them back, and any change to one of the three computes them afresh.
+the checkpoint file, the text slice and the reading (the signal basis, or the SAE's weights): a second
+start on the same checkpoint reads them back, and any change to one of the three computes them afresh.
 """
 
 import hashlib
@@ -22,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.posthoc import Factorization
 from experiments.related_work import FIRING_FRACTION, selectivity_stats
 from explorer.model_interface import residual_states
+from explorer.reading import SignalReading
 from models import Transformer
 
 CONTEXT_LEFT, CONTEXT_RIGHT = 12, 4  # tokens shown around the activating token
@@ -62,24 +63,23 @@ def statistics_of(activations: torch.Tensor, windows: torch.Tensor) -> SignalSta
 
 
 @torch.no_grad()
-def signal_statistics(model: Transformer, factorization: Factorization, windows: torch.Tensor) -> SignalStats:
+def signal_statistics(model: Transformer, reading: SignalReading, windows: torch.Tensor) -> SignalStats:
     """Read every position of the (N, T) validation windows along every signal."""
-    last = model.config.n_layer
     activations = []
     for batch in windows.split(BATCH_WINDOWS):
-        h = residual_states(model, batch)[last]  # (B, T, C) after the last layer
-        activations.append(factorization.signal_activations(model.ln_f(h)).flatten(0, 1).float().cpu())
+        states = residual_states(model, batch)  # (L+1, B, T, C)
+        activations.append(reading.read(model, states).flatten(0, 1).float().cpu())
     return statistics_of(torch.cat(activations), windows)
 
 
-def cache_key(checkpoint: Path, factorization: Factorization, windows: torch.Tensor) -> str:
-    """sha256 over the checkpoint file's bytes, the token slice and the signal basis."""
+def cache_key(checkpoint: Path, reading: SignalReading, windows: torch.Tensor) -> str:
+    """sha256 over the checkpoint file's bytes, the token slice and the reading's fingerprint."""
     digest = hashlib.sha256(f"signal-stats-{CACHE_FORMAT}".encode())
     with open(checkpoint, "rb") as file:
         while chunk := file.read(HASH_CHUNK):
             digest.update(chunk)
     digest.update(windows.cpu().numpy().astype(np.int64).tobytes())
-    digest.update(factorization.basis.detach().float().cpu().numpy().tobytes())
+    digest.update(reading.fingerprint())
     return digest.hexdigest()
 
 
@@ -118,13 +118,13 @@ def write_cache(path: Path, activations: torch.Tensor) -> str:
     return f"cached in {path}"
 
 
-def cached_signal_statistics(model: Transformer, factorization: Factorization, windows: torch.Tensor,
+def cached_signal_statistics(model: Transformer, reading: SignalReading, windows: torch.Tensor,
                              checkpoint: Path) -> tuple[SignalStats, str]:
     """signal_statistics, read from the checkpoint's cache when it was computed before; (stats, note)."""
-    key = cache_key(checkpoint, factorization, windows)
+    key = cache_key(checkpoint, reading, windows)
     path = checkpoint.parent / CACHE_FOLDER / f"signal_stats-{key[:32]}.pt"
-    activations = read_cache(path, windows, factorization.n_signals)
+    activations = read_cache(path, windows, reading.n_signals)
     if activations is not None:
         return statistics_of(activations, windows), f"read from {path}"
-    stats = signal_statistics(model, factorization, windows)
+    stats = signal_statistics(model, reading, windows)
     return stats, write_cache(path, stats.activations)

@@ -1,6 +1,7 @@
 """What the explorer loads once and every view reads: the model and its precomputed tables.
 
-Loaded: the checkpoint (as data), in fp32 and eval mode. Precomputed: the token table the neighbour
+Loaded: the checkpoint (as data), in fp32 and eval mode, and the reading its signals are (its recipes'
+basis, or an SAE's latents with `sae`: explorer/reading.py). Precomputed: the token table the neighbour
 and analogy searches use (recipes, or the embedding on models without recipes), normalized once; the
 searchable vocabulary (the most frequent tokens of the training text); per-signal statistics over a
 fixed validation slice; and a copy of every weight, to prove after each intervention that it left
@@ -28,6 +29,7 @@ from core.tokenizer import Tokenizer
 from experiments.context import Context
 from experiments.posthoc import Factorization
 from explorer.factorization import factorization_of
+from explorer.reading import BasisReading, SignalReading, sae_reading
 from explorer.signal_stats import SignalStats, cached_signal_statistics
 from models import Transformer
 
@@ -45,6 +47,7 @@ class ExplorerState:
     tokenizer: Tokenizer  # the model's ids <-> GPT-2's: every word typed and token shown goes through it
     factorization: Factorization | None
     factorization_note: str  # where the recipes come from, or why there are none
+    reading: SignalReading | None  # what the Signal view reads as signals (None: nothing)
     vocabulary: torch.Tensor  # (K,) searchable token ids, most frequent first
     token_space: str  # "recipe space" or "embedding space"
     token_table: torch.Tensor  # (V, D) every token's row in that space
@@ -91,11 +94,13 @@ def load_model(cfg: Config, ckpt: str | None) -> tuple[Transformer, Tokenizer, s
     return model, tokenizer_of(checkpoint), name, str(file), checkpoint.get("iter_num")
 
 
-def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
-    """Load the checkpoint and precompute every table the views reuse."""
+def load_state(cfg: Config, ckpt: str | None = None, sae: str | None = None) -> ExplorerState:
+    """Load the checkpoint and precompute every table the views reuse; `sae`, a folder holding a saved
+    SAE (explore.py --posthoc=sae:PATH), makes its latents the signals."""
     timings = {}
     start = time.perf_counter()
     model, tokenizer, name, file, iter_num = load_model(cfg, ckpt)
+    reading = sae_reading(sae, model) if sae is not None else None  # a bad folder is refused before any work
     timings["load checkpoint"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -109,7 +114,13 @@ def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
         vocabulary = torch.tensor([])
     if len(vocabulary) == 0:  # no text to count: search every token the tokenizer can produce
         vocabulary = torch.arange(tokenizer.n_vocab)
-    factorization, note = factorization_of(model, name, cfg, rows=vocabulary)
+    if reading is None:
+        factorization, note = factorization_of(model, name, cfg, rows=vocabulary)
+        reading = BasisReading(factorization) if factorization is not None else None
+    else:  # the recipe views' signals would be another set than the Signal view's latents
+        factorization, note = None, (f"the signals are {reading.description}; an SAE latent has no "
+                                     "recipe, so recipe bars, codebooks, the signal flow, drivers and "
+                                     "signal removal are off")
     if factorization is not None:
         space, table = "recipe space", factorization.recipes
     else:
@@ -121,12 +132,12 @@ def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
 
     start = time.perf_counter()
     stats, stats_note, cache_note = None, "", "none"
-    if factorization is None:
+    if reading is None:
         stats_note = note
     else:
         try:
             windows = text.text_windows()
-            stats, cache_note = cached_signal_statistics(model, factorization, windows, Path(file))
+            stats, cache_note = cached_signal_statistics(model, reading, windows, Path(file))
             stats_note = (f"over the first {windows.numel():,} tokens of {text.val_path} "
                           f"({len(windows)} windows of {windows.size(1)})")
         except UserError as error:
@@ -138,8 +149,9 @@ def load_state(cfg: Config, ckpt: str | None = None) -> ExplorerState:
     timings["copy of the weights"] = time.perf_counter() - start
     return ExplorerState(
         model=model, cfg=cfg, model_name=name, checkpoint=file, iter_num=iter_num, tokenizer=tokenizer,
-        factorization=factorization, factorization_note=note, vocabulary=vocabulary, token_space=space,
-        token_table=table, vocab_matrix=vocab_matrix, unit_rows=F.normalize(table[vocabulary], dim=-1),
+        factorization=factorization, factorization_note=note, reading=reading, vocabulary=vocabulary,
+        token_space=space, token_table=table, vocab_matrix=vocab_matrix,
+        unit_rows=F.normalize(table[vocabulary], dim=-1),
         signal_stats=stats,
         signal_stats_note=stats_note, reference_weights=reference, timings=timings,
     )

@@ -62,6 +62,10 @@ DEFINITIONS = {  # N_: the page shows them in its language (render.definitions)
         "what the signal promotes and suppresses at the output."),
     N_("activation"): N_(
         "a_s = ln_f(h) . basis_s: the final hidden state at a position read along signal s."),
+    N_("SAE activation"): N_(
+        "a_s = latent s of the SAE's encode(h_L), h_L the residual stream after the SAE's layer L at a "
+        "position (a TopK SAE keeps the k largest of ReLU(W_enc (h_L - b_dec) + b_enc), the rest 0); the "
+        "signals here are the SAE's latents, not the model's recipes' signals."),
     N_("firing rate"): N_(
         "share of validation positions where |a_s| exceeds 0.5 x its peak |a_s| over the slice."),
     N_("selectivity"): N_(
@@ -168,7 +172,7 @@ def parse_index(value, noun: str, count: int) -> int:
 
 
 def parse_signal(state: ExplorerState, value) -> int:
-    return parse_index(value, "signal", state.factorization.n_signals)
+    return parse_index(value, "signal", state.reading.n_signals)
 
 
 def parse_signals(state: ExplorerState, text: str | None) -> list[int]:
@@ -203,6 +207,12 @@ def parse_temperature(value) -> float:
 
 def needs_factorization(state: ExplorerState, view: str) -> None:
     if state.factorization is None:
+        raise UserError(f"{view} is unavailable: {state.factorization_note}")
+
+
+def needs_reading(state: ExplorerState, view: str) -> None:
+    """The Signal view reads signals: a factorization's, or an SAE's latents (explorer/reading.py)."""
+    if state.reading is None:
         raise UserError(f"{view} is unavailable: {state.factorization_note}")
 
 
@@ -260,7 +270,7 @@ class Context:
 @dataclass
 class SignalCard:
     signal: int
-    promotes: list[tuple[int, float]]  # (token, recipe weight), largest first
+    promotes: list[tuple[int, float]]  # (token, recipe weight), largest first; empty for an SAE latent
     suppresses: list[tuple[int, float]]  # (token, recipe weight), most negative first
     firing_rate: float | None
     selectivity: float | None
@@ -269,16 +279,19 @@ class SignalCard:
 
 
 def signal_card(state: ExplorerState, value) -> SignalCard:
-    """A signal's codebook over the searchable vocabulary, and its precomputed validation statistics."""
-    needs_factorization(state, "the Signal view")
+    """A signal's codebook over the searchable vocabulary (none for an SAE latent), and its precomputed
+    validation statistics."""
+    needs_reading(state, "the Signal view")
     signal = parse_signal(state, value)
-    column = state.factorization.recipes[state.vocabulary, signal].cpu()
-    k = min(CODEBOOK_TOKENS, column.numel())
-    up, down = column.topk(k), (-column).topk(k)
-    # Only weights of the right sign: reflow-topk's recipes are >= 0 and mostly exactly 0.
-    token = lambda i: (state.vocabulary[i].item(), column[i].item())
-    promotes = [token(i) for i in up.indices.tolist() if column[i] > 0]
-    suppresses = [token(i) for i in down.indices.tolist() if column[i] < 0]
+    promotes, suppresses = [], []
+    if state.reading.recipes is not None:
+        column = state.reading.recipes[state.vocabulary, signal].cpu()
+        k = min(CODEBOOK_TOKENS, column.numel())
+        up, down = column.topk(k), (-column).topk(k)
+        # Only weights of the right sign: reflow-topk's recipes are >= 0 and mostly exactly 0.
+        token = lambda i: (state.vocabulary[i].item(), column[i].item())
+        promotes = [token(i) for i in up.indices.tolist() if column[i] > 0]
+        suppresses = [token(i) for i in down.indices.tolist() if column[i] < 0]
     stats = state.signal_stats
     if stats is None:
         return SignalCard(signal, promotes, suppresses, None, None, [], None)
@@ -313,22 +326,25 @@ def top_contexts(state: ExplorerState, signal: int) -> list[Context]:
 @torch.no_grad()
 def signal_on_text(state: ExplorerState, value, text: str | None) -> tuple[int, list[int], list[float]]:
     """(signal, tokens, its activation at each token) of a text the user typed."""
-    needs_factorization(state, "the Signal view")
+    needs_reading(state, "the Signal view")
     signal = parse_signal(state, value)
     idx = parse_prompt(state, text)
-    h = state.model.ln_f(residual_states(state, idx)[-1])  # (T, C) after the last layer
-    return signal, idx[0].tolist(), state.factorization.signal_activations(h)[:, signal].tolist()
+    activations = state.reading.read(state.model, residual_states(state, idx))  # (T, S)
+    return signal, idx[0].tolist(), activations[:, signal].tolist()
 
 
 def signal_list(state: ExplorerState) -> list[tuple[int, float, float, int | None]]:
-    """Every signal: (id, firing rate, selectivity, the searchable token its recipe column favours most)."""
-    needs_factorization(state, "the signal list")
+    """Every signal: (id, firing rate, selectivity, the searchable token its recipe column favours most,
+    None for an SAE latent)."""
+    needs_reading(state, "the signal list")
     stats = state.signal_stats
     if stats is None:
         raise UserError(f"no signal list: {state.signal_stats_note}")
-    tops = state.factorization.recipes[state.vocabulary].argmax(dim=0).cpu()  # (S,)
-    return [(s, stats.firing_rate[s].item(), stats.selectivity[s].item(), state.vocabulary[tops[s]].item())
-            for s in range(state.factorization.n_signals)]
+    recipes = state.reading.recipes
+    tops = recipes[state.vocabulary].argmax(dim=0).cpu().tolist() if recipes is not None else None  # (S,)
+    return [(s, stats.firing_rate[s].item(), stats.selectivity[s].item(),
+             state.vocabulary[tops[s]].item() if tops is not None else None)
+            for s in range(state.reading.n_signals)]
 
 
 # --- Lens -------------------------------------------------------------------------------------

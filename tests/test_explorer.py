@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import summation_tolerance
 from explorer_workspace import make_corpus_state, make_state
 from train_fixtures import one_thread  # noqa: F401  (autouse: one torch thread)
 
@@ -468,6 +469,99 @@ def test_posthoc_svd_turns_the_recipe_views_on_for_gpt2(tmp_path):
     removal = views.build_intervention(state, idx, views.REMOVE_AT_READOUT, "0 1")
     result = views.next_tokens(state, idx, removal)
     assert not torch.equal(result.before, result.after)
+
+
+# --- an SAE as the reading (explore.py --posthoc=sae:PATH) ---------------------------------------
+def saved_topk_sae(folder, d_in, layer, width=24, k=3):
+    """A SAELens TopK SAE with random weights and biases (a reading only encodes: no training needed),
+    saved where --posthoc=sae: reads it; (the SAE, its folder)."""
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    from sparse_autoencoders.saving import save_sae
+    torch.manual_seed(1)
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=width, k=k)).eval()
+    with torch.no_grad():
+        for bias in (sae.b_enc, sae.b_dec):
+            bias.normal_(0, 0.1)
+    return sae, save_sae(sae, folder, f"blocks.{layer}.hook_resid_post", "ckpt.pt")
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_an_sae_reading_s_signals_are_its_latents_on_its_layer(tmp_path, model_name):
+    """With an SAE on the residual stream after layer 0 as the reading, a signal's activation on typed
+    text and over the statistics' slice is the SAE's encode of that hook's activation (read here through
+    run_with_cache, not the explorer's path); the views that need recipes say why they are off."""
+    pytest.importorskip("sae_lens", reason='SAELens is an optional extra: pip install -e ".[sae]"')
+    from experiment_workspace import make_run
+
+    from core.config import load_config
+    config_file, cfg = make_run(tmp_path, model_name)
+    sae, folder = saved_topk_sae(tmp_path / "saes" / "middle_layer_24", cfg.n_embd, layer=0)
+    state = load_state(load_config(str(config_file)), sae=str(folder))
+    hook = "blocks.0.hook_resid_post"
+    assert state.factorization is None and state.reading.n_signals == 24 and hook in state.factorization_note
+    idx = torch.tensor([encode("I think that the man")])
+    with torch.no_grad():
+        expected = sae.encode(state.model.run_with_cache(idx, names_filter=hook)[1][hook])[0]  # (T, 24)
+    signal = expected.abs().sum(0).argmax().item()  # a latent that fires on this text
+    _, tokens, activations = views.signal_on_text(state, signal, "I think that the man")
+    assert tokens == idx[0].tolist()
+    torch.testing.assert_close(torch.tensor(activations), expected[:, signal],
+                               **summation_tolerance(expected, cfg.n_embd))
+    stats = state.signal_stats
+    windows = torch.from_numpy(stats.tokens.astype("int64")).view(-1, stats.window)
+    with torch.no_grad():
+        over_slice = sae.encode(state.model.run_with_cache(windows, names_filter=hook)[1][hook]).flatten(0, 1)
+    torch.testing.assert_close(stats.activations, over_slice, **summation_tolerance(over_slice, cfg.n_embd))
+    busiest = int((over_slice != 0).sum(0).argmax())
+    card = views.signal_card(state, busiest)
+    assert card.promotes == card.suppresses == [] and sum(card.histogram[0]) == stats.positions
+    assert card.contexts[0].value == pytest.approx(over_slice[:, busiest].max().item(), rel=1e-5)
+    status, histogram, codebook, contexts = app.show_signal(state, busiest)
+    assert "firing rate" in status and "signal-histogram-bars" in histogram and "explorer-link" in contexts
+    assert "no codebook" in codebook and "an SAE latent has no recipe" in codebook
+    assert views.signal_list(state)[busiest][3] is None
+    status, bars, rows = app.show_token(state, " he")
+    assert "no recipe chart" in status and bars == "" and rows.count("<tr>") == 1 + views.NEIGHBOURS
+    status, heatmap, flow = app.run_lens(state, "I think that", " the", -1)
+    assert "signal flow unavailable" in status and "lens-grid" in heatmap and flow == ""
+    app.build_app(state).close()  # the page builds with an SAE reading (its Signal tab's definitions differ)
+
+
+def test_a_bad_sae_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    pytest.importorskip("sae_lens", reason='SAELens is an optional extra: pip install -e ".[sae]"')
+    import json
+
+    from experiment_workspace import make_run
+    config_file, _ = make_run(tmp_path, "reflow")  # 2 layers, 32 wide
+    _, wide = saved_topk_sae(tmp_path / "wide", 48, layer=0)
+    _, deep = saved_topk_sae(tmp_path / "deep", 32, layer=2)
+    _, foreign = saved_topk_sae(tmp_path / "foreign", 32, layer=0)
+    config = json.loads((foreign / "cfg.json").read_text())
+    config["metadata"]["hook_name"] = "blocks.0.hook_mlp_out"
+    (foreign / "cfg.json").write_text(json.dumps(config))
+    _, damaged = saved_topk_sae(tmp_path / "damaged", 32, layer=0)
+    (damaged / "sae_weights.safetensors").write_bytes(b"not safetensors")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "cfg.json").write_text("{")
+    (tmp_path / "garbage" / "sae_weights.safetensors").write_bytes(b"")
+    cases = {
+        "sae:": "--posthoc=sae: names no folder",
+        f"sae:{tmp_path / 'missing'}": "not a folder",
+        f"sae:{tmp_path / 'empty'}": "is not a saved SAE: it has no cfg.json or sae_weights.safetensors",
+        f"sae:{tmp_path / 'garbage'}": "is not readable JSON",
+        f"sae:{foreign}": "reads 'blocks.0.hook_mlp_out', not the residual stream after a layer",
+        f"sae:{damaged}": "SAELens cannot open the SAE",
+        f"sae:{wide}": "reads 48-wide activations, but this model's residual stream is 32 wide",
+        f"sae:{deep}": "reads blocks.2.hook_resid_post, but this model has layers 0 to 1",
+        "bogus": "posthoc",  # not sae:...: the config key, checked as before
+    }
+    for value, message in cases.items():
+        with pytest.raises(SystemExit) as exit_:
+            explore.main([str(config_file), f"--posthoc={value}"])
+        error = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in error and len(error.strip().splitlines()) == 1, error
 
 
 # --- the command --------------------------------------------------------------------------------

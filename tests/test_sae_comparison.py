@@ -14,6 +14,7 @@ from experiments.context import load_context
 from experiments.runner import run_experiments
 from experiments.sae_comparison import MIN_FIRINGS, KeptSignals, single_token_selectivity
 from sparse_autoencoders import fraction_of_variance_explained
+from sparse_autoencoders.saving import load_sae
 
 NO_SAE_LENS = 'SAELens is an optional extra: pip install -e ".[sae]"'
 
@@ -93,7 +94,10 @@ def test_native_signals_all_kept_rebuild_the_model_and_fewer_explain_less(tmp_pa
                 1.0, abs=1e-6)
             # The splice is the activation rounded to float32: the loss moves by rounding only.
             assert full[f"CE loss recovered, {reading}, {where}"]["value"] == pytest.approx(1.0, abs=1e-3)
-    sparse, report, _ = run_15(config_file, sae_k=4, sae_widths=[16], sae_steps=20)
+    sparse, report, folder = run_15(config_file, sae_k=4, sae_widths=[16], sae_steps=20)
+    saved = load_sae(folder / "saes" / "last_layer_16")  # each SAE it trains is kept, for the explorer
+    assert (saved.hook_name, saved.width, saved.k) == ("blocks.1.hook_resid_post", 16, 4)
+    assert load_sae(folder / "saes" / "middle_layer_16").hook_name == "blocks.0.hook_resid_post"
     for where in ("middle layer", "last layer"):
         native = sparse[f"fraction of variance explained, native signals, {where}"]
         assert native["value"] < 0.99 and native["control_name"].startswith("SVD floor")

@@ -165,3 +165,53 @@ def test_sae_lens_own_runner_trains_on_the_export(tmp_path):
     torch.testing.assert_close(theirs, ours, **summation_tolerance(ours, 2 * model.config.swiglu_hidden))
     sae = runner.run()
     assert sae.cfg.metadata.l0 == 4.0 and sae.W_dec.shape == (64, model.config.n_embd)
+
+
+# --- saving and opening a trained SAE (sparse_autoencoders/saving.py) ---------------------------
+def test_a_saved_sae_opens_with_identical_encode_and_decode_and_where_it_reads(tmp_path):
+    """A trained SAE saved in SAELens' format and loaded back encodes and decodes bit for bit as before,
+    and says its hook, layer, k, width and checkpoint; SAELens' own load_from_disk opens the folder."""
+    pytest.importorskip("sae_lens", reason=NO_SAE_LENS)
+    from sae_lens import TrainingSAE
+
+    from sparse_autoencoders import train_topk_sae
+    from sparse_autoencoders.saving import load_sae, save_sae
+
+    x, _ = planted_code(dim=16, atoms=16, tokens=512)
+    sae = train_topk_sae(x, width=32, k=3, steps=5, seed=0)
+    folder = save_sae(sae, tmp_path / "saes" / "last_layer_32", "blocks.3.hook_resid_post", "out/run/ckpt.pt")
+    assert sorted(p.name for p in (tmp_path / "saes").iterdir()) == ["last_layer_32"]  # nothing left over
+    saved = load_sae(folder)
+    with torch.no_grad():
+        assert torch.equal(saved.sae.encode(x), sae.encode(x))
+        assert torch.equal(saved.sae.decode(sae.encode(x)), sae.decode(sae.encode(x)))
+    assert (saved.hook_name, saved.layer, saved.k, saved.width, saved.d_in, saved.checkpoint) == (
+        "blocks.3.hook_resid_post", 3, 3, 32, 16, "out/run/ckpt.pt")
+    assert torch.equal(TrainingSAE.load_from_disk(folder).W_enc, sae.W_enc)
+
+
+def test_a_save_killed_halfway_leaves_the_old_sae_whole(tmp_path, monkeypatch):
+    """Saving writes a hidden folder and renames it into place: a failure inside save_model leaves the SAE
+    saved before untouched and no half-written folder beside it; a save that completes replaces it."""
+    pytest.importorskip("sae_lens", reason=NO_SAE_LENS)
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    from sparse_autoencoders.saving import WEIGHTS_FILE, load_sae, save_sae
+
+    torch.manual_seed(0)
+    first, second = (TopKTrainingSAE(TopKTrainingSAEConfig(d_in=8, d_sae=16, k=2)) for _ in range(2))
+    folder = save_sae(first, tmp_path / "last_layer_16", "blocks.0.hook_resid_post", "ckpt.pt")
+
+    def killed(path):
+        (path / WEIGHTS_FILE).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(second, "save_model", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_sae(second, folder, "blocks.0.hook_resid_post", "ckpt.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["last_layer_16"]
+    assert torch.equal(load_sae(folder).sae.W_enc, first.W_enc)
+    monkeypatch.undo()
+    save_sae(second, folder, "blocks.0.hook_resid_post", "ckpt.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["last_layer_16"]
+    assert torch.equal(load_sae(folder).sae.W_enc, second.W_enc)
