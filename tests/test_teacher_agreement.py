@@ -12,7 +12,9 @@ import pytest
 import torch
 from conftest import summation_tolerance
 from experiment_workspace import make_run
+from train_fixtures import run_config, write_dataset
 
+import train
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.config import load_config
 from core.errors import UserError
@@ -170,3 +172,20 @@ def test_two_different_teachers_are_refused(student, tmp_path):
     overrides = {"teacher_run": str(tmp_path / "other"), "distill_from": cfg.out_dir}
     with pytest.raises(UserError, match="name two teachers"):
         teacher_run(load_config(str(config_file), overrides))
+
+
+def test_a_distilled_run_is_compared_with_the_teacher_it_learned_from(tmp_path):
+    """No teacher_run: a run trained with distill_from names its own teacher (a study's distilled arms)."""
+    write_dataset(tmp_path / "data")
+    train.train(run_config(tmp_path, "teacher", max_iters=4))
+    teacher = str(tmp_path / "teacher")
+    cfg = run_config(tmp_path, "student", n_layer=1, max_iters=4, distill_from=teacher,
+                     init_basis_from=teacher, freeze_basis=True)
+    train.train(cfg)
+    ctx = load_context(cfg)
+    run_experiments(ctx, [16])
+    report = json.loads((ctx.reports_dir / REPORT).read_text())
+    assert report["skipped"] is None
+    assert "named by distill_from" in report["definitions"]["teacher"]
+    assert str(tmp_path / "teacher" / "ckpt.pt") in report["definitions"]["teacher"]
+    assert metrics_of(report)["KL(teacher || model), nats per token"]["value"] > 0
