@@ -6,6 +6,7 @@
     python experiment.py config/train_shakespeare_gpt2_new.py --run 2 9 --posthoc=svd
     python experiment.py config/train_shakespeare_reflow.py --run all --reference out/shakespeare_gpt2_new
     python experiment.py config/train_shakespeare_reflow.py --run all --lang=zh    # in Chinese
+    python experiment.py config/train_shakespeare_reflow.py --run 16 --teacher_run=out/teacher  # its teacher
     python experiment.py --compare RUN RUN ...        # compare finished runs (see study.py --runs)
 
 The checkpoint is out_dir/ckpt.pt from the config, or --ckpt PATH. Reports go to
@@ -13,6 +14,8 @@ audit_reports/ beside the checkpoint: NN_slug.md, NN_slug.json, NN_slug_*.png, a
 (audit_reports_posthoc_svd/ etc. for gpt2 / gpt2-new read through a post-hoc factorization).
 --reference RUN adds a trained model (its post-hoc factorization for the recipe experiments) that
 the experiments measure beside the random-init controls.
+--teacher_run=RUN names the teacher experiment 16 compares the model with; a model trained with
+distill_from is compared with that teacher without it.
 --lang=zh writes the menu, the reports, the audit page and the figures in Chinese (--lang=en in
 English; the default, auto, follows the locale: LC_ALL or LANG starting with zh). See docs/i18n.md.
 Any other --key=value overrides a config key (probe words, prompts, ...; see core/config.py).
@@ -27,6 +30,7 @@ from core.i18n import _, use_language
 from core.wandb_login import check_wandb_ready
 from experiments.context import load_context
 from experiments.runner import check_runnable, menu, parse_selection, run_experiments
+from experiments.teacher import teacher_run
 
 USAGE = ("usage: python experiment.py CONFIG [--ckpt PATH] [--reference RUN] [--run all | --run 1 3 5] "
          "[--key=value ...], or python experiment.py --compare RUN RUN ...")
@@ -90,11 +94,11 @@ def main(argv: list[str]) -> None:
         check_wandb_ready()
     if selection is not None:  # check the numbers before the (slower) checkpoint load
         numbers, explicit = parse_selection(selection)
-        check_runnable(numbers, cfg.model, explicit, cfg.posthoc)
+        check_runnable(numbers, cfg.model, explicit, cfg.posthoc, teacher_run(cfg))
     ctx = load_context(cfg, ckpt, reference)
     if selection is None:
         numbers, explicit = parse_selection(ask())
-        check_runnable(numbers, ctx.model_name, explicit, cfg.posthoc)
+        check_runnable(numbers, ctx.model_name, explicit, cfg.posthoc, teacher_run(cfg))
     try:
         run_experiments(ctx, numbers)
     except KeyboardInterrupt:  # the reports finished so far are whole, and the audit page lists them

@@ -184,6 +184,9 @@ class Config:
     rotate_basis_seed: int | None = checked(None, ge=0)  # control: init_basis_from's basis, randomly rotated
     freeze_basis: bool = False  # W_basis is not trained; reflow family
     freeze_recipes: bool = False  # W_recipe is not trained; reflow family
+    # Experiment 16's teacher for a model trained without distill_from (the scratch and teacher arms of
+    # studies/distillation.py): read by the experiments only, never by training.
+    teacher_run: str = ""  # run dir or checkpoint experiment 16 compares with; distill_from wins
     # --- native signals vs sparse autoencoders (issue 23): experiments/sae_comparison.py ----
     sae_widths: list = field(default_factory=lambda: [128, 512, 2048])  # latents of each SAE, one per layer
     sae_k: int = checked(14, ge=1)  # latents an SAE keeps per token; every reading is cut to this L0

@@ -11,6 +11,9 @@ Two additions for comparisons (issue 13):
     (experiments/posthoc.py). `ctx.factorization` says which factorization that is.
   - `experiment.py CONFIG --reference RUN` loads a trained reference model as `ctx.reference`
     (with its own post-hoc factorization when it has no recipes), for experiments to measure too.
+
+And for distillation (issue 23): `ctx.teacher`, the run named by distill_from or teacher_run
+(experiments/teacher.py), loaded when experiment 16 first asks for it.
 """
 
 import copy
@@ -37,6 +40,7 @@ from core.memory_plan import check_sampling_fits
 from core.tokenizer import GPT2_VOCAB_SIZE, Tokenizer, encode
 from experiments.common import SAMPLES_PER_PROMPT, prompt_ids
 from experiments.posthoc import Factorization, FactorizedModel, factorize
+from experiments.teacher import Teacher, load_teacher
 from models import MODELS, ModelConfig, Transformer, build_model
 
 REPORTS_DIR_NAME = "audit_reports"
@@ -128,6 +132,13 @@ class Context:
             model = self.random_init(draw)
             yield FactorizedModel(model, self.factorize(model)) if isinstance(self.model, FactorizedModel) \
                 else model
+
+    @functools.cached_property
+    def teacher(self) -> Teacher:
+        """The teacher experiment 16 compares with (distill_from, else teacher_run), checked against
+        this model; a UserError when none is named or it cannot be compared."""
+        return load_teacher(self.cfg, self.model, self.model_name, self.tokenizer, self.checkpoint,
+                            self.device)
 
     @property
     def control(self) -> Transformer:

@@ -32,6 +32,8 @@ class Experiment:
     word_keys: tuple[str, ...] = ()  # config keys whose words must each be one GPT-2 token
     prompt_keys: tuple[str, ...] = ()  # config keys holding prompts
     needs_text: bool = False  # reads the validation text (data_dir/dataset/val.bin)
+    # Why it cannot run without a teacher (distill_from or teacher_run); None if it needs none.
+    needs_teacher: str | None = None
 
     @property
     def run(self) -> Callable:
@@ -98,4 +100,11 @@ EXPERIMENTS: dict[int, Experiment] = {e.number: e for e in [
     Experiment(15, "signals_vs_saes", N_("Signals vs SAEs"), "E",
                N_("native signals, SVD directions and TopK SAEs at equal L0: variance and CE loss recovered"),
                "sae_comparison.signals_vs_saes", needs_text=True),
+    Experiment(16, "teacher_agreement", N_("Teacher Agreement"), "E",
+               N_("KL to a teacher's predictions; per-signal activation correlation, top-context overlap and "
+                  "ablation agreement with it"),
+               "teacher_agreement.teacher_agreement",
+               needs_recipes=N_("it has no signal basis to pair with a teacher's signals"),
+               needs_teacher=N_("it compares the model with a teacher, and none is named (--teacher_run=RUN, "
+                                "or a model trained with distill_from)"), needs_text=True),
 ]}

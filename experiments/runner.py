@@ -18,6 +18,7 @@ from experiments.common import prompt_ids, token_id
 from experiments.context import RECIPE_SPACE_EXPERIMENTS, Context
 from experiments.registry import EXPERIMENTS, GROUPS, Experiment
 from experiments.report import Report
+from experiments.teacher import teacher_run
 from models import MODELS
 
 # How each entry of a list-of-lists key is shaped: key -> (length, what the entries are).
@@ -54,11 +55,19 @@ def parse_selection(text: str) -> tuple[list[int], bool]:
     return list(dict.fromkeys(numbers)), True
 
 
-def check_runnable(numbers: list[int], model_name: str, explicit: bool, posthoc: str = "none") -> None:
+def check_runnable(numbers: list[int], model_name: str, explicit: bool, posthoc: str = "none",
+                   teacher: str = "") -> None:
     """Asking by number for an experiment that needs recipes, on a model without them (and no
-    post-hoc factorization), is an error; under 'all' such experiments are skipped with their reason
-    in the report instead."""
-    if not explicit or MODELS[model_name].has_recipes or posthoc != "none":
+    post-hoc factorization), or for one that needs a teacher when none is named (`teacher`: the run
+    experiments.teacher.teacher_run gives), is an error; under 'all' such experiments are skipped
+    with their reason in the report instead."""
+    if not explicit:
+        return
+    for n in numbers:
+        e = EXPERIMENTS[n]
+        if e.needs_teacher and not teacher:
+            raise UserError(f"experiment {n} ({e.title}) needs a teacher: {e.needs_teacher}")
+    if MODELS[model_name].has_recipes or posthoc != "none":
         return
     for n in numbers:
         e = EXPERIMENTS[n]
@@ -131,6 +140,8 @@ def check_inputs(ctx: Context, experiments: list[Experiment]) -> None:
                     if not isinstance(text, str):
                         raise UserError(f"{where_} must be text, got {text!r}")
                     prompt_ids(text, ctx.model.config.block_size, ctx.tokenizer, where_)
+        if e.needs_teacher:
+            ctx.teacher  # noqa: B018  (loads and checks it: a teacher that cannot be compared is one line)
         if e.needs_text:
             if ctx.cfg.audit_tokens < 2 or ctx.cfg.audit_vocab < 2:
                 raise UserError("audit_tokens and audit_vocab must be at least 2, got "
@@ -149,7 +160,7 @@ def run_experiments(ctx: Context, numbers: list[int]) -> list[Path]:
     if use_language(ctx.cfg.lang) == "zh":
         use_cjk_font()
     experiments = [EXPERIMENTS[n] for n in numbers]
-    unable = {e.number for e in experiments if e.needs_recipes and not ctx.has_signals}
+    unable = {e.number: reason for e in experiments if (reason := reason_unable(ctx, e))}
     check_inputs(ctx, [e for e in experiments if e.number not in unable])
     written: list[Path] = []
     try:
@@ -160,12 +171,12 @@ def run_experiments(ctx: Context, numbers: list[int]) -> list[Path]:
             start = time.perf_counter()
             if e.number in unable:
                 report.skip(_("{title} does not run on {model}: {reason}.").format(
-                    title=_(e.title), model=ctx.model_name, reason=_(e.needs_recipes)))
+                    title=_(e.title), model=ctx.model_name, reason=_(unable[e.number])))
             else:
                 e.run(context_for(ctx, e, report), report)
             written.append(report.write())
-            outcome = _("skipped ({reason})").format(reason=_(e.needs_recipes)) if report.skipped \
-                else report.verdict()
+            reason = _(unable[e.number]) if e.number in unable else report.skipped
+            outcome = _("skipped ({reason})").format(reason=reason) if report.skipped else report.verdict()
             print(f"{e.number:2d}. {_(e.title)} ({time.perf_counter() - start:.1f} s): {outcome}", flush=True)
     finally:
         page = write_audit_page(ctx.reports_dir)
@@ -173,6 +184,15 @@ def run_experiments(ctx: Context, numbers: list[int]) -> list[Path]:
     if ctx.cfg.wandb_log:
         log_to_wandb(ctx, written)
     return written
+
+
+def reason_unable(ctx: Context, e: Experiment) -> str | None:
+    """Why experiment e cannot run here (skipped under 'all'): no signals, or no teacher named."""
+    if e.needs_recipes and not ctx.has_signals:
+        return e.needs_recipes
+    if e.needs_teacher and not teacher_run(ctx.cfg):
+        return e.needs_teacher
+    return None
 
 
 def context_for(ctx: Context, e: Experiment, report: Report) -> Context:

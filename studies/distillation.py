@@ -18,9 +18,17 @@ students' seeds are shared between arms, so their comparisons are paired.
 
 Primary metric: val loss (the study's held-out text; the student's own LM loss, never the mixed
 objective). Exploratory: the students' native signals, median selectivity (14) and the causal ablation
-percentile (9). Not computed yet, though the issue asks for them: agreement with the teacher (KL on the
-val text, per-signal activation correlation between student and teacher, top-context overlap, ablation
-agreement) needs an experiment that reads the teacher, which no numbered experiment does yet.
+percentile (9), and agreement with the teacher (16): KL(teacher || model) on the val text, the median
+per-signal activation correlation with the teacher (and the share above 0.5), the median top-context
+overlap and the Spearman agreement of per-signal ablation effects; experiment 16 defines each and puts
+the signal measures beside a null that pairs signal s with a random teacher signal. The distilled arms
+read their teacher from distill_from; scratch and the teacher arm name it with teacher_run, a key the
+training never reads (their runs stay the depth study's). The teacher arm against the seed-1 teacher is
+itself at seed 1, where experiment 16 skips (perfect by construction): at seeds 2-6 it measures how much
+two independently trained 8-layer models agree, a reference for the students; its paired comparison
+with distilled has 5 seeds. The KL stays exploratory: distillation is expected to lower it against
+scratch, but no direction can be stated in advance for the other comparisons, and a primary metric
+needs one for each.
 
     python study.py studies/distillation.py
 
@@ -28,7 +36,9 @@ Size as studies/_shakespeare_4x128.py (width 128, S = 128, 1,200 steps). With th
 already trained, this trains the 4 distilled arms x 6 seeds = 24 runs of 2 layers, each ~6.2 min alone
 plus the teacher's forward (8 layers without a backward: about a third of the teacher's own step, ~2.8
 min; reasoned from the depth study's 8.4 min a run, not measured): ~220 min. From nothing, add the
-depth study's 2- and 8-layer runs (~88 min at 6 seeds).
+depth study's 2- and 8-layer runs (~88 min at 6 seeds). Experiment 16 adds about a minute a run (both
+models over 16k tokens, 5 KL passes with the 19k-token readout, 128 one-signal ablations each; reasoned,
+not measured).
 """
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
@@ -37,22 +47,28 @@ from studies._shakespeare_4x128 import runs_dir
 _TEACHER = f"{runs_dir}/n_layer=8_seed1"  # the run of the teacher_8_layers arm at seed 1
 _DISTILLED = {"n_layer": 2, "distill_from": _TEACHER}
 _BASIS = {**_DISTILLED, "init_basis_from": _TEACHER, "freeze_basis": True}
+_COMPARED = {"teacher_run": _TEACHER}  # experiment 16's teacher for the arms without distill_from
 
 description = ("2-layer reflow: scratch vs distilled from an 8-layer teacher, + its basis frozen, + its "
                "recipes frozen, + a rotated-basis control; width 128, S = 128, 1,200 steps, 6 seeds")
 arms = {  # the teacher first: at seed 1 it is trained before the students that read it
-    "teacher_8_layers": {"n_layer": 8},
-    "scratch": {"n_layer": 2},
+    "teacher_8_layers": {"n_layer": 8, **_COMPARED},
+    "scratch": {"n_layer": 2, **_COMPARED},
     "distilled": _DISTILLED,
     "distilled_basis_frozen": _BASIS,
     "distilled_basis_recipes_frozen": {**_BASIS, "init_recipes_from": _TEACHER, "freeze_recipes": True},
     "distilled_rotated_basis_frozen": {**_BASIS, "rotate_basis_seed": 0},
 }
-experiments = [9, 14]
+experiments = [9, 14, 16]
 metrics = [
     "val loss",
     "14:median selectivity",
     "9:log-prob drop, the top signal: percentile in the basis null",
+    "16:KL(teacher || model), nats per token",
+    "16:activation correlation, median over signals",
+    "16:share of signals with activation correlation above 0.5",
+    "16:top-context overlap, median over signals",
+    "16:ablation agreement (Spearman over signals)",
 ]
 # Pre-registered: in each comparison the second arm is expected to reach the lower student val loss.
 primary = {"val loss": "lower"}

@@ -44,7 +44,7 @@ GAIN = " (gain over control)"  # "N:name (gain over control)": the metric minus 
 NAME_BYTES = 255  # the longest file name Linux, macOS and Windows file systems all take
 # Keys that only the experiments read: arms differing only in these share their trained runs.
 EVALUATION_KEYS = ("posthoc", "posthoc_active_fraction", "floor_draws", "sae_reading", "sae_widths", "sae_k",
-                   "sae_steps", "sae_train_tokens")
+                   "sae_steps", "sae_train_tokens", "teacher_run")
 # Every study run saves at each evaluation: the checkpoint is the run's last state (equal steps for every
 # arm), and a killed run resumes from its last evaluation.
 STUDY_TRAINING = {"always_save_checkpoint": True, "wandb_log": False}

@@ -12,6 +12,7 @@ from train_fixtures import (  # noqa: F401  (one_thread: an autouse fixture)
     one_thread,
     run_args,
     run_config,
+    torchrun_command,
     train_command,
     write_dataset,
 )
@@ -19,6 +20,7 @@ from train_fixtures import (  # noqa: F401  (one_thread: an autouse fixture)
 import train
 from core.checkpoint import load_checkpoint
 from core.errors import UserError
+from experiments.teacher import teacher_run
 from models import build_model
 from training.distillation import distillation_loss
 
@@ -68,6 +70,28 @@ def test_distilled_student_with_the_teachers_frozen_basis_resumes_exactly(tmp_pa
     undistilled = train.train(run_config(tmp_path, "plain", **{**student, "distill_from": ""}))
     weightless = train.train(run_config(tmp_path, "weightless", **student, distill_weight=0.0))
     assert weightless.losses == undistilled.losses != straight.losses
+
+
+def test_distilled_ddp_with_the_teachers_frozen_basis_matches_one_process(tmp_path):
+    """2 gloo processes under torchrun (one micro-batch each, each with its own copy of the teacher)
+    give the weights of 1 process that ran both micro-batches, with distill_from, init_basis_from and
+    freeze_basis on; the basis is still the teacher's, bit for bit, on both."""
+    teacher = train_teacher(tmp_path)
+    student = dict(n_layer=1, max_iters=4, lr_decay_iters=4, distill_from=teacher, init_basis_from=teacher,
+                   freeze_basis=True)
+    ddp = subprocess.run(torchrun_command(2, *run_args(tmp_path, "ddp", **student)), cwd=tmp_path,
+                         env=ONE_THREAD_ENV, capture_output=True, text=True, timeout=120)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "2 processes" in ddp.stdout
+    train.train(run_config(tmp_path, "single", **student))
+    single, distributed = (load_checkpoint(tmp_path / run)["model"] for run in ("single", "ddp"))
+    for key, value in distributed.items():
+        torch.testing.assert_close(value, single[key], rtol=1e-4, atol=1e-5)
+    basis = load_checkpoint(teacher)["model"]["basis"]
+    assert torch.equal(distributed["basis"], basis) and torch.equal(single["basis"], basis)
+    cfg = run_config(tmp_path, "single", **student)
+    torch.manual_seed(cfg.seed)  # as train.py builds a model from scratch
+    assert not torch.allclose(single["recipe"], build_model(cfg.model, cfg.model_config()).recipe, atol=1e-4)
 
 
 def test_frozen_recipes_stay_as_initialized(tmp_path):
@@ -155,4 +179,11 @@ def test_the_distillation_study_reads_the_teacher_its_first_arm_trains():
     for arm in study.arms:
         cfg = study.run_config(arm, study.seeds[-1])
         assert cfg.distill_from in ("", str(teacher))
-    assert teacher == load_study("studies/depth.py").run_dir("layers_8", 1)
+        assert teacher_run(cfg) == str(teacher)  # every arm can run experiment 16 against the teacher
+    depth = load_study("studies/depth.py")
+    assert teacher == depth.run_dir("layers_8", 1)
+    # teacher_run is read by the experiments only: the arms naming it keep the depth study's runs.
+    assert study.run_dir("scratch", 2) == depth.run_dir("layers_2", 2)
+    assert study.run_dir("teacher_8_layers", 2) == depth.run_dir("layers_8", 2)
+    training = study.command_overrides("scratch", 2, include_evaluation=False)
+    assert not any("teacher_run" in arg for arg in training)

@@ -30,10 +30,12 @@ RECIPE_ONLY = {2, 3, 8, 9, 14}
 
 @pytest.fixture(scope="module")
 def topk_run(tmp_path_factory):
-    """reflow-topk after `--run all` (the model every experiment runs on)."""
+    """reflow-topk after `--run all` (the model every experiment runs on), with a reflow of the same S
+    and vocabulary as experiment 16's teacher."""
     root = tmp_path_factory.mktemp("topk")
     config_file, cfg = make_run(root, "reflow-topk")
-    experiment.main([str(config_file), "--run", "all"])
+    _, teacher = make_run(root, "reflow", seed=1)
+    experiment.main([str(config_file), "--run", "all", f"--teacher_run={teacher.out_dir}"])
     return Path(cfg.out_dir) / "audit_reports"
 
 

@@ -20,7 +20,7 @@ def runs(tmp_path_factory):
 
 
 def test_selection_parsing():
-    assert parse_selection("all") == (list(range(1, 16)), False)
+    assert parse_selection("all") == (list(range(1, 17)), False)
     assert parse_selection("1 3 5") == ([1, 3, 5], True)
     assert parse_selection("2-4,9 3") == ([2, 3, 4, 9], True)
     args = ["--run", "1", "3", "cfg.py", "--ckpt", "x.pt", "--seed=3"]
@@ -35,7 +35,8 @@ def test_bad_inputs_get_one_line_exit_2_and_touch_nothing(runs):
     earlier = reports / "01_recipe_atlas.md"
     earlier.write_text("an earlier report")
     cases = {
-        "unknown experiment 16": ([str(reflow_config), "--run", "1", "16"], None),
+        "unknown experiment 17": ([str(reflow_config), "--run", "1", "17"], None),
+        "experiment 16 (Teacher Agreement) needs a teacher": ([str(reflow_config), "--run", "16"], None),
         "needs recipes, but this is a gpt2 model": ([str(gpt2_config), "--run", "2"], None),
         "probe_words[1]: ' Kingsbury' is 2 GPT-2 tokens (' Kings' + 'bury')":
             ([str(reflow_config), "--run", "1", "--probe_words=[' he', ' Kingsbury']"], None),

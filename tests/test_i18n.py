@@ -125,6 +125,7 @@ def test_suite_in_chinese_writes_chinese_reports_and_figures_without_missing_gly
     # .ci/run installs fonts-noto-cjk; without a CJK font the suite still runs and says so once.
     has_cjk_font = any("CJK" in font.name for font in font_manager.fontManager.ttflist)
     config_file, cfg = make_run(tmp_path, "reflow")
+    _, teacher = make_run(tmp_path / "teacher", "reflow", seed=1)  # experiment 16's
     fonts_used, cjk_texts = set(), []
     save = Report.figure
 
@@ -139,7 +140,7 @@ def test_suite_in_chinese_writes_chinese_reports_and_figures_without_missing_gly
     monkeypatch.setattr(Report, "figure", figure)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        experiment.main([str(config_file), "--run", "all", "--lang=zh"])
+        experiment.main([str(config_file), "--run", "all", "--lang=zh", f"--teacher_run={teacher.out_dir}"])
     missing = [str(w.message) for w in caught if "missing from font" in str(w.message)]
     out, err = capsys.readouterr()
     assert len(cjk_texts) > 50

@@ -411,11 +411,12 @@ def test_every_metric_an_experiment_can_report_is_known_to_the_study_loader():
     import ast
 
     from experiments.registry import EXPERIMENTS
-    from studying.metric_names import EXPERIMENTS_DIR, metric_patterns, name_pattern
+    from studying.metric_names import EXPERIMENTS_DIR, metric_patterns, module_constants, name_pattern
 
     modules = {e.code.rsplit(".", 1)[0] for e in EXPERIMENTS.values()}
     for path in sorted(EXPERIMENTS_DIR.glob("*.py")):
-        calls = [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        calls = [node for node in ast.walk(tree)
                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                  and node.func.attr == "metric" and node.args]
         if not calls:
@@ -426,5 +427,5 @@ def test_every_metric_an_experiment_can_report_is_known_to_the_study_loader():
         open_names = any(metric_patterns(n) is None for n, e in EXPERIMENTS.items()
                          if e.code.startswith(f"{path.stem}."))
         for call in calls:
-            pattern = name_pattern(call.args[0])
+            pattern = name_pattern(call.args[0], module_constants(tree))
             assert open_names or pattern in known, (path.name, call.lineno)  # open: checked against reports
