@@ -16,7 +16,7 @@ experiments 7 and 10 and val loss per run: ~140 min in all from nothing on the R
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
 
-description = "reflow at 2, 4, 8 layers (width 128, S = 128), 1,200 steps each, 3 seeds"
+description = "reflow at 2, 4, 8 layers (width 128, S = 128), corpus vocabulary, 2,400 steps each, 6 seeds"
 arms = {
     "layers_2": {"n_layer": 2},
     "layers_4": {},  # the base config has 4 layers: the run other studies call reflow

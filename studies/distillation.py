@@ -50,7 +50,7 @@ _BASIS = {**_DISTILLED, "init_basis_from": _TEACHER, "freeze_basis": True}
 _COMPARED = {"teacher_run": _TEACHER}  # experiment 16's teacher for the arms without distill_from
 
 description = ("2-layer reflow: scratch vs distilled from an 8-layer teacher, + its basis frozen, + its "
-               "recipes frozen, + a rotated-basis control; width 128, S = 128, 1,200 steps, 6 seeds")
+               "recipes frozen, + a rotated-basis control; width 128, S = 128, 2,400 steps, 6 seeds")
 arms = {  # the teacher first: at seed 1 it is trained before the students that read it
     "teacher_8_layers": {"n_layer": 8, **_COMPARED},
     "scratch": {"n_layer": 2, **_COMPARED},

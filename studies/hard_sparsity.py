@@ -14,7 +14,8 @@ of experiments and val loss per run: ~150 min in all from nothing on the README'
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
 
-description = "reflow vs reflow-topk (k = S/16) vs gpt2-new + post-hoc SVD, 4 x 128, 1,200 steps, 3 seeds"
+description = ("reflow vs reflow-topk (k = S/16) vs gpt2-new + post-hoc SVD, 4 x 128, "
+               "corpus vocabulary, 2,400 steps, 6 seeds")
 arms = {
     "reflow": {},
     "reflow_topk": {"model": "reflow-topk", "topk": 8},  # S/16, as the paper's 64 of 1024

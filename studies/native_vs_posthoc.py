@@ -13,7 +13,8 @@ random-init controls. About 100-120 min in all from nothing on the README's mach
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
 
-description = "reflow vs gpt2-new + post-hoc SVD and + post-hoc sparse dictionary, 4 x 128, 3 seeds"
+description = ("reflow vs gpt2-new + post-hoc SVD and + post-hoc sparse dictionary, 4 x 128, "
+               "corpus vocabulary, 2,400 steps, 6 seeds")
 arms = {
     "reflow": {},
     "gpt2_new_svd": {"model": "gpt2-new", "posthoc": "svd"},

@@ -16,7 +16,8 @@ studies: ~50 min of new training on the README's 2-core machine (~95 min from no
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
 
-description = "reflow vs reflow + repulsion (2.0 at every layer), 4 x 128, 1,200 steps, 3 seeds"
+description = ("reflow vs reflow + repulsion (2.0 at every layer), 4 x 128, corpus vocabulary, "
+               "2,400 steps, 6 seeds")
 arms = {
     "reflow": {},
     "repulsion_2": {"repulsion": 2.0},

@@ -29,7 +29,8 @@ recipe_l1 runs: ~100 min.
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
 
 description = (
-    "reflow vs reflow + recipe_l1 (5, 50) vs reflow-topk (k = S/16), 4 x 128, 1,200 steps, 3 seeds")
+    "reflow vs reflow + recipe_l1 (5, 50) vs reflow-topk (k = S/16), 4 x 128, corpus vocabulary, 2,400 "
+    "steps, 6 seeds")
 arms = {
     "reflow": {},
     "recipe_l1_5": {"recipe_l1": 5.0},
