@@ -465,11 +465,15 @@ def record(ctx: Context, report: Report, results: dict, layers: dict, clean: flo
     report.say(_("Each reading keeps the same number of coefficients per token, so FVE and CE recovered "
                  "compare how much of the activation, and of the model's loss, that many features carry. "
                  "Across seeds and models, studies/sae_vs_signals.py tests the differences."))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    shown = {"FVE": lambda r: r["FVE"], "CE recovered": lambda r: r["CE recovered"],
+             "ablation percentile": lambda r: percentile(r["ablation"][1], r["ablation null"][1]),
+             "steering rise": lambda r: np.nan if r["steering"] is None else r["steering"]}
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 3.8))
     names = list(dict.fromkeys(name for name, _reading in results))
-    for ax, key in zip(axes, ("FVE", "CE recovered"), strict=True):
+    for ax, (key, value_of) in zip(axes, shown.items(), strict=True):
         for i, where in enumerate(layers):
-            values = [results[name, where][key] if (name, where) in results else np.nan for name in names]
+            values = [value_of(results[name, where]) if (name, where) in results else np.nan
+                      for name in names]
             ax.bar(np.arange(len(names)) + 0.4 * i, values, width=0.4, label=_(where))
         ax.set_xticks(np.arange(len(names)) + 0.2, [translate(name) for name in names], rotation=20,
                       fontsize=8)
