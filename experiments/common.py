@@ -153,14 +153,17 @@ def stream_hooks(model: Transformer) -> list[str]:
     return ["hook_embed"] + [model.resid_hook(i) for i in range(model.config.n_layer)]
 
 
-def projection_hook(projectors: torch.Tensor):
+def projection_hook(projectors: torch.Tensor, mean: torch.Tensor | None = None):
     """A hook that removes from each group of batch rows its own subspace: projectors (G, C, C)
     are orthogonal projectors, the batch (G * b, T, C) holds G groups of b rows, and row group g
-    becomes h - h P_g. G = 1 removes one subspace from the whole batch."""
+    becomes h - h P_g. G = 1 removes one subspace from the whole batch. With a `mean` (C), the part
+    of h - mean is removed instead, h - (h - mean) P_g: the subspace keeps the mean's component (mean
+    ablation), so a direction is not judged by the large constant a residual stream carries."""
     def hook(h):
         G = projectors.size(0)
         grouped = h.view(G, -1, h.size(-1))  # (G, b * T, C)
-        return (grouped - grouped @ projectors.to(h.dtype)).view_as(h)
+        centred = grouped if mean is None else grouped - mean.to(h.dtype)
+        return (grouped - centred @ projectors.to(h.dtype)).view_as(h)
     return hook
 
 

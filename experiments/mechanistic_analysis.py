@@ -255,20 +255,23 @@ def readout_coordinates(model, windows: torch.Tensor, positions: torch.Tensor, t
 
 @torch.no_grad()
 def ablation_effect(model, windows: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
-                    subspaces: torch.Tensor, chunk: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+                    subspaces: torch.Tensor, chunk: int = 8, at: list[str] | None = None,
+                    mean: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """For each of G subspaces (G, k, C): the mean drop in log p(target) and the share of positions
     whose top-1 prediction changes, when the subspace is projected out of the residual stream after
-    the embedding and after every layer. Several subspaces run in one batch, `chunk` at a time."""
+    the embedding and after every layer (or at the hook points `at`; with a `mean`, mean-ablated:
+    see projection_hook). Several subspaces run in one batch, `chunk` at a time."""
     clean = F.log_softmax(logits_at(model, windows, positions), dim=-1)
     clean_target = clean.gather(-1, targets[..., None])[..., 0]  # (N, P)
     clean_top = clean.argmax(-1)
     drops, changed = [], []
     for group in subspaces.split(chunk):
         projectors = torch.stack([projector(d) for d in group]).to(windows.device)
-        hook = projection_hook(projectors)
+        hook = projection_hook(projectors, mean)
         batch = windows.repeat(len(group), 1)  # (G * N, T): group g's windows are rows g*N .. (g+1)*N
-        logp = F.log_softmax(logits_at(model, batch, positions, {name: hook for name in stream_hooks(model)}),
-                             dim=-1).view(len(group), *clean.shape)
+        edited = {name: hook for name in (at or stream_hooks(model))}
+        logp = F.log_softmax(logits_at(model, batch, positions, edited), dim=-1).view(len(group),
+                                                                                       *clean.shape)
         target = logp.gather(-1, targets.expand(len(group), -1, -1)[..., None])[..., 0]
         drops.append((clean_target - target).mean((1, 2)))
         changed.append((logp.argmax(-1) != clean_top).float().mean((1, 2)))

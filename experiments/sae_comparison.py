@@ -1,7 +1,7 @@
 """Group E, from related work: native signals vs sparse autoencoders (issue 23).
 
-15. Signals vs SAEs: at equal sparsity, do reflow's native signals explain the model as well as a
-    sparse autoencoder trained on the same activations?
+15. Signals vs SAEs: at equal sparsity, do reflow's native signals explain and steer the model as well as
+    a sparse autoencoder trained on the same activations?
 
 At a middle layer and the last layer (the residual stream after the block), each reading codes every
 token of the validation text with exactly sae_k non-zero coefficients and reconstructs the activation:
@@ -14,16 +14,33 @@ token of the validation text with exactly sae_k non-zero coefficients and recons
   - SAEs: SAELens TopK SAEs with sae_k active latents at each of sae_widths, trained here for
     sae_steps steps on activations of the training text (sparse_autoencoders/).
 The first two have no bias; an SAE has an encoder and a decoder bias.
+Each reading's features are also edited in the forward pass, the same way for every reading
+(experiments/feature_interventions.py): its top features mean-ablated at the layer, as a percentile among
+as many random directions, and one feature per sentiment word (chosen on training activations) added at
+the layer on held-out validation windows, against random features of the reading.
 """
+
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from core.errors import UserError
 from core.i18n import N_, _, translate
+from experiments.common import token_ids
 from experiments.context import Context
+from experiments.feature_interventions import (
+    ablation_drops,
+    features_tied_to_words,
+    gradient_product,
+    random_direction_drops,
+    steering_rises,
+)
+from experiments.mechanistic_analysis import ABLATE_K, AblationText, ablation_text
 from experiments.report import Report
+from experiments.statistics import percentile
 from sparse_autoencoders.metrics import (
     ce_loss_recovered,
     dead_and_dense,
@@ -44,6 +61,11 @@ MIDDLE, LAST = N_("middle layer"), N_("last layer")
 SAE_LEARNING_RATE = 1e-3  # a short budget learns more at 1e-3 than at 3e-4: FVE 0.92 vs 0.88 (512 latents,
 # 300 steps, the last layer of a 4 x 128 reflow)
 CHOSEN = N_("the chosen reading")  # the metric name under which a one-reading run (a study arm) reports it
+# The edits' cost is their readouts (positions x vocabulary). A 4 x 128 reflow with GPT-2's table, 2 busy
+# cores: 158 s of a 500 s run at 50 null draws and all of experiment 9's positions, 47 s at these settings.
+ABLATION_NULL_DRAWS = 20  # random-direction draws per layer and feature count: MIN_NULL_DRAWS, fewest judged
+STEER_CONTROLS = 20  # random features steered as the control, as many for the same reason
+EDIT_POSITION_STRIDE = 2  # every other position experiment 9 scores: 12 per window of 64
 
 
 class KeptSignals:
@@ -90,6 +112,24 @@ def svd_reading(activations: torch.Tensor, k: int) -> KeptSignals:
     orthonormal basis (PCA) fitted to them."""
     mean = activations.double().mean(0)
     return KeptSignals(torch.linalg.svd(activations.double() - mean, full_matrices=False).Vh, k, mean)
+
+
+def feature_directions(reading) -> torch.Tensor:
+    """(F, C) float32 unit directions of a reading's features: the rows it reads along (signals, SVD
+    directions) or an SAE's decoder rows."""
+    rows = reading.directions if isinstance(reading, KeptSignals) else reading.W_dec.detach()
+    return F.normalize(rows.float().cpu(), dim=-1)
+
+
+def feature_values(reading, h: torch.Tensor) -> torch.Tensor:
+    """(n, F) each feature's value in residual units along its unit direction: for signals and SVD
+    directions the kept reading (h - m) . d_i / |d_i|; for an SAE its latent, which SAELens's TopK SAE
+    already scales by the decoder row's norm (rescale_acts_by_decoder_norm), decoding through the unit row."""
+    if isinstance(reading, KeptSignals):
+        return reading.encode(h) / reading.directions.norm(dim=-1)
+    decoder = reading.W_dec.detach()
+    latents = reading.encode(h.to(decoder.device, decoder.dtype)).detach()
+    return latents if reading.cfg.rescale_acts_by_decoder_norm else latents * decoder.norm(dim=-1)
 
 
 def middle_and_last(n_layer: int) -> dict[str, int]:
@@ -157,6 +197,79 @@ def evaluate(model, reading, hook: str, x: torch.Tensor, windows: torch.Tensor, 
             "selectivity": single_token_selectivity(code, tokens), "dead": dead, "dense": dense}
 
 
+@dataclass
+class SteeringWords:
+    """The target words, as model ids, that follow at least MIN_FIRINGS training tokens (`ids`), those
+    that do not (`rare`), and the next token of every training activation (-1 after a window's end)."""
+    ids: torch.Tensor
+    rare: list[int]
+    next_tokens: torch.Tensor
+
+
+def steering_words(ctx: Context, train_windows: torch.Tensor) -> SteeringWords:
+    """The suite's sentiment words (positive_words, then negative_words), kept where they are frequent
+    enough in the training text to tie a feature to them."""
+    cfg = ctx.cfg
+    words = list(dict.fromkeys(token_ids(cfg.positive_words, ctx.tokenizer, "positive_words")
+                               + token_ids(cfg.negative_words, ctx.tokenizer, "negative_words")))
+    next_tokens = torch.full_like(train_windows, -1)
+    next_tokens[:, :-1] = train_windows[:, 1:]
+    next_tokens = next_tokens.flatten().cpu()
+    counts = {w: int((next_tokens == w).sum()) for w in words}
+    return SteeringWords(torch.tensor([w for w in words if counts[w] >= MIN_FIRINGS], dtype=torch.long),
+                         [w for w in words if counts[w] < MIN_FIRINGS], next_tokens)
+
+
+@dataclass
+class LayerEdits:
+    """What ablating and steering every reading at one layer shares."""
+    hook: str
+    mean: torch.Tensor  # (C,) the training activations' mean, which mean ablation keeps
+    product: torch.Tensor  # (C, C) gradient_product on the choosing half: estimated drops u^T M u
+    scale: float  # the steering vectors' norm: steer_alpha x the mean residual norm at the layer
+    nulls: dict  # feature count -> {k: random-direction drops}, shared by readings with as many features
+
+
+def layer_edits(ctx: Context, text: AblationText, hook: str, trained: torch.Tensor,
+                evaluated: torch.Tensor) -> LayerEdits:
+    mean = trained.mean(0).to(ctx.device)
+    next_tokens = text.choose[:, text.positions + 1]
+    product = gradient_product(ctx.model, hook, text.choose, text.positions, next_tokens, mean)
+    return LayerEdits(hook, mean, product, ctx.cfg.steer_alpha * evaluated.norm(dim=-1).mean().item(), {})
+
+
+@torch.no_grad()
+def intervene(ctx: Context, reading, edits: LayerEdits, text: AblationText, words: SteeringWords,
+              trained: torch.Tensor, generator: torch.Generator) -> dict:
+    """Causal ablation of the reading's top features against random directions, and steering with the one
+    feature tied to each target word against random features of the reading (experiments/
+    feature_interventions.py)."""
+    model = ctx.model
+    directions = feature_directions(reading).to(ctx.device)
+    counts = sorted({1, min(ABLATE_K, len(directions))})
+    next_token = lambda windows: windows[:, text.positions + 1]  # noqa: E731  the true next tokens
+    out = {"ablation": ablation_drops(model, text, edits.hook, edits.mean, directions, edits.product, counts,
+                                      next_token)}
+    if len(directions) not in edits.nulls:
+        edits.nulls[len(directions)] = random_direction_drops(
+            model, text, edits.hook, edits.mean, edits.product, len(directions), counts, ABLATION_NULL_DRAWS,
+            generator, next_token)
+    out["ablation null"] = edits.nulls[len(directions)]
+    out["steering"], out["steering null"] = None, None
+    if len(words.ids):
+        feature, sign, _count = features_tied_to_words(lambda h: feature_values(reading, h), trained,
+                                                       words.next_tokens, words.ids)
+        random = torch.randint(len(directions), (STEER_CONTROLS,), generator=generator)
+        random_sign = torch.randint(2, (STEER_CONTROLS,), generator=generator) * 2.0 - 1
+        vectors = edits.scale * torch.cat([sign[:, None].float() * directions.cpu()[feature],
+                                           random_sign[:, None] * directions.cpu()[random]])
+        rises = steering_rises(model, edits.hook, text.measure, text.positions, vectors.to(ctx.device),
+                               words.ids.to(ctx.device))  # (W + STEER_CONTROLS, W)
+        out["steering"] = rises[: len(words.ids)].diagonal().mean().item()
+        out["steering null"] = rises[len(words.ids):].mean(1).tolist()
+    return out
+
+
 def readings_to_compute(ctx: Context) -> list[str]:
     """The readings this run computes: every one, or the one sae_reading names (a study arm)."""
     cfg = ctx.cfg
@@ -171,7 +284,8 @@ def readings_to_compute(ctx: Context) -> list[str]:
 def signals_vs_saes(ctx: Context, report: Report) -> None:
     """Signals vs SAEs: native signals, SVD directions and TopK SAEs, each at L0 = sae_k per token, at a
     middle and the last layer: fraction of variance explained, CE loss recovered when spliced in, and
-    single-token selectivity of their features, on the validation text."""
+    single-token selectivity of their features, on the validation text; the causal ablation percentile
+    of their top features, and the log-prob rise when one feature per word steers held-out text."""
     cfg, model = ctx.cfg, ctx.model
     T = model.config.block_size
     tokens = ctx.audit_text.astype(np.int64)
@@ -189,13 +303,19 @@ def signals_vs_saes(ctx: Context, report: Report) -> None:
     # for native signals the mean they are read around (an SAE's decoder bias starts there too).
     train_windows, train_text = training_windows(ctx, T)
     trained = activations_at(model, train_windows, list(hooks.values()))
+    nine = ablation_text(ctx)  # experiment 9's windows: choose on one half, ablate and steer on the other
+    text = AblationText(nine.choose, nine.measure, nine.positions[::EDIT_POSITION_STRIDE])
+    words = steering_words(ctx, train_windows)
+    generator = ctx.generator(report.number)  # random directions and features, drawn in reading order
     define(ctx, report, n * T, train_text)
+    define_edits(ctx, report, text, words)
 
     clean = next_token_loss(model, windows)
     results: dict[tuple[str, str], dict] = {}
     not_computed: dict[str, str] = {}
     for where, hook in hooks.items():
         ablated = next_token_loss(model, windows, {hook: torch.zeros_like})
+        edits = layer_edits(ctx, text, hook, trained[hook], evaluated[hook])
         for name in wanted:
             if name == NATIVE and not model.has_recipes:
                 not_computed[name] = _("{model} has no W_basis: native signals do not apply").format(
@@ -222,6 +342,7 @@ def signals_vs_saes(ctx: Context, report: Report) -> None:
             results[name, where] = evaluate(model, reading, hook, evaluated[hook], windows, current, clean,
                                             ablated)
             results[name, where]["CE zero-ablated"] = ablated
+            results[name, where].update(intervene(ctx, reading, edits, text, words, trained[hook], generator))
     record(ctx, report, results, layers, clean, not_computed)
 
 
@@ -263,44 +384,100 @@ def define(ctx: Context, report: Report, positions: int, train_text: str | None)
         "nothing else, shown beside each other reading, not judged."))
 
 
+def define_edits(ctx: Context, report: Report, text: AblationText, words: SteeringWords) -> None:
+    listed = lambda ids: ", ".join(ctx.tokenizer.label(t) for t in ids)  # noqa: E731
+    scored = text.positions.numel()
+    report.define(N_("causal ablation"), _(
+        "each feature's unit direction u (a signal's or SVD direction's row, an SAE's decoder row) "
+        "mean-ablated at the layer, h <- h - ((h - m) . u) u at every position, m the mean training "
+        "activation. On {choose} validation windows (experiment 9's choosing half) every feature's drop in "
+        "log p(true next token) is estimated to first order, u^T M u with M = mean over the {scored} scored "
+        "positions of each window of sum_t (h_t - m) g_t^T, g_t the gradient of those log-probs at the "
+        "layer; the top 1 and top {k} features are then ablated together on the {measure} other "
+        "windows.").format(
+        choose=text.choose.size(0), scored=scored, k=ABLATE_K, measure=text.measure.size(0)))
+    report.define(N_("ablation log-prob drop"), _(
+        "mean over the measured positions of log p(true next token) clean minus ablated. Higher: the chosen "
+        "features carry more of the prediction."))
+    report.define(N_("random-direction null"), _(
+        "the same choice and ablation over F uniformly random unit directions, F the reading's number of "
+        "features, drawn {draws} times, so a wider dictionary is judged against as many candidates. The "
+        "causal ablation percentile is the reading's drop among these draws (100: above every "
+        "draw).").format(draws=ABLATION_NULL_DRAWS))
+    report.define(N_("steering words"), _(
+        "positive_words and negative_words that follow at least {count} training tokens: {words}{rare}. "
+        "For each, the feature whose mean value (in residual units along its direction) on training tokens "
+        "followed by the word exceeds its mean on all training tokens by most in size, chosen on train "
+        "activations only.").format(
+        count=MIN_FIRINGS, words=listed(words.ids.tolist()) or "-",
+        rare=_(" (too rare: {words})").format(words=listed(words.rare)) if words.rare else ""))
+    report.define(N_("steering log-prob rise"), _(
+        "the chosen feature's unit direction, with the sign of its rise, times steer_alpha = {alpha} x the "
+        "mean residual norm at the layer (experiment 10's unit), added at the layer at every position of "
+        "the {windows} held-out validation windows; the mean over words and the {scored} scored positions "
+        "per window of log p(word) steered minus clean. Control: {controls} random features of the same "
+        "reading with random signs at the same norm, each scored on every word.").format(
+        alpha=ctx.cfg.steer_alpha, windows=text.measure.size(0), scored=scored, controls=STEER_CONTROLS))
+
+
 def record(ctx: Context, report: Report, results: dict, layers: dict, clean: float,
            not_computed: dict) -> None:
     """Metrics for every reading and layer (and under CHOSEN for a one-reading run), a table, a figure."""
     report.metric(N_("CE loss, clean"), clean)
-    named = N_("{metric}, {reading}, {layer}")  # each part a catalog message: shown translated
-    fve, recovered, selectivity = (N_("fraction of variance explained"), N_("CE loss recovered"),
-                                   N_("single-token selectivity"))
+    svd_floor, random_directions = N_("SVD floor (same layer and L0)"), N_("random directions")
+    random_features = N_("random features of the reading ({count})").format(count=STEER_CONTROLS)
     for (name, where), r in results.items():
         floor = results.get((SVD, where)) if name != SVD else None
-        for metric, key in ((fve, "FVE"), (recovered, "CE recovered")):
-            control = floor[key] if floor else None
-            report.metric(named.format(metric=metric, reading=name, layer=where), r[key], control,
-                          N_("SVD floor (same layer and L0)") if floor else None)
-        if r["selectivity"] is not None:
-            report.metric(named.format(metric=selectivity, reading=name, layer=where), r["selectivity"])
-        if ctx.cfg.sae_reading != "all":
-            report.metric(named.format(metric=fve, reading=CHOSEN, layer=where), r["FVE"])
-            report.metric(named.format(metric=recovered, reading=CHOSEN, layer=where), r["CE recovered"])
+        for reading in [name] if ctx.cfg.sae_reading == "all" else [name, CHOSEN]:
+            own = reading == name  # controls stand beside the reading's own name; CHOSEN repeats its value
+            vs_svd = {key: (floor[key], svd_floor) for key in ("FVE", "CE recovered") if floor and own}
+            report.metric(N_("fraction of variance explained, {reading}, {layer}").format(reading=reading,
+                                                                                      layer=where),
+                          r["FVE"], *vs_svd.get("FVE", ()))
+            report.metric(N_("CE loss recovered, {reading}, {layer}").format(reading=reading, layer=where),
+                          r["CE recovered"], *vs_svd.get("CE recovered", ()))
             if r["selectivity"] is not None:
-                report.metric(named.format(metric=selectivity, reading=CHOSEN, layer=where), r["selectivity"])
+                report.metric(N_("single-token selectivity, {reading}, {layer}").format(reading=reading,
+                                                                                    layer=where),
+                              r["selectivity"])
+            for k, drop in r["ablation"].items():
+                null = r["ablation null"][k]
+                what = N_("top feature") if k == 1 else N_("top {count} features").format(count=k)
+                report.metric(N_("ablation log-prob drop, {what}, {reading}, {layer}").format(
+                    what=what, reading=reading, layer=where), drop,
+                    *((null, random_directions, True) if own else ()))
+                report.metric(N_("causal ablation percentile, {what}, {reading}, {layer}").format(
+                    what=what, reading=reading, layer=where), percentile(drop, null))
+            if r["steering"] is not None:
+                report.metric(N_("steering log-prob rise, {reading}, {layer}").format(reading=reading,
+                                                                                  layer=where),
+                              r["steering"], *((r["steering null"], random_features, True) if own else ()))
     for name, why in not_computed.items():
         report.say(_("**{reading}: not computed** ({why}); no metric of it is reported.").format(
             reading=translate(name), why=why))
     report.table([_("reading"), _("layer"), "L0", _("FVE"), _("CE with it"), _("CE zero-ablated"),
-                  _("CE recovered"), _("selectivity"), _("dead"), _("dense")],
+                  _("CE recovered"), _("selectivity"), _("dead"), _("dense"),
+                  _("ablation drop (top feature)"), _("ablation percentile"), _("steering rise"),
+                  _("random-feature rise")],
                  [[translate(name), _(where), r["L0"], r["FVE"], r["CE with it"], r["CE zero-ablated"],
-                   r["CE recovered"], r["selectivity"], r["dead"], r["dense"]]
+                   r["CE recovered"], r["selectivity"], r["dead"], r["dense"], r["ablation"][1],
+                   percentile(r["ablation"][1], r["ablation null"][1]), r["steering"],
+                   np.mean(r["steering null"]) if r["steering null"] else None]
                   for (name, where), r in results.items()],
                  title=_("Readings at L0 = {k} (clean CE {clean})").format(k=ctx.cfg.sae_k,
                                                                            clean=f"{clean:.4f}"))
     report.say(_("Each reading keeps the same number of coefficients per token, so FVE and CE recovered "
                  "compare how much of the activation, and of the model's loss, that many features carry. "
                  "Across seeds and models, studies/sae_vs_signals.py tests the differences."))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    shown = {"FVE": lambda r: r["FVE"], "CE recovered": lambda r: r["CE recovered"],
+             "ablation percentile": lambda r: percentile(r["ablation"][1], r["ablation null"][1]),
+             "steering rise": lambda r: np.nan if r["steering"] is None else r["steering"]}
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 3.8))
     names = list(dict.fromkeys(name for name, _reading in results))
-    for ax, key in zip(axes, ("FVE", "CE recovered"), strict=True):
+    for ax, (key, value_of) in zip(axes, shown.items(), strict=True):
         for i, where in enumerate(layers):
-            values = [results[name, where][key] if (name, where) in results else np.nan for name in names]
+            values = [value_of(results[name, where]) if (name, where) in results else np.nan
+                      for name in names]
             ax.bar(np.arange(len(names)) + 0.4 * i, values, width=0.4, label=_(where))
         ax.set_xticks(np.arange(len(names)) + 0.2, [translate(name) for name in names], rotation=20,
                       fontsize=8)
