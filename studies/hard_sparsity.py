@@ -7,9 +7,9 @@ causal-ablation concentration, and a standard model factorized after training as
 
     python study.py studies/hard_sparsity.py
 
-Size and run time: studies/_shakespeare_4x128.py (4 x 128, 1,200 steps, ~7.4 min a run).
-3 arms x 6 seeds = 18 runs, ~135 min of training at the measured 7.4 min a run, plus under a minute
-of experiments and val loss per run: ~150 min in all from nothing on the README's machine (resumable).
+Size and run time: studies/_shakespeare_4x128.py (4 x 128, corpus vocabulary, 2,400 steps). 3 arms x
+6 seeds = 18 runs at ~6.5 min of the 2-core Xeon each, plus 25-70 s of experiments per run: ~2.2 h from
+nothing (measured 2026-12-06, two runs side by side at one thread each; resumable).
 """
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds

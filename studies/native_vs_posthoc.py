@@ -3,12 +3,13 @@ measures, than a standard model's embedding factorized after training (truncated
 
     python study.py studies/native_vs_posthoc.py
 
-Size and run time: studies/_shakespeare_4x128.py (4 x 128, 1,200 steps, ~7.4 min a run).
-The two gpt2-new arms differ only in how the trained embedding is read (`posthoc`), so they share
-their runs: 2 trainings x 6 seeds = 12 runs (~90 min), then every recipe experiment on 18 (arm, seed)
+Size and run time: studies/_shakespeare_4x128.py (4 x 128, corpus vocabulary, 2,400 steps, ~6.5 min a
+run). The two gpt2-new arms differ only in how the trained embedding is read (`posthoc`), so they share
+their runs: 2 trainings x 6 seeds = 12 runs (~80 min), then every recipe experiment on 18 (arm, seed)
 readings. The dictionary is fitted on the ~3,500 rows the experiments read (the 2,000 most frequent
 tokens, every token of the val text they run on, the word lists), for the model and each of its 3
-random-init controls. About 100-120 min in all from nothing on the README's machine (resumable).
+random-init controls (10-70 s a run: the dictionary arm's are the slowest). About 95 min in all from
+nothing on the 2-core Xeon; after hard_sparsity, whose runs it shares, ~15 min.
 """
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
