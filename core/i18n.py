@@ -35,6 +35,7 @@ DOMAIN = "reflow"
 # The first one installed draws Chinese figure text (Debian's fonts-noto-cjk, then common others).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "Source Han Sans SC",
              "WenQuanYi Zen Hei", "Microsoft YaHei", "PingFang SC", "SimHei")
+CJK_FONT_FILE_MARKS = ("cjk", "sourcehan", "wqy", "msyh", "pingfang", "simhei")  # their files' names
 
 _language = "en"
 
@@ -176,6 +177,21 @@ def translate(text: str, lang: str | None = None) -> str:
     return known(text, lang) or text
 
 
+def installed_cjk_font(manager) -> str | None:
+    """The first of CJK_FONTS that matplotlib's font manager knows, or None."""
+    known = {font.name for font in manager.ttflist}
+    return next((name for name in CJK_FONTS if name in known), None)
+
+
+def register_cjk_font_files(font_manager) -> None:
+    """Add the CJK font files on disk to matplotlib's font manager. Its font list is cached at the
+    first import and not rescanned, so a font installed after that (apt-get install fonts-noto-cjk on
+    a machine that had already drawn a figure) is on disk but unknown to it."""
+    for path in font_manager.findSystemFonts():
+        if any(mark in Path(path).name.lower() for mark in CJK_FONT_FILE_MARKS):
+            font_manager.fontManager.addfont(path)
+
+
 def use_cjk_font() -> str | None:
     """Put the first installed CJK font first in matplotlib's sans-serif list and return its name, so
     figure labels in Chinese draw as characters, not boxes; with none installed, say so in one line
@@ -183,8 +199,10 @@ def use_cjk_font() -> str | None:
     import matplotlib
     from matplotlib import font_manager
 
-    installed = {font.name for font in font_manager.fontManager.ttflist}
-    font = next((name for name in CJK_FONTS if name in installed), None)
+    font = installed_cjk_font(font_manager.fontManager)
+    if font is None:
+        register_cjk_font_files(font_manager)
+        font = installed_cjk_font(font_manager.fontManager)
     if font is None:
         print("note: no CJK font is installed, so Chinese figure labels may show as boxes; "
               "install one (Debian: apt-get install fonts-noto-cjk)", file=sys.stderr)

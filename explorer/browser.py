@@ -15,6 +15,8 @@ VIEWPORT = {"width": 1280, "height": 900}
 CALL_TIMEOUT_MS = 60_000  # one button's answer, generous for a loaded 2-core machine
 CLICK_REACHES_SERVER_MS = 10_000  # a click's request leaves at once; this long without one, it was lost
 CLICK_ATTEMPTS = 3
+FILL_ATTEMPTS = 3
+TWO_FRAMES = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
 
 
 def is_event_call(request) -> bool:
@@ -81,7 +83,16 @@ class ExplorerPage:
         self.page.get_by_role("tab", name=name, exact=True).click()
 
     def type(self, element_id: str, text) -> None:
-        self.locator(element_id).locator("textarea, input").first.fill(str(text))
+        """Fill a textbox or number field. Gradio can reset a field of a tab just opened to its first
+        value once, right after the fill (1 in ~10 on a loaded machine, and the click then sends the
+        old text): fill again until the value holds past the next two drawn frames."""
+        box = self.locator(element_id).locator("textarea, input").first
+        for _ in range(FILL_ATTEMPTS):
+            box.fill(str(text))
+            self.page.evaluate(TWO_FRAMES)
+            if box.input_value() == str(text):
+                return
+        raise RuntimeError(f"#{element_id} did not keep the text {text!r}, {FILL_ATTEMPTS} times")
 
     def choose(self, element_id: str, option: str) -> None:
         self.locator(element_id).get_by_text(option, exact=True).click()

@@ -20,7 +20,7 @@ audit_reports_reading_<reading> beside the checkpoint. Seeds are shared, so ever
 
     python study.py studies/sae_vs_signals.py
 
-Size as studies/_shakespeare_4x128.py (4 x 128, S = 128, 1,200 steps, 6 seeds): with the native_vs_posthoc
+Size as studies/_shakespeare_4x128.py (4 x 128, S = 128, 2,400 steps, 6 seeds): with the native_vs_posthoc
 runs trained, nothing new trains; experiment 15 runs 6 arms x 6 seeds = 36 times (the native and SVD arms
 train no SAE, an SAE arm two).
 """

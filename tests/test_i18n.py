@@ -2,6 +2,7 @@
 Chinese reports whose figures draw Chinese with a CJK font, and the menu speaks Chinese."""
 
 import ast
+import copy
 import json
 import re
 import warnings
@@ -113,6 +114,24 @@ def test_stored_english_is_shown_translated_also_when_filled_from_a_template():
     assert i18n.translator("zh")("Recipe Atlas") == "配方图谱"
 
 
+def cjk_font_on_disk() -> bool:
+    """Whether a CJK font file is installed, whether or not matplotlib's cached font list knows it."""
+    return any(mark in Path(path).name.lower()
+               for path in font_manager.findSystemFonts() for mark in i18n.CJK_FONT_FILE_MARKS)
+
+
+def test_a_cjk_font_installed_after_matplotlib_cached_its_font_list_is_used(monkeypatch, chinese):
+    """matplotlib lists the system's fonts once and caches the list: a CJK font installed later
+    (CI's machine had drawn a figure before apt-get install fonts-noto-cjk) is on disk, not in it."""
+    if not cjk_font_on_disk():
+        pytest.skip("no CJK font installed (apt-get install fonts-noto-cjk)")
+    stale = copy.copy(font_manager.fontManager)
+    stale.ttflist = [font for font in font_manager.fontManager.ttflist if "CJK" not in font.name]
+    monkeypatch.setattr(font_manager, "fontManager", stale)
+    font = i18n.use_cjk_font()
+    assert font in i18n.CJK_FONTS and matplotlib.rcParams["font.sans-serif"][0] == font
+
+
 def test_no_cjk_font_means_a_one_line_note(monkeypatch, capsys, chinese):
     monkeypatch.setattr(i18n, "CJK_FONTS", ("No Such Font SC",))
     assert i18n.use_cjk_font() is None
@@ -123,7 +142,7 @@ def test_no_cjk_font_means_a_one_line_note(monkeypatch, capsys, chinese):
 def test_suite_in_chinese_writes_chinese_reports_and_figures_without_missing_glyphs(
         tmp_path, monkeypatch, capsys, chinese):
     # .ci/run installs fonts-noto-cjk; without a CJK font the suite still runs and says so once.
-    has_cjk_font = any("CJK" in font.name for font in font_manager.fontManager.ttflist)
+    has_cjk_font = cjk_font_on_disk()
     config_file, cfg = make_run(tmp_path, "reflow")
     _, teacher = make_run(tmp_path / "teacher", "reflow", seed=1)  # experiment 16's
     fonts_used, cjk_texts = set(), []
@@ -197,7 +216,7 @@ def test_a_study_comparison_in_chinese_keeps_its_json_identifiers_english(tmp_pa
     from studying import comparison
     from studying.compare import speak
 
-    has_cjk_font = any("CJK" in font.name for font in font_manager.fontManager.ttflist)
+    has_cjk_font = cjk_font_on_disk()
     fonts_used, cjk_texts = set(), []
     save = comparison.save_figure
 
