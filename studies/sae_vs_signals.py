@@ -22,7 +22,9 @@ audit_reports_reading_<reading> beside the checkpoint. Seeds are shared, so ever
 
 Size as studies/_shakespeare_4x128.py (4 x 128, S = 128, 2,400 steps, 6 seeds): with the native_vs_posthoc
 runs trained, nothing new trains; experiment 15 runs 6 arms x 6 seeds = 36 times (the native and SVD arms
-train no SAE, an SAE arm two).
+train no SAE, an SAE arm two). Measured on the 2-core Xeon (AVX-512, 2026-12-07, one thread, a training
+beside it): 34-37 s a run for the native and SVD arms, 38-44 s for the 128- and 512-latent SAEs, 58-60 s
+for 2,048 latents; 26 min for the 36. From nothing, add reflow's and gpt2-new's 12 runs (~80 min).
 """
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
