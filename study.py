@@ -4,6 +4,7 @@
     python study.py studies/hard_sparsity.py --runs_dir=out/x   # elsewhere (default out/studies/NAME)
     python study.py --runs RUN RUN RUN RUN ... [--out=DIR]      # compare runs that already exist
     python study.py studies/hard_sparsity.py --lang=zh          # the comparison in Chinese (docs/i18n.md)
+    CUDA_VISIBLE_DEVICES=1 python study.py studies/depth.py --shard=2/4   # one of four processes, one per GPU
 
 Killed at any moment and started again, a study continues where it was: finished runs are not
 retrained, a half-trained run resumes from its last checkpoint, finished reports are reused. The
@@ -17,11 +18,11 @@ import sys
 from core.config import parse_args
 from core.errors import UserError, exit_on_user_error
 from studying.compare import check_language, compare_runs_main, compare_study, speak
-from studying.runs import run_study
+from studying.runs import Shard, run_study
 from studying.spec import load_study
 
-USAGE = ("usage: python study.py STUDY_FILE [--runs_dir=DIR] [--results_dir=DIR] [--lang=en|zh], "
-         "or python study.py --runs RUN ... [--out=DIR] [--lang=en|zh]")
+USAGE = ("usage: python study.py STUDY_FILE [--runs_dir=DIR] [--results_dir=DIR] [--shard=I/N] "
+         "[--lang=en|zh], or python study.py --runs RUN ... [--out=DIR] [--lang=en|zh]")
 
 
 @exit_on_user_error
@@ -32,12 +33,17 @@ def main(argv: list[str]) -> None:
     if study_file is None:
         raise UserError(USAGE)
     lang = check_language(overrides.pop("lang", "auto"))  # the comparison's; the runs keep their own
+    shard = Shard.parse(overrides.pop("shard", "1/1"))
     study = load_study(study_file, overrides)
     try:
-        run_study(study)
+        done = run_study(study, shard)
     except KeyboardInterrupt:
         print(f"\nstopped; run the same command again to continue ({study.runs_dir})", file=sys.stderr)
         sys.exit(130)
+    if not done:
+        print(f"other shards' runs are not done yet; the last shard to finish compares, or run "
+              f"python study.py {study_file} once they are")
+        return
     speak(lang)
     page = compare_study(study, "python study.py " + " ".join(argv))
     print(f"comparison written to {study.results_dir}; open {page}")

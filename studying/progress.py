@@ -18,9 +18,9 @@ EXPERIMENT_LINE = re.compile(r"^\s*(\d+)\. .+\(([\d.]+) s\)")
 
 
 class Progress:
-    def __init__(self, study: Study, max_iters: int):
+    def __init__(self, study: Study, max_iters: int, runs: list[tuple[str, int]] | None = None):
         self.study, self.max_iters = study, max_iters
-        self.runs = study.runs()
+        self.runs = study.runs() if runs is None else runs  # a shard's own runs, or all of them
         self.steps_left: dict[str, int] = {}  # by run name (arms sharing a run count it once)
         self.experiments_left: dict[tuple[str, int], int] = {}
         self.step_seconds: list[float] = []  # (seconds, steps) pace samples
@@ -111,9 +111,11 @@ class Progress:
             seconds += self.experiment_seconds / self.experiment_count * experiments
         return f"{done} | ~{seconds / 60:.0f} min left"
 
-    def finish(self) -> None:
+    def finish(self, shard=None) -> None:
+        sharded = shard is not None and shard.count > 1
+        which = f"shard {shard}'s {len(self.runs)} runs" if sharded else "every run"
         print(
-            f"study {self.study.name}: every run trained and evaluated "
+            f"study {self.study.name}: {which} trained and evaluated "
             f"({(time.time() - self.started) / 60:.1f} min this session)",
             flush=True,
         )

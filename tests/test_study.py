@@ -429,3 +429,57 @@ def test_every_metric_an_experiment_can_report_is_known_to_the_study_loader():
         for call in calls:
             pattern = name_pattern(call.args[0], module_constants(tree))
             assert open_names or pattern in known, (path.name, call.lineno)  # open: checked against reports
+
+
+def test_shards_train_their_own_runs_and_the_last_to_finish_compares(tmp_path):
+    """--shard=I/N (one process per GPU): each process trains and evaluates only its runs, dealt
+    round-robin; the one that finds every run done writes the comparison."""
+    study_file = write_workspace(tmp_path)
+    study = load_study(str(study_file))
+    names = list(dict.fromkeys(study.run_name(arm, seed) for arm, seed in study.runs()))
+    command = [sys.executable, str(REPO / "study.py"), str(study_file)]
+
+    def trained() -> set[str]:
+        return {name for name in names if (Path(study.runs_dir) / name / CHECKPOINT_NAME).exists()}
+
+    first = subprocess.run([*command, "--shard=1/2"], cwd=REPO, env=ENV, capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert trained() == set(names[0::2]) and len(names) == 4
+    assert "other shards' runs are not done yet" in first.stdout
+    assert not (tmp_path / "results").exists()
+    second = subprocess.run([*command, "--shard=2/2"], cwd=REPO, env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert trained() == set(names)
+    assert "shard 2/2's 2 runs trained and evaluated" in second.stdout
+    assert (tmp_path / "results" / "comparison.json").exists()
+
+
+def test_a_shard_waits_for_a_teacher_another_shard_trains(monkeypatch, capsys):
+    """The distillation study split over shards: a student waits for the seed-1 teacher, and a
+    half-trained teacher checkpoint is not enough."""
+    study = load_study(str(REPO / "studies" / "distillation.py"))
+    teacher = ("teacher_8_layers", 1)
+    assert runs.runs_read_by(study, "distilled", 3, runs.TRAINING_READS) == [teacher]
+    assert runs.runs_read_by(study, "distilled_basis_recipes_frozen", 2, runs.TRAINING_READS) == [teacher]
+    assert runs.runs_read_by(study, "scratch", 2, runs.TRAINING_READS) == []  # it trains alone
+    assert runs.runs_read_by(study, "scratch", 2) == [teacher]  # its experiment 16 reads the teacher
+    assert runs.runs_read_by(study, *teacher) == []
+    looks = iter([None, 1200, 2400])  # no checkpoint yet, half-trained, trained
+    monkeypatch.setattr(runs, "trained_steps", lambda run_dir: next(looks))
+    monkeypatch.setattr(runs, "WAIT_SECONDS", 0)
+    runs.wait_until_trained(study, [teacher])
+    assert next(looks, "all read") == "all read"  # it looked until the teacher was trained
+    assert capsys.readouterr().out == f"waiting for {study.run_name(*teacher)} (another shard trains it)\n"
+
+
+@pytest.mark.parametrize("shard", ["3/2", "0/2", "2", "a/b", "1/0"])
+def test_a_bad_shard_is_one_line_before_anything_trains(tmp_path, capsys, shard):
+    study_file = write_workspace(tmp_path)
+    with pytest.raises(SystemExit) as exit_status:
+        study_script.main([str(study_file), f"--shard={shard}"])
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--shard=2/4" in err
+    assert not (tmp_path / "runs").exists()
