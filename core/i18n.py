@@ -179,8 +179,8 @@ def translate(text: str, lang: str | None = None) -> str:
 
 def installed_cjk_font(manager) -> str | None:
     """The first of CJK_FONTS that matplotlib's font manager knows, or None."""
-    known = {font.name for font in manager.ttflist}
-    return next((name for name in CJK_FONTS if name in known), None)
+    names = {font.name for font in manager.ttflist}
+    return next((name for name in CJK_FONTS if name in names), None)
 
 
 def register_cjk_font_files(font_manager) -> None:
