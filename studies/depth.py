@@ -7,11 +7,11 @@ The paper: interventions work at L0-L12 of 36 layers and are inert beyond L18.
 
     python study.py studies/depth.py
 
-Size and run time: studies/_shakespeare_4x128.py (4 x 128, 1,200 steps, ~7.4 min a run).
-At width 128 the readout dominates a step, so 2 / 4 / 8 layers were reasoned at ~0.9x / 1x / 1.15x
-of the 4-layer step; measured (two runs side by side, one thread each) 0.84x / 1x / 1.12x: about
-6.2 / 7.4 / 8.4 min a run alone, 22 min per seed, 132 min for 6 seeds, plus under half a minute of
-experiments 7 and 10 and val loss per run: ~140 min in all from nothing on the README's machine.
+Size and run time: studies/_shakespeare_4x128.py (4 x 128, S = 128, 2,400 steps, corpus vocabulary).
+The 4-layer arm is the other studies' reflow runs. Measured on the 2-core Xeon (AVX-512, 2026-12-07),
+two runs side by side at one thread each, with the finished runs' experiments beside them: ~12 min a
+2-layer run, ~20 min an 8-layer run (0.28 and 0.45-0.50 s a step), the 12 runs in 2.1 h; experiments 7
+and 10 take 10-25 s a run. From nothing, add the 6 reflow runs (~40 min).
 """
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds

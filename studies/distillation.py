@@ -32,13 +32,13 @@ needs one for each.
 
     python study.py studies/distillation.py
 
-Size as studies/_shakespeare_4x128.py (width 128, S = 128, 1,200 steps). With the depth study's runs
-already trained, this trains the 4 distilled arms x 6 seeds = 24 runs of 2 layers, each ~6.2 min alone
-plus the teacher's forward (8 layers without a backward: about a third of the teacher's own step, ~2.8
-min; reasoned from the depth study's 8.4 min a run, not measured): ~220 min. From nothing, add the
-depth study's 2- and 8-layer runs (~88 min at 6 seeds). Experiment 16 adds about a minute a run (both
-models over 16k tokens, 5 KL passes with the 19k-token readout, 128 one-signal ablations each; reasoned,
-not measured).
+Size as studies/_shakespeare_4x128.py (width 128, S = 128, 2,400 steps, corpus vocabulary). With the
+depth study's runs already trained, this trains the 4 distilled arms x 6 seeds = 24 runs of 2 layers.
+Measured on the 2-core Xeon (AVX-512, 2026-12-07), two side by side at one thread: 0.66 s a step, ~26 min
+a run, ~5.2 h for the 24. Over half of a step is the distillation term: one thread, two trainings beside
+it, the student's forward and backward took 520 ms, the teacher's forward 210 ms, and the student with
+the KL over the 19,379-token readout 1,408 ms. From nothing, add the depth study's 2- and 8-layer runs
+(~2.1 h). Experiment 16 takes 60-95 s a run.
 """
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
