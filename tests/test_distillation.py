@@ -22,6 +22,7 @@ from core.checkpoint import load_checkpoint
 from core.errors import UserError
 from experiments.teacher import teacher_run
 from models import build_model
+from training import distillation
 from training.distillation import distillation_loss
 
 
@@ -45,6 +46,30 @@ def test_distillation_loss_is_the_tempered_kl_over_counted_positions():
     got = distillation_loss(student, teacher, targets, T)
     torch.testing.assert_close(got.double(), expected, **summation_tolerance(expected.float(), 11))
     assert distillation_loss(teacher, teacher, targets, T).abs() < 1e-6  # zero against itself
+
+
+
+def test_the_chunked_kl_gives_the_gradient_of_the_written_out_kl(monkeypatch):
+    """Over several chunks (a chunk of 5 rows, 39 counted rows) and with ignored positions, the loss and
+    the student's gradient equal autograd through the KL written out in float64; the teacher gets none."""
+    student = (torch.randn(3, 14, 11) * 3).requires_grad_()
+    teacher = (torch.randn(3, 14, 11) * 3).requires_grad_()
+    targets = torch.randint(0, 11, (3, 14))
+    targets[1, :3] = -1
+    T = 2.0
+    kept = targets.reshape(-1) != -1
+    s64 = student.detach().double().requires_grad_()
+    p = torch.softmax(teacher.detach().double().flatten(0, 1)[kept] / T, -1)
+    log_q = torch.log_softmax(s64.flatten(0, 1)[kept] / T, -1)
+    expected = T**2 * (p * (p.log() - log_q)).sum(-1).mean()
+    expected.backward()
+    monkeypatch.setitem(distillation.KL_CHUNK_ELEMENTS, "cpu", 5 * 11)
+    got = distillation_loss(student, teacher, targets, T)
+    got.backward()
+    tolerance = summation_tolerance(expected.float(), 11 * 39)
+    torch.testing.assert_close(got.double(), expected.detach(), **tolerance)
+    torch.testing.assert_close(student.grad.double(), s64.grad, **summation_tolerance(s64.grad.float(), 11))
+    assert teacher.grad is None
 
 
 def train_teacher(tmp_path, **overrides):
