@@ -34,10 +34,12 @@ needs one for each.
 
 Size as studies/_shakespeare_4x128.py (width 128, S = 128, 2,400 steps, corpus vocabulary). With the
 depth study's runs already trained, this trains the 4 distilled arms x 6 seeds = 24 runs of 2 layers.
-Measured on the 2-core Xeon (AVX-512, 2026-12-07), two side by side at one thread: 0.66 s a step, ~26 min
-a run, ~5.2 h for the 24. Over half of a step is the distillation term: one thread, two trainings beside
-it, the student's forward and backward took 520 ms, the teacher's forward 210 ms, and the student with
-the KL over the 19,379-token readout 1,408 ms. From nothing, add the depth study's 2- and 8-layer runs
+Measured on the 2-core Xeon (AVX-512, 2026-12-07), two side by side at one thread: the first students
+took 0.66 s a step (~26 min a run). Over half of it was the distillation term: on one thread, with two
+trainings beside it, the student's forward and backward took 520 ms, the teacher's forward 210 ms, and
+the student with the KL over the 19,379-token readout 1,408 ms. With the KL by chunks of positions the
+same measure gave 345, 138 and 537 ms: a step at ~0.65x, ~17 min a run, ~3.4 h for the 24 (reasoned from
+that ratio). From nothing, add the depth study's 2- and 8-layer runs
 (~2.1 h). Experiment 16 takes 60-95 s a run.
 """
 
