@@ -38,9 +38,15 @@ Measured on the 2-core Xeon (AVX-512, 2026-12-07), two side by side at one threa
 took 0.66 s a step (~26 min a run). Over half of it was the distillation term: on one thread, with two
 trainings beside it, the student's forward and backward took 520 ms, the teacher's forward 210 ms, and
 the student with the KL over the 19,379-token readout 1,408 ms. With the KL by chunks of positions the
-same measure gave 345, 138 and 537 ms: a step at ~0.65x, ~17 min a run, ~3.4 h for the 24 (reasoned from
-that ratio). From nothing, add the depth study's 2- and 8-layer runs
-(~2.1 h). Experiment 16 takes 60-95 s a run.
+same measure gave 345, 138 and 537 ms: a step at ~0.65x (reasoned: ~17 min a run). Measured with it,
+2026-12-07, two side by side and the experiments beside them: 0.37-0.6 s a step, ~20 min a run, ~4 h
+for the 24. From nothing, add the depth study's 2- and 8-layer runs (~2.1 h). Experiments 9, 14 and 16
+take 65-85 s a student.
+
+At this size S = d = 128: the basis is square and of full rank, so a frozen basis only reparametrizes a
+student's vocabulary matrix (any E = W_recipe @ W_basis stays reachable through its own recipes). The
+basis arms then test how a fixed basis trains, not whether the teacher's signals pass through it; that
+needs S > d. See docs/studies.md for what the runs found.
 """
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
