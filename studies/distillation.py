@@ -45,8 +45,9 @@ take 65-85 s a student.
 
 At this size S = d = 128: the basis is square and of full rank, so a frozen basis only reparametrizes a
 student's vocabulary matrix (any E = W_recipe @ W_basis stays reachable through its own recipes). The
-basis arms then test how a fixed basis trains, not whether the teacher's signals pass through it; that
-needs S > d. See docs/studies.md for what the runs found.
+basis arms then test how a fixed basis trains, not whether the teacher's signals pass through it. A wider
+basis (S > d) of rank d leaves E as free; that needs S < d, or a loss on the signal activations themselves.
+See docs/studies.md for what the runs found.
 """
 
 from studies._shakespeare_4x128 import *  # noqa: F403  shared: runs_dir, base_config, settings, seeds
