@@ -12,10 +12,20 @@ import functools
 import sys
 
 from core.closed_output import output_may_close
+from core.i18n import error_line
 
 
 class UserError(Exception):
-    """A problem with the user's input (config, paths, prompts, checkpoints), explained in one line."""
+    """A problem with the user's input (config, paths, prompts, checkpoints), explained in one line.
+
+    Given fields, the message is an N_ template (core/i18n.py) that they fill, so a reader of another
+    language can be shown the line in theirs (i18n.error_line): UserError(N_("{what}: {number:g} is
+    outside {low} to {high}"), what=N_("seed"), number=7, low=0, high=5). str() is the English line.
+    A field holding what the user typed goes in quoted (repr), so it is never taken for catalog text."""
+
+    def __init__(self, message: str, **fields):
+        super().__init__(message.format(**fields) if fields else message)
+        self.template, self.fields = message, fields
 
 
 def is_user_error(error: BaseException) -> bool:
@@ -34,7 +44,7 @@ def exit_on_user_error(main):
             except Exception as error:
                 if not is_user_error(error):
                     raise
-                print(f"error: {error}", file=sys.stderr)
+                print(f"error: {error_line(error)}", file=sys.stderr)
         sys.exit(2)
 
     return guarded

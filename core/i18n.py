@@ -16,6 +16,7 @@ scripts read them from the JSON reports) stays English where it is stored and is
 (`N_("shuffled labels ({count})").format(count=200)` reads back as "打乱标签 (200)").
 `use_language(cfg.lang)` sets the language of this process once a script has its config;
 `translator(lang)` gives the `_` of one language, for code that serves several (a web page).
+`error_line(error, lang)` is a UserError made from a template (core/errors.py) in a reader's language.
 docs/i18n.md says how to add a message or a language.
 """
 
@@ -132,10 +133,12 @@ def templates(lang: str) -> list[tuple[re.Pattern, str]]:
         literal = FIELD.sub("", message.id)
         if literal == message.id or not literal.strip():
             continue  # no field, or nothing but fields: it would match any text
-        pattern, end = "", 0
+        pattern, end, seen = "", 0, set()
         for field in FIELD.finditer(message.id):
-            pattern += re.escape(message.id[end:field.start()]) + f"(?P<{field.group(1)}>.+?)"
-            end = field.end()
+            name = field.group(1)  # a field used twice ("-{limit} to {limit}") matches the same text
+            group = f"(?P={name})" if name in seen else f"(?P<{name}>.+?)"
+            pattern += re.escape(message.id[end:field.start()]) + group
+            end, seen = field.end(), seen | {name}
         pattern += re.escape(message.id[end:])
         found.append((len(literal), re.compile(pattern, re.DOTALL), FIELD.sub(r"{\1}", message.string)))
     return [(pattern, translation) for _, pattern, translation in sorted(found, key=lambda t: -t[0])]
@@ -175,6 +178,19 @@ def translate(text: str, lang: str | None = None) -> str:
     if lang == "en" or not text:
         return text
     return known(text, lang) or text
+
+
+def error_line(error: BaseException, lang: str | None = None) -> str:
+    """A UserError's line in the reader's language: its template translated, then filled with its
+    fields, each field that is catalog text (a label like "word A") translated too and what the user
+    typed left as it is. An error the catalog does not know is its English line."""
+    lang = resolve(lang) if lang else _language
+    template = getattr(error, "template", None)
+    if lang == "en" or template is None or template not in message_ids(lang):
+        return str(error)
+    fields = {name: translate(value, lang) if isinstance(value, str) else value
+              for name, value in error.fields.items()}
+    return catalog(lang).gettext(template).format(**fields)
 
 
 def installed_cjk_font(manager) -> str | None:

@@ -18,6 +18,7 @@ import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
 from core.errors import UserError
+from core.i18n import N_
 
 RANKS_FILE = Path(__file__).resolve().parent.parent / "data" / "gpt2.tiktoken"
 END_OF_TEXT = "<|endoftext|>"
@@ -87,7 +88,7 @@ class Tokenizer:
         self.model_id_of = np.full(GPT2_VOCAB_SIZE, -1, dtype=np.int64)
         self.model_id_of[self.gpt2_ids] = np.arange(self.n_vocab)
 
-    def from_gpt2(self, gpt2_ids, what: str = "the text", fix: str = "use other words") -> np.ndarray:
+    def from_gpt2(self, gpt2_ids, what: str = N_("the text"), fix: str = N_("use other words")) -> np.ndarray:
         """Model ids for GPT-2 ids; a GPT-2 id the model lacks is a UserError naming the token, where
         it came from (`what`) and what to do (`fix`)."""
         gpt2_ids = np.asarray(gpt2_ids, dtype=np.int64)
@@ -95,16 +96,19 @@ class Tokenizer:
         ids = np.where(is_gpt2, self.model_id_of[np.where(is_gpt2, gpt2_ids, 0)], -1)
         if (ids < 0).any():
             missing = int(gpt2_ids[np.argmax(ids < 0)])
-            token = f"{decode([missing])!r} is GPT-2 token {missing}" if missing < GPT2_VOCAB_SIZE else \
-                f"token {missing} is no GPT-2 token"
-            raise UserError(f"{what}: {token}, outside this model's vocabulary ({self.describe()}); {fix}")
+            fields = dict(what=what, token=missing, vocabulary=self.describe(), fix=fix)
+            if missing < GPT2_VOCAB_SIZE:
+                raise UserError(N_("{what}: {text} is GPT-2 token {token}, outside this model's vocabulary "
+                                   "({vocabulary}); {fix}"), text=repr(decode([missing])), **fields)
+            raise UserError(N_("{what}: token {token} is no GPT-2 token, outside this model's vocabulary "
+                               "({vocabulary}); {fix}"), **fields)
         return ids
 
     def to_gpt2(self, ids) -> np.ndarray:
         """GPT-2 ids for model ids (all below n_vocab)."""
         return self.gpt2_ids[np.asarray(ids, dtype=np.int64)]
 
-    def encode(self, text: str, what: str = "the text") -> list[int]:
+    def encode(self, text: str, what: str = N_("the text")) -> list[int]:
         """Model ids of `text`, encoded like the module's `encode`."""
         return self.from_gpt2(encode(text), what).tolist()
 
@@ -146,5 +150,6 @@ class Tokenizer:
 
     def describe(self) -> str:
         if self.remapped:
-            return f"the {self.n_vocab:,} GPT-2 tokens of its training corpus, vocab='corpus'"
-        return f"the first {self.n_vocab:,} GPT-2 ids"
+            return N_("the {count:,} GPT-2 tokens of its training corpus, vocab='corpus'").format(
+                count=self.n_vocab)
+        return N_("the first {count:,} GPT-2 ids").format(count=self.n_vocab)

@@ -27,10 +27,14 @@ def token_id(word: str, tokenizer: Tokenizer, key: str) -> int:
     key it came from."""
     ids = encode(word)
     if len(ids) != 1:
-        pieces = " + ".join(repr(decode([i])) for i in ids) or "nothing"
-        hint = f"; try {' ' + word.strip()!r}" if not word.startswith(" ") and word.strip() else ""
-        raise UserError(f"{key}: {word!r} is {len(ids)} GPT-2 tokens ({pieces}), not one; "
-                        f"use a word that is a single token{hint}")
+        fields = dict(key=key, word=repr(word), count=len(ids),
+                      pieces=" + ".join(repr(decode([i])) for i in ids) or N_("nothing"))
+        if not word.startswith(" ") and word.strip():
+            raise UserError(N_("{key}: {word} is {count} GPT-2 tokens ({pieces}), not one; use a word that "
+                               "is a single token; try {suggestion}"), suggestion=repr(" " + word.strip()),
+                            **fields)
+        raise UserError(N_("{key}: {word} is {count} GPT-2 tokens ({pieces}), not one; use a word that is a "
+                           "single token"), **fields)
     return int(tokenizer.from_gpt2(ids, key)[0])
 
 

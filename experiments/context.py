@@ -36,6 +36,7 @@ from core.checkpoint import (
 from core.config import Config
 from core.errors import UserError
 from core.hardware import resolve_device
+from core.i18n import N_
 from core.memory_plan import check_sampling_fits
 from core.tokenizer import GPT2_VOCAB_SIZE, Tokenizer, encode
 from experiments.common import SAMPLES_PER_PROMPT, prompt_ids
@@ -210,7 +211,7 @@ class Context:
         if len(tokens) < 2:
             raise UserError(f"{path} holds {len(tokens)} tokens; prepare it again with: "
                             f"python data/{self.cfg.dataset}/prepare.py")
-        return self.tokenizer.from_gpt2(tokens, str(path), fix="it was prepared for another model")
+        return self.tokenizer.from_gpt2(tokens, str(path), fix=N_("it was prepared for another model"))
 
     @property
     def audit_text(self) -> np.ndarray:

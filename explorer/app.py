@@ -21,7 +21,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # must precede the i
 import gradio as gr  # noqa: E402
 
 from core.errors import UserError  # noqa: E402
-from core.i18n import translator  # noqa: E402
+from core.i18n import N_, error_line, translator  # noqa: E402
 from explorer import render, views  # noqa: E402
 from explorer.state import ExplorerState  # noqa: E402
 
@@ -40,10 +40,11 @@ def theme() -> gr.themes.Base:
     return gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
 
 
-def problem_message(error: Exception) -> str:
-    """The status line for a failed call: the user's mistake as it is, anything else as one line."""
+def problem_message(error: Exception, lang: str = "en") -> str:
+    """The status line for a failed call: the user's mistake in the page's language, anything else
+    as one line."""
     if isinstance(error, UserError):
-        return render.error(str(error))
+        return render.error(error_line(error, lang))
     print(f"explorer: unexpected {type(error).__name__}:", file=sys.stderr)
     traceback.print_exc()
     first_line = (str(error).splitlines() or [""])[0]
@@ -51,14 +52,15 @@ def problem_message(error: Exception) -> str:
 
 
 def guarded(outputs: int):
-    """Wrap a handler returning (status, *results): on an exception, show it and clear the results."""
+    """Wrap a handler(state, ...) returning (status, *results): on an exception, show it in the
+    state's language and clear the results."""
     def wrap(handler):
         @functools.wraps(handler)
         def run(*args):
             try:
                 return handler(*args)
             except Exception as error:  # shown in the page, logged on the server
-                return (problem_message(error), *[None] * outputs)
+                return (problem_message(error, args[0].cfg.lang), *[None] * outputs)
         return run
     return wrap
 
@@ -71,7 +73,7 @@ def guarded_stream(outputs: int):
             try:
                 yield from handler(*args)
             except Exception as error:
-                yield (problem_message(error), *[None] * outputs)
+                yield (problem_message(error, args[0].cfg.lang), *[None] * outputs)
         return run
     return wrap
 
@@ -231,9 +233,9 @@ def intervention_result(state: ExplorerState, idx, kind, signals_text, layer_val
     """(intervention, summary, top-10 before, top-10 after) for one intervention."""
     intervention = views.build_intervention(state, idx, kind, signals_text, layer_value, direction,
                                             concept_word, alpha_value, steer_signal, positions_text)
-    watched = [views.parse_word(state, watch_word, "watched word")] if watch_word else []
+    watched = [views.parse_word(state, watch_word, N_("watched word"))] if watch_word else []
     if kind == views.ADD_DIRECTION and direction == views.CONCEPT:
-        watched.append(views.parse_word(state, concept_word, "concept word"))
+        watched.append(views.parse_word(state, concept_word, N_("concept word")))
     result = views.next_tokens(state, idx, intervention)
     summary = render.intervention_summary(state.tokenizer, result, list(dict.fromkeys(watched)),
                                           translator(state.cfg.lang))
@@ -257,9 +259,9 @@ def run_intervention(state: ExplorerState, text, kind, signals_text, layer_value
     """First the summary and the top-10 before and after (fast), then the two samples (generation)."""
     idx = views.parse_prompt(state, text)
     temperature = views.parse_temperature(temperature_value)
-    top_k = views.parse_int(top_k_value, "top-k", 0, views.MAX_TOP_K) or None
-    count = views.parse_int(tokens_value, "sample tokens", 1, views.MAX_NEW_TOKENS)
-    seed = views.parse_int(seed_value, "seed", 0, 2**31 - 1)
+    top_k = views.parse_int(top_k_value, N_("top-k"), 0, views.MAX_TOP_K) or None
+    count = views.parse_int(tokens_value, N_("sample tokens"), 1, views.MAX_NEW_TOKENS)
+    seed = views.parse_int(seed_value, N_("seed"), 0, 2**31 - 1)
     intervention, *shown = intervention_result(state, idx, kind, signals_text, layer_value, alpha_value,
                                                direction, concept_word, steer_signal, positions_text,
                                                watch_word)

@@ -106,18 +106,20 @@ DEFINITIONS = {  # N_: the page shows them in its language (render.definitions)
 
 
 # --- reading what the user typed ----------------------------------------------------------------
-def parse_word(state: ExplorerState, word: str | None, what: str = "word") -> int:
+def parse_word(state: ExplorerState, word: str | None, what: str = N_("word")) -> int:
     """The token id of a word that must be exactly one GPT-2 token in this model's vocabulary, or of
     `#ID` (a token id, for tokens that are not text on their own, like one byte of an emoji)."""
     if not word:
-        raise UserError(f"{what}: empty; type a word, e.g. ' king' (most words take a leading space)")
+        raise UserError(N_("{what}: empty; type a word, e.g. ' king' (most words take a leading space)"),
+                        what=what)
     if len(word) > MAX_WORD_CHARS:
-        raise UserError(f"{what}: {len(word):,} characters is far longer than one token; type one word")
+        raise UserError(N_("{what}: {count:,} characters is far longer than one token; type one word"),
+                        what=what, count=len(word))
     if re.fullmatch(r"#\d+", word):
         token = int(word[1:])
         if token >= state.tokenizer.n_vocab:
-            raise UserError(f"{what}: token {token} does not exist; this model's tokens are 0 to "
-                            f"{state.tokenizer.n_vocab - 1}")
+            raise UserError(N_("{what}: token {token} does not exist; this model's tokens are 0 to {last}"),
+                            what=what, token=token, last=state.tokenizer.n_vocab - 1)
         return token
     return token_id(word, state.tokenizer, what)
 
@@ -125,12 +127,12 @@ def parse_word(state: ExplorerState, word: str | None, what: str = "word") -> in
 def parse_prompt(state: ExplorerState, text: str | None) -> torch.Tensor:
     """A prompt as a (1, T) batch on the model's device; empty or too long is refused."""
     if not text:
-        raise UserError("the prompt is empty; type some text")
-    ids = state.tokenizer.encode(text, "the prompt")  # a token the model lacks: one line naming it
+        raise UserError(N_("the prompt is empty; type some text"))
+    ids = state.tokenizer.encode(text, N_("the prompt"))  # a token the model lacks: one line naming it
     block = state.model.config.block_size
     if len(ids) > block:
-        raise UserError(f"the prompt is {len(ids)} tokens, longer than this model's context of {block}; "
-                        "shorten it")
+        raise UserError(N_("the prompt is {count} tokens, longer than this model's context of {block}; "
+                           "shorten it"), count=len(ids), block=block)
     return torch.tensor([ids], device=next(state.model.parameters()).device)
 
 
@@ -152,27 +154,37 @@ def shown(value) -> str:
 def parse_int(value, what: str, low: int, high: int) -> int:
     """A whole number in [low, high] from a number box (which may hold None, NaN or a float)."""
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise UserError(f"{what}: the box is empty; give a whole number from {low} to {high}")
+        raise UserError(N_("{what}: the box is empty; give a whole number from {low} to {high}"),
+                        what=what, low=low, high=high)
     number = as_number(value)
     if number is None:
-        raise UserError(f"{what}: {shown(value)} is not a number; give a whole number from {low} to {high}")
+        raise UserError(N_("{what}: {value} is not a number; give a whole number from {low} to {high}"),
+                        what=what, value=shown(value), low=low, high=high)
     if number != int(number):
-        raise UserError(f"{what}: {number:g} is not a whole number; give one from {low} to {high}")
+        raise UserError(N_("{what}: {number:g} is not a whole number; give one from {low} to {high}"),
+                        what=what, number=number, low=low, high=high)
     if not low <= number <= high:
-        raise UserError(f"{what}: {number:g} is outside {low} to {high}")
+        raise UserError(N_("{what}: {number:g} is outside {low} to {high}"),
+                        what=what, number=number, low=low, high=high)
     return int(number)
 
 
-def parse_index(value, noun: str, count: int) -> int:
-    """One of `count` numbered things (signals, layers), or a line saying what exists."""
+# A numbered thing (signals, layers): its name in a line, and the line when it does not exist.
+SIGNAL = (N_("signal"), N_("signal {number:g} does not exist; this model has signals 0 to {last}"))
+LAYER = (N_("layer"), N_("layer {number:g} does not exist; this model has layers 0 to {last}"))
+
+
+def parse_index(value, thing: tuple[str, str], count: int) -> int:
+    """One of `count` numbered things (SIGNAL, LAYER), or a line saying which exist."""
+    noun, missing = thing
     number = as_number(value)
     if number is not None and number == int(number) and not 0 <= number < count:
-        raise UserError(f"{noun} {number:g} does not exist; this model has {noun}s 0 to {count - 1}")
+        raise UserError(missing, number=number, last=count - 1)
     return parse_int(value, noun, 0, count - 1)
 
 
 def parse_signal(state: ExplorerState, value) -> int:
-    return parse_index(value, "signal", state.reading.n_signals)
+    return parse_index(value, SIGNAL, state.reading.n_signals)
 
 
 def parse_signals(state: ExplorerState, text: str | None) -> list[int]:
@@ -180,40 +192,41 @@ def parse_signals(state: ExplorerState, text: str | None) -> list[int]:
     n = state.factorization.n_signals
     words = (text or "").replace(",", " ").split()
     if not words:
-        raise UserError(f"no signals given; type signal ids from 0 to {n - 1}, e.g. 3, 17, 42")
+        raise UserError(N_("no signals given; type signal ids from 0 to {last}, e.g. 3, 17, 42"), last=n - 1)
     return sorted({parse_signal(state, word) for word in words})
 
 
 def parse_layer(state: ExplorerState, value) -> int:
-    return parse_index(value, "layer", state.n_layer)
+    return parse_index(value, LAYER, state.n_layer)
 
 
 def parse_alpha(value) -> float:
     alpha = as_number(value)
     if alpha is None:
-        raise UserError(f"alpha must be a finite number from -{ALPHA_LIMIT:g} to {ALPHA_LIMIT:g}")
+        raise UserError(N_("alpha must be a finite number from -{limit:g} to {limit:g}"), limit=ALPHA_LIMIT)
     if abs(alpha) > ALPHA_LIMIT:
-        raise UserError(f"alpha {alpha:g} is too large; use -{ALPHA_LIMIT:g} to {ALPHA_LIMIT:g} (in units of "
-                        "the residual stream's mean norm: 1 adds a vector as long as the stream itself)")
+        raise UserError(N_("alpha {alpha:g} is too large; use -{limit:g} to {limit:g} (in units of the "
+                           "residual stream's mean norm: 1 adds a vector as long as the stream itself)"),
+                        alpha=alpha, limit=ALPHA_LIMIT)
     return alpha
 
 
 def parse_temperature(value) -> float:
     temperature = as_number(value)
     if temperature is None or not 0 <= temperature <= 10:
-        raise UserError("temperature: give a number from 0 (greedy) to 10")
+        raise UserError(N_("temperature: give a number from 0 (greedy) to 10"))
     return temperature
 
 
 def needs_factorization(state: ExplorerState, view: str) -> None:
     if state.factorization is None:
-        raise UserError(f"{view} is unavailable: {state.factorization_note}")
+        raise UserError(N_("{view} is unavailable: {why}"), view=view, why=state.factorization_note)
 
 
 def needs_reading(state: ExplorerState, view: str) -> None:
     """The Signal view reads signals: a factorization's, or an SAE's latents (explorer/reading.py)."""
     if state.reading is None:
-        raise UserError(f"{view} is unavailable: {state.factorization_note}")
+        raise UserError(N_("{view} is unavailable: {why}"), view=view, why=state.factorization_note)
 
 
 # --- Token ------------------------------------------------------------------------------------
@@ -281,7 +294,7 @@ class SignalCard:
 def signal_card(state: ExplorerState, value) -> SignalCard:
     """A signal's codebook over the searchable vocabulary (none for an SAE latent), and its precomputed
     validation statistics."""
-    needs_reading(state, "the Signal view")
+    needs_reading(state, N_("the Signal view"))
     signal = parse_signal(state, value)
     promotes, suppresses = [], []
     if state.reading.recipes is not None:
@@ -326,7 +339,7 @@ def top_contexts(state: ExplorerState, signal: int) -> list[Context]:
 @torch.no_grad()
 def signal_on_text(state: ExplorerState, value, text: str | None) -> tuple[int, list[int], list[float]]:
     """(signal, tokens, its activation at each token) of a text the user typed."""
-    needs_reading(state, "the Signal view")
+    needs_reading(state, N_("the Signal view"))
     signal = parse_signal(state, value)
     idx = parse_prompt(state, text)
     activations = state.reading.read(state.model, residual_states(state, idx))  # (T, S)
@@ -336,10 +349,10 @@ def signal_on_text(state: ExplorerState, value, text: str | None) -> tuple[int, 
 def signal_list(state: ExplorerState) -> list[tuple[int, float, float, int | None]]:
     """Every signal: (id, firing rate, selectivity, the searchable token its recipe column favours most,
     None for an SAE latent)."""
-    needs_reading(state, "the signal list")
+    needs_reading(state, N_("the signal list"))
     stats = state.signal_stats
     if stats is None:
-        raise UserError(f"no signal list: {state.signal_stats_note}")
+        raise UserError(N_("no signal list: {why}"), why=state.signal_stats_note)
     recipes = state.reading.recipes
     tops = recipes[state.vocabulary].argmax(dim=0).cpu().tolist() if recipes is not None else None  # (S,)
     return [(s, stats.firing_rate[s].item(), stats.selectivity[s].item(),
@@ -384,9 +397,9 @@ def drivers(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor, posit
     """Which signals drive the prediction at a position: the readout's logit for the predicted token v
     is sum_s a_s r_vs (exactly on reflow, whose readout is W_recipe @ W_basis; through the post-hoc
     factorization otherwise), so each signal's share is its a_s r_vs."""
-    needs_factorization(state, "the signals driving a prediction")
+    needs_factorization(state, N_("the signals driving a prediction"))
     T = idx.size(1)
-    position = parse_int(position_value, "position", -T, T - 1) % T
+    position = parse_int(position_value, N_("position"), -T, T - 1) % T
     fac = state.factorization
     h = state.model.ln_f(states[-1, position])  # (C,) after the last layer
     token = lens_logits(state.model, states[-1, position]).argmax().item()
@@ -410,7 +423,7 @@ def logit_lens(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor,
                target_word: str | None) -> Lens:
     """The logit lens over the last LENS_POSITIONS positions of a prompt, whose residual states are
     `states` (L+1, T, C); the target defaults to the model's own top prediction at the last position."""
-    typed = parse_word(state, target_word, "target") if target_word else None
+    typed = parse_word(state, target_word, N_("target")) if target_word else None
     T = idx.size(1)
     positions = list(range(max(0, T - LENS_POSITIONS), T))
     # From the logits, without a (L+1, P, V) softmax: top-1 by argmax, probabilities via logsumexp,
@@ -434,9 +447,9 @@ def logit_lens(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor,
 @torch.no_grad()
 def signal_flow(state: ExplorerState, idx: torch.Tensor, states: torch.Tensor, position_value) -> Flow:
     """The signals strongest after the last layer at a position, read after every layer."""
-    needs_factorization(state, "the signal flow")
+    needs_factorization(state, N_("the signal flow"))
     T = idx.size(1)
-    position = parse_int(position_value, "position", -T, T - 1) % T
+    position = parse_int(position_value, N_("position"), -T, T - 1) % T
     fac = state.factorization
     activations = fac.signal_activations(state.model.ln_f(states[:, position])).cpu()  # (L+1, S)
     k = min(FLOW_SIGNALS, activations.size(-1))
@@ -466,7 +479,7 @@ def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signa
     writes to a weight: they edit activations as they pass."""
     model = state.model
     if kind == REMOVE_AT_READOUT:
-        needs_factorization(state, "removing signals")
+        needs_factorization(state, N_("removing signals"))
         fac, signals = state.factorization, parse_signals(state, signals_text)
         recipes = fac.recipes[:, signals]  # (V, k)
         basis = fac.basis[signals]  # (k, C)
@@ -476,7 +489,7 @@ def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signa
 
         return Intervention({}, remove_at_readout, f"signals {signals} removed at the readout")
     if kind == REMOVE_FROM_RESIDUAL:
-        needs_factorization(state, "removing signals")
+        needs_factorization(state, N_("removing signals"))
         signals, layer = parse_signals(state, signals_text), parse_layer(state, layer_value)
         rows = state.factorization.basis[signals]  # (k, C)
         projector = rows.t() @ torch.linalg.pinv(rows @ rows.t()) @ rows  # (C, C) onto their span
@@ -490,11 +503,11 @@ def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signa
             E = state.vocab_matrix.float()  # experiment 10's direction, from the precomputed matrix
             unit, name = F.normalize(E[positive].mean(0) - E[negative].mean(0), dim=0), "sentiment"
         elif direction == SIGNAL_DIRECTION:
-            needs_factorization(state, "steering along a signal")
+            needs_factorization(state, N_("steering along a signal"))
             signal = parse_signal(state, steer_signal)
             unit, name = F.normalize(state.factorization.basis[signal].float(), dim=0), f"signal {signal}"
         else:
-            token = parse_word(state, concept_word, "concept word")
+            token = parse_word(state, concept_word, N_("concept word"))
             unit = F.normalize(state.vocab_matrix[token].float(), dim=0)
             name = f"concept {state.tokenizer.piece(token)!r}"
         with state.lock:
@@ -508,7 +521,8 @@ def build_intervention(state: ExplorerState, idx: torch.Tensor, kind: str, signa
         return Intervention({residual_hook(model, layer): hook}, None,
                             f"{name} direction added after layer {layer} {where} with alpha {alpha:g} "
                             f"(|vector| = {vector.norm():.3g})")
-    raise UserError(f"unknown intervention {kind!r}; choose one of: {', '.join(INTERVENTIONS)}")
+    raise UserError(N_("unknown intervention {kind}; choose one of: {choices}"), kind=repr(kind),
+                    choices=", ".join(INTERVENTIONS))
 
 
 def parse_positions(text: str | None, length: int) -> list[int] | None:
@@ -516,7 +530,7 @@ def parse_positions(text: str | None, length: int) -> list[int] | None:
     words = (text or "").replace(",", " ").split()
     if not words:
         return None
-    return sorted({parse_int(word, "position", -length, length - 1) % length for word in words})
+    return sorted({parse_int(word, N_("position"), -length, length - 1) % length for word in words})
 
 
 def positions_hook(vector: torch.Tensor, positions: list[int], length: int):
@@ -631,9 +645,10 @@ def stream_tokens(state: ExplorerState, idx: torch.Tensor, max_new_tokens: int, 
 
 def generation_settings(state: ExplorerState, temperature, top_k, max_tokens, seed) -> tuple:
     """(temperature, top_k or None, max new tokens, seed) from the Generate tab's boxes."""
-    top_k = parse_int(top_k, "top-k", 0, MAX_TOP_K)
+    top_k = parse_int(top_k, N_("top-k"), 0, MAX_TOP_K)
     return (parse_temperature(temperature), top_k or None,
-            parse_int(max_tokens, "max tokens", 1, MAX_NEW_TOKENS), parse_int(seed, "seed", 0, 2**31 - 1))
+            parse_int(max_tokens, N_("max tokens"), 1, MAX_NEW_TOKENS),
+            parse_int(seed, N_("seed"), 0, 2**31 - 1))
 
 
 def generate_text(state: ExplorerState, prompt: str, temperature, top_k, max_tokens, seed) -> Iterator[str]:

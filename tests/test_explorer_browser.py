@@ -295,8 +295,8 @@ def test_two_tabs_at_once(explorer):
 
 
 def test_lang_zh_serves_a_chinese_page(explorer, tmp_path):
-    """lang='zh' (python explore.py CONFIG --lang=zh): the tabs, buttons and status lines are drawn in
-    Chinese, also after a second lookup; the English page (the other tests) is unchanged."""
+    """lang='zh' (python explore.py CONFIG --lang=zh): the tabs, buttons, status and error lines are
+    drawn in Chinese, also after a second lookup; the English page (the other tests) is unchanged."""
     state = make_state(tmp_path, "reflow", lang="zh")
     with served(state) as url:
         page = ExplorerPage(explorer[2], url)
@@ -310,6 +310,11 @@ def test_lang_zh_serves_a_chinese_page(explorer, tmp_path):
             token = views.parse_word(state, word)
             expect(page.locator("token-status")).to_contain_text(
                 f"{state.tokenizer.label(token)!r} 是第 {token} 号词元 · 在 logit 透镜中作为目标查看")
+        page.type("token-word", "kingdomship")  # a mistake reads in Chinese, what was typed as typed
+        page.press("token-button")
+        expect(page.locator("token-status")).to_contain_text(
+            "词：'kingdomship' 是 3 个 GPT-2 词元（'king' + 'doms' + 'hip'），而不是一个；请用单个词元的词；"
+            "试试 ' kingdomship'")
         page.tab("信号")
         page.type("signal-id", 1)
         page.press("signal-button")

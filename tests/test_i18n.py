@@ -19,7 +19,8 @@ import experiment
 import study as study_script
 from core import i18n
 from core.config import load_config
-from core.errors import UserError
+from core.errors import UserError, exit_on_user_error
+from core.i18n import N_
 from experiments.registry import EXPERIMENTS
 from experiments.report import Report
 
@@ -112,6 +113,38 @@ def test_stored_english_is_shown_translated_also_when_filled_from_a_template():
     assert i18n.translate("beats a control no catalog knows", "zh") == "beats a control no catalog knows"
     assert i18n.translate("shuffled labels (200)", "en") == "shuffled labels (200)"
     assert i18n.translator("zh")("Recipe Atlas") == "配方图谱"
+    # A field used twice in one template matches the same text both times.
+    assert i18n.translate("alpha must be a finite number from -5 to 5", "zh") == \
+        "alpha 须为 -5 到 5 之间的有限数"
+    assert i18n.translate("alpha must be a finite number from -5 to 6", "zh") == \
+        "alpha must be a finite number from -5 to 6"
+
+
+def test_a_user_error_is_shown_in_the_readers_language_with_what_was_typed_kept():
+    """The template is translated and filled; a label field ("seed") is translated, what the user
+    typed is kept even when it is a catalog word; English, and an error no catalog knows, read as str()."""
+    typed = UserError(N_("{what}: {value} is not a number; give a whole number from {low} to {high}"),
+                      what=N_("seed"), value=repr("seed"), low=0, high=9)
+    assert str(typed) == "seed: 'seed' is not a number; give a whole number from 0 to 9"
+    assert i18n.error_line(typed, "zh") == "随机种子：'seed' 不是数字；请给出 0 到 9 之间的整数"
+    assert i18n.error_line(typed, "en") == str(typed)
+    unknown = UserError("{what}: nothing any catalog knows", what=N_("seed"))
+    assert i18n.error_line(unknown, "zh") == "seed: nothing any catalog knows"
+    plain = UserError("a line made without a template, {braces} and all")
+    assert str(plain) == i18n.error_line(plain, "zh") == "a line made without a template, {braces} and all"
+    assert i18n.error_line(ValueError("not a user error"), "zh") == "not a user error"
+
+
+def test_a_script_in_chinese_prints_its_error_line_in_chinese(capsys, chinese):
+    @exit_on_user_error
+    def main():
+        raise UserError(N_("the prompt is empty; type some text"))
+
+    i18n.use_language("zh")
+    with pytest.raises(SystemExit) as exit_status:
+        main()
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err == "error: 提示为空；请输入一些文字\n"
 
 
 def cjk_font_on_disk() -> bool:
