@@ -40,7 +40,7 @@ def theme() -> gr.themes.Base:
     return gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
 
 
-def problem_message(error: Exception, lang: str = "en") -> str:
+def problem_message(error: Exception, lang: str) -> str:
     """The status line for a failed call: the user's mistake in the page's language, anything else
     as one line."""
     if isinstance(error, UserError):
