@@ -46,7 +46,7 @@ take 65-85 s a student.
 At this size S = d = 128: the basis is square and of full rank, so a frozen basis only reparametrizes a
 student's vocabulary matrix (any E = W_recipe @ W_basis stays reachable through its own recipes). The
 basis arms then test how a fixed basis trains, not whether the teacher's signals pass through it. A wider
-basis (S > d) of rank d leaves E as free; that needs S < d, or a loss on the signal activations themselves.
+basis (S > d) of rank d leaves E as free; testing that needs S < d, or a loss on the signal activations.
 See docs/studies.md for what the runs found.
 """
 
