@@ -29,9 +29,15 @@ UNBUFFERED_ENV = {**ONE_THREAD_ENV, "PYTHONUNBUFFERED": "1"}  # log lines reach 
 ENDLESS = dict(max_iters=10**6, lr_decay_iters=10**6, log_interval=1)
 
 
+def hang_up_as_a_terminal_does() -> None:
+    """In the child: SIGHUP at its default. A suite started under nohup would hand on its ignored
+    SIGHUP, and train.py rightly keeps nohup's choice, so the SIGHUP test would wait for nothing."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def start(command: list[str], cwd, **popen) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=cwd, env=UNBUFFERED_ENV, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, **popen)
+                            stderr=subprocess.PIPE, preexec_fn=hang_up_as_a_terminal_does, **popen)
 
 
 def wait_for_line(process: subprocess.Popen, prefix: str) -> None:
